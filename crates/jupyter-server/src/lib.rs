@@ -1,0 +1,14 @@
+//! A Jupyter kernel server in the xeus mould: this crate owns the sockets and every protocol rule
+//! (busy/idle around each request, execution counts, stop-on-error aborts, history, stdin
+//! round-trips, interrupts, shutdown) and knows nothing about the language. A language plugs in
+//! through [`Interpreter`].
+
+mod core;
+pub mod history;
+mod publisher;
+mod transport;
+
+pub use crate::core::{ExecuteOutcome, Interpreter, KernelInfo};
+pub use crate::publisher::{InputError, Publisher, StdinHandle};
+pub use crate::transport::{serve, ServeOptions};
+pub use jupyter_wire as wire;

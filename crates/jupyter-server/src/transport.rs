@@ -1,0 +1,399 @@
+//! The five sockets, each serviced by its own task, and the process lifecycle (startup, SIGINT,
+//! parent death, shutdown).
+
+use crate::core::{Core, Interpreter, KernelInfo, ShellEvent};
+use crate::history::History;
+use crate::publisher::{Publisher, StdinHandle};
+use bytes::Bytes;
+use jupyter_wire::content::{ExecutionState, IopubWelcome, Request, ShutdownReply, Status, StatusOnly};
+use jupyter_wire::{ConnectionInfo, Message, Signer, WireError};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::Notify;
+use zeromq::{RepSocket, RouterSocket, Socket, SocketRecv, SocketSend, XPubSocket, ZmqMessage};
+
+pub struct ServeOptions {
+    pub info: KernelInfo,
+    /// Where history persists across sessions; `None` keeps it in memory.
+    pub history_file: Option<PathBuf>,
+    /// Stops the running cell. Called from the control task or the SIGINT handler, never from
+    /// the executor thread, so it must not need the interpreter.
+    pub interrupt: Arc<dyn Fn() + Send + Sync>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot bind {channel} socket to {endpoint}: {source}")]
+    Bind { channel: &'static str, endpoint: String, source: zeromq::ZmqError },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+static EXIT: Notify = Notify::const_new();
+
+/// Ends `serve` after the current IOPub messages are flushed.
+pub(crate) fn exit_soon() {
+    EXIT.notify_one();
+}
+
+/// Binds the sockets of `conn` and serves until a shutdown request (or the parent's death).
+/// `make` builds the interpreter on a background thread while requests are already answered.
+pub fn serve<I, F>(conn: ConnectionInfo, options: ServeOptions, make: F) -> Result<(), ServeError>
+where
+    I: Interpreter,
+    F: FnOnce(Publisher, StdinHandle) -> Result<I, String> + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("kernel-io")
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(serve_async(conn, options, make))
+}
+
+async fn bind<S: Socket>(mut socket: S, conn: &ConnectionInfo, port: u16, channel: &'static str) -> Result<S, ServeError> {
+    let endpoint = conn.endpoint(port);
+    socket
+        .bind(&endpoint)
+        .await
+        .map_err(|source| ServeError::Bind { channel, endpoint, source })?;
+    Ok(socket)
+}
+
+async fn serve_async<I, F>(conn: ConnectionInfo, options: ServeOptions, make: F) -> Result<(), ServeError>
+where
+    I: Interpreter,
+    F: FnOnce(Publisher, StdinHandle) -> Result<I, String> + Send + 'static,
+{
+    let signer = Signer::new(&conn.key);
+    if !signer.is_enabled() {
+        log::warn!("the connection file has an empty key: messages are not signed");
+    }
+    let session = uuid::Uuid::new_v4().to_string();
+
+    let shell = bind(RouterSocket::new(), &conn, conn.shell_port, "shell").await?;
+    let control = bind(RouterSocket::new(), &conn, conn.control_port, "control").await?;
+    let stdin_socket = bind(RouterSocket::new(), &conn, conn.stdin_port, "stdin").await?;
+    let iopub = bind(XPubSocket::new(), &conn, conn.iopub_port, "iopub").await?;
+    let heartbeat = bind(RepSocket::new(), &conn, conn.hb_port, "heartbeat").await?;
+
+    let (iopub_tx, iopub_rx) = unbounded_channel();
+    let (shell_out_tx, shell_out_rx) = unbounded_channel();
+    let (stdin_out_tx, stdin_out_rx) = unbounded_channel();
+    let (stdin_reply_tx, stdin_reply_rx) = crossbeam_channel::unbounded();
+    let (events_tx, events_rx) = crossbeam_channel::unbounded();
+
+    let publisher = Publisher::new(&session, iopub_tx);
+    let stdin = StdinHandle {
+        session: session.clone().into(),
+        outgoing: stdin_out_tx,
+        replies: stdin_reply_rx,
+        allowed: Arc::new(AtomicBool::new(false)),
+        interrupted: Arc::new(AtomicBool::new(false)),
+        publisher: publisher.clone(),
+    };
+    let interrupt: Arc<dyn Fn() + Send + Sync> = {
+        let user = options.interrupt.clone();
+        let flag = stdin.interrupted.clone();
+        Arc::new(move || {
+            flag.store(true, Ordering::SeqCst);
+            user();
+        })
+    };
+
+    tokio::spawn(iopub_task(iopub, iopub_rx, signer.clone(), session.clone()));
+    let (shell_send, shell_recv) = shell.split();
+    tokio::spawn(router_send_task(shell_send, shell_out_rx, signer.clone(), "shell"));
+    let (stdin_send, stdin_recv) = stdin_socket.split();
+    tokio::spawn(router_send_task(stdin_send, stdin_out_rx, signer.clone(), "stdin"));
+    tokio::spawn(stdin_recv_task(stdin_recv, signer.clone(), stdin_reply_tx));
+    tokio::spawn(heartbeat_task(heartbeat));
+
+    // `starting` goes out before anyone can have subscribed, as the spec expects; clients then
+    // rely on the welcome message and kernel_info.
+    publisher.send("status", Status { execution_state: ExecutionState::Starting }, None);
+
+    let (interp_tx, interp_rx) = crossbeam_channel::bounded(1);
+    {
+        let (publisher, stdin) = (publisher.clone(), stdin.clone());
+        std::thread::Builder::new()
+            .name("interpreter-start".into())
+            .spawn(move || {
+                let _ = interp_tx.send(make(publisher, stdin));
+            })
+            .map_err(ServeError::Runtime)?;
+    }
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    {
+        let core = Core::new(
+            options.info.clone(),
+            publisher.clone(),
+            stdin.clone(),
+            shell_out_tx,
+            History::open(options.history_file.clone()),
+            interp_rx,
+        );
+        std::thread::Builder::new()
+            .name("executor".into())
+            .spawn(move || {
+                core.run(events_rx);
+                let _ = done_tx.send(());
+            })
+            .map_err(ServeError::Runtime)?;
+    }
+
+    tokio::spawn(shell_recv_task(shell_recv, signer.clone(), events_tx.clone()));
+    tokio::spawn(control_task(
+        control,
+        signer,
+        publisher.clone(),
+        options.info,
+        interrupt.clone(),
+        events_tx,
+        done_rx,
+    ));
+    tokio::spawn(sigint_task(interrupt));
+    tokio::spawn(parent_watch_task());
+
+    EXIT.notified().await;
+    // Let IOPub flush the shutdown reply and final status.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+fn to_zmq(frames: Vec<Vec<u8>>) -> Option<ZmqMessage> {
+    ZmqMessage::try_from(frames.into_iter().map(Bytes::from).collect::<Vec<_>>()).ok()
+}
+
+fn from_zmq(msg: ZmqMessage) -> Vec<Vec<u8>> {
+    msg.into_vec().into_iter().map(|b| b.to_vec()).collect()
+}
+
+/// Decodes a received message; bad signatures and malformed frames are logged and dropped.
+fn decode(frames: Vec<Vec<u8>>, signer: &Signer, channel: &str) -> Option<Message> {
+    match Message::from_frames(frames, signer) {
+        Ok(m) => Some(m),
+        Err(WireError::BadSignature) => {
+            log::warn!("{channel}: dropped a message with an invalid signature");
+            None
+        }
+        Err(e) => {
+            log::warn!("{channel}: dropped a malformed message: {e}");
+            None
+        }
+    }
+}
+
+async fn pause_after_error(channel: &str, e: impl std::fmt::Display) {
+    log::debug!("{channel}: socket error: {e}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+async fn iopub_task(mut socket: XPubSocket, mut rx: UnboundedReceiver<Message>, signer: Signer, session: String) {
+    loop {
+        tokio::select! {
+            biased;
+            sub = socket.recv() => match sub {
+                Ok(sub) => {
+                    let Some(frame) = sub.get(0) else { continue };
+                    // 0x01 + topic subscribes; 0x00 + topic unsubscribes.
+                    if frame.first() == Some(&1) {
+                        let topic = String::from_utf8_lossy(&frame[1..]).into_owned();
+                        let mut welcome = Message::new(&session, "iopub_welcome", IopubWelcome { subscription: topic.clone() }, None);
+                        welcome.identities = vec![if topic.is_empty() { format!("kernel.{session}.iopub_welcome") } else { topic }.into_bytes()];
+                        if let Some(m) = to_zmq(welcome.to_frames(&signer)) {
+                            if let Err(e) = socket.send(m).await {
+                                log::warn!("iopub: cannot send welcome: {e}");
+                            }
+                        }
+                    }
+                }
+                Err(e) => pause_after_error("iopub", e).await,
+            },
+            msg = rx.recv() => match msg {
+                Some(msg) => {
+                    if let Some(m) = to_zmq(msg.to_frames(&signer)) {
+                        if let Err(e) = socket.send(m).await {
+                            log::warn!("iopub: send failed: {e}");
+                        }
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+}
+
+async fn router_send_task(mut socket: impl SocketSend + Send, mut rx: UnboundedReceiver<Message>, signer: Signer, channel: &'static str) {
+    while let Some(msg) = rx.recv().await {
+        if msg.identities.is_empty() {
+            log::warn!("{channel}: no route for {}", msg.msg_type());
+            continue;
+        }
+        if let Some(m) = to_zmq(msg.to_frames(&signer)) {
+            // Sending to a peer that went away is an error in zmq.rs; log and go on.
+            if let Err(e) = socket.send(m).await {
+                log::warn!("{channel}: cannot send {}: {e}", msg.msg_type());
+            }
+        }
+    }
+}
+
+async fn shell_recv_task(mut socket: zeromq::RouterRecvHalf, signer: Signer, events: crossbeam_channel::Sender<ShellEvent>) {
+    loop {
+        match socket.recv().await {
+            Ok(m) => {
+                if let Some(msg) = decode(from_zmq(m), &signer, "shell") {
+                    if events.send(ShellEvent::Request(msg)).is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(e) => pause_after_error("shell", e).await,
+        }
+    }
+}
+
+async fn stdin_recv_task(mut socket: zeromq::RouterRecvHalf, signer: Signer, replies: crossbeam_channel::Sender<String>) {
+    loop {
+        match socket.recv().await {
+            Ok(m) => {
+                let Some(msg) = decode(from_zmq(m), &signer, "stdin") else { continue };
+                if msg.msg_type() != "input_reply" {
+                    log::info!("stdin: ignoring {}", msg.msg_type());
+                    continue;
+                }
+                match msg.content.get("value").and_then(|v| v.as_str()) {
+                    Some(v) => {
+                        let _ = replies.send(v.to_owned());
+                    }
+                    None => log::warn!("stdin: input_reply without a string value"),
+                }
+            }
+            Err(e) => pause_after_error("stdin", e).await,
+        }
+    }
+}
+
+async fn heartbeat_task(mut socket: RepSocket) {
+    loop {
+        match socket.recv().await {
+            Ok(m) => {
+                if let Err(e) = socket.send(m).await {
+                    pause_after_error("heartbeat", e).await;
+                }
+            }
+            Err(e) => pause_after_error("heartbeat", e).await,
+        }
+    }
+}
+
+/// Control requests are served here, beside a running cell: kernel_info, interrupt, shutdown.
+async fn control_task(
+    socket: RouterSocket,
+    signer: Signer,
+    publisher: Publisher,
+    info: KernelInfo,
+    interrupt: Arc<dyn Fn() + Send + Sync>,
+    events: crossbeam_channel::Sender<ShellEvent>,
+    executor_done: tokio::sync::oneshot::Receiver<()>,
+) {
+    let (mut send, mut recv) = socket.split();
+    let mut executor_done = Some(executor_done);
+    loop {
+        let frames = match recv.recv().await {
+            Ok(m) => from_zmq(m),
+            Err(e) => {
+                pause_after_error("control", e).await;
+                continue;
+            }
+        };
+        let Some(msg) = decode(frames, &signer, "control") else { continue };
+        let session = publisher.session().to_owned();
+        let reply = |content: serde_json::Value| {
+            let t = Request::reply_type(msg.msg_type());
+            Message::new(&session, &t, content, Some(&msg))
+        };
+        publisher.send("status", Status { execution_state: ExecutionState::Busy }, Some(&msg));
+        let mut shutting_down = None;
+        let out = match Request::parse(msg.msg_type(), &msg.content) {
+            Ok(Request::KernelInfo) => Some(reply(json(info.reply()))),
+            Ok(Request::Interrupt) => {
+                interrupt();
+                Some(reply(json(StatusOnly { status: "ok" })))
+            }
+            Ok(Request::Shutdown(req)) => {
+                shutting_down = Some(req.restart);
+                publisher.send("shutdown_reply", ShutdownReply { status: "ok", restart: req.restart }, Some(&msg));
+                Some(reply(json(ShutdownReply { status: "ok", restart: req.restart })))
+            }
+            Ok(other) => {
+                log::info!("control: ignoring {other:?}");
+                None
+            }
+            Err(e) => {
+                log::warn!("control: malformed {}: {e}", msg.msg_type());
+                None
+            }
+        };
+        if let Some(out) = out.and_then(|m| to_zmq(m.to_frames(&signer))) {
+            if let Err(e) = send.send(out).await {
+                log::warn!("control: cannot reply: {e}");
+            }
+        }
+        publisher.send("status", Status { execution_state: ExecutionState::Idle }, Some(&msg));
+        if let Some(restart) = shutting_down {
+            // Stop a running cell, let the executor release the interpreter (its temp files),
+            // but never hang: the manager sends SIGKILL after a few seconds anyway.
+            interrupt();
+            let _ = events.send(ShellEvent::Shutdown { restart });
+            if let Some(done) = executor_done.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(3), done).await;
+            }
+            exit_soon();
+        }
+    }
+}
+
+fn json(v: impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+/// In signal mode jupyter_client interrupts with SIGINT; without a handler it would kill us.
+async fn sigint_task(interrupt: Arc<dyn Fn() + Send + Sync>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigint = match signal(SignalKind::interrupt()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("cannot install a SIGINT handler: {e}");
+            return;
+        }
+    };
+    while sigint.recv().await.is_some() {
+        log::info!("SIGINT: interrupting the running cell");
+        interrupt();
+    }
+}
+
+/// Exit when the launching Jupyter process dies, so orphaned kernels don't hold GPU memory.
+async fn parent_watch_task() {
+    let Some(pid) = std::env::var("JPY_PARENT_PID").ok().and_then(|p| p.parse::<u32>().ok()) else {
+        return;
+    };
+    let proc_path = PathBuf::from(format!("/proc/{pid}"));
+    if pid <= 1 || !proc_path.exists() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if !proc_path.exists() {
+            log::warn!("parent process {pid} is gone; shutting down");
+            exit_soon();
+            return;
+        }
+    }
+}

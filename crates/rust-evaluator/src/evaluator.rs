@@ -1,0 +1,309 @@
+//! The evaluator: evcxr's `CommandContext` behind a small interface.
+
+use crate::child_init::{self, PanicReport, INPUT_ERR, INPUT_OK};
+use crate::output::{Forwarder, OutputSink, Stream};
+use evcxr::{CommandContext, EvalCallbacks};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct EvaluatorConfig {
+    /// rustc opt-level for cell code (`:opt` changes it later).
+    pub opt_level: String,
+    /// Never touch the network when building cells.
+    pub offline: bool,
+}
+
+impl Default for EvaluatorConfig {
+    fn default() -> Self {
+        EvaluatorConfig { opt_level: "1".to_owned(), offline: false }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the Rust evaluator: {0}")]
+    Engine(String),
+    #[error("cannot configure the Rust evaluator ({command}): {message}")]
+    Setup { command: &'static str, message: String },
+}
+
+/// Why a cell failed. Every variant leaves the evaluator usable for the next cell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalError {
+    /// rustc rejected the cell; `report` holds rendered diagnostics (with ANSI colours).
+    Compile { message: String, report: Vec<String> },
+    /// The cell panicked. Variables defined before the cell are kept.
+    Panic { message: String, location: Option<String> },
+    /// Stopped on request. The child had to be restarted, so variables are gone.
+    Interrupted,
+    /// The child died (segfault, abort, `exit`) and was restarted, so variables are gone.
+    ProcessDied { reason: String },
+    /// Redefining a type dropped variables of the old type.
+    VariablesLost(Vec<String>),
+    Other(String),
+}
+
+impl std::fmt::Display for EvalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EvalError::Compile { message, .. } => write!(f, "{message}"),
+            EvalError::Panic { message, .. } => write!(f, "{message}"),
+            EvalError::Interrupted => write!(f, "interrupted"),
+            EvalError::ProcessDied { reason } => write!(f, "{reason}"),
+            EvalError::VariablesLost(v) => write!(f, "variables lost after a type was redefined: {}", v.join(", ")),
+            EvalError::Other(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+/// A cell's value as MIME type → content (text, or base64 for binary types).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvalOutput {
+    pub data: Vec<(String, String)>,
+    pub elapsed: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InputRequest {
+    pub prompt: String,
+    pub password: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Completions {
+    pub matches: Vec<String>,
+    /// Byte offsets into the code.
+    pub start: usize,
+    pub end: usize,
+}
+
+struct InterruptState {
+    running: AtomicBool,
+    requested: AtomicBool,
+    child: Arc<Mutex<Child>>,
+}
+
+/// Stops the running cell from another thread. Interrupting while no cell runs does nothing,
+/// so an idle kernel never loses its variables to a stray interrupt.
+#[derive(Clone)]
+pub struct Interrupter(Arc<InterruptState>);
+
+impl Interrupter {
+    pub fn interrupt(&self) {
+        if self.0.running.load(Ordering::SeqCst) {
+            self.0.requested.store(true, Ordering::SeqCst);
+            let mut child = self.0.child.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(e) = child.kill() {
+                log::debug!("interrupt: kill: {e}");
+            }
+        }
+    }
+}
+
+pub struct Evaluator {
+    ctx: CommandContext,
+    stdout: Forwarder,
+    stderr: Forwarder,
+    panics: Arc<Mutex<Option<PanicReport>>>,
+    interrupter: Interrupter,
+    /// A new child process needs its panic hook before running user code.
+    child_needs_init: bool,
+}
+
+impl Evaluator {
+    /// Starts the child process and compiles a first cell (a few seconds).
+    pub fn start(config: &EvaluatorConfig, sink: Arc<dyn OutputSink>) -> Result<Evaluator, StartError> {
+        let (mut ctx, outputs) = CommandContext::new().map_err(|e| StartError::Engine(e.to_string()))?;
+        let setup = |ctx: &mut CommandContext, command: &'static str, code: &str| {
+            ctx.execute(code).map(|_| ()).map_err(|e| StartError::Setup { command, message: e.to_string() })
+        };
+        setup(&mut ctx, ":opt", &format!(":opt {}", config.opt_level))?;
+        if config.offline {
+            setup(&mut ctx, ":offline", ":offline 1")?;
+        }
+        setup(&mut ctx, "input()", child_init::INPUT_ITEMS_CELL)?;
+
+        let panics = Arc::new(Mutex::new(None));
+        let stdout = Forwarder::spawn(outputs.stdout, Stream::Stdout, sink.clone(), panics.clone());
+        let stderr = Forwarder::spawn(outputs.stderr, Stream::Stderr, sink, panics.clone());
+        let interrupter = Interrupter(Arc::new(InterruptState {
+            running: AtomicBool::new(false),
+            requested: AtomicBool::new(false),
+            child: ctx.process_handle(),
+        }));
+        let mut evaluator = Evaluator { ctx, stdout, stderr, panics, interrupter, child_needs_init: true };
+        evaluator.init_child()?;
+        Ok(evaluator)
+    }
+
+    pub fn interrupter(&self) -> Interrupter {
+        self.interrupter.clone()
+    }
+
+    fn init_child(&mut self) -> Result<(), StartError> {
+        self.ctx
+            .execute(child_init::PANIC_HOOK_CELL)
+            .map_err(|e| StartError::Setup { command: "panic hook", message: e.to_string() })?;
+        self.child_needs_init = false;
+        Ok(())
+    }
+
+    /// Compiles and runs a cell. Output streams to the sink while it runs and is flushed before
+    /// this returns. `input` answers `input()` calls from the cell.
+    pub fn eval(
+        &mut self,
+        code: &str,
+        input: &dyn Fn(InputRequest) -> Result<String, String>,
+    ) -> Result<EvalOutput, EvalError> {
+        if self.child_needs_init {
+            if let Err(e) = self.init_child() {
+                log::warn!("{e}");
+            }
+        }
+        *self.panics.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        let state = &self.interrupter.0;
+        state.requested.store(false, Ordering::SeqCst);
+        state.running.store(true, Ordering::SeqCst);
+
+        // evcxr does not export its request type, so the closure's parameter type is inferred
+        // from the callback field.
+        let mut callbacks = EvalCallbacks {
+            input_reader: &|req| {
+                let request = InputRequest { prompt: child_init::unescape(&req.prompt), password: req.is_password };
+                match input(request) {
+                    Ok(value) => format!("{INPUT_OK}{}", child_init::escape(&value)),
+                    Err(reason) => format!("{INPUT_ERR}{}", child_init::escape(&reason)),
+                }
+            },
+        };
+        let result = self.ctx.execute_with_callbacks(code, &mut callbacks);
+
+        state.running.store(false, Ordering::SeqCst);
+        let interrupted = state.requested.swap(false, Ordering::SeqCst);
+        self.flush_output();
+        let panic = self.panics.lock().unwrap_or_else(PoisonError::into_inner).take();
+
+        match result {
+            Ok(outputs) => match panic {
+                Some(p) => Err(EvalError::Panic { location: p.user_location().map(str::to_owned), message: p.message }),
+                None => {
+                    let mut data: Vec<(String, String)> = outputs.content_by_mime_type.into_iter().collect();
+                    data.sort();
+                    Ok(EvalOutput { data, elapsed: outputs.timing })
+                }
+            },
+            Err(evcxr::Error::SubprocessTerminated(reason)) => {
+                self.child_needs_init = true;
+                if interrupted {
+                    Err(EvalError::Interrupted)
+                } else {
+                    Err(EvalError::ProcessDied { reason })
+                }
+            }
+            Err(evcxr::Error::CompilationErrors(errors)) => Err(render_compile_errors(&errors, code)),
+            Err(evcxr::Error::TypeRedefinedVariablesLost(vars)) => Err(EvalError::VariablesLost(vars)),
+            Err(evcxr::Error::Message(m)) => Err(EvalError::Other(m)),
+        }
+    }
+
+    /// Output the child wrote before finishing may still be in the stderr pipe: give it a moment,
+    /// then drain both forwarders.
+    fn flush_output(&self) {
+        std::thread::sleep(Duration::from_millis(5));
+        self.stdout.flush();
+        self.stderr.flush();
+    }
+
+    pub fn complete(&mut self, code: &str, byte_pos: usize) -> Completions {
+        match self.ctx.completions(code, byte_pos) {
+            Ok(c) => {
+                let mut matches: Vec<String> = Vec::new();
+                for completion in c.completions {
+                    if !matches.contains(&completion.code) {
+                        matches.push(completion.code);
+                    }
+                }
+                Completions { matches, start: c.start_offset, end: c.end_offset }
+            }
+            Err(e) => {
+                log::debug!("completion failed: {e}");
+                Completions { matches: vec![], start: byte_pos, end: byte_pos }
+            }
+        }
+    }
+
+    /// Documentation or type of what is under the cursor, as (plain text, HTML).
+    pub fn inspect(&mut self, code: &str, byte_pos: usize) -> Option<(String, String)> {
+        let word = word_at(code, byte_pos);
+        if let Ok((plain, html)) = self.ctx.hover_at(code, end_of_word(code, byte_pos)) {
+            if !plain.trim().is_empty() && plain != "No documentation found" {
+                return Some((plain, html));
+            }
+        }
+        // Fall back to a variable's type, like IPython's `x?`.
+        let ty = self.variables().into_iter().find(|(name, _)| *name == word).map(|(_, t)| t)?;
+        let plain = format!("{word}: {ty}");
+        let html = format!("<pre>{}</pre>", html_escape(&plain));
+        Some((plain, html))
+    }
+
+    /// Variables kept between cells, with their types.
+    pub fn variables(&self) -> Vec<(String, String)> {
+        self.ctx.variables_and_types().map(|(n, t)| (n.to_owned(), t.to_owned())).collect()
+    }
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+fn end_of_word(code: &str, byte_pos: usize) -> usize {
+    let pos = byte_pos.min(code.len());
+    code[pos..].find(|c: char| !is_ident(c)).map_or(code.len(), |i| pos + i)
+}
+
+fn word_at(code: &str, byte_pos: usize) -> &str {
+    let end = end_of_word(code, byte_pos);
+    let start = code[..end].rfind(|c: char| !is_ident(c)).map_or(0, |i| i + 1);
+    &code[start..end]
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn render_compile_errors(errors: &[evcxr::CompilationError], code: &str) -> EvalError {
+    let name = "cell".to_owned();
+    let mut report = Vec::new();
+    for error in errors {
+        let rendered = error.build_report(name.clone(), code.to_owned(), evcxr::Theme::Light).and_then(|r| {
+            let mut buf = Vec::new();
+            r.write(ariadne::sources([(name.clone(), code.to_owned())]), &mut buf).ok()?;
+            Some(String::from_utf8_lossy(&buf).into_owned())
+        });
+        match rendered {
+            Some(text) => report.extend(text.lines().map(str::to_owned)),
+            None => {
+                report.push(error.message());
+                report.extend(error.help().into_iter().map(|h| format!("help: {h}")));
+            }
+        }
+    }
+    let message = errors.first().map(|e| e.message()).unwrap_or_else(|| "compilation failed".to_owned());
+    EvalError::Compile { message, report }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words() {
+        assert_eq!(word_at("let x = foo_bar.len()", 10), "foo_bar");
+        assert_eq!(word_at("abc", 3), "abc");
+        assert_eq!(end_of_word("ab cd", 1), 2);
+    }
+}

@@ -1,0 +1,122 @@
+//! Forwards the child's stdout and stderr to an [`OutputSink`] while a cell runs: batched (so a
+//! chatty loop does not flood the frontend), in order per stream, and flushed before a cell's
+//! result is reported.
+
+use crate::child_init::{PanicReport, PANIC_MARKER};
+use crossbeam_channel::{select, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Where cell output goes. Called from forwarding threads, so it must be thread-safe.
+pub trait OutputSink: Send + Sync + 'static {
+    fn write(&self, stream: Stream, text: &str);
+}
+
+/// Batches of at most this size are sent at most every `BATCH_INTERVAL`.
+const MAX_BATCH: usize = 64 * 1024;
+const BATCH_INTERVAL: Duration = Duration::from_millis(20);
+
+pub(crate) struct Forwarder {
+    barrier: Sender<Sender<()>>,
+}
+
+impl Forwarder {
+    pub(crate) fn spawn(
+        lines: Receiver<String>,
+        stream: Stream,
+        sink: Arc<dyn OutputSink>,
+        panics: Arc<Mutex<Option<PanicReport>>>,
+    ) -> Forwarder {
+        let (barrier_tx, barrier_rx) = crossbeam_channel::unbounded::<Sender<()>>();
+        let name = format!("forward-{stream:?}").to_lowercase();
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let mut batch = Batch { text: String::new(), stream, sink, panics, last_write: Instant::now() };
+            loop {
+                select! {
+                    recv(lines) -> line => match line {
+                        Ok(line) => {
+                            batch.push(&line);
+                            // Collect what follows within the interval into the same message.
+                            let deadline = batch.last_write + BATCH_INTERVAL;
+                            while batch.text.len() < MAX_BATCH {
+                                match lines.recv_deadline(deadline) {
+                                    Ok(line) => batch.push(&line),
+                                    Err(_) => break,
+                                }
+                            }
+                            batch.write();
+                        }
+                        Err(_) => break,
+                    },
+                    recv(barrier_rx) -> ack => {
+                        for line in lines.try_iter() {
+                            batch.push(&line);
+                        }
+                        batch.write();
+                        if let Ok(ack) = ack {
+                            let _ = ack.send(());
+                        }
+                    }
+                }
+            }
+            batch.write();
+        });
+        if let Err(e) = spawned {
+            log::error!("cannot start the output forwarder: {e}");
+        }
+        Forwarder { barrier: barrier_tx }
+    }
+
+    /// Returns once every line already received has been handed to the sink.
+    pub(crate) fn flush(&self) {
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        if self.barrier.send(ack_tx).is_ok() {
+            let _ = ack_rx.recv_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+struct Batch {
+    text: String,
+    stream: Stream,
+    sink: Arc<dyn OutputSink>,
+    panics: Arc<Mutex<Option<PanicReport>>>,
+    last_write: Instant,
+}
+
+impl Batch {
+    fn push(&mut self, line: &str) {
+        // The child's panic hook reports on stdout, in order with the cell's own output.
+        if let Some(at) = line.find(PANIC_MARKER) {
+            self.text.push_str(&line[..at]);
+            if at > 0 {
+                self.text.push('\n');
+            }
+            let report = PanicReport::decode(&line[at + PANIC_MARKER.len()..]);
+            if report.on_main_thread {
+                *self.panics.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
+            } else {
+                // A panic in a thread the cell spawned is not the cell's failure; show it.
+                self.text.push_str(&report.describe());
+                self.text.push('\n');
+            }
+            return;
+        }
+        self.text.push_str(line);
+        self.text.push('\n');
+    }
+
+    fn write(&mut self) {
+        if !self.text.is_empty() {
+            self.sink.write(self.stream, &self.text);
+            self.text.clear();
+        }
+        self.last_write = Instant::now();
+    }
+}

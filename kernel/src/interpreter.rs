@@ -1,0 +1,287 @@
+//! Glue between the Jupyter server and the Rust evaluator: turns cells into evaluations and
+//! evaluation results into Jupyter outcomes. Kernel-level `:` commands live here too.
+
+use anyhow::Result;
+use jupyter_server::wire::content::{
+    CompleteReply, Completeness, ErrorInfo, HelpLink, InspectReply, IsCompleteReply, LanguageInfo,
+    MimeBundle, Payload, StreamName,
+};
+use jupyter_server::wire::ConnectionInfo;
+use jupyter_server::{ExecuteOutcome, Interpreter, KernelInfo, Publisher, ServeOptions, StdinHandle};
+use rust_evaluator::{EvalError, Evaluator, EvaluatorConfig, InputRequest, OutputSink, Stream};
+use serde_json::{Map, Value};
+use std::sync::{Arc, OnceLock};
+
+const RED: &str = "\x1b[0;31m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+/// Starts the server; the evaluator is built in the background while requests are answered.
+pub fn run_kernel(conn: ConnectionInfo) -> Result<()> {
+    isolate_engine_config();
+    let interrupter: Arc<OnceLock<rust_evaluator::Interrupter>> = Arc::default();
+    let options = ServeOptions {
+        info: kernel_info(),
+        history_file: crate::paths::data_dir().map(|d| d.join("history.jsonl")),
+        interrupt: {
+            let interrupter = interrupter.clone();
+            Arc::new(move || {
+                if let Some(i) = interrupter.get() {
+                    i.interrupt();
+                }
+            })
+        },
+    };
+    let config = EvaluatorConfig {
+        opt_level: std::env::var("TCH_KERNEL_OPT_LEVEL").unwrap_or_else(|_| "1".to_owned()),
+        offline: std::env::var_os("CARGO_NET_OFFLINE").is_some_and(|v| v == "true" || v == "1"),
+    };
+    jupyter_server::serve(conn, options, move |publisher, _stdin| {
+        let sink = Arc::new(JupyterSink(publisher));
+        let evaluator = Evaluator::start(&config, sink).map_err(|e| e.to_string())?;
+        let _ = interrupter.set(evaluator.interrupter());
+        Ok(RustInterpreter { evaluator })
+    })?;
+    Ok(())
+}
+
+/// A user's own evcxr set-up (`~/.config/evcxr/prelude.rs`, `init.evcxr`) is for evcxr, not for
+/// this kernel: point the engine at our own config dir unless the user chose one explicitly.
+fn isolate_engine_config() {
+    if std::env::var_os("EVCXR_CONFIG_DIR").is_none() {
+        if let Some(dir) = crate::paths::data_dir().map(|d| d.join("evcxr-config")) {
+            // SAFETY: called before any thread is started (the server is not running yet).
+            unsafe { std::env::set_var("EVCXR_CONFIG_DIR", dir) };
+        }
+    }
+}
+
+fn rustc_version() -> String {
+    std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn kernel_info() -> KernelInfo {
+    let rustc = rustc_version();
+    KernelInfo {
+        implementation: "tch-kernel".to_owned(),
+        implementation_version: env!("CARGO_PKG_VERSION").to_owned(),
+        language_info: LanguageInfo {
+            name: "rust".to_owned(),
+            version: rustc.clone(),
+            mimetype: "text/rust".to_owned(),
+            file_extension: ".rs".to_owned(),
+            pygments_lexer: "rust".to_owned(),
+            codemirror_mode: "rust".to_owned(),
+            nbconvert_exporter: "script".to_owned(),
+        },
+        banner: format!(
+            "tch-kernel {} — Rust cells for deep learning (rustc {rustc}). Type :help for commands.",
+            env!("CARGO_PKG_VERSION")
+        ),
+        help_links: vec![
+            HelpLink { text: "Rust standard library".into(), url: "https://doc.rust-lang.org/std/".into() },
+            HelpLink { text: "tch (PyTorch for Rust)".into(), url: "https://docs.rs/tch/".into() },
+        ],
+    }
+}
+
+struct JupyterSink(Publisher);
+
+impl OutputSink for JupyterSink {
+    fn write(&self, stream: Stream, text: &str) {
+        let name = match stream {
+            Stream::Stdout => StreamName::Stdout,
+            Stream::Stderr => StreamName::Stderr,
+        };
+        self.0.stream(name, text);
+    }
+}
+
+struct RustInterpreter {
+    evaluator: Evaluator,
+}
+
+const HELP_INTRO: &str = "\
+tch-kernel: Rust cells, compiled and run in a process that keeps your variables.
+
+Cells
+  Statements and expressions run in order; the value of a final expression is shown.
+  Items (fn, struct, impl, use) stay defined for later cells.
+  input(prompt) / password(prompt) read a line from the notebook.
+
+Interrupt (■) stops a running cell. The evaluation process is restarted, so variables are lost;
+definitions and dependencies are kept. A panic only fails its cell: earlier variables are kept.
+
+Kernel commands
+  :help          this text
+  :vars          variables and their types
+  :dep NAME = \"VERSION\"   add a crate (needs a registry or a vendored source)
+  :opt LEVEL     rustc opt-level for later cells (0, 1, 2, 3, s, z)
+
+Engine commands (evcxr)
+";
+
+impl RustInterpreter {
+    fn help(&mut self) -> ExecuteOutcome {
+        let engine_help = self
+            .evaluator
+            .eval(":help", &|_| Err("no input".into()))
+            .ok()
+            .and_then(|o| o.data.into_iter().find(|(m, _)| m == "text/plain").map(|(_, t)| t))
+            .unwrap_or_default();
+        let mut data = MimeBundle::new();
+        data.insert("text/plain".into(), Value::String(format!("{HELP_INTRO}{engine_help}")));
+        ExecuteOutcome::Ok { result: None, payload: vec![Payload::Page { data, start: 0 }] }
+    }
+}
+
+impl Interpreter for RustInterpreter {
+    fn execute(&mut self, code: &str, _count: u64, _publisher: &Publisher, stdin: &StdinHandle) -> ExecuteOutcome {
+        if code.trim() == ":help" || code.trim() == "?" {
+            return self.help();
+        }
+        let input = |req: InputRequest| stdin.request(&req.prompt, req.password).map_err(|e| e.to_string());
+        match self.evaluator.eval(code, &input) {
+            Ok(output) => {
+                let result = (!output.data.is_empty()).then(|| to_bundle(output.data));
+                ExecuteOutcome::Ok { result, payload: vec![] }
+            }
+            Err(e) => ExecuteOutcome::Error(error_info(e)),
+        }
+    }
+
+    fn complete(&mut self, code: &str, cursor_pos: usize) -> CompleteReply {
+        let byte = byte_offset(code, cursor_pos);
+        let c = self.evaluator.complete(code, byte);
+        CompleteReply {
+            status: "ok",
+            matches: c.matches,
+            cursor_start: char_offset(code, c.start),
+            cursor_end: char_offset(code, c.end),
+            metadata: Map::new(),
+        }
+    }
+
+    fn inspect(&mut self, code: &str, cursor_pos: usize, _detail_level: u8) -> InspectReply {
+        let byte = byte_offset(code, cursor_pos);
+        match self.evaluator.inspect(code, byte) {
+            Some((plain, html)) => {
+                let mut data = MimeBundle::new();
+                data.insert("text/plain".into(), Value::String(plain));
+                data.insert("text/html".into(), Value::String(html));
+                InspectReply { status: "ok", found: true, data, metadata: Map::new() }
+            }
+            None => InspectReply { status: "ok", found: false, data: MimeBundle::new(), metadata: Map::new() },
+        }
+    }
+
+    fn is_complete(&mut self, code: &str) -> IsCompleteReply {
+        match rust_evaluator::completeness(code) {
+            rust_evaluator::Completeness::Complete => IsCompleteReply { status: Completeness::Complete, indent: None },
+            rust_evaluator::Completeness::Incomplete { indent } => {
+                IsCompleteReply { status: Completeness::Incomplete, indent: Some(indent) }
+            }
+            rust_evaluator::Completeness::Invalid => IsCompleteReply { status: Completeness::Invalid, indent: None },
+        }
+    }
+}
+
+/// MIME bundle from the evaluator's (type, text) pairs; JSON types carry parsed JSON.
+fn to_bundle(data: Vec<(String, String)>) -> MimeBundle {
+    let mut bundle = MimeBundle::new();
+    for (mime, text) in data {
+        let value = if mime.ends_with("json") {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        } else {
+            Value::String(text)
+        };
+        bundle.insert(mime, value);
+    }
+    if !bundle.contains_key("text/plain") {
+        bundle.insert("text/plain".into(), Value::String(String::new()));
+    }
+    bundle
+}
+
+fn error_info(error: EvalError) -> ErrorInfo {
+    let lost = "All variables were lost; definitions (fn, struct, use) and :dep crates are kept.";
+    match error {
+        EvalError::Compile { message, report } => ErrorInfo {
+            ename: "CompilationError".into(),
+            evalue: message,
+            traceback: report,
+        },
+        EvalError::Panic { message, location } => {
+            let mut traceback = vec![match &location {
+                Some(loc) => format!("{RED}{BOLD}thread 'main' panicked at {loc}:{RESET}"),
+                None => format!("{RED}{BOLD}thread 'main' panicked:{RESET}"),
+            }];
+            traceback.extend(message.lines().map(|l| format!("{RED}{l}{RESET}")));
+            traceback.push("Variables defined before this cell are kept.".into());
+            ErrorInfo { ename: "Panic".into(), evalue: message, traceback }
+        }
+        EvalError::Interrupted => ErrorInfo {
+            ename: "KeyboardInterrupt".into(),
+            evalue: "the cell was interrupted".into(),
+            traceback: vec![
+                format!("{RED}{BOLD}KeyboardInterrupt{RESET}: the cell was interrupted."),
+                format!("The evaluation process was restarted. {lost}"),
+            ],
+        },
+        EvalError::ProcessDied { reason } => ErrorInfo {
+            ename: "EvaluatorCrashed".into(),
+            evalue: format!("the evaluation process died: {}", reason.trim()),
+            traceback: vec![
+                format!("{RED}{BOLD}The evaluation process died{RESET}: {}", reason.trim()),
+                format!("It was restarted. {lost}"),
+            ],
+        },
+        EvalError::VariablesLost(vars) => ErrorInfo {
+            ename: "VariablesLost".into(),
+            evalue: format!("redefining a type dropped: {}", vars.join(", ")),
+            traceback: vec![format!("A type was redefined, so these variables were dropped: {}", vars.join(", "))],
+        },
+        EvalError::Other(message) => ErrorInfo {
+            ename: "Error".into(),
+            evalue: message.clone(),
+            traceback: vec![format!("{RED}{message}{RESET}")],
+        },
+    }
+}
+
+/// Jupyter cursor positions are in Unicode code points (protocol 5.2+).
+fn byte_offset(code: &str, chars: usize) -> usize {
+    code.char_indices().nth(chars).map_or(code.len(), |(b, _)| b)
+}
+
+fn char_offset(code: &str, byte: usize) -> usize {
+    code.get(..byte.min(code.len())).map_or_else(|| code[..].chars().count(), |s| s.chars().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_code_points() {
+        let code = "let é = 1; é.";
+        assert_eq!(byte_offset(code, 5), 5);
+        assert_eq!(byte_offset(code, 6), 7);
+        assert_eq!(char_offset(code, 7), 6);
+        assert_eq!(byte_offset(code, 100), code.len());
+    }
+
+    #[test]
+    fn bundle_always_has_text_plain() {
+        let b = to_bundle(vec![("text/html".into(), "<b>x</b>".into())]);
+        assert!(b.contains_key("text/plain"));
+        let b = to_bundle(vec![("application/json".into(), "{\"a\":1}".into())]);
+        assert_eq!(b["application/json"]["a"], 1);
+    }
+}
