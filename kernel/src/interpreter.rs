@@ -8,7 +8,7 @@ use jupyter_server::wire::content::{
 };
 use jupyter_server::wire::ConnectionInfo;
 use jupyter_server::{ExecuteOutcome, Interpreter, KernelInfo, Publisher, ServeOptions, StdinHandle};
-use rust_evaluator::{EvalError, Evaluator, EvaluatorConfig, InputRequest, OutputSink, Stream};
+use rust_evaluator::{DisplayEvent, EvalError, Evaluator, EvaluatorConfig, InputRequest, OutputSink, Stream};
 use serde_json::{Map, Value};
 use std::sync::{Arc, OnceLock};
 
@@ -101,6 +101,18 @@ impl OutputSink for JupyterSink {
         };
         self.0.stream(name, text);
     }
+
+    fn display(&self, event: DisplayEvent) {
+        match event {
+            DisplayEvent::Display { data, display_id: Some(id), update: true } => {
+                self.0.update_display_data(mime_bundle(data), Map::new(), id)
+            }
+            DisplayEvent::Display { data, display_id, .. } => {
+                self.0.display_data(mime_bundle(data), Map::new(), display_id)
+            }
+            DisplayEvent::Clear { wait } => self.0.clear_output(wait),
+        }
+    }
 }
 
 struct RustInterpreter {
@@ -192,8 +204,17 @@ impl Interpreter for RustInterpreter {
     }
 }
 
-/// MIME bundle from the evaluator's (type, text) pairs; JSON types carry parsed JSON.
+/// A cell's value always has `text/plain`, as `execute_result` requires.
 fn to_bundle(data: Vec<(String, String)>) -> MimeBundle {
+    let mut bundle = mime_bundle(data);
+    if !bundle.contains_key("text/plain") {
+        bundle.insert("text/plain".into(), Value::String(String::new()));
+    }
+    bundle
+}
+
+/// MIME bundle from the evaluator's (type, text) pairs; JSON types carry parsed JSON.
+fn mime_bundle(data: Vec<(String, String)>) -> MimeBundle {
     let mut bundle = MimeBundle::new();
     for (mime, text) in data {
         let value = if mime.ends_with("json") {
@@ -202,9 +223,6 @@ fn to_bundle(data: Vec<(String, String)>) -> MimeBundle {
             Value::String(text)
         };
         bundle.insert(mime, value);
-    }
-    if !bundle.contains_key("text/plain") {
-        bundle.insert("text/plain".into(), Value::String(String::new()));
     }
     bundle
 }
@@ -271,9 +289,9 @@ mod tests {
     #[test]
     fn offsets_are_code_points() {
         let code = "let é = 1; é.";
-        assert_eq!(byte_offset(code, 5), 5);
-        assert_eq!(byte_offset(code, 6), 7);
-        assert_eq!(char_offset(code, 7), 6);
+        assert_eq!(byte_offset(code, 4), 4); // é is two bytes
+        assert_eq!(byte_offset(code, 5), 6);
+        assert_eq!(char_offset(code, 6), 5);
         assert_eq!(byte_offset(code, 100), code.len());
     }
 

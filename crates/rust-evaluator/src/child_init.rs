@@ -5,6 +5,10 @@
 /// percent-escaped, so a report is always one line.
 pub(crate) const PANIC_MARKER: &str = "\u{1e}tch-kernel:panic\u{1e}";
 
+/// Starts a rich-output line (display data, update, clear) on the child's stdout, so rich output
+/// stays in order with printed text. Same field encoding as panic reports.
+pub(crate) const OUTPUT_MARKER: &str = "\u{1e}tch-kernel:output\u{1e}";
+
 /// Reply prefixes for input requests, written back to the child's stdin by the parent.
 pub(crate) const INPUT_OK: &str = "ok:";
 pub(crate) const INPUT_ERR: &str = "err:";
@@ -35,8 +39,35 @@ std::panic::set_hook(Box::new(move |info| {
 }));
 }"#;
 
-/// `input(prompt)` and `password(prompt)`: a line from the notebook's stdin box.
-pub(crate) const INPUT_ITEMS_CELL: &str = r#"
+/// Functions every cell can call: `input(prompt)` / `password(prompt)` (a line from the
+/// notebook's stdin box), `display_mime(mime, content)` and `clear_output(wait)`.
+pub(crate) const ITEMS_CELL: &str = r#"
+/// Shows `content` (text, or base64 for binary types such as image/png) as a separate output of
+/// this cell, in order with printed text.
+pub fn display_mime(mime: &str, content: &str) {
+    __tch_kernel_emit("display", "", &[(mime, content)]);
+}
+/// Clears this cell's output; with `wait`, only when the next output arrives (no flicker).
+pub fn clear_output(wait: bool) {
+    __tch_kernel_emit(if wait { "clear-wait" } else { "clear" }, "", &[]);
+}
+#[doc(hidden)]
+pub fn __tch_kernel_emit(kind: &str, id: &str, data: &[(&str, &str)]) {
+    fn esc(s: &str) -> String {
+        s.replace('%', "%25").replace('\n', "%0A").replace('\r', "%0D").replace('\u{1f}', "%1F")
+    }
+    let mut line = format!("\u{1e}tch-kernel:output\u{1e}{}\u{1f}{}", esc(kind), esc(id));
+    for (mime, content) in data {
+        line.push('\u{1f}');
+        line.push_str(&esc(mime));
+        line.push('\u{1f}');
+        line.push_str(&esc(content));
+    }
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
 /// Asks the notebook user for a line of text (Jupyter `input_request`).
 /// Panics with a clear message when the frontend does not allow input (e.g. nbconvert).
 pub fn input(prompt: &str) -> String {
@@ -86,6 +117,31 @@ pub(crate) fn unescape(s: &str) -> String {
         .replace("%25", "%")
 }
 
+/// Rich output sent by a cell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DisplayEvent {
+    /// New output (`update: false`) or a replacement of the output with `display_id`.
+    Display { data: Vec<(String, String)>, display_id: Option<String>, update: bool },
+    Clear { wait: bool },
+}
+
+impl DisplayEvent {
+    pub(crate) fn decode(fields: &str) -> Option<DisplayEvent> {
+        let mut parts = fields.split('\u{1f}').map(unescape);
+        let kind = parts.next()?;
+        let id = parts.next().filter(|id| !id.is_empty());
+        let rest: Vec<String> = parts.collect();
+        let data = rest.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect();
+        match kind.as_str() {
+            "display" => Some(DisplayEvent::Display { data, display_id: id, update: false }),
+            "update" => Some(DisplayEvent::Display { data, display_id: id, update: true }),
+            "clear" => Some(DisplayEvent::Clear { wait: false }),
+            "clear-wait" => Some(DisplayEvent::Clear { wait: true }),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PanicReport {
     pub(crate) on_main_thread: bool,
@@ -131,6 +187,17 @@ mod tests {
         let r = PanicReport::decode("worker\u{1f}/x/tch/src/lib.rs:1:1\u{1f}oops");
         assert!(!r.on_main_thread);
         assert_eq!(r.user_location(), Some("/x/tch/src/lib.rs:1:1"));
+    }
+
+    #[test]
+    fn display_events_decode() {
+        let e = DisplayEvent::decode("display\u{1f}\u{1f}text/html\u{1f}<b>a%0Ab</b>").unwrap();
+        assert_eq!(
+            e,
+            DisplayEvent::Display { data: vec![("text/html".into(), "<b>a\nb</b>".into())], display_id: None, update: false }
+        );
+        assert_eq!(DisplayEvent::decode("clear-wait\u{1f}"), Some(DisplayEvent::Clear { wait: true }));
+        assert_eq!(DisplayEvent::decode("bogus\u{1f}"), None);
     }
 
     #[test]

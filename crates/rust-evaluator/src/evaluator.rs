@@ -124,7 +124,7 @@ impl Evaluator {
         if config.offline {
             setup(&mut ctx, ":offline", ":offline 1")?;
         }
-        setup(&mut ctx, "input()", child_init::INPUT_ITEMS_CELL)?;
+        setup(&mut ctx, "built-in functions", child_init::ITEMS_CELL)?;
 
         let panics = Arc::new(Mutex::new(None));
         let stdout = Forwarder::spawn(outputs.stdout, Stream::Stdout, sink.clone(), panics.clone());

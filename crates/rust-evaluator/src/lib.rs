@@ -11,6 +11,7 @@ mod completeness;
 mod evaluator;
 mod output;
 
+pub use child_init::DisplayEvent;
 pub use completeness::{completeness, Completeness};
 pub use evaluator::{
     Completions, EvalError, EvalOutput, Evaluator, EvaluatorConfig, InputRequest, Interrupter,

@@ -2,7 +2,7 @@
 //! chatty loop does not flood the frontend), in order per stream, and flushed before a cell's
 //! result is reported.
 
-use crate::child_init::{PanicReport, PANIC_MARKER};
+use crate::child_init::{DisplayEvent, PanicReport, OUTPUT_MARKER, PANIC_MARKER};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -16,6 +16,8 @@ pub enum Stream {
 /// Where cell output goes. Called from forwarding threads, so it must be thread-safe.
 pub trait OutputSink: Send + Sync + 'static {
     fn write(&self, stream: Stream, text: &str);
+    /// Rich output; text printed before it has already been written.
+    fn display(&self, event: DisplayEvent);
 }
 
 /// Batches of at most this size are sent at most every `BATCH_INTERVAL`.
@@ -92,6 +94,19 @@ struct Batch {
 
 impl Batch {
     fn push(&mut self, line: &str) {
+        if let Some(at) = line.find(OUTPUT_MARKER) {
+            if at > 0 {
+                self.text.push_str(&line[..at]);
+                self.text.push('\n');
+            }
+            // Keep order: everything printed before the display goes out first.
+            self.write();
+            match DisplayEvent::decode(&line[at + OUTPUT_MARKER.len()..]) {
+                Some(event) => self.sink.display(event),
+                None => log::warn!("malformed display line from the child"),
+            }
+            return;
+        }
         // The child's panic hook reports on stdout, in order with the cell's own output.
         if let Some(at) = line.find(PANIC_MARKER) {
             self.text.push_str(&line[..at]);

@@ -1,0 +1,79 @@
+"""Shared set-up for the end-to-end tests: every test talks to the real `tch-kernel` binary
+through real Jupyter clients (jupyter_client, jupyter_kernel_test, nbconvert).
+
+The kernelspecs live in a private Jupyter data dir, so the tests never touch the user's own
+kernels and history. The binary is `$TCH_KERNEL_BIN` or the release build in this checkout.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+KERNEL_BIN = Path(os.environ.get("TCH_KERNEL_BIN", REPO / "target" / "release" / "tch-kernel"))
+KERNEL_NAME = "tch-kernel-test"
+SIGNAL_KERNEL_NAME = "tch-kernel-test-signal"
+
+# Set before any test module imports jupyter_kernel_test (its classes start kernels by name).
+_STATE = Path(tempfile.mkdtemp(prefix="tch-kernel-tests-"))
+os.environ["JUPYTER_DATA_DIR"] = str(_STATE / "jupyter")
+os.environ["JUPYTER_PATH"] = str(_STATE / "jupyter")
+os.environ["JUPYTER_RUNTIME_DIR"] = str(_STATE / "runtime")
+os.environ["TCH_KERNEL_DATA_DIR"] = str(_STATE / "kernel-data")
+# The kernel's child build dirs go here too, not into the machine's /tmp.
+os.environ.setdefault("TMPDIR", str(_STATE / "tmp"))
+(_STATE / "tmp").mkdir(parents=True, exist_ok=True)
+
+
+def install_spec(name, *extra):
+    if not KERNEL_BIN.exists():
+        raise RuntimeError(f"{KERNEL_BIN} is missing: run ./install.sh first (or set TCH_KERNEL_BIN)")
+    subprocess.run(
+        [str(KERNEL_BIN), "install", "--name", name, "--display-name", f"Rust test ({name})", *extra],
+        check=True,
+        capture_output=True,
+    )
+
+
+install_spec(KERNEL_NAME)
+install_spec(SIGNAL_KERNEL_NAME, "--interrupt-mode", "signal")
+
+
+@pytest.fixture(scope="session")
+def state_dir():
+    return _STATE
+
+
+def start(name=KERNEL_NAME):
+    from jupyter_client.manager import start_new_kernel
+
+    return start_new_kernel(kernel_name=name, startup_timeout=60)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    km, kc = start()
+    yield km, kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=False)
+
+
+def run(kc, code, timeout=120, **kw):
+    """Executes `code`, returning (reply content, [(msg_type, content), ...] of IOPub outputs)."""
+    outputs = []
+    reply = kc.execute_interactive(
+        code,
+        output_hook=lambda m: outputs.append((m["msg_type"], m["content"])),
+        timeout=timeout,
+        **kw,
+    )
+    return reply["content"], [o for o in outputs if o[0] != "status"]
+
+
+def stdout_of(outputs):
+    return "".join(c["text"] for t, c in outputs if t == "stream" and c["name"] == "stdout")
