@@ -97,7 +97,7 @@ pub fn install(args: &InstallArgs) -> Result<()> {
         interrupt_mode: args.interrupt_mode.clone(),
         env,
         metadata: serde_json::json!({ "tch_kernel": { "version": env!("CARGO_PKG_VERSION") } }),
-        kernel_protocol_version: "5.4",
+        kernel_protocol_version: jupyter_server::wire::PROTOCOL_VERSION,
     };
 
     let dir = kernels_dir(args.prefix.as_deref())?.join(&name);

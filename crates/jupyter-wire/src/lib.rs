@@ -13,5 +13,6 @@ pub use header::Header;
 pub use message::{Message, RawMessage, WireError, DELIMITER};
 pub use signing::Signer;
 
-/// The protocol version this implementation speaks; stamped into every header and kernel_info.
-pub const PROTOCOL_VERSION: &str = "5.4";
+/// The protocol version this implementation speaks (5.5: XPUB IOPub with `iopub_welcome`,
+/// kernel_info on control); stamped into every header and kernel_info.
+pub const PROTOCOL_VERSION: &str = "5.5";

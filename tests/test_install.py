@@ -1,0 +1,77 @@
+"""install.sh writes named kernelspecs where Jupyter looks for them, like `ipykernel install`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+
+def install(*args, data_dir, extra_env=None):
+    env = dict(os.environ, JUPYTER_DATA_DIR=str(data_dir))
+    env.pop("JUPYTER_PATH", None)
+    env.update(extra_env or {})
+    return subprocess.run([str(REPO / "install.sh"), "--no-venv", *args], env=env, capture_output=True, text=True)
+
+
+def kernelspecs(data_dir, jupyter_path=None):
+    env = dict(os.environ, JUPYTER_DATA_DIR=str(data_dir))
+    env.pop("JUPYTER_PATH", None)
+    if jupyter_path:
+        env["JUPYTER_PATH"] = str(jupyter_path)
+    jupyter = Path(sys.executable).parent / "jupyter"
+    out = subprocess.run([str(jupyter), "kernelspec", "list", "--json"], env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)["kernelspecs"]
+
+
+def test_user_install_is_listed_by_jupyter(tmp_path):
+    r = install("--name", "Rust-Course", "--display-name", "Rust (course 2026)", "--env", "COURSE=dl101", data_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    specs = kernelspecs(tmp_path)
+    assert "rust-course" in specs
+    spec = specs["rust-course"]["spec"]
+    assert spec["display_name"] == "Rust (course 2026)"
+    assert spec["language"] == "rust"
+    assert spec["interrupt_mode"] == "message"
+    assert spec["env"] == {"COURSE": "dl101"}
+    assert Path(spec["argv"][0]).is_absolute() and spec["argv"][1:] == ["--connection-file", "{connection_file}"]
+    spec_dir = Path(specs["rust-course"]["resource_dir"])
+    for logo in ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg"):
+        assert (spec_dir / logo).stat().st_size > 0
+
+
+def test_reinstall_replaces_only_its_own_kernel(tmp_path):
+    assert install("--name", "rust-a", "--display-name", "A", data_dir=tmp_path).returncode == 0
+    other = tmp_path / "kernels" / "python3"
+    other.mkdir(parents=True)
+    (other / "kernel.json").write_text(json.dumps({"argv": ["python3"], "display_name": "Python 3", "language": "python"}))
+    assert install("--name", "rust-a", "--display-name", "A2", data_dir=tmp_path).returncode == 0
+    specs = kernelspecs(tmp_path)
+    assert specs["rust-a"]["spec"]["display_name"] == "A2"
+    assert "python3" in specs
+    # A kernelspec written by another tool is not overwritten.
+    r = install("--name", "python3", data_dir=tmp_path)
+    assert r.returncode != 0 and "not written by tch-kernel" in r.stderr
+    assert json.loads((other / "kernel.json").read_text())["display_name"] == "Python 3"
+
+
+def test_prefix_install_and_uninstall(tmp_path):
+    prefix = tmp_path / "env"
+    data = tmp_path / "data"
+    assert install("--name", "rust-shared", "--prefix", str(prefix), data_dir=data).returncode == 0
+    assert (prefix / "share/jupyter/kernels/rust-shared/kernel.json").exists()
+    assert "rust-shared" in kernelspecs(data, jupyter_path=prefix / "share/jupyter")
+    r = install("--uninstall", "rust-shared", "--prefix", str(prefix), data_dir=data)
+    assert r.returncode == 0, r.stderr
+    assert not (prefix / "share/jupyter/kernels/rust-shared").exists()
+
+
+def test_bad_input_is_refused_clearly(tmp_path):
+    r = install("--name", "no spaces allowed", data_dir=tmp_path)
+    assert r.returncode != 0 and "invalid kernel name" in r.stderr
+    r = install("--bogus", data_dir=tmp_path)
+    assert r.returncode != 0 and "unknown option" in r.stderr
+    r = install("--uninstall", "never-installed", data_dir=tmp_path)
+    assert r.returncode != 0 and "no kernelspec" in r.stderr

@@ -1,0 +1,60 @@
+"""The workshop notebooks run top to bottom under `jupyter nbconvert --execute` (nbclient)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import KERNEL_NAME, REPO
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def execute(notebook, out_dir):
+    jupyter = Path(sys.executable).parent / "jupyter"
+    subprocess.run(
+        [
+            str(jupyter), "nbconvert", "--to", "notebook", "--execute", str(notebook),
+            f"--ExecutePreprocessor.kernel_name={KERNEL_NAME}",
+            "--ExecutePreprocessor.timeout=600",
+            "--output-dir", str(out_dir),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads((out_dir / notebook.name).read_text())
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_end_to_end(notebook, tmp_path):
+    executed = execute(notebook, tmp_path)
+    for cell in executed["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        errors = [o for o in cell["outputs"] if o["output_type"] == "error"]
+        if "raises-exception" in cell["metadata"].get("tags", []):
+            assert errors, f"cell {cell['id']} was expected to fail"
+        else:
+            assert not errors, f"cell {cell['id']} failed: {errors}"
+
+
+def test_basics_notebook_outputs(tmp_path):
+    executed = execute(REPO / "notebooks" / "00-rust-basics.ipynb", tmp_path)
+    cells = {c["id"]: c for c in executed["cells"]}
+
+    def result(cell_id):
+        return [o["data"]["text/plain"] for o in cells[cell_id]["outputs"] if o["output_type"] == "execute_result"]
+
+    assert result("c01") == ["42"]
+    assert result("c03") == ["4.0"]
+    kinds = [o["output_type"] for o in cells["c07"]["outputs"]]
+    assert kinds == ["stream", "display_data", "stream"]
+    assert "<table>" in cells["c07"]["outputs"][1]["data"]["text/html"]
+    assert cells["c10"]["outputs"][0]["ename"] == "Panic"
+    assert result("c11") == ["46"]
+    # Execution counts are consecutive from 1, as in ipykernel.
+    counts = [c["execution_count"] for c in executed["cells"] if c["cell_type"] == "code"]
+    assert counts == list(range(1, len(counts) + 1))
