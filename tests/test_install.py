@@ -68,6 +68,17 @@ def test_prefix_install_and_uninstall(tmp_path):
     assert not (prefix / "share/jupyter/kernels/rust-shared").exists()
 
 
+def test_sys_prefix_uses_the_python_environment(tmp_path):
+    env_prefix = tmp_path / "pyenv"
+    fake_python = tmp_path / "python"
+    # Stands in for an environment's python: install.sh only asks it for sys.prefix.
+    fake_python.write_text(f"#!/bin/sh\necho {env_prefix}\n")
+    fake_python.chmod(0o755)
+    r = install("--python", str(fake_python), "--sys-prefix", "--name", "rust-env", data_dir=tmp_path / "data")
+    assert r.returncode == 0, r.stderr
+    assert (env_prefix / "share/jupyter/kernels/rust-env/kernel.json").exists()
+
+
 def test_bad_input_is_refused_clearly(tmp_path):
     r = install("--name", "no spaces allowed", data_dir=tmp_path)
     assert r.returncode != 0 and "invalid kernel name" in r.stderr

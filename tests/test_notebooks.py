@@ -1,10 +1,10 @@
 """The workshop notebooks run top to bottom under `jupyter nbconvert --execute` (nbclient)."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from conftest import KERNEL_NAME, REPO
@@ -25,7 +25,7 @@ def execute(notebook, out_dir):
         capture_output=True,
         text=True,
     )
-    return json.loads((out_dir / notebook.name).read_text())
+    return nbformat.read(out_dir / notebook.name, as_version=4)
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)

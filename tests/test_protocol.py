@@ -252,6 +252,13 @@ def _interrupt_running_cell(km, kc):
         msg = kc.get_iopub_msg(timeout=90)
         if msg["msg_type"] == "stream" and "started" in msg["content"]["text"]:
             break
+    # Control and heartbeat stay live while the cell runs.
+    info = kc.session.msg("kernel_info_request")
+    t = time.time()
+    kc.control_channel.send(info)
+    assert reply_to(kc, info["header"]["msg_id"], channel="control", timeout=10)["content"]["status"] == "ok"
+    assert time.time() - t < 5
+    assert kc.hb_channel.is_beating()
     t = time.time()
     km.interrupt_kernel()
     reply = reply_to(kc, msg_id, timeout=30)
@@ -292,18 +299,25 @@ def test_interrupt_signal_mode():
         km.shutdown_kernel()
 
 
+CRASHES = {
+    "abort": "std::process::abort();",
+    "segfault": "unsafe { std::ptr::null_mut::<i32>().write_volatile(1) };",
+}
+
+
 def test_crashed_child_is_restarted_with_a_clear_message():
     km, kc = start()
     try:
-        run(kc, "let before_crash = 1;")
-        reply, _ = run(kc, "std::process::abort();")
-        assert reply["status"] == "error"
-        assert reply["ename"] == "EvaluatorCrashed"
-        assert any("variables were lost" in line.lower() for line in reply["traceback"])
-        reply, _ = run(kc, "1 + 1")
-        assert reply["status"] == "ok"
-        reply, _ = run(kc, "before_crash")
-        assert reply["status"] == "error"
+        for kind, code in CRASHES.items():
+            run(kc, "let before_crash = 1;")
+            reply, _ = run(kc, code)
+            assert reply["status"] == "error", kind
+            assert reply["ename"] == "EvaluatorCrashed", kind
+            assert any("variables were lost" in line.lower() for line in reply["traceback"])
+            reply, _ = run(kc, "1 + 1")
+            assert reply["status"] == "ok"
+            reply, _ = run(kc, "before_crash")
+            assert reply["status"] == "error"
         # A panic after the restart is still reported as a panic (the hook was reinstalled).
         reply, _ = run(kc, 'panic!("after restart")')
         assert reply["ename"] == "Panic"

@@ -69,6 +69,15 @@ pub trait Interpreter: Send + 'static {
     fn shutdown(&mut self, _restart: bool) {}
 }
 
+/// What the executor loop does after a request.
+enum Flow {
+    Continue,
+    /// A cell failed with `stop_on_error`: answer these queued execute requests "aborted".
+    Abort(Vec<Message>),
+    /// `shutdown_request` arrived on shell.
+    Exit,
+}
+
 pub(crate) enum ShellEvent {
     Request(Message),
     Shutdown { restart: bool },
@@ -90,6 +99,9 @@ pub(crate) struct Core<I: Interpreter> {
     pub(crate) history: History,
     pub(crate) execution_count: u64,
     slot: Slot<I>,
+    events: crossbeam_channel::Receiver<ShellEvent>,
+    /// Events taken off the channel early (while aborting) that still have to be handled.
+    pending: VecDeque<ShellEvent>,
 }
 
 impl<I: Interpreter> Core<I> {
@@ -100,8 +112,19 @@ impl<I: Interpreter> Core<I> {
         shell_out: UnboundedSender<Message>,
         history: History,
         interpreter: crossbeam_channel::Receiver<Result<I, String>>,
+        events: crossbeam_channel::Receiver<ShellEvent>,
     ) -> Self {
-        Core { info, publisher, stdin, shell_out, history, execution_count: 0, slot: Slot::Pending(interpreter) }
+        Core {
+            info,
+            publisher,
+            stdin,
+            shell_out,
+            history,
+            execution_count: 0,
+            slot: Slot::Pending(interpreter),
+            events,
+            pending: VecDeque::new(),
+        }
     }
 
     fn interpreter(&mut self) -> Result<&mut I, String> {
@@ -131,13 +154,14 @@ impl<I: Interpreter> Core<I> {
         }
     }
 
-    /// The executor loop: one request at a time, each bracketed by busy/idle.
-    pub(crate) fn run(mut self, events: crossbeam_channel::Receiver<ShellEvent>) {
-        let mut pending: VecDeque<ShellEvent> = VecDeque::new();
+    /// The executor loop: one request at a time, each bracketed by busy/idle. Returns after a
+    /// shutdown, once the interpreter (and its child process and temp files) is released.
+    pub(crate) fn run(mut self) {
+        let mut exit_requested = false;
         loop {
-            let event = match pending.pop_front() {
+            let event = match self.pending.pop_front() {
                 Some(e) => e,
-                None => match events.recv() {
+                None => match self.events.recv() {
                     Ok(e) => e,
                     Err(_) => break,
                 },
@@ -151,35 +175,49 @@ impl<I: Interpreter> Core<I> {
                 }
                 ShellEvent::Request(msg) => {
                     self.status(ExecutionState::Busy, &msg);
-                    let failed_with_stop = self.handle(&msg);
+                    let flow = self.handle(&msg);
                     self.status(ExecutionState::Idle, &msg);
-                    if failed_with_stop {
-                        self.abort_queued(&events, &mut pending);
+                    match flow {
+                        Flow::Continue => {}
+                        Flow::Abort(queued) => {
+                            for msg in queued {
+                                self.status(ExecutionState::Busy, &msg);
+                                self.reply(&msg, ExecuteReply::Aborted {});
+                                self.status(ExecutionState::Idle, &msg);
+                            }
+                        }
+                        Flow::Exit => {
+                            exit_requested = true;
+                            break;
+                        }
                     }
                 }
             }
         }
+        drop(self);
+        if exit_requested {
+            crate::transport::exit_soon();
+        }
     }
 
-    /// After a failed cell with `stop_on_error`, every execute request already queued is
-    /// answered "aborted" without running; other requests are kept and handled in order.
-    fn abort_queued(&self, events: &crossbeam_channel::Receiver<ShellEvent>, pending: &mut VecDeque<ShellEvent>) {
+    /// After a failed cell with `stop_on_error`, every execute request already queued is to be
+    /// answered "aborted" without running. They are taken before the failed cell's reply goes
+    /// out: a request sent after the client saw that reply must run. Other requests stay queued.
+    fn take_queued_executes(&mut self) -> Vec<Message> {
+        let mut queued = Vec::new();
         let mut kept = VecDeque::new();
-        for event in pending.drain(..).chain(events.try_iter()) {
+        let events: Vec<ShellEvent> = self.events.try_iter().collect();
+        for event in self.pending.drain(..).chain(events) {
             match event {
-                ShellEvent::Request(msg) if msg.msg_type() == "execute_request" => {
-                    self.status(ExecutionState::Busy, &msg);
-                    self.reply(&msg, ExecuteReply::Aborted {});
-                    self.status(ExecutionState::Idle, &msg);
-                }
+                ShellEvent::Request(msg) if msg.msg_type() == "execute_request" => queued.push(msg),
                 other => kept.push_back(other),
             }
         }
-        *pending = kept;
+        self.pending = kept;
+        queued
     }
 
-    /// Handles one request; returns true when it was a failed execute with `stop_on_error`.
-    fn handle(&mut self, msg: &Message) -> bool {
+    fn handle(&mut self, msg: &Message) -> Flow {
         let request = match Request::parse(msg.msg_type(), &msg.content) {
             Ok(r) => r,
             Err(e) => {
@@ -193,7 +231,7 @@ impl<I: Interpreter> Core<I> {
                     }
                     .with_status(),
                 );
-                return false;
+                return Flow::Continue;
             }
         };
         match request {
@@ -251,17 +289,17 @@ impl<I: Interpreter> Core<I> {
                 if let Ok(i) = self.interpreter() {
                     i.shutdown(req.restart);
                 }
-                crate::transport::exit_soon();
+                return Flow::Exit;
             }
             Request::Interrupt => {
                 log::warn!("interrupt_request belongs on control; ignoring it on shell");
             }
             Request::Unknown(t) => log::info!("ignoring unsupported request {t}"),
         }
-        false
+        Flow::Continue
     }
 
-    fn execute(&mut self, msg: &Message, req: ExecuteRequest) -> bool {
+    fn execute(&mut self, msg: &Message, req: ExecuteRequest) -> Flow {
         let silent = req.silent;
         let store_history = req.store_history && !silent;
         if store_history {
@@ -317,8 +355,13 @@ impl<I: Interpreter> Core<I> {
         if store_history {
             self.history.record(count as i64, &req.code, output);
         }
+        let flow = if failed && req.stop_on_error && !silent {
+            Flow::Abort(self.take_queued_executes())
+        } else {
+            Flow::Continue
+        };
         self.reply(msg, reply);
-        failed && req.stop_on_error && !silent
+        flow
     }
 }
 

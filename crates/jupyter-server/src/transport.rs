@@ -136,11 +136,12 @@ where
             shell_out_tx,
             History::open(options.history_file.clone()),
             interp_rx,
+            events_rx,
         );
         std::thread::Builder::new()
             .name("executor".into())
             .spawn(move || {
-                core.run(events_rx);
+                core.run();
                 let _ = done_tx.send(());
             })
             .map_err(ServeError::Runtime)?;
