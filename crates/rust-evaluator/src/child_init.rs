@@ -13,14 +13,12 @@ pub(crate) const OUTPUT_MARKER: &str = "\u{1e}tch-kernel:output\u{1e}";
 pub(crate) const INPUT_OK: &str = "ok:";
 pub(crate) const INPUT_ERR: &str = "err:";
 
-/// Installs the panic hook. Run as a cell (on the thread that runs every cell); it defines no
-/// variables. Thread names are no help here: the cell's libstd never named the child's main thread.
+/// Installs the panic hook. Run as a cell (on the thread that runs every cell) after
+/// `ITEMS_CELL`, whose functions it uses; it defines no variables. Thread names are no help here: the cell's libstd never named the child's main thread.
 pub(crate) const PANIC_HOOK_CELL: &str = r#"{
 let __tch_cell_thread = std::thread::current().id();
 std::panic::set_hook(Box::new(move |info| {
-    fn esc(s: &str) -> String {
-        s.replace('%', "%25").replace('\n', "%0A").replace('\r', "%0D").replace('\u{1f}', "%1F")
-    }
+    let esc = __tch_kernel_esc;
     let payload = info.payload();
     let message = if let Some(s) = payload.downcast_ref::<&str>() {
         s.to_string()
@@ -51,11 +49,14 @@ pub fn display_mime(mime: &str, content: &str) {
 pub fn clear_output(wait: bool) {
     __tch_kernel_emit(if wait { "clear-wait" } else { "clear" }, "", &[]);
 }
+/// One-line field encoding shared with the kernel (`unescape` in child_init.rs).
+#[doc(hidden)]
+pub fn __tch_kernel_esc(s: &str) -> String {
+    s.replace('%', "%25").replace(':', "%3A").replace('\n', "%0A").replace('\r', "%0D").replace('\u{1f}', "%1F")
+}
 #[doc(hidden)]
 pub fn __tch_kernel_emit(kind: &str, id: &str, data: &[(&str, &str)]) {
-    fn esc(s: &str) -> String {
-        s.replace('%', "%25").replace('\n', "%0A").replace('\r', "%0D").replace('\u{1f}', "%1F")
-    }
+    let esc = __tch_kernel_esc;
     let mut line = format!("\u{1e}tch-kernel:output\u{1e}{}\u{1f}{}", esc(kind), esc(id));
     for (mime, content) in data {
         line.push('\u{1f}');
@@ -79,9 +80,7 @@ pub fn password(prompt: &str) -> String {
 }
 #[doc(hidden)]
 pub fn __tch_kernel_input(prompt: &str, password: bool) -> String {
-    fn esc(s: &str) -> String {
-        s.replace('%', "%25").replace(':', "%3A").replace('\n', "%0A").replace('\r', "%0D")
-    }
+    let esc = __tch_kernel_esc;
     fn unesc(s: &str) -> String {
         s.replace("%0D", "\r").replace("%0A", "\n").replace("%3A", ":").replace("%25", "%")
     }
@@ -105,8 +104,9 @@ pub fn __tch_kernel_input(prompt: &str, password: bool) -> String {
 }
 "#;
 
+/// The kernel side of `__tch_kernel_esc`.
 pub(crate) fn escape(s: &str) -> String {
-    s.replace('%', "%25").replace(':', "%3A").replace('\n', "%0A").replace('\r', "%0D")
+    s.replace('%', "%25").replace(':', "%3A").replace('\n', "%0A").replace('\r', "%0D").replace('\u{1f}', "%1F")
 }
 
 pub(crate) fn unescape(s: &str) -> String {

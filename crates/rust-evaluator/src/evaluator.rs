@@ -124,7 +124,8 @@ impl Evaluator {
         if config.offline {
             setup(&mut ctx, ":offline", ":offline 1")?;
         }
-        setup(&mut ctx, "built-in functions", child_init::ITEMS_CELL)?;
+        // One compile for both: the built-in functions and this child's panic hook.
+        setup(&mut ctx, "built-in functions", &format!("{}\n{}", child_init::ITEMS_CELL, child_init::PANIC_HOOK_CELL))?;
 
         let panics = Arc::new(Mutex::new(None));
         let stdout = Forwarder::spawn(outputs.stdout, Stream::Stdout, sink.clone(), panics.clone());
@@ -134,9 +135,7 @@ impl Evaluator {
             requested: AtomicBool::new(false),
             child: ctx.process_handle(),
         }));
-        let mut evaluator = Evaluator { ctx, stdout, stderr, panics, interrupter, child_needs_init: true };
-        evaluator.init_child()?;
-        Ok(evaluator)
+        Ok(Evaluator { ctx, stdout, stderr, panics, interrupter, child_needs_init: false })
     }
 
     pub fn interrupter(&self) -> Interrupter {
