@@ -116,9 +116,14 @@ pub struct Evaluator {
 impl Evaluator {
     /// Starts the child process and compiles a first cell (a few seconds).
     pub fn start(config: &EvaluatorConfig, sink: Arc<dyn OutputSink>) -> Result<Evaluator, StartError> {
+        let started = std::time::Instant::now();
         let (mut ctx, outputs) = CommandContext::new().map_err(|e| StartError::Engine(e.to_string()))?;
+        log::info!("engine started in {:?}", started.elapsed());
         let setup = |ctx: &mut CommandContext, command: &'static str, code: &str| {
-            ctx.execute(code).map(|_| ()).map_err(|e| StartError::Setup { command, message: e.to_string() })
+            let t = std::time::Instant::now();
+            let r = ctx.execute(code).map(|_| ()).map_err(|e| StartError::Setup { command, message: e.to_string() });
+            log::info!("{command} took {:?}", t.elapsed());
+            r
         };
         setup(&mut ctx, ":opt", &format!(":opt {}", config.opt_level))?;
         if config.offline {
@@ -126,6 +131,10 @@ impl Evaluator {
         }
         // One compile for both: the built-in functions and this child's panic hook.
         setup(&mut ctx, "built-in functions", &format!("{}\n{}", child_init::ITEMS_CELL, child_init::PANIC_HOOK_CELL))?;
+        // The first cell that keeps a variable makes rust-analyzer analyse std (about 1.5 s);
+        // pay that here, in the background, rather than in the user's first `let`.
+        setup(&mut ctx, "type inference warm-up", "let __tch_kernel_warm_up = vec![String::new()];")?;
+        setup(&mut ctx, "type inference warm-up", "drop(__tch_kernel_warm_up);")?;
 
         let panics = Arc::new(Mutex::new(None));
         let stdout = Forwarder::spawn(outputs.stdout, Stream::Stdout, sink.clone(), panics.clone());
