@@ -2,9 +2,11 @@
 # Builds tch-kernel and registers it with Jupyter as a named kernel, the way
 # `python -m ipykernel install --user --name X --display-name Y` does for Python.
 #
-#   ./install.sh                                   # venv + build + kernel "rust-tch" for this user
+#   ./install.sh                                   # venv with torch 2.13.0 + build + kernel "rust-tch"
 #   ./install.sh --name rust-course --display-name "Rust (course)"
-#   ./install.sh --prefix /project/share/env       # a shared install: PREFIX/share/jupyter/kernels
+#   ./install.sh --python ~/envs/torch/bin/python  # use that env's torch (and Jupyter)
+#   ./install.sh --libtorch /opt/libtorch-2.13.0   # an unpacked libtorch
+#   ./install.sh --cache-dir /scratch/$USER/tch-kernel   # build cache off a small $HOME
 #   ./install.sh --uninstall rust-course
 #
 # Honours JUPYTER_DATA_DIR (user installs go to $JUPYTER_DATA_DIR/kernels/NAME).
@@ -21,6 +23,10 @@ make_venv=1
 interrupt_mode="message"
 uninstall=""
 envs=()
+libtorch=""
+with_torch=1
+cache_dir=""
+torch_version_required="2.13.0"
 
 usage() {
     sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
@@ -31,7 +37,11 @@ Options:
   --user                 install into the user's Jupyter data dir (default)
   --prefix DIR           install into DIR/share/jupyter/kernels
   --sys-prefix           install into the Python environment's prefix (of --python or the venv)
-  --python PATH          use this Python (an existing env with Jupyter) instead of creating a venv
+  --python PATH          use this Python env (its torch, and its Jupyter if any) instead of a venv
+  --libtorch DIR         use an unpacked libtorch (DIR/lib/libtorch_cpu.so) instead of PyTorch's
+  --no-torch             a plain Rust kernel, without libtorch and the tch prelude
+  --cache-dir DIR        build cache for this kernel (default ~/.cache/tch-kernel/NAME);
+                         put it on scratch when $HOME is small
   --venv DIR             where to create the project venv (default: ./.venv)
   --no-venv              do not create or update a Python venv
   --env KEY=VALUE        extra environment for the kernel (repeatable; ${VAR} is expanded by Jupyter)
@@ -52,6 +62,9 @@ while [ $# -gt 0 ]; do
         --python) python="${2:?--python needs a path}"; make_venv=0; shift 2 ;;
         --venv) venv="${2:?--venv needs a directory}"; shift 2 ;;
         --no-venv) make_venv=0; shift ;;
+        --libtorch) libtorch="${2:?--libtorch needs a directory}"; shift 2 ;;
+        --no-torch) with_torch=0; shift ;;
+        --cache-dir) cache_dir="${2:?--cache-dir needs a directory}"; shift 2 ;;
         --env) envs+=("--env" "${2:?--env needs KEY=VALUE}"); shift 2 ;;
         --interrupt-mode) interrupt_mode="${2:?--interrupt-mode needs message or signal}"; shift 2 ;;
         --uninstall) uninstall="${2:?--uninstall needs a kernel name}"; shift 2 ;;
@@ -93,15 +106,67 @@ if [ "$make_venv" = 1 ]; then
     fi
     echo "==> installing Jupyter into $venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/kernelspec/python-requirements.txt"
+    if [ "$with_torch" = 1 ] && [ -z "$libtorch" ]; then
+        echo "==> installing torch==$torch_version_required into $venv (about 5 GB the first time)"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$torch_version_required"
+    fi
 fi
 if [ -n "$python" ]; then
     [ -x "$python" ] || die "--python $python is not an executable"
+fi
+
+# --- libtorch ---------------------------------------------------------------------------------
+torch_version=""
+if [ "$with_torch" = 1 ]; then
+    if [ -n "$libtorch" ]; then
+        libtorch="$(cd "$libtorch" 2>/dev/null && pwd)" || die "--libtorch: no such directory"
+        [ -f "$libtorch/build-version" ] && torch_version="$(cat "$libtorch/build-version")"
+    else
+        py="${python:-$venv/bin/python}"
+        [ -x "$py" ] || die "no Python to find torch in: pass --python PATH or --libtorch DIR (or --no-torch)"
+        info="$("$py" -c 'import os, torch; print(torch.__version__); print(os.path.dirname(torch.__file__))' 2>/dev/null)" \
+            || die "torch is not installed in $py: pip install torch==$torch_version_required, or pass --libtorch DIR"
+        torch_version="$(echo "$info" | sed -n 1p)"
+        libtorch="$(echo "$info" | sed -n 2p)"
+    fi
+    [ -f "$libtorch/lib/libtorch_cpu.so" ] || die "$libtorch/lib/libtorch_cpu.so not found: not a libtorch (or PyTorch) installation"
+    [ -d "$libtorch/include/torch" ] || die "$libtorch/include/torch not found: this libtorch has no C++ headers"
+    case "$torch_version" in
+        "$torch_version_required"|"$torch_version_required"+*) ;;
+        "") echo "warning: cannot tell the version of $libtorch; tch 0.26 needs $torch_version_required" >&2 ;;
+        *) die "tch 0.26 needs PyTorch/libtorch $torch_version_required, found $torch_version in $libtorch" ;;
+    esac
+    echo "==> libtorch ${torch_version:-?} in $libtorch"
 fi
 
 # --- Build ----------------------------------------------------------------------------------
 echo "==> building tch-kernel (release)"
 (cd "$here" && cargo build --release --locked -p tch-kernel)
 "$bin" --version >/dev/null || die "the built kernel does not run: $bin"
+
+# --- Kernel environment and prebuilt prelude ---------------------------------------------------
+kernel_env=()
+if [ "$with_torch" = 1 ]; then
+    lower_name="$(echo "$name" | tr '[:upper:]' '[:lower:]')"
+    cache_dir="${cache_dir:-${XDG_CACHE_HOME:-$HOME/.cache}/tch-kernel/$lower_name}"
+    mkdir -p "$cache_dir" || die "cannot create the cache dir $cache_dir"
+    cache_dir="$(cd "$cache_dir" && pwd)"
+    kernel_env=(
+        "LIBTORCH=$libtorch"
+        "TCH_KERNEL_TORCH_VERSION=$torch_version"
+        "TCH_KERNEL_CACHE_DIR=$cache_dir"
+        "TCH_KERNEL_PRELUDE=$here/crates/tch-prelude"
+        "TCH_KERNEL_LOCKFILE=$here/Cargo.lock"
+    )
+    echo "==> building the tch prelude into $cache_dir (once; a few minutes the first time)"
+    env "${kernel_env[@]}" "LD_LIBRARY_PATH=$libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$bin" prebuild \
+        || die "building the prelude failed (see above)"
+    # Jupyter expands ${LD_LIBRARY_PATH} from the server's environment when the kernel starts.
+    kernel_env+=('LD_LIBRARY_PATH='"$libtorch"'/lib:${LD_LIBRARY_PATH}')
+fi
+for kv in "${kernel_env[@]}"; do
+    envs=(--env "$kv" "${envs[@]}")
+done
 
 # --- Kernelspec -------------------------------------------------------------------------------
 resolve_prefix

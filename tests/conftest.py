@@ -19,6 +19,25 @@ KERNEL_BIN = Path(os.environ.get("TCH_KERNEL_BIN", REPO / "target" / "release" /
 KERNEL_NAME = "tch-kernel-test"
 SIGNAL_KERNEL_NAME = "tch-kernel-test-signal"
 
+TORCH_KERNEL_NAME = "tch-kernel-test-torch"
+
+
+def _installed_torch_env():
+    """The environment of the libtorch kernel that ./install.sh registered (`$TCH_KERNEL_SPEC`,
+    default rust-tch): its libtorch, prebuilt prelude cache and library path. Read before the
+    Jupyter paths are redirected below."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    name = os.environ.get("TCH_KERNEL_SPEC", "rust-tch")
+    try:
+        env = KernelSpecManager().get_kernel_spec(name).env
+    except NoSuchKernel:
+        return None
+    return env if "TCH_KERNEL_PRELUDE" in env else None
+
+
+TORCH_ENV = _installed_torch_env()
+
 # Set before any test module imports jupyter_kernel_test (its classes start kernels by name).
 _STATE = Path(tempfile.mkdtemp(prefix="tch-kernel-tests-"))
 os.environ["JUPYTER_DATA_DIR"] = str(_STATE / "jupyter")
@@ -42,6 +61,18 @@ def install_spec(name, *extra):
 
 install_spec(KERNEL_NAME)
 install_spec(SIGNAL_KERNEL_NAME, "--interrupt-mode", "signal")
+if TORCH_ENV:
+    install_spec(TORCH_KERNEL_NAME, *[a for k, v in TORCH_ENV.items() for a in ("--env", f"{k}={v}")])
+
+
+@pytest.fixture(scope="session")
+def torch_env():
+    if not TORCH_ENV:
+        pytest.fail(
+            "no libtorch kernel installed: run ./install.sh (or set TCH_KERNEL_SPEC to the name "
+            "of a kernel installed with libtorch)"
+        )
+    return TORCH_ENV
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,11 @@ use jupyter_server::wire::content::{
 };
 use jupyter_server::wire::ConnectionInfo;
 use jupyter_server::{ExecuteOutcome, Interpreter, KernelInfo, Publisher, ServeOptions, StdinHandle};
-use rust_evaluator::{DisplayEvent, EvalError, Evaluator, EvaluatorConfig, InputRequest, OutputSink, Stream};
+use rust_evaluator::{DisplayEvent, EvalError, Evaluator, InputRequest, OutputSink, Stream};
 use serde_json::{Map, Value};
+use crate::settings::Settings;
+use anyhow::Context;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 const RED: &str = "\x1b[0;31m";
@@ -17,11 +20,10 @@ const BOLD: &str = "\x1b[1m";
 const RESET: &str = "\x1b[0m";
 
 /// Starts the server; the evaluator is built in the background while requests are answered.
-pub fn run_kernel(conn: ConnectionInfo) -> Result<()> {
-    isolate_engine_config();
+pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) -> Result<()> {
     let interrupter: Arc<OnceLock<rust_evaluator::Interrupter>> = Arc::default();
     let options = ServeOptions {
-        info: kernel_info(),
+        info: kernel_info(settings.torch_version.as_deref()),
         history_file: crate::paths::data_dir().map(|d| d.join("history.jsonl")),
         interrupt: {
             let interrupter = interrupter.clone();
@@ -32,28 +34,59 @@ pub fn run_kernel(conn: ConnectionInfo) -> Result<()> {
             })
         },
     };
-    let config = EvaluatorConfig {
-        opt_level: std::env::var("TCH_KERNEL_OPT_LEVEL").unwrap_or_else(|_| "1".to_owned()),
-        offline: std::env::var_os("CARGO_NET_OFFLINE").is_some_and(|v| v == "true" || v == "1"),
-    };
+    if let Some(cache) = &settings.cache {
+        cache.collect_garbage();
+        if settings.prelude_dir.is_some() && !cache.prebuilt_dir().exists() {
+            log::warn!(
+                "no prebuilt prelude in {}: the first cell builds tch (minutes). Run install.sh to prebuild it.",
+                cache.root().display()
+            );
+        }
+    }
+    let config = settings.evaluator_config(build_dir, false);
+    let has_prelude = config.prelude.is_some();
     jupyter_server::serve(conn, options, move |publisher, _stdin| {
         let sink = Arc::new(JupyterSink(publisher));
         let evaluator = Evaluator::start(&config, sink).map_err(|e| e.to_string())?;
         let _ = interrupter.set(evaluator.interrupter());
-        Ok(RustInterpreter { evaluator })
+        Ok(RustInterpreter { evaluator, has_prelude })
     })?;
     Ok(())
 }
 
-/// A user's own evcxr set-up (`~/.config/evcxr/prelude.rs`, `init.evcxr`) is for evcxr, not for
-/// this kernel: point the engine at our own config dir unless the user chose one explicitly.
-fn isolate_engine_config() {
-    if std::env::var_os("EVCXR_CONFIG_DIR").is_none() {
-        if let Some(dir) = crate::paths::data_dir().map(|d| d.join("evcxr-config")) {
-            // SAFETY: called before any thread is started (the server is not running yet).
-            unsafe { std::env::set_var("EVCXR_CONFIG_DIR", dir) };
-        }
+/// `tch-kernel prebuild`: builds the prelude into the cache's `prebuilt/` for all later kernels.
+pub fn prebuild(settings: Settings) -> Result<()> {
+    let cache = settings.cache.clone().context("TCH_KERNEL_CACHE_DIR is not set")?;
+    settings.prelude_dir.as_ref().context("TCH_KERNEL_PRELUDE is not set")?;
+    let staging = cache.staging_dir();
+    let _ = std::fs::remove_dir_all(&staging);
+    // SAFETY: single-threaded so far.
+    unsafe { rust_evaluator::use_build_dir(&staging) };
+    let started = std::time::Instant::now();
+    let mut evaluator = Evaluator::start(&settings.evaluator_config(staging.clone(), true), Arc::new(ConsoleSink))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let check = "(Tensor::from_slice(&[1.0f32, 2.0]) * 2).sum(Kind::Float).double_value(&[])";
+    let value = evaluator.eval(check, &|_| Err("no input during prebuild".into())).map_err(|e| anyhow::anyhow!("the prelude does not work: {e}"))?;
+    anyhow::ensure!(
+        value.data.iter().any(|(m, v)| m == "text/plain" && v == "6.0"),
+        "the prelude gave a wrong result: {:?}",
+        value.data
+    );
+    drop(evaluator);
+    cache.publish(&staging).with_context(|| format!("cannot publish the build into {}", cache.prebuilt_dir().display()))?;
+    println!("prelude built in {:.0?} into {}", started.elapsed(), cache.prebuilt_dir().display());
+    Ok(())
+}
+
+/// Prints engine output during `prebuild`.
+struct ConsoleSink;
+
+impl OutputSink for ConsoleSink {
+    fn write(&self, _stream: Stream, text: &str) {
+        eprint!("{text}");
     }
+
+    fn display(&self, _event: DisplayEvent) {}
 }
 
 fn rustc_version() -> String {
@@ -66,8 +99,9 @@ fn rustc_version() -> String {
         .unwrap_or_default()
 }
 
-fn kernel_info() -> KernelInfo {
+fn kernel_info(torch: Option<&str>) -> KernelInfo {
     let rustc = rustc_version();
+    let torch = torch.map(|t| format!(", libtorch {t}")).unwrap_or_default();
     KernelInfo {
         implementation: "tch-kernel".to_owned(),
         implementation_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -81,7 +115,7 @@ fn kernel_info() -> KernelInfo {
             nbconvert_exporter: "script".to_owned(),
         },
         banner: format!(
-            "tch-kernel {} — Rust cells for deep learning (rustc {rustc}). Type :help for commands.",
+            "tch-kernel {} — Rust cells for deep learning (rustc {rustc}{torch}). Type :help for commands, :gpu for devices.",
             env!("CARGO_PKG_VERSION")
         ),
         help_links: vec![
@@ -117,6 +151,7 @@ impl OutputSink for JupyterSink {
 
 struct RustInterpreter {
     evaluator: Evaluator,
+    has_prelude: bool,
 }
 
 const HELP_INTRO: &str = "\
@@ -132,6 +167,7 @@ definitions and dependencies are kept. A panic only fails its cell: earlier vari
 
 Kernel commands
   :help          this text
+  :gpu           libtorch version, CUDA availability and devices
   :vars          variables and their types
   :dep NAME = \"VERSION\"   add a crate (needs a registry or a vendored source)
   :opt LEVEL     rustc opt-level for later cells (0, 1, 2, 3, s, z)
@@ -158,6 +194,19 @@ impl Interpreter for RustInterpreter {
         if code.trim() == ":help" || code.trim() == "?" {
             return self.help();
         }
+        let gpu_cell = "println!(\"{}\", gpu_report());";
+        let code = if code.trim() == ":gpu" {
+            if !self.has_prelude {
+                return ExecuteOutcome::Error(ErrorInfo {
+                    ename: "NoLibtorch".into(),
+                    evalue: "this kernel was installed without libtorch".into(),
+                    traceback: vec!["This kernel has no libtorch: reinstall with ./install.sh (see README).".into()],
+                });
+            }
+            gpu_cell
+        } else {
+            code
+        };
         let input = |req: InputRequest| stdin.request(&req.prompt, req.password).map_err(|e| e.to_string());
         match self.evaluator.eval(code, &input) {
             Ok(output) => {

@@ -4,6 +4,7 @@
 mod install;
 mod interpreter;
 mod paths;
+mod settings;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -25,15 +26,16 @@ enum Command {
     Install(install::InstallArgs),
     /// Remove a kernelspec written by `install`.
     Uninstall(install::UninstallArgs),
+    /// Build the prelude into the kernelspec's cache (run by install.sh with the kernelspec's
+    /// environment), so no kernel ever compiles tch at its first cell.
+    Prebuild,
 }
 
 fn main() {
     // The same executable is re-launched as the evaluation child; this takes over there.
     rust_evaluator::child_process_hook();
 
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("TCH_KERNEL_LOG", "warn"))
-        .format_target(false)
-        .init();
+    init_logging();
 
     if let Err(e) = run() {
         eprintln!("tch-kernel: error: {e:#}");
@@ -41,14 +43,34 @@ fn main() {
     }
 }
 
+/// `TCH_KERNEL_LOG=info|debug|…` raises the level of our own crates only (the engine's
+/// rust-analyzer is very chatty); a full filter such as `debug,ra_ap_hir_ty=warn` is used as is.
+fn init_logging() {
+    const OURS: [&str; 4] = ["tch_kernel", "jupyter_server", "jupyter_wire", "rust_evaluator"];
+    let spec = std::env::var("TCH_KERNEL_LOG").unwrap_or_default();
+    let filters = match spec.as_str() {
+        "" => "warn".to_owned(),
+        level @ ("error" | "warn" | "info" | "debug" | "trace") => {
+            std::iter::once("warn".to_owned()).chain(OURS.iter().map(|c| format!("{c}={level}"))).collect::<Vec<_>>().join(",")
+        }
+        full => full.to_owned(),
+    };
+    env_logger::Builder::new().parse_filters(&filters).format_target(false).init();
+}
+
 fn run() -> Result<()> {
     let cli = Cli::parse();
     match (cli.command, cli.connection_file) {
         (Some(Command::Install(args)), _) => install::install(&args),
         (Some(Command::Uninstall(args)), _) => install::uninstall(&args),
+        (Some(Command::Prebuild), _) => interpreter::prebuild(settings::Settings::from_env()),
         (None, Some(file)) => {
             let conn = jupyter_server::wire::ConnectionInfo::from_file(&file)?;
-            interpreter::run_kernel(conn).context("kernel failed")?;
+            let settings = settings::Settings::from_env();
+            let build_dir = settings.build_dir();
+            // SAFETY: no thread has been started yet (the server starts below).
+            unsafe { prepare_process_env(&settings, &build_dir) };
+            interpreter::run_kernel(conn, settings, build_dir).context("kernel failed")?;
             // Skip destructors of detached threads; the executor already released the child.
             std::process::exit(0)
         }
@@ -56,5 +78,22 @@ fn run() -> Result<()> {
             "no connection file given. Jupyter starts this kernel as `tch-kernel -f CONNECTION_FILE`; \
              to make it available in Jupyter run `tch-kernel install --name NAME --display-name TEXT`"
         ),
+    }
+}
+
+/// Environment the engine and the evaluation child read.
+///
+/// # Safety
+/// Sets environment variables: only before other threads exist.
+unsafe fn prepare_process_env(settings: &settings::Settings, build_dir: &std::path::Path) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        rust_evaluator::use_build_dir(build_dir);
+        let preload = settings.child_preload();
+        if !preload.is_empty() {
+            if let Ok(list) = std::env::join_paths(preload) {
+                std::env::set_var("TCH_KERNEL_CHILD_PRELOAD", list);
+            }
+        }
     }
 }

@@ -49,6 +49,21 @@ pub fn display_mime(mime: &str, content: &str) {
 pub fn clear_output(wait: bool) {
     __tch_kernel_emit(if wait { "clear-wait" } else { "clear" }, "", &[]);
 }
+/// Shows a cell's final value. The engine first compiles `(value).evcxr_display()` and only on
+/// a compile error falls back to Debug formatting in a second compile; providing the method for
+/// every `Debug + 'static` type saves that second compile on most cells.
+#[doc(hidden)]
+pub trait __TchKernelDisplay {
+    fn evcxr_display(&self);
+}
+impl<T: std::fmt::Debug + 'static> __TchKernelDisplay for T {
+    fn evcxr_display(&self) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "EVCXR_BEGIN_CONTENT text/plain\n{:?}\nEVCXR_END_CONTENT", self);
+        let _ = out.flush();
+    }
+}
 /// One-line field encoding shared with the kernel (`unescape` in child_init.rs).
 #[doc(hidden)]
 pub fn __tch_kernel_esc(s: &str) -> String {

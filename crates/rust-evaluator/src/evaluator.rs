@@ -1,8 +1,10 @@
 //! The evaluator: evcxr's `CommandContext` behind a small interface.
 
+use crate::build_cache;
 use crate::child_init::{self, PanicReport, INPUT_ERR, INPUT_OK};
 use crate::output::{Forwarder, OutputSink, Stream};
 use evcxr::{CommandContext, EvalCallbacks};
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,16 +12,56 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct EvaluatorConfig {
-    /// rustc opt-level for cell code (`:opt` changes it later).
+    /// rustc opt-level for cell code and its dependencies (`:opt` changes it later).
     pub opt_level: String,
     /// Never touch the network when building cells.
     pub offline: bool,
+    /// This evaluator's private build dir. It must be the dir given to [`use_build_dir`].
+    pub build_dir: PathBuf,
+    /// A prebuilt build dir (see [`crate::BuildCache`]) to seed `build_dir` from.
+    pub seed_from: Option<PathBuf>,
+    /// Keep `build_dir` when the evaluator is dropped (to publish it as a prebuilt dir).
+    pub keep_build_dir: bool,
+    /// A crate every cell sees.
+    pub prelude: Option<Prelude>,
+    /// A Cargo.lock to start from, so dependencies resolve to tested versions (and offline).
+    pub lockfile: Option<PathBuf>,
 }
 
-impl Default for EvaluatorConfig {
-    fn default() -> Self {
-        EvaluatorConfig { opt_level: "1".to_owned(), offline: false }
-    }
+/// A crate made available to every cell at start-up.
+#[derive(Debug, Clone)]
+pub struct Prelude {
+    /// A Cargo dependency line, e.g. `tch-prelude = { path = "/opt/tch-kernel/crates/tch-prelude" }`.
+    pub dependency: String,
+    /// Code run once so its items are in scope, e.g. `use tch_prelude::*;`.
+    pub import: String,
+    /// An expression using the prelude's types, evaluated into a throw-away variable at start-up
+    /// so rust-analyzer has analysed the crate before the user's first cell.
+    pub warm_up: String,
+}
+
+/// Points the engine at `build_dir` for its configuration.
+///
+/// # Safety
+/// Sets a process environment variable: call it before any other thread is started.
+pub unsafe fn use_build_dir(build_dir: &Path) {
+    // SAFETY: the caller guarantees no other thread runs yet.
+    unsafe { std::env::set_var("EVCXR_CONFIG_DIR", build_dir.join("engine-config")) };
+}
+
+/// The engine's own settings file, read when its context is created: applying opt-level and
+/// offline mode here avoids a rebuild that `:opt` would cause later.
+fn write_engine_config(config: &EvaluatorConfig) -> std::io::Result<()> {
+    let dir = config.build_dir.join("engine-config");
+    std::fs::create_dir_all(&dir)?;
+    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let text = format!(
+        "[evcxr]\ntmpdir = {}\nopt_level = {}\noffline_mode = {}\n",
+        quote(&config.build_dir.join("build").to_string_lossy()),
+        quote(&config.opt_level),
+        config.offline
+    );
+    std::fs::write(dir.join("evcxr.toml"), text)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,29 +153,70 @@ pub struct Evaluator {
     interrupter: Interrupter,
     /// A new child process needs its panic hook before running user code.
     child_needs_init: bool,
+    /// Declared last: removed after the engine (and its child) is gone.
+    _build_dir: BuildDirGuard,
+}
+
+/// Removes the build dir when the evaluator goes away, unless asked to keep it.
+struct BuildDirGuard {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for BuildDirGuard {
+    fn drop(&mut self) {
+        if !self.keep {
+            if let Err(e) = std::fs::remove_dir_all(&self.path) {
+                log::debug!("cannot remove {}: {e}", self.path.display());
+            }
+        }
+    }
 }
 
 impl Evaluator {
     /// Starts the child process and compiles a first cell (a few seconds).
     pub fn start(config: &EvaluatorConfig, sink: Arc<dyn OutputSink>) -> Result<Evaluator, StartError> {
+        let io = |what: &'static str| move |e: std::io::Error| StartError::Setup { command: what, message: e.to_string() };
+        let build_dir = BuildDirGuard { path: config.build_dir.clone(), keep: config.keep_build_dir };
         let started = std::time::Instant::now();
+        if let Some(seed) = config.seed_from.as_ref().filter(|s| s.is_dir()) {
+            let copied = build_cache::clone_tree(seed, &config.build_dir.join("build")).map_err(io("seeding the build dir"))?;
+            log::info!("build dir seeded from {} in {:?} ({copied} bytes copied)", seed.display(), started.elapsed());
+        }
+        write_engine_config(config).map_err(io("engine config"))?;
+        if let Some(lock) = &config.lockfile {
+            let dest = config.build_dir.join("build").join("Cargo.lock");
+            if !dest.exists() {
+                std::fs::create_dir_all(config.build_dir.join("build")).map_err(io("build dir"))?;
+                std::fs::copy(lock, &dest).map_err(io("Cargo.lock"))?;
+            }
+        }
         let (mut ctx, outputs) = CommandContext::new().map_err(|e| StartError::Engine(e.to_string()))?;
-        log::info!("engine started in {:?}", started.elapsed());
+        log::info!("engine started after {:?}", started.elapsed());
         let setup = |ctx: &mut CommandContext, command: &'static str, code: &str| {
             let t = std::time::Instant::now();
-            let r = ctx.execute(code).map(|_| ()).map_err(|e| StartError::Setup { command, message: e.to_string() });
+            let r = ctx.execute(code).map_err(|e| StartError::Setup { command, message: e.to_string() });
             log::info!("{command} took {:?}", t.elapsed());
-            r
+            for phase in r.iter().flat_map(|o| &o.phases) {
+                log::debug!("  phase {}: {:?}", phase.name, phase.duration);
+            }
+            r.map(|_| ())
         };
-        setup(&mut ctx, ":opt", &format!(":opt {}", config.opt_level))?;
-        if config.offline {
-            setup(&mut ctx, ":offline", ":offline 1")?;
+        // One compile for the prelude dependency, the built-in functions and the panic hook.
+        let mut first = String::new();
+        if let Some(prelude) = &config.prelude {
+            first.push_str(&format!(":dep {}\n", prelude.dependency));
         }
-        // One compile for both: the built-in functions and this child's panic hook.
-        setup(&mut ctx, "built-in functions", &format!("{}\n{}", child_init::ITEMS_CELL, child_init::PANIC_HOOK_CELL))?;
-        // The first cell that keeps a variable makes rust-analyzer analyse std (about 1.5 s);
-        // pay that here, in the background, rather than in the user's first `let`.
-        setup(&mut ctx, "type inference warm-up", "let __tch_kernel_warm_up = vec![String::new()];")?;
+        first.push_str(child_init::ITEMS_CELL);
+        first.push_str(child_init::PANIC_HOOK_CELL);
+        if let Some(prelude) = &config.prelude {
+            first.push_str(&prelude.import);
+        }
+        setup(&mut ctx, "prelude and built-in functions", &first)?;
+        // The first cell that keeps a variable makes rust-analyzer analyse std and the prelude
+        // (seconds); pay that here, in the background, rather than in the user's first `let`.
+        let warm_up = config.prelude.as_ref().map_or("()", |p| p.warm_up.as_str());
+        setup(&mut ctx, "type inference warm-up", &format!("let __tch_kernel_warm_up = (vec![String::new()], {warm_up});"))?;
         setup(&mut ctx, "type inference warm-up", "drop(__tch_kernel_warm_up);")?;
 
         let panics = Arc::new(Mutex::new(None));
@@ -144,7 +227,7 @@ impl Evaluator {
             requested: AtomicBool::new(false),
             child: ctx.process_handle(),
         }));
-        Ok(Evaluator { ctx, stdout, stderr, panics, interrupter, child_needs_init: false })
+        Ok(Evaluator { ctx, stdout, stderr, panics, interrupter, child_needs_init: false, _build_dir: build_dir })
     }
 
     pub fn interrupter(&self) -> Interrupter {
@@ -188,6 +271,11 @@ impl Evaluator {
             },
         };
         let result = self.ctx.execute_with_callbacks(code, &mut callbacks);
+        if let Ok(outputs) = &result {
+            for phase in &outputs.phases {
+                log::debug!("phase {}: {:?}", phase.name, phase.duration);
+            }
+        }
 
         state.running.store(false, Ordering::SeqCst);
         let interrupted = state.requested.swap(false, Ordering::SeqCst);

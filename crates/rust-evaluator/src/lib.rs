@@ -6,22 +6,53 @@
 //! notebook needs on top (streamed output, panics reported as errors, interrupts, a child that
 //! restarts after a crash with a clear message) and answers `is_complete` for Rust.
 
+mod build_cache;
 mod child_init;
 mod completeness;
 mod evaluator;
 mod output;
 
+pub use build_cache::BuildCache;
 pub use child_init::DisplayEvent;
 pub use completeness::{completeness, Completeness};
 pub use evaluator::{
-    Completions, EvalError, EvalOutput, Evaluator, EvaluatorConfig, InputRequest, Interrupter,
-    StartError,
+    use_build_dir, Completions, EvalError, EvalOutput, Evaluator, EvaluatorConfig, InputRequest,
+    Interrupter, Prelude, StartError,
 };
 pub use output::{OutputSink, Stream};
 
 /// Must be the first call in `main` of any binary that creates an [`Evaluator`]: the same
 /// executable is re-launched as the evaluation child (and as a rustc wrapper), and this call
 /// takes over in those roles and never returns.
+///
+/// In the child, the shared libraries listed in `TCH_KERNEL_CHILD_PRELOAD` (colon-separated
+/// absolute paths) are loaded first, with `RTLD_GLOBAL`. The kernel uses this for
+/// `libtorch_cuda.so`: nothing references it directly, so the linker's `--as-needed` drops it
+/// and libtorch would silently run without CUDA.
 pub fn child_process_hook() {
+    if std::env::var_os("EVCXR_IS_RUNTIME").is_some() {
+        if let Some(list) = std::env::var_os("TCH_KERNEL_CHILD_PRELOAD") {
+            for lib in std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()) {
+                preload(&lib);
+            }
+        }
+    }
     evcxr::runtime_hook();
+}
+
+fn preload(lib: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(lib.as_os_str().as_bytes()) else { return };
+    // SAFETY: dlopen with a valid C string; the handle is deliberately never closed.
+    let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    if handle.is_null() {
+        // SAFETY: dlerror returns a thread-local C string or null.
+        let err = unsafe { libc::dlerror() };
+        let msg = if err.is_null() {
+            "unknown error".to_owned()
+        } else {
+            unsafe { std::ffi::CStr::from_ptr(err) }.to_string_lossy().into_owned()
+        };
+        eprintln!("tch-kernel: could not load {}: {msg}", lib.display());
+    }
 }

@@ -1,0 +1,199 @@
+//! Build directories for the engine, shared safely between kernels.
+//!
+//! A kernelspec has one cache root (e.g. `~/.cache/tch-kernel/<name>`, or a directory on
+//! `$SCRATCH`). The installer builds the prelude once into `prebuilt/`. Each running kernel gets
+//! its own `instances/<host>-<pid>/`, seeded from `prebuilt/`: large immutable artifacts (`.so`,
+//! `.rlib`, `.rmeta`, `.a`) are hard-linked, everything cargo may rewrite is copied with its
+//! mtime, so cargo sees the dependencies as fresh and no two kernels ever write the same file.
+//! (A shared target dir would rely on cargo's file lock, which does not work on NFS homes.)
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// Instances of other hosts (whose processes we cannot see) are removed after this long.
+const FOREIGN_INSTANCE_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Clone)]
+pub struct BuildCache {
+    root: PathBuf,
+}
+
+impl BuildCache {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        BuildCache { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The installer's build, shared read-only by every kernel of this kernelspec.
+    pub fn prebuilt_dir(&self) -> PathBuf {
+        self.root.join("prebuilt")
+    }
+
+    /// This process's private build dir.
+    pub fn instance_dir(&self) -> PathBuf {
+        self.root.join("instances").join(format!("{}-{}", hostname(), std::process::id()))
+    }
+
+    /// A fresh directory to prebuild into, next to `prebuilt/` (so the final rename is atomic).
+    pub fn staging_dir(&self) -> PathBuf {
+        self.root.join(format!("prebuilt.staging-{}-{}", hostname(), std::process::id()))
+    }
+
+    /// Replaces `prebuilt/` with `staging` atomically; running kernels keep what they cloned.
+    pub fn publish(&self, staging: &Path) -> io::Result<()> {
+        let target = self.prebuilt_dir();
+        let old = self.root.join(format!("prebuilt.old-{}", std::process::id()));
+        if target.exists() {
+            fs::rename(&target, &old)?;
+        }
+        fs::rename(staging, &target)?;
+        if old.exists() {
+            fs::remove_dir_all(&old)?;
+        }
+        Ok(())
+    }
+
+    /// Removes build dirs left by kernels that died without cleaning up: same-host instances
+    /// whose process is gone, and other hosts' instances untouched for a week.
+    pub fn collect_garbage(&self) {
+        let Ok(entries) = fs::read_dir(self.root.join("instances")) else { return };
+        let host = hostname();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((entry_host, pid)) = name.rsplit_once('-') else { continue };
+            let stale = if entry_host == host {
+                pid.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists())
+            } else {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .is_some_and(|age| age > FOREIGN_INSTANCE_MAX_AGE)
+            };
+            if stale {
+                log::info!("removing stale build dir {}", entry.path().display());
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(['/', '-'], "_"))
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// Seeds `to` from `from` (see the module docs). Returns the number of bytes copied, as opposed
+/// to linked.
+pub(crate) fn clone_tree(from: &Path, to: &Path) -> io::Result<u64> {
+    let mut copied = 0;
+    clone_dir(from, to, false, &mut copied)?;
+    Ok(copied)
+}
+
+fn clone_dir(from: &Path, to: &Path, in_target: bool, copied: &mut u64) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name_str = name.to_string_lossy();
+        let src = entry.path();
+        let dst = to.join(&name);
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            // The cell crate's own incremental state is keyed by its (per-instance) path.
+            if in_target && name_str == "incremental" {
+                continue;
+            }
+            clone_dir(&src, &dst, in_target || name_str == "target", copied)?;
+        } else if kind.is_file() {
+            // Cells' shared objects are per-session garbage.
+            if name_str.starts_with("libcode_") {
+                continue;
+            }
+            if in_target && is_immutable_artifact(&name_str) && fs::hard_link(&src, &dst).is_ok() {
+                continue;
+            }
+            *copied += fs::copy(&src, &dst)?;
+            let meta = entry.metadata()?;
+            filetime::set_file_mtime(&dst, filetime::FileTime::from_last_modification_time(&meta))?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// Files that the toolchain replaces (unlink + create) rather than rewrites in place, so a hard
+/// link is never modified through another instance.
+fn is_immutable_artifact(name: &str) -> bool {
+    [".so", ".rlib", ".rmeta", ".a"].iter().any(|ext| name.ends_with(ext))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn clone_links_artifacts_and_copies_the_rest_with_mtimes() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("prebuilt");
+        let deps = from.join("target/x86_64/debug/deps");
+        fs::create_dir_all(&deps).unwrap();
+        fs::create_dir_all(from.join("target/x86_64/debug/incremental/ctx-1")).unwrap();
+        fs::write(deps.join("libtch.rlib"), b"rlib").unwrap();
+        fs::write(deps.join("tch.d"), b"dep-info").unwrap();
+        fs::write(from.join("target/x86_64/debug/libcode_3.so"), b"old cell").unwrap();
+        fs::write(from.join("Cargo.toml"), b"[package]").unwrap();
+        let old = filetime::FileTime::from_unix_time(1_000_000, 0);
+        filetime::set_file_mtime(deps.join("tch.d"), old).unwrap();
+
+        let to = dir.path().join("instance");
+        let copied = clone_tree(&from, &to).unwrap();
+        let out = to.join("target/x86_64/debug/deps");
+        assert_eq!(fs::metadata(out.join("libtch.rlib")).unwrap().ino(), fs::metadata(deps.join("libtch.rlib")).unwrap().ino());
+        assert_ne!(fs::metadata(out.join("tch.d")).unwrap().ino(), fs::metadata(deps.join("tch.d")).unwrap().ino());
+        assert_eq!(filetime::FileTime::from_last_modification_time(&fs::metadata(out.join("tch.d")).unwrap()), old);
+        assert!(!to.join("target/x86_64/debug/libcode_3.so").exists());
+        assert!(!to.join("target/x86_64/debug/incremental").exists());
+        assert_eq!(copied, ("dep-info".len() + "[package]".len()) as u64);
+    }
+
+    #[test]
+    fn garbage_collection_removes_dead_instances_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BuildCache::new(dir.path());
+        let mine = cache.instance_dir();
+        // A pid that cannot exist (above pid_max).
+        let dead = dir.path().join("instances").join(format!("{}-{}", hostname(), 99_999_999));
+        let foreign = dir.path().join("instances").join("otherhost-12");
+        for d in [&mine, &dead, &foreign] {
+            fs::create_dir_all(d).unwrap();
+        }
+        cache.collect_garbage();
+        assert!(mine.exists());
+        assert!(!dead.exists());
+        assert!(foreign.exists(), "recent instances of other hosts are kept");
+    }
+
+    #[test]
+    fn publish_replaces_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BuildCache::new(dir.path());
+        for round in 0..2 {
+            let staging = cache.staging_dir();
+            fs::create_dir_all(&staging).unwrap();
+            fs::write(staging.join("round"), round.to_string()).unwrap();
+            cache.publish(&staging).unwrap();
+            assert_eq!(fs::read_to_string(cache.prebuilt_dir().join("round")).unwrap(), round.to_string());
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! What a kernel instance runs with, from the environment its kernelspec sets (see install.sh):
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `TCH_KERNEL_CACHE_DIR` | per-kernelspec build cache (prebuilt prelude + per-kernel build dirs) |
+//! | `TCH_KERNEL_PRELUDE` | the prelude crate every cell sees (unset: plain Rust) |
+//! | `TCH_KERNEL_LOCKFILE` | Cargo.lock that pins the prelude's dependencies |
+//! | `LIBTORCH` | the libtorch the prelude was built against |
+//! | `TCH_KERNEL_TORCH_VERSION` | its version, for the banner and `:gpu` |
+//! | `TCH_KERNEL_OPT_LEVEL` | rustc opt-level for cells (default 1) |
+//! | `CARGO_NET_OFFLINE` | `true`: cells never touch the network |
+
+use rust_evaluator::{BuildCache, EvaluatorConfig, Prelude};
+use std::path::{Path, PathBuf};
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+pub struct Settings {
+    pub cache: Option<BuildCache>,
+    pub prelude_dir: Option<PathBuf>,
+    pub lockfile: Option<PathBuf>,
+    pub libtorch: Option<PathBuf>,
+    pub torch_version: Option<String>,
+    pub opt_level: String,
+    pub offline: bool,
+}
+
+impl Settings {
+    pub fn from_env() -> Settings {
+        Settings {
+            cache: var("TCH_KERNEL_CACHE_DIR").map(BuildCache::new),
+            prelude_dir: var("TCH_KERNEL_PRELUDE").map(PathBuf::from),
+            lockfile: var("TCH_KERNEL_LOCKFILE").map(PathBuf::from),
+            libtorch: var("LIBTORCH").map(PathBuf::from),
+            torch_version: var("TCH_KERNEL_TORCH_VERSION"),
+            opt_level: var("TCH_KERNEL_OPT_LEVEL").unwrap_or_else(|| "1".to_owned()),
+            offline: var("CARGO_NET_OFFLINE").is_some_and(|v| v == "true" || v == "1"),
+        }
+    }
+
+    /// This kernel's private build dir: in the cache when there is one, else under $TMPDIR.
+    pub fn build_dir(&self) -> PathBuf {
+        match &self.cache {
+            Some(cache) => cache.instance_dir(),
+            None => std::env::temp_dir().join(format!("tch-kernel-{}", std::process::id())),
+        }
+    }
+
+    pub fn prelude(&self) -> Option<Prelude> {
+        let dir = self.prelude_dir.as_ref()?;
+        Some(Prelude {
+            dependency: format!("tch-prelude = {{ path = {:?} }}", dir.display().to_string()),
+            import: "use tch_prelude::*;".to_owned(),
+            warm_up: "Tensor::zeros([1], (Kind::Float, Device::Cpu))".to_owned(),
+        })
+    }
+
+    /// `keep`: leave the build dir in place afterwards (to publish it as the prebuilt one).
+    pub fn evaluator_config(&self, build_dir: PathBuf, keep: bool) -> EvaluatorConfig {
+        EvaluatorConfig {
+            opt_level: self.opt_level.clone(),
+            offline: self.offline,
+            build_dir,
+            // Kernels start from the installer's build; a re-install starts from the previous one.
+            seed_from: self.cache.as_ref().map(|c| c.prebuilt_dir().join("build")),
+            keep_build_dir: keep,
+            prelude: self.prelude(),
+            lockfile: self.lockfile.clone(),
+        }
+    }
+
+    /// Libraries the evaluation child must load before any cell: `libtorch_cuda.so`, when this
+    /// libtorch has it and the machine has an NVIDIA driver (otherwise there is nothing to use
+    /// it with, and loading CUDA libraries costs time and memory).
+    pub fn child_preload(&self) -> Vec<PathBuf> {
+        let Some(libtorch) = &self.libtorch else { return vec![] };
+        let cuda = libtorch.join("lib").join("libtorch_cuda.so");
+        if cuda.exists() && Path::new("/proc/driver/nvidia/version").exists() {
+            vec![cuda]
+        } else {
+            vec![]
+        }
+    }
+}

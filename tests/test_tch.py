@@ -1,0 +1,155 @@
+"""tch through a real client: the prelude is there without `:dep` or `use`, tensors, autograd,
+training, VarStore save/load, `:gpu`, several kernels of one spec at once, offline cells."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from jupyter_client import KernelManager
+
+from conftest import TORCH_KERNEL_NAME, run, stdout_of
+
+
+def start_torch(extra_env=None):
+    km = KernelManager(kernel_name=TORCH_KERNEL_NAME)
+    env = dict(os.environ)
+    env.update(extra_env or {})
+    km.start_kernel(env=env)
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=120)
+    return km, kc
+
+
+@pytest.fixture(scope="module")
+def tk(torch_env):
+    km, kc = start_torch()
+    yield kc
+    kc.stop_channels()
+    km.shutdown_kernel()
+
+
+def result(outputs):
+    return [c["data"]["text/plain"] for t, c in outputs if t == "execute_result"]
+
+
+def ok(kc, code, **kw):
+    reply, outputs = run(kc, code, timeout=600, **kw)
+    assert reply["status"] == "ok", f"{code!r} failed: {reply.get('ename')}: {reply.get('evalue')}\n" + "\n".join(reply.get("traceback", []))
+    return outputs
+
+
+def test_prelude_is_in_scope_and_tensors_compute(tk):
+    ok(tk, "let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);")
+    ok(tk, "let b = &a * 2 + 1;")
+    assert result(ok(tk, "Vec::<f32>::try_from(&b).unwrap()")) == ["[3.0, 5.0, 7.0]"]
+    assert result(ok(tk, "b.size()")) == ["[3]"]
+    assert result(ok(tk, "a.matmul(&b).double_value(&[])")) == ["34.0"]
+    assert result(ok(tk, "Device::cuda_if_available() == Device::Cpu")) == ["true"]
+    # Errors from libtorch come back as Rust errors, not crashes.
+    assert result(ok(tk, "a.f_view([7]).is_err()")) == ["true"]
+
+
+def test_autograd(tk):
+    ok(tk, "let x = Tensor::from_slice(&[2.0f64, -3.0]).set_requires_grad(true);")
+    ok(tk, "let y = (&x * &x * 3.0).sum(Kind::Double); y.backward();")
+    assert result(ok(tk, "Vec::<f64>::try_from(x.grad()).unwrap()")) == ["[12.0, -18.0]"]
+    assert result(ok(tk, "no_grad(|| (&x * 2).requires_grad())")) == ["false"]
+
+
+def test_training_a_small_network(tk):
+    ok(tk, """
+fn model(p: &nn::Path) -> nn::Sequential {
+    nn::seq()
+        .add(nn::linear(p / "l1", 2, 16, Default::default()))
+        .add_fn(|x| x.relu())
+        .add(nn::linear(p / "l2", 16, 1, Default::default()))
+}
+tch::manual_seed(0);
+let vs = nn::VarStore::new(Device::Cpu);
+let net = model(&vs.root());
+let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
+let xs = Tensor::rand([256, 2], (Kind::Float, Device::Cpu));
+let ys = (xs.select(1, 0) * 3.0 - xs.select(1, 1) * 2.0 + 0.5).unsqueeze(1);
+""")
+    # Variables (model, optimizer, data) carry over to the next cell.
+    out = ok(tk, """
+let mut losses: Vec<f64> = Vec::new();
+for _ in 0..150 {
+    let loss = net.forward(&xs).mse_loss(&ys, Reduction::Mean);
+    opt.backward_step(&loss);
+    losses.push(loss.double_value(&[]));
+}
+println!("first {:.5} last {:.5}", losses[0], losses[losses.len() - 1]);
+""")
+    first, last = [float(w) for w in stdout_of(out).split()[1::2]]
+    assert last < first * 0.1, (first, last)
+    # The loss keeps going down: each block of 30 steps averages lower than the one before.
+    code = "let m: Vec<f64> = losses.chunks(30).map(|c| c.iter().sum::<f64>() / 30.0).collect(); m.windows(2).all(|w| w[1] < w[0])"
+    assert result(ok(tk, code)) == ["true"]
+
+
+def test_varstore_safetensors_round_trip(tk, tmp_path):
+    path = tmp_path / "model.safetensors"
+    ok(tk, f'vs.save({json.dumps(str(path))}).unwrap();')
+    assert path.stat().st_size > 0
+    ok(tk, f"""
+let mut vs2 = nn::VarStore::new(Device::Cpu);
+let net2 = model(&vs2.root());
+vs2.load({json.dumps(str(path))}).unwrap();
+""")
+    assert result(ok(tk, "net.forward(&xs).allclose(&net2.forward(&xs), 1e-6, 1e-6, false)")) == ["true"]
+    assert result(ok(tk, "vs2.variables().len()")) == ["4"]
+
+
+def test_gpu_command_reports_cpu(tk):
+    text = stdout_of(ok(tk, ":gpu"))
+    assert "libtorch 2.13.0" in text
+    assert "CUDA not available: running on CPU" in text
+
+
+def test_two_kernels_of_one_spec_run_at_once(torch_env):
+    cache = Path(torch_env["TCH_KERNEL_CACHE_DIR"])
+    kernels = [start_torch() for _ in range(2)]
+    try:
+        # Both build cells at the same time, each in its own build dir.
+        ids = [kc.execute("(Tensor::ones([2, 2], (Kind::Float, Device::Cpu)) * 2).sum(Kind::Float).double_value(&[])") for _, kc in kernels]
+        for (km, kc), msg_id in zip(kernels, ids):
+            while True:
+                reply = kc.get_shell_msg(timeout=600)
+                if reply["parent_header"]["msg_id"] == msg_id:
+                    break
+            assert reply["content"]["status"] == "ok", reply["content"]
+        instances = {p.name for p in (cache / "instances").iterdir()}
+        pids = {str(km.provisioner.pid) for km, _ in kernels}
+        assert all(any(name.endswith("-" + pid) for name in instances) for pid in pids), (instances, pids)
+    finally:
+        for km, kc in kernels:
+            kc.stop_channels()
+            km.shutdown_kernel()
+    remaining = {p.name for p in (cache / "instances").iterdir()}
+    assert not any(name.endswith("-" + pid) for name in remaining for pid in pids), "build dirs are removed at shutdown"
+
+
+def test_cells_build_offline(torch_env):
+    # Any attempt to reach a registry goes to a closed port and fails at once.
+    dead = "http://127.0.0.1:9"
+    km, kc = start_torch({"CARGO_NET_OFFLINE": "true", "CARGO_HTTP_PROXY": dead, "https_proxy": dead, "http_proxy": dead})
+    try:
+        ok(kc, "let t = Tensor::arange(6, (Kind::Int64, Device::Cpu)).view([2, 3]);")
+        assert result(ok(kc, "t.sum(Kind::Int64).int64_value(&[])")) == ["15"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel()
+
+
+def test_torch_kernelspec_is_listed_with_its_environment(torch_env):
+    jupyter = Path(sys.executable).parent / "jupyter"
+    specs = json.loads(subprocess.run([str(jupyter), "kernelspec", "list", "--json"], check=True, capture_output=True, text=True).stdout)["kernelspecs"]
+    env = specs[TORCH_KERNEL_NAME]["spec"]["env"]
+    assert env["LD_LIBRARY_PATH"] == f"{env['LIBTORCH']}/lib:${{LD_LIBRARY_PATH}}"
+    assert Path(env["LIBTORCH"], "lib", "libtorch_cpu.so").exists()
+    assert (Path(env["TCH_KERNEL_CACHE_DIR"]) / "prebuilt").is_dir()
