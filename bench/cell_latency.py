@@ -6,8 +6,9 @@ are noisy.
 
     .venv/bin/python bench/cell_latency.py [--kernel rust-tch] [--reference python3] [--cells 10]
 
-Figures: start-to-ready, first cell after start, median of later cells, median trivial cell,
-and (for tch-kernel) RSS growth of the evaluation child over 20 cells.
+Figures: start-to-ready, first cell sent right after the kernel is ready (it includes the
+evaluator's background warm-up), median of later cells, median trivial cell, and RSS growth of
+the kernel's child processes over 20 cells (tch-kernel's evaluation child).
 """
 
 import argparse
@@ -18,13 +19,20 @@ from pathlib import Path
 from jupyter_client.manager import start_new_kernel
 
 WORKLOADS = {
-    # kernel language -> (first cell, repeated "work" cell template, trivial cell)
-    "rust": ("let v: Vec<f64> = (0..1000).map(|i| i as f64).collect();",
-             "v.iter().map(|x| x * {i}.0).sum::<f64>()",
-             "1 + 1"),
-    "python": ("v = [float(i) for i in range(1000)]",
-               "sum(x * {i} for x in v)",
-               "1 + 1"),
+    # (language, workload) -> (first cell, repeated "work" cell template, trivial cell)
+    ("rust", "plain"): ("let v: Vec<f64> = (0..1000).map(|i| i as f64).collect();",
+                        "v.iter().map(|x| x * {i}.0).sum::<f64>()",
+                        "1 + 1"),
+    ("python", "plain"): ("v = [float(i) for i in range(1000)]",
+                          "sum(x * {i} for x in v)",
+                          "1 + 1"),
+    # The first cell is what a notebook starts with; later cells do small tensor work.
+    ("rust", "tensor"): ("let x = Tensor::randn([64, 64], (Kind::Float, Device::Cpu));",
+                         "x.matmul(&x).mean(Kind::Float).double_value(&[]) * {i}.0",
+                         "1 + 1"),
+    ("python", "tensor"): ("import torch\nx = torch.randn(64, 64)",
+                           "x.matmul(x).mean().item() * {i}",
+                           "1 + 1"),
 }
 
 
@@ -47,7 +55,7 @@ def child_rss_kb(pid):
     return total
 
 
-def measure(kernel_name, cells):
+def measure(kernel_name, cells, workload):
     t = time.perf_counter()
     km, kc = start_new_kernel(kernel_name=kernel_name, startup_timeout=120)
     ready = time.perf_counter() - t
@@ -55,7 +63,7 @@ def measure(kernel_name, cells):
         kc.kernel_info()
         info = kc.get_shell_msg(timeout=60)
         language = info["content"]["language_info"]["name"].lower()
-        first, work, trivial = WORKLOADS[language]
+        first, work, trivial = WORKLOADS[(language, workload)]
         result = {"start_to_ready": ready, "first_cell": execute(kc, first)}
         result["later_cells_median"] = statistics.median(execute(kc, work.format(i=i)) for i in range(cells))
         result["trivial_cell_median"] = statistics.median(execute(kc, trivial) for _ in range(cells))
@@ -75,10 +83,13 @@ def main():
     ap.add_argument("--kernel", default="rust-tch")
     ap.add_argument("--reference", default="python3", help="kernel measured in the same run for ratios ('' for none)")
     ap.add_argument("--cells", type=int, default=10)
+    ap.add_argument("--workload", choices=["tensor", "plain"], default="tensor",
+                    help="tensor: tch cells vs PyTorch (needs torch in the reference kernel); plain: Rust vs Python")
     args = ap.parse_args()
 
-    ours = measure(args.kernel, args.cells)
-    ref = measure(args.reference, args.cells) if args.reference else None
+    ours = measure(args.kernel, args.cells, args.workload)
+    ref = measure(args.reference, args.cells, args.workload) if args.reference else None
+    print(f"workload: {args.workload}")
     print(f"{'figure':32} {args.kernel:>14} {args.reference or '':>14} {'ratio':>8}")
     for key, value in ours.items():
         unit = "MB" if key.endswith("_mb_20_cells") else "s"

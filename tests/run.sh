@@ -8,6 +8,6 @@ python="${TCH_KERNEL_PYTHON:-$repo/.venv/bin/python}"
 
 cd "$repo"
 # Release profile: reuses what install.sh built instead of compiling evcxr twice.
-cargo test --workspace --release --locked
+cargo test --release --locked   # default members: the prelude is built by install.sh
 cargo build --release --locked -p tch-kernel
 "$python" -m pytest -p no:cacheprovider -v tests "$@"

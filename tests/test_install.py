@@ -9,11 +9,13 @@ from pathlib import Path
 from conftest import REPO
 
 
-def install(*args, data_dir, extra_env=None):
+def install(*args, data_dir, extra_env=None, torch=False):
+    """Runs install.sh; without `torch`, a plain Rust kernel (no prelude build)."""
     env = dict(os.environ, JUPYTER_DATA_DIR=str(data_dir))
     env.pop("JUPYTER_PATH", None)
     env.update(extra_env or {})
-    return subprocess.run([str(REPO / "install.sh"), "--no-venv", *args], env=env, capture_output=True, text=True)
+    flags = ["--no-venv"] + ([] if torch else ["--no-torch"])
+    return subprocess.run([str(REPO / "install.sh"), *flags, *args], env=env, capture_output=True, text=True)
 
 
 def kernelspecs(data_dir, jupyter_path=None):
@@ -86,3 +88,29 @@ def test_bad_input_is_refused_clearly(tmp_path):
     assert r.returncode != 0 and "unknown option" in r.stderr
     r = install("--uninstall", "never-installed", data_dir=tmp_path)
     assert r.returncode != 0 and "no kernelspec" in r.stderr
+
+
+def fake_libtorch(root, version):
+    (root / "lib").mkdir(parents=True)
+    (root / "lib" / "libtorch_cpu.so").write_bytes(b"")
+    (root / "include" / "torch").mkdir(parents=True)
+    (root / "build-version").write_text(version + "\n")
+    return root
+
+
+def test_wrong_or_missing_torch_is_a_clear_error(tmp_path):
+    r = install("--libtorch", str(tmp_path / "nowhere"), data_dir=tmp_path, torch=True)
+    assert r.returncode != 0 and "no such directory" in r.stderr
+    old = fake_libtorch(tmp_path / "libtorch-2.12", "2.12.0")
+    r = install("--libtorch", str(old), data_dir=tmp_path, torch=True)
+    assert r.returncode != 0 and "needs PyTorch/libtorch 2.13.0, found 2.12.0" in r.stderr
+    not_torch = tmp_path / "empty"
+    not_torch.mkdir()
+    r = install("--libtorch", str(not_torch), data_dir=tmp_path, torch=True)
+    assert r.returncode != 0 and "libtorch_cpu.so not found" in r.stderr
+    no_torch_python = tmp_path / "python"
+    no_torch_python.write_text("#!/bin/sh\nexit 1\n")
+    no_torch_python.chmod(0o755)
+    r = install("--python", str(no_torch_python), data_dir=tmp_path, torch=True)
+    assert r.returncode != 0 and "torch is not installed" in r.stderr
+    assert not (tmp_path / "kernels").exists(), "a failed install registers no kernel"
