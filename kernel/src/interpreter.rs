@@ -194,7 +194,6 @@ impl Interpreter for RustInterpreter {
         if code.trim() == ":help" || code.trim() == "?" {
             return self.help();
         }
-        let gpu_cell = "println!(\"{}\", gpu_report());";
         let code = if code.trim() == ":gpu" {
             if !self.has_prelude {
                 return ExecuteOutcome::Error(ErrorInfo {
@@ -203,7 +202,7 @@ impl Interpreter for RustInterpreter {
                     traceback: vec!["This kernel has no libtorch: reinstall with ./install.sh (see README).".into()],
                 });
             }
-            gpu_cell
+            "println!(\"{}\", gpu_report());"
         } else {
             code
         };

@@ -2,29 +2,24 @@
 
 use std::path::PathBuf;
 
-fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+fn non_empty_var(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
-/// Kernel data (history): `$TCH_KERNEL_DATA_DIR`, else `$XDG_DATA_HOME/tch-kernel`, else
-/// `~/.local/share/tch-kernel`.
+/// `$override_var`, else `$XDG_DATA_HOME/<sub>`, else `~/.local/share/<sub>` (XDG rules).
+fn data_home_dir(override_var: &str, sub: &str) -> Option<PathBuf> {
+    non_empty_var(override_var)
+        .or_else(|| non_empty_var("XDG_DATA_HOME").map(|d| d.join(sub)))
+        .or_else(|| non_empty_var("HOME").map(|h| h.join(".local/share").join(sub)))
+}
+
+/// Kernel data (history): `$TCH_KERNEL_DATA_DIR`, else `~/.local/share/tch-kernel`.
 pub fn data_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("TCH_KERNEL_DATA_DIR").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d));
-    }
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d).join("tch-kernel"));
-    }
-    home().map(|h| h.join(".local/share/tch-kernel"))
+    data_home_dir("TCH_KERNEL_DATA_DIR", "tch-kernel")
 }
 
-/// Jupyter's user data dir, as jupyter_core computes it on Linux.
+/// Jupyter's user data dir, as jupyter_core computes it on Linux: `$JUPYTER_DATA_DIR`, else
+/// `~/.local/share/jupyter`.
 pub fn jupyter_user_data_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("JUPYTER_DATA_DIR").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d));
-    }
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d).join("jupyter"));
-    }
-    home().map(|h| h.join(".local/share/jupyter"))
+    data_home_dir("JUPYTER_DATA_DIR", "jupyter")
 }
