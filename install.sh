@@ -140,6 +140,8 @@ if [ "$with_torch" = 1 ]; then
 fi
 
 # --- Build ----------------------------------------------------------------------------------
+echo "==> fetching crates (the prelude's too: kernels build cells offline from these)"
+(cd "$here" && cargo fetch --locked)
 echo "==> building tch-kernel (release)"
 (cd "$here" && cargo build --release --locked -p tch-kernel)
 "$bin" --version >/dev/null || die "the built kernel does not run: $bin"

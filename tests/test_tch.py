@@ -134,10 +134,15 @@ def test_two_kernels_of_one_spec_run_at_once(torch_env):
     assert not any(name.endswith("-" + pid) for name in remaining for pid in pids), "build dirs are removed at shutdown"
 
 
-def test_cells_build_offline(torch_env):
-    # Any attempt to reach a registry goes to a closed port and fails at once.
+@pytest.mark.parametrize("offline_flag", [True, False], ids=["CARGO_NET_OFFLINE", "no-flag"])
+def test_cells_build_offline(torch_env, offline_flag):
+    # Any attempt to reach a registry goes to a closed port and fails at once; the prelude's
+    # dependencies are prebuilt and locked, so cells never need one, flagged offline or not.
     dead = "http://127.0.0.1:9"
-    km, kc = start_torch({"CARGO_NET_OFFLINE": "true", "CARGO_HTTP_PROXY": dead, "https_proxy": dead, "http_proxy": dead})
+    env = {"CARGO_HTTP_PROXY": dead, "https_proxy": dead, "http_proxy": dead}
+    if offline_flag:
+        env["CARGO_NET_OFFLINE"] = "true"
+    km, kc = start_torch(env)
     try:
         ok(kc, "let t = Tensor::arange(6, (Kind::Int64, Device::Cpu)).view([2, 3]);")
         assert result(ok(kc, "t.sum(Kind::Int64).int64_value(&[])")) == ["15"]

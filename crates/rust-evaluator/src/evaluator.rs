@@ -49,17 +49,18 @@ pub unsafe fn use_build_dir(build_dir: &Path) {
     unsafe { std::env::set_var("EVCXR_CONFIG_DIR", build_dir.join("engine-config")) };
 }
 
-/// The engine's own settings file, read when its context is created: applying opt-level and
-/// offline mode here avoids a rebuild that `:opt` would cause later.
+/// The engine's own settings file, read when its context is created: applying opt-level here
+/// avoids a rebuild that `:opt` would cause later. The engine starts offline: the prelude's
+/// dependencies are prebuilt and locked, and its `:dep` check would otherwise update the
+/// registry index. `start` turns the network back on afterwards unless `offline` is set.
 fn write_engine_config(config: &EvaluatorConfig) -> std::io::Result<()> {
     let dir = config.build_dir.join("engine-config");
     std::fs::create_dir_all(&dir)?;
     let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
     let text = format!(
-        "[evcxr]\ntmpdir = {}\nopt_level = {}\noffline_mode = {}\n",
+        "[evcxr]\ntmpdir = {}\nopt_level = {}\noffline_mode = true\n",
         quote(&config.build_dir.join("build").to_string_lossy()),
         quote(&config.opt_level),
-        config.offline
     );
     std::fs::write(dir.join("evcxr.toml"), text)
 }
@@ -213,6 +214,10 @@ impl Evaluator {
             first.push_str(&prelude.import);
         }
         setup(&mut ctx, "prelude and built-in functions", &first)?;
+        if !config.offline {
+            // Later `:dep`s of new crates may use the registry.
+            setup(&mut ctx, ":offline", ":offline 0")?;
+        }
         // The first cell that keeps a variable makes rust-analyzer analyse std and the prelude
         // (seconds); pay that here, in the background, rather than in the user's first `let`.
         let warm_up = config.prelude.as_ref().map_or("()", |p| p.warm_up.as_str());
