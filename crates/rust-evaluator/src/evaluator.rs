@@ -40,13 +40,38 @@ pub struct Prelude {
     pub warm_up: String,
 }
 
-/// Points the engine at `build_dir` for its configuration.
+/// Prepares the process environment the engine and its child read.
+///
+/// - The engine reads its configuration from `build_dir/engine-config`.
+/// - Rust's target lib dir goes first on `LD_LIBRARY_PATH`, so the child finds `libstd-*.so`.
+///   rustc computes each cell's relative `RUNPATH` for `target/…/deps`, but the engine loads
+///   the copy one directory up. The path is then off by one `..`, which only goes unnoticed when
+///   the build dir and the toolchain share no prefix (e.g. `/tmp` vs `~/.rustup`). With the
+///   cache in `~/.cache` and rustup in `~/.rustup`, `dlopen` fails.
 ///
 /// # Safety
-/// Sets a process environment variable: call it before any other thread is started.
+/// Sets process environment variables: call it before any other thread is started.
 pub unsafe fn use_build_dir(build_dir: &Path) {
+    let rust_lib = std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+        .args(["--print", "target-libdir"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| PathBuf::from(s.trim()));
     // SAFETY: the caller guarantees no other thread runs yet.
-    unsafe { std::env::set_var("EVCXR_CONFIG_DIR", build_dir.join("engine-config")) };
+    unsafe {
+        std::env::set_var("EVCXR_CONFIG_DIR", build_dir.join("engine-config"));
+        if let Some(lib) = rust_lib {
+            let mut paths = vec![lib];
+            if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
+                paths.extend(std::env::split_paths(&old));
+            }
+            if let Ok(joined) = std::env::join_paths(paths) {
+                std::env::set_var("LD_LIBRARY_PATH", joined);
+            }
+        }
+    }
 }
 
 /// The engine's own settings file, read when its context is created: applying opt-level here
