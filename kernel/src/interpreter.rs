@@ -36,11 +36,18 @@ pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) 
     };
     if let Some(cache) = &settings.cache {
         cache.collect_garbage();
-        if settings.prelude_dir.is_some() && !cache.prebuilt_dir().exists() {
-            log::warn!(
-                "no prebuilt prelude in {}: the first cell builds tch (minutes). Run install.sh to prebuild it.",
-                cache.root().display()
-            );
+        if settings.prelude_dir.is_some() {
+            match std::fs::read_to_string(cache.prebuilt_dir().join("stamp")) {
+                Err(_) => log::warn!(
+                    "no prebuilt prelude in {}: the first cell builds tch (minutes). Run install.sh to prebuild it.",
+                    cache.root().display()
+                ),
+                Ok(stamp) if stamp != settings.build_stamp() => log::warn!(
+                    "the prebuilt prelude in {} was built for another installation:\n{stamp}this kernel rebuilds it at start (a minute or more). Re-run install.sh, or give each installation its own --cache-dir.",
+                    cache.root().display()
+                ),
+                Ok(_) => {}
+            }
         }
     }
     let config = settings.evaluator_config(build_dir, false);
@@ -73,6 +80,7 @@ pub fn prebuild(settings: Settings) -> Result<()> {
         value.data
     );
     drop(evaluator);
+    std::fs::write(staging.join("stamp"), settings.build_stamp()).context("cannot write the build stamp")?;
     cache.publish(&staging).with_context(|| format!("cannot publish the build into {}", cache.prebuilt_dir().display()))?;
     println!("prelude built in {:.0?} into {}", started.elapsed(), cache.prebuilt_dir().display());
     Ok(())

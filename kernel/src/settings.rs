@@ -8,6 +8,7 @@
 //! | `LIBTORCH` | the libtorch the prelude was built against |
 //! | `TCH_KERNEL_TORCH_VERSION` | its version, for the banner and `:gpu` |
 //! | `TCH_KERNEL_OPT_LEVEL` | rustc opt-level for cells (default 1) |
+//! | `TCH_KERNEL_LINKER` | `system` (default), `lld` or `mold` |
 //! | `CARGO_NET_OFFLINE` | `true`: cells never touch the network |
 
 use rust_evaluator::{BuildCache, EvaluatorConfig, Prelude};
@@ -24,6 +25,7 @@ pub struct Settings {
     pub libtorch: Option<PathBuf>,
     pub torch_version: Option<String>,
     pub opt_level: String,
+    pub linker: String,
     pub offline: bool,
 }
 
@@ -36,6 +38,8 @@ impl Settings {
             libtorch: var("LIBTORCH").map(PathBuf::from),
             torch_version: var("TCH_KERNEL_TORCH_VERSION"),
             opt_level: var("TCH_KERNEL_OPT_LEVEL").unwrap_or_else(|| "1".to_owned()),
+            // Measured: mold saves nothing per cell here (the cell's link is small).
+            linker: var("TCH_KERNEL_LINKER").unwrap_or_else(|| "system".to_owned()),
             offline: var("CARGO_NET_OFFLINE").is_some_and(|v| v == "true" || v == "1"),
         }
     }
@@ -62,6 +66,7 @@ impl Settings {
         EvaluatorConfig {
             opt_level: self.opt_level.clone(),
             offline: self.offline,
+            linker: self.linker.clone(),
             build_dir,
             // Kernels start from the installer's build; a re-install starts from the previous one.
             seed_from: self.cache.as_ref().map(|c| c.prebuilt_dir().join("build")),
@@ -69,6 +74,20 @@ impl Settings {
             prelude: self.prelude(),
             lockfile: self.lockfile.clone(),
         }
+    }
+
+    /// What a prebuilt prelude depends on. A kernel whose stamp differs from the one in the
+    /// cache (another checkout, libtorch, opt-level or linker) would rebuild it at every start.
+    pub fn build_stamp(&self) -> String {
+        let show = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        format!(
+            "prelude={}\nlockfile={}\nlibtorch={}\nopt_level={}\nlinker={}\n",
+            show(&self.prelude_dir),
+            show(&self.lockfile),
+            show(&self.libtorch),
+            self.opt_level,
+            self.linker
+        )
     }
 
     /// Libraries the evaluation child must load before any cell: `libtorch_cuda.so`, when this

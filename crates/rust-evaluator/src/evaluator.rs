@@ -16,6 +16,10 @@ pub struct EvaluatorConfig {
     pub opt_level: String,
     /// Never touch the network when building cells.
     pub offline: bool,
+    /// `system`, `lld` or `mold`. Fixed rather than detected from `PATH`: the linker changes the
+    /// flags cargo builds with, so a kernel seeing another `PATH` than the installer (a module
+    /// purge, another JupyterLab) would otherwise rebuild every dependency.
+    pub linker: String,
     /// This evaluator's private build dir. It must be the dir given to [`use_build_dir`].
     pub build_dir: PathBuf,
     /// A prebuilt build dir (see [`crate::BuildCache`]) to seed `build_dir` from.
@@ -229,7 +233,7 @@ impl Evaluator {
             r.map(|_| ())
         };
         // One compile for the prelude dependency, the built-in functions and the panic hook.
-        let mut first = String::new();
+        let mut first = format!(":linker {}\n", config.linker);
         if let Some(prelude) = &config.prelude {
             first.push_str(&format!(":dep {}\n", prelude.dependency));
         }
