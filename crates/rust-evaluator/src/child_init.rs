@@ -96,8 +96,9 @@ pub fn password(prompt: &str) -> String {
 #[doc(hidden)]
 pub fn __tch_kernel_input(prompt: &str, password: bool) -> String {
     let esc = __tch_kernel_esc;
+    // Mirrors `unescape` in child_init.rs (the kernel escapes replies with `escape`).
     fn unesc(s: &str) -> String {
-        s.replace("%0D", "\r").replace("%0A", "\n").replace("%3A", ":").replace("%25", "%")
+        s.replace("%0D", "\r").replace("%0A", "\n").replace("%3A", ":").replace("%1F", "\u{1f}").replace("%25", "%")
     }
     let tag = if password { "EVCXR_INPUT_REQUEST_PASSWORD" } else { "EVCXR_INPUT_REQUEST" };
     {

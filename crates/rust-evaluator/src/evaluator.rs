@@ -227,8 +227,8 @@ impl Evaluator {
             let t = std::time::Instant::now();
             let r = ctx.execute(code).map_err(|e| StartError::Setup { command, message: e.to_string() });
             log::info!("{command} took {:?}", t.elapsed());
-            for phase in r.iter().flat_map(|o| &o.phases) {
-                log::debug!("  phase {}: {:?}", phase.name, phase.duration);
+            if let Ok(outputs) = &r {
+                log_phases(outputs);
             }
             r.map(|_| ())
         };
@@ -306,9 +306,7 @@ impl Evaluator {
         };
         let result = self.ctx.execute_with_callbacks(code, &mut callbacks);
         if let Ok(outputs) = &result {
-            for phase in &outputs.phases {
-                log::debug!("phase {}: {:?}", phase.name, phase.duration);
-            }
+            log_phases(outputs);
         }
 
         state.running.store(false, Ordering::SeqCst);
@@ -383,6 +381,13 @@ impl Evaluator {
     /// Variables kept between cells, with their types.
     pub fn variables(&self) -> Vec<(String, String)> {
         self.ctx.variables_and_types().map(|(n, t)| (n.to_owned(), t.to_owned())).collect()
+    }
+}
+
+/// The engine's per-phase timings (compile attempts, execution), for `TCH_KERNEL_LOG=debug`.
+fn log_phases(outputs: &evcxr::EvalOutputs) {
+    for phase in &outputs.phases {
+        log::debug!("phase {}: {:?}", phase.name, phase.duration);
     }
 }
 
