@@ -53,6 +53,44 @@ def test_prelude_is_in_scope_and_tensors_compute(tk):
     assert result(ok(tk, "a.f_view([7]).is_err()")) == ["true"]
 
 
+def test_variables_of_many_types_persist(tk):
+    """Variable types are named by rustc (tch-kernel's evcxr fork), not rust-analyzer."""
+    ok(tk, """
+let vs = nn::VarStore::new(Device::Cpu);
+let net = nn::seq().add(nn::linear(vs.root() / "l", 2, 1, Default::default()));
+let mut counts = std::collections::HashMap::<String, i32>::new();
+let shared = Some(std::sync::Arc::new(std::sync::Mutex::new(3u8)));
+let (X, mut y) = (Tensor::ones([4, 2], (Kind::Float, Device::Cpu)), vec![1.5f64]);
+let name = "literal";
+let boxed: Box<dyn Fn(i32) -> i32> = Box::new(|a| a + 1);
+struct Point { x: f64 }
+let p = Point { x: 2.5 };
+""")
+    ok(tk, 'counts.insert("a".into(), 1); y.push(2.5);')
+    assert result(ok(tk, "net.forward(&X).size()")) == ["[4, 1]"]
+    assert result(ok(tk, "(counts[\"a\"], y.len(), *shared.as_ref().unwrap().lock().unwrap(), name, boxed(1), p.x)")) == \
+        ['(1, 2, 3, "literal", 2, 2.5)']
+    # Shadowing with another type, and a variable of a type only the prelude's tch names.
+    ok(tk, 'let name = name.len(); let opt = nn::Adam::default().build(&vs, 1e-3).unwrap();')
+    assert result(ok(tk, "name + 1")) == ["8"]
+    ok(tk, "drop(opt);")
+    # Closures cannot be kept, and the error says how to keep them.
+    reply, _ = run(tk, "let f = |a: i32| a * 2;", timeout=600)
+    assert reply["status"] == "error" and "closure" in reply["evalue"]
+    # A compile error in a cell with `let` is reported against the user's code.
+    reply, _ = run(tk, "let z = undefined_function(1);", timeout=600)
+    assert reply["status"] == "error" and "undefined_function" in reply["evalue"]
+    assert result(ok(tk, "p.x * 2.0")) == ["5.0"]
+
+
+def test_completion_knows_tensor_methods(tk):
+    # rust-analyzer runs in the background (completion and hover only); this waits for it.
+    code = "let t = Tensor::zeros([1], (Kind::Float, Device::Cpu)); t.matm"
+    reply = tk.complete(code, len(code), reply=True, timeout=300)
+    matches = reply["content"]["matches"]
+    assert any(m.startswith("matmul") for m in matches), matches
+
+
 def test_autograd(tk):
     ok(tk, "let x = Tensor::from_slice(&[2.0f64, -3.0]).set_requires_grad(true);")
     ok(tk, "let y = (&x * &x * 3.0).sum(Kind::Double); y.backward();")

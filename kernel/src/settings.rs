@@ -73,6 +73,8 @@ impl Settings {
             keep_build_dir: keep,
             prelude: self.prelude(),
             lockfile: self.lockfile.clone(),
+            // Not for the installer's prebuild, which only compiles.
+            warm_up_analyzer: !keep,
         }
     }
 

@@ -30,6 +30,8 @@ pub struct EvaluatorConfig {
     pub prelude: Option<Prelude>,
     /// A Cargo.lock to start from, so dependencies resolve to tested versions (and offline).
     pub lockfile: Option<PathBuf>,
+    /// Start rust-analyzer (completion, hover) in the background at start-up.
+    pub warm_up_analyzer: bool,
 }
 
 /// A crate made available to every cell at start-up.
@@ -39,8 +41,8 @@ pub struct Prelude {
     pub dependency: String,
     /// Code run once so its items are in scope, e.g. `use tch_prelude::*;`.
     pub import: String,
-    /// An expression using the prelude's types, evaluated into a throw-away variable at start-up
-    /// so rust-analyzer has analysed the crate before the user's first cell.
+    /// An expression using the prelude's types, analysed by rust-analyzer in the background at
+    /// start-up so the first completion is fast.
     pub warm_up: String,
 }
 
@@ -247,11 +249,20 @@ impl Evaluator {
             // Later `:dep`s of new crates may use the registry.
             setup(&mut ctx, ":offline", ":offline 0")?;
         }
-        // The first cell that keeps a variable makes rust-analyzer analyse std and the prelude
-        // (seconds); pay that here, in the background, rather than in the user's first `let`.
+        // rust-analyzer serves only completion and hover; its first analysis of std and the
+        // prelude takes seconds, so it runs on a thread of its own while cells compile.
         let warm_up = config.prelude.as_ref().map_or("()", |p| p.warm_up.as_str());
-        setup(&mut ctx, "type inference warm-up", &format!("let __tch_kernel_warm_up = (vec![String::new()], {warm_up});"))?;
-        setup(&mut ctx, "type inference warm-up", "drop(__tch_kernel_warm_up);")?;
+        if config.warm_up_analyzer {
+            let analyzer = ctx.warm_up_analyzer(&format!("let __tch_kernel_warm_up = (vec![String::new()], {warm_up});"));
+            std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+                match analyzer.join() {
+                    Ok(Ok(())) => log::info!("rust-analyzer warm-up took {:?}", t.elapsed()),
+                    Ok(Err(e)) => log::warn!("rust-analyzer warm-up failed: {e}"),
+                    Err(_) => log::warn!("rust-analyzer warm-up panicked"),
+                }
+            });
+        }
 
         let panics = Arc::new(Mutex::new(None));
         let stdout = Forwarder::spawn(outputs.stdout, Stream::Stdout, sink.clone(), panics.clone());
@@ -413,7 +424,10 @@ fn html_escape(s: &str) -> String {
 fn render_compile_errors(errors: &[evcxr::CompilationError], code: &str) -> EvalError {
     let name = "cell".to_owned();
     let mut report = Vec::new();
-    for error in errors {
+    // Errors before warnings: the first one is the error's one-line summary.
+    let mut errors: Vec<&evcxr::CompilationError> = errors.iter().collect();
+    errors.sort_by_key(|e| e.level() != "error");
+    for error in &errors {
         let rendered = error.build_report(name.clone(), code.to_owned(), evcxr::Theme::Light).and_then(|r| {
             let mut buf = Vec::new();
             r.write(ariadne::sources([(name.clone(), code.to_owned())]), &mut buf).ok()?;
