@@ -300,12 +300,23 @@ fn error_info(error: EvalError) -> ErrorInfo {
             traceback.push("Variables defined before this cell are kept.".into());
             ErrorInfo { ename: "Panic".into(), evalue: message, traceback }
         }
-        EvalError::Interrupted => ErrorInfo {
+        EvalError::Interrupted { variables_kept: true } => ErrorInfo {
+            ename: "KeyboardInterrupt".into(),
+            evalue: "the cell was interrupted".into(),
+            traceback: vec![
+                format!("{RED}{BOLD}KeyboardInterrupt{RESET}: the cell stopped at a check for interrupts."),
+                "Variables defined before this cell are kept; those this cell defined are not.".into(),
+            ],
+        },
+        EvalError::Interrupted { variables_kept: false } => ErrorInfo {
             ename: "KeyboardInterrupt".into(),
             evalue: "the cell was interrupted".into(),
             traceback: vec![
                 format!("{RED}{BOLD}KeyboardInterrupt{RESET}: the cell was interrupted."),
-                format!("The evaluation process was restarted. {lost}"),
+                format!(
+                    "It did not stop at a check for interrupts in time, so the evaluation process was restarted. {lost}\n\
+                     Long loops keep their variables when they call check_interrupt() or iterate through progress(..)."
+                ),
             ],
         },
         EvalError::ProcessDied { reason } => ErrorInfo {

@@ -27,6 +27,9 @@ pub struct Settings {
     pub opt_level: String,
     pub linker: String,
     pub offline: bool,
+    /// How long an interrupted cell gets to reach a check for interrupts before the child is
+    /// restarted (`TCH_KERNEL_INTERRUPT_GRACE`, seconds).
+    pub interrupt_grace: std::time::Duration,
 }
 
 impl Settings {
@@ -41,6 +44,9 @@ impl Settings {
             // Measured: mold saves nothing per cell here (the cell's link is small).
             linker: var("TCH_KERNEL_LINKER").unwrap_or_else(|| "system".to_owned()),
             offline: var("CARGO_NET_OFFLINE").is_some_and(|v| v == "true" || v == "1"),
+            interrupt_grace: std::time::Duration::from_secs_f64(
+                var("TCH_KERNEL_INTERRUPT_GRACE").and_then(|v| v.parse().ok()).filter(|s: &f64| s.is_finite() && *s >= 0.0).unwrap_or(3.0),
+            ),
         }
     }
 
@@ -75,6 +81,7 @@ impl Settings {
             lockfile: self.lockfile.clone(),
             // Not for the installer's prebuild, which only compiles.
             warm_up_analyzer: !keep,
+            interrupt_grace: self.interrupt_grace,
         }
     }
 

@@ -1902,10 +1902,13 @@ impl ContextState {
                     if self.config.display_final_expression {
                         code_out = code_out.code_with_fallback(
                             // First we try calling .evcxr_display().
+                            // tch-kernel: on a reference, so that an `evcxr_display` for `T`
+                            // (rich display) wins over one for `&T` (the Debug fallback that
+                            // tch-kernel gives every type), by method-resolution order.
                             CodeBlock::new()
-                                .generated("(")
+                                .generated("(&(")
                                 .with_segment(segment.clone())
-                                .generated(").evcxr_display();")
+                                .generated(")).evcxr_display();")
                                 .code_string(),
                             // If that fails, we try debug format.
                             if self.config.display_types {

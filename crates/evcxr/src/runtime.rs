@@ -19,6 +19,38 @@ pub(crate) const EVCXR_EXECUTION_COMPLETE: &str = "EVCXR_EXECUTION_COMPLETE";
 pub(crate) const WRAP_RUSTC_ENV: &str = "EVCXR_RUSTC_WRAPPER";
 pub(crate) const FORCE_DYLIB_ENV: &str = "EVCXR_FORCE_DYLIB";
 
+/// tch-kernel: cooperative interrupt. In the child, SIGINT does not kill the process; it
+/// increments this counter, which cell code polls (`check_interrupt()` in tch-kernel) to stop
+/// cleanly so that the variables of earlier cells survive. The counter is found through the
+/// environment variable [`INTERRUPT_COUNTER_ENV`] (its address in this process), because cells
+/// are separate shared objects that cannot link to the executable's symbols. It is reset before
+/// each cell. The parent kills the child if the cell does not stop in time.
+pub static INTERRUPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+pub const INTERRUPT_COUNTER_ENV: &str = "EVCXR_INTERRUPT_COUNTER";
+
+#[cfg(unix)]
+fn install_interrupt_handler() {
+    extern "C" fn on_interrupt(_signal: libc::c_int) {
+        INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    // SAFETY: called once at start-up, before the child runs any cell or starts threads; the
+    // handler only touches an atomic.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
+        std::env::set_var(
+            INTERRUPT_COUNTER_ENV,
+            (&INTERRUPTS as *const std::sync::atomic::AtomicUsize as usize).to_string(),
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn install_interrupt_handler() {}
+
 /// Binaries can call this just after staring. If we detect that we're actually running as a
 /// subprocess, control will not return. There are two kinds of subprocesses that we may be acting
 /// as (1) the process that loads and runs the user code and (2) a wrapper around rustc.
@@ -52,6 +84,7 @@ impl Runtime {
         use std::io::BufRead;
 
         self.install_crash_handlers();
+        install_interrupt_handler();
 
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
@@ -80,6 +113,8 @@ impl Runtime {
         unsafe {
             let user_fn = shared_object
                 .get::<extern "C" fn(*mut c_void) -> *mut c_void>(fn_name.as_bytes())?;
+            // An interrupt that arrived between cells is not for this one.
+            INTERRUPTS.store(0, std::sync::atomic::Ordering::SeqCst);
             self.variable_store_ptr = user_fn(self.variable_store_ptr);
         }
         println!("{EVCXR_EXECUTION_COMPLETE}");

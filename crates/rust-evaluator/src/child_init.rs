@@ -9,6 +9,9 @@ pub(crate) const PANIC_MARKER: &str = "\u{1e}tch-kernel:panic\u{1e}";
 /// stays in order with printed text. Same field encoding as panic reports.
 pub(crate) const OUTPUT_MARKER: &str = "\u{1e}tch-kernel:output\u{1e}";
 
+/// The panic message of `check_interrupt()`: the cell stopped because the user interrupted it.
+pub(crate) const INTERRUPT_PANIC: &str = "KeyboardInterrupt (tch-kernel)";
+
 /// Reply prefixes for input requests, written back to the child's stdin by the parent.
 pub(crate) const INPUT_OK: &str = "ok:";
 pub(crate) const INPUT_ERR: &str = "err:";
@@ -37,9 +40,10 @@ std::panic::set_hook(Box::new(move |info| {
 }));
 }"#;
 
-/// Functions every cell can call: `input(prompt)` / `password(prompt)` (a line from the
-/// notebook's stdin box), `display_mime(mime, content)` and `clear_output(wait)`.
-pub(crate) const ITEMS_CELL: &str = r#"
+/// Functions a kernel without a prelude needs (the prelude, `notebook-helpers`, has richer
+/// versions with the same behaviour): `display_mime`, `clear_output`, `interrupted()` and
+/// `check_interrupt()`.
+pub(crate) const STANDALONE_ITEMS_CELL: &str = r#"
 /// Shows `content` (text, or base64 for binary types such as image/png) as a separate output of
 /// this cell, in order with printed text.
 pub fn display_mime(mime: &str, content: &str) {
@@ -49,15 +53,44 @@ pub fn display_mime(mime: &str, content: &str) {
 pub fn clear_output(wait: bool) {
     __tch_kernel_emit(if wait { "clear-wait" } else { "clear" }, "", &[]);
 }
-/// Shows a cell's final value. The engine first compiles `(value).evcxr_display()` and only on
+/// True once the user has interrupted the running cell (the stop button).
+pub fn interrupted() -> bool {
+    // The evaluation process publishes the address of its interrupt counter (see evcxr's
+    // runtime.rs); cells are separate shared objects and cannot link to it.
+    let Some(address) = std::env::var("EVCXR_INTERRUPT_COUNTER").ok().and_then(|a| a.parse::<usize>().ok()) else {
+        return false;
+    };
+    // SAFETY: the address of a static AtomicUsize in this process.
+    let counter = unsafe { &*(address as *const std::sync::atomic::AtomicUsize) };
+    counter.load(std::sync::atomic::Ordering::Relaxed) > 0
+}
+/// Stops the cell with a KeyboardInterrupt if the user interrupted it. Call it in long loops:
+/// variables defined before this cell (a model, an optimizer) are kept.
+pub fn check_interrupt() {
+    if interrupted() {
+        std::panic::panic_any("KeyboardInterrupt (tch-kernel)");
+    }
+}
+"#;
+
+/// Functions every cell can call: `input(prompt)` / `password(prompt)` (a line from the
+/// notebook's stdin box), the Debug display of a cell's value, and the output encoding.
+pub(crate) const ITEMS_CELL: &str = r#"
+/// Shows a cell's final value. The engine first compiles `(&value).evcxr_display()` and only on
 /// a compile error falls back to Debug formatting in a second compile; providing the method for
-/// every `Debug + 'static` type saves that second compile on most cells.
+/// every `Debug` type saves that second compile on most cells. It is implemented for `&T`, so
+/// that a rich `evcxr_display` for `T` itself (the prelude's, for tensors and plots) is found
+/// first.
 #[doc(hidden)]
 pub trait __TchKernelDisplay {
     fn evcxr_display(&self);
 }
-impl<T: std::fmt::Debug + 'static> __TchKernelDisplay for T {
+impl<T: std::fmt::Debug + ?Sized> __TchKernelDisplay for &T {
     fn evcxr_display(&self) {
+        // A cell ending in a loop or a `()` call shows nothing, as in Python.
+        if std::any::type_name::<T>() == "()" {
+            return;
+        }
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "EVCXR_BEGIN_CONTENT text/plain\n{:?}\nEVCXR_END_CONTENT", self);

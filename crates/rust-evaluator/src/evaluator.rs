@@ -6,7 +6,7 @@ use crate::output::{Forwarder, OutputSink, Stream};
 use evcxr::{CommandContext, EvalCallbacks};
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,6 +32,9 @@ pub struct EvaluatorConfig {
     pub lockfile: Option<PathBuf>,
     /// Start rust-analyzer (completion, hover) in the background at start-up.
     pub warm_up_analyzer: bool,
+    /// How long an interrupted cell may take to reach a `check_interrupt()` before the child
+    /// is killed (and variables lost).
+    pub interrupt_grace: Duration,
 }
 
 /// A crate made available to every cell at start-up.
@@ -111,8 +114,9 @@ pub enum EvalError {
     Compile { message: String, report: Vec<String> },
     /// The cell panicked. Variables defined before the cell are kept.
     Panic { message: String, location: Option<String> },
-    /// Stopped on request. The child had to be restarted, so variables are gone.
-    Interrupted,
+    /// Stopped on request: at a `check_interrupt()` (variables of earlier cells kept), or by
+    /// restarting the child (all variables gone).
+    Interrupted { variables_kept: bool },
     /// The child died (segfault, abort, `exit`) and was restarted, so variables are gone.
     ProcessDied { reason: String },
     /// Redefining a type dropped variables of the old type.
@@ -125,7 +129,7 @@ impl std::fmt::Display for EvalError {
         match self {
             EvalError::Compile { message, .. } => write!(f, "{message}"),
             EvalError::Panic { message, .. } => write!(f, "{message}"),
-            EvalError::Interrupted => write!(f, "interrupted"),
+            EvalError::Interrupted { .. } => write!(f, "interrupted"),
             EvalError::ProcessDied { reason } => write!(f, "{reason}"),
             EvalError::VariablesLost(v) => write!(f, "variables lost after a type was redefined: {}", v.join(", ")),
             EvalError::Other(m) => write!(f, "{m}"),
@@ -157,22 +161,52 @@ pub struct Completions {
 struct InterruptState {
     running: AtomicBool,
     requested: AtomicBool,
+    /// Counts cells, so a watchdog started for one cell never kills the next.
+    cell: AtomicU64,
     child: Arc<Mutex<Child>>,
+    grace: Duration,
 }
 
-/// Stops the running cell from another thread. Interrupting while no cell runs does nothing,
-/// so an idle kernel never loses its variables to a stray interrupt.
+/// Stops the running cell from another thread. The first interrupt asks the cell to stop (a
+/// SIGINT that the child turns into a flag which `check_interrupt()` and progress bars poll,
+/// keeping every variable of earlier cells); if the cell has not stopped after the grace
+/// period, or on a second interrupt, the child is killed and restarted. Interrupting while no
+/// cell runs does nothing, so an idle kernel never loses its variables to a stray interrupt.
 #[derive(Clone)]
 pub struct Interrupter(Arc<InterruptState>);
 
 impl Interrupter {
     pub fn interrupt(&self) {
-        if self.0.running.load(Ordering::SeqCst) {
-            self.0.requested.store(true, Ordering::SeqCst);
-            let mut child = self.0.child.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Err(e) = child.kill() {
-                log::debug!("interrupt: kill: {e}");
+        let state = &self.0;
+        if !state.running.load(Ordering::SeqCst) {
+            return;
+        }
+        if state.requested.swap(true, Ordering::SeqCst) {
+            self.kill_child();
+            return;
+        }
+        let pid = state.child.lock().unwrap_or_else(PoisonError::into_inner).id();
+        // SAFETY: kill(2) on our own child's pid; it is reaped only by the evaluator, under the
+        // same lock, so the pid cannot have been reused while the cell runs.
+        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) } != 0 {
+            log::debug!("interrupt: SIGINT: {}", std::io::Error::last_os_error());
+        }
+        let cell = state.cell.load(Ordering::SeqCst);
+        let watchdog = self.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(watchdog.0.grace);
+            let state = &watchdog.0;
+            if state.running.load(Ordering::SeqCst) && state.cell.load(Ordering::SeqCst) == cell {
+                log::info!("the cell did not stop within {:?} of the interrupt; restarting the child", state.grace);
+                watchdog.kill_child();
             }
+        });
+    }
+
+    fn kill_child(&self) {
+        let mut child = self.0.child.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = child.kill() {
+            log::debug!("interrupt: kill: {e}");
         }
     }
 }
@@ -240,6 +274,9 @@ impl Evaluator {
             first.push_str(&format!(":dep {}\n", prelude.dependency));
         }
         first.push_str(child_init::ITEMS_CELL);
+        if config.prelude.is_none() {
+            first.push_str(child_init::STANDALONE_ITEMS_CELL);
+        }
         first.push_str(child_init::PANIC_HOOK_CELL);
         if let Some(prelude) = &config.prelude {
             first.push_str(&prelude.import);
@@ -270,7 +307,9 @@ impl Evaluator {
         let interrupter = Interrupter(Arc::new(InterruptState {
             running: AtomicBool::new(false),
             requested: AtomicBool::new(false),
+            cell: AtomicU64::new(0),
             child: ctx.process_handle(),
+            grace: config.interrupt_grace,
         }));
         Ok(Evaluator { ctx, stdout, stderr, panics, interrupter, child_needs_init: false, _build_dir: build_dir })
     }
@@ -302,6 +341,7 @@ impl Evaluator {
         *self.panics.lock().unwrap_or_else(PoisonError::into_inner) = None;
         let state = &self.interrupter.0;
         state.requested.store(false, Ordering::SeqCst);
+        state.cell.fetch_add(1, Ordering::SeqCst);
         state.running.store(true, Ordering::SeqCst);
 
         // evcxr does not export its request type, so the closure's parameter type is inferred
@@ -327,6 +367,7 @@ impl Evaluator {
 
         match result {
             Ok(outputs) => match panic {
+                Some(p) if p.message == child_init::INTERRUPT_PANIC => Err(EvalError::Interrupted { variables_kept: true }),
                 Some(p) => Err(EvalError::Panic { location: p.user_location().map(str::to_owned), message: p.message }),
                 None => {
                     let mut data: Vec<(String, String)> = outputs.content_by_mime_type.into_iter().collect();
@@ -337,7 +378,7 @@ impl Evaluator {
             Err(evcxr::Error::SubprocessTerminated(reason)) => {
                 self.child_needs_init = true;
                 if interrupted {
-                    Err(EvalError::Interrupted)
+                    Err(EvalError::Interrupted { variables_kept: false })
                 } else {
                     Err(EvalError::ProcessDied { reason })
                 }

@@ -3,6 +3,10 @@
 //! The kernel runs `use tch_prelude::*;` at start-up, so cells can write `Tensor`, `Device`,
 //! `Kind`, `nn`, `nn::Module`, `no_grad` and so on directly, exactly as in tch's examples.
 //!
+//! It also brings the notebook helpers: `display(&x)` and display handles, `Html`/`Markdown`/
+//! `Svg`/`Png`, tensors shown like PyTorch, `LinePlot`/`ScatterPlot`/`Histogram`/
+//! `ConfusionMatrix`/`LiveChart`, `image`/`image_grid`, `progress(iter)` and `check_interrupt()`.
+//!
 //! This crate is built as a Rust `dylib` once, at install time, and every cell links to it
 //! dynamically: a cell compiles against tch's metadata but never re-links tch itself.
 
@@ -13,6 +17,9 @@ pub use tch::{
     no_grad_guard, vision, with_grad,
 };
 pub use tch::nn::{Module, ModuleT, OptimizerConfig};
+
+// Display, plots, images, progress bars and interrupt checks (see notebook-helpers).
+pub use notebook_helpers::*;
 
 /// The tch release this prelude is built on.
 pub const TCH_VERSION: &str = "0.26.0";

@@ -1,0 +1,49 @@
+//! Cooperative interrupt. The evaluation process turns the kernel's SIGINT into a counter (see
+//! the evcxr fork's `runtime.rs`) and publishes its address in an environment variable; a cell
+//! is a separate shared object and cannot link to it. The counter is reset before each cell.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const COUNTER_ENV: &str = "EVCXR_INTERRUPT_COUNTER";
+
+/// The panic message of [`check_interrupt`]; the kernel reports it as a KeyboardInterrupt.
+pub const INTERRUPT_PANIC: &str = "KeyboardInterrupt (tch-kernel)";
+
+fn counter() -> Option<&'static AtomicUsize> {
+    let address: usize = std::env::var(COUNTER_ENV).ok()?.parse().ok()?;
+    if address == 0 || address % std::mem::align_of::<AtomicUsize>() != 0 {
+        return None;
+    }
+    // SAFETY: the evaluation process stored the address of a static AtomicUsize there; it lives
+    // as long as the process. Outside a kernel the variable is absent.
+    Some(unsafe { &*(address as *const AtomicUsize) })
+}
+
+/// True once the user has interrupted the running cell (the stop button, or `jupyter` sending
+/// an interrupt).
+pub fn interrupted() -> bool {
+    counter().is_some_and(|c| c.load(Ordering::Relaxed) > 0)
+}
+
+/// Stops the cell with a KeyboardInterrupt if the user has interrupted it. Call it in long
+/// loops (a [`progress`](crate::progress) bar does, at every step): the variables defined before
+/// this cell, such as a model and its optimizer, are kept. A cell that does not stop within a
+/// few seconds of an interrupt is stopped by restarting the evaluation process, which loses
+/// every variable.
+pub fn check_interrupt() {
+    if interrupted() {
+        std::panic::panic_any(INTERRUPT_PANIC);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_a_kernel_nothing_is_interrupted() {
+        // The test process has no counter; the functions must not misbehave.
+        assert!(!interrupted());
+        check_interrupt();
+    }
+}

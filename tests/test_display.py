@@ -1,0 +1,261 @@
+"""Rich display and control through jupyter_client: display / update / clear_output, tensors,
+plots (SVG and PNG validity), images, progress bars, live charts and cooperative interrupt."""
+
+import base64
+import struct
+import threading
+import time
+import xml.etree.ElementTree as ET
+import zlib
+
+import pytest
+
+from conftest import run
+from test_tch import ok, result, start_torch
+
+
+@pytest.fixture(scope="module")
+def k(torch_env):
+    km, kc = start_torch()
+    yield km, kc
+    kc.stop_channels()
+    km.shutdown_kernel()
+
+
+def outputs_of(kc, code):
+    return [(t, c) for t, c in ok(kc, code) if t != "execute_input"]
+
+
+def assert_svg(text):
+    root = ET.fromstring(text)
+    assert root.tag.endswith("svg"), root.tag
+    return root
+
+
+def png_chunks(data):
+    """Checks a PNG's signature and every chunk's CRC; returns (width, height, chunk types)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, types, size = 8, [], None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert zlib.crc32(kind + body) == crc, f"bad CRC in {kind}"
+        if kind == b"IHDR":
+            size = struct.unpack(">II", body[:8])
+        types.append(kind)
+        pos += 12 + length
+    assert types[0] == b"IHDR" and types[-1] == b"IEND" and b"IDAT" in types
+    return size[0], size[1], types
+
+
+def test_display_mid_cell_keeps_order_with_printed_text(k):
+    _, kc = k
+    outs = outputs_of(kc, """
+println!("one");
+display(&Html("<b>two</b>".into()));
+println!("three");
+display(&Markdown("**four**".into()));
+display(&Text("five".into()));
+display_debug(&vec![6, 7]);
+println!("eight");
+""")
+    kinds = [(t, c["text"].strip() if t == "stream" else c["data"]["text/plain"]) for t, c in outs]
+    assert kinds == [
+        ("stream", "one"), ("display_data", "<HTML>"), ("stream", "three"),
+        ("display_data", "**four**"), ("display_data", "five"), ("display_data", "[6, 7]"), ("stream", "eight"),
+    ], kinds
+    html = outs[1][1]
+    assert html["data"]["text/html"] == "<b>two</b>"
+    assert outs[3][1]["data"]["text/markdown"] == "**four**"
+
+
+def test_update_display_data_carries_the_same_display_id(k):
+    _, kc = k
+    outs = outputs_of(kc, """
+let h = display(&Markdown("step 0".into()));
+for i in 1..=3 { h.update(&Markdown(format!("step {i}"))); }
+h.id().to_string()
+""")
+    shown = [c for t, c in outs if t == "display_data"]
+    updates = [c for t, c in outs if t == "update_display_data"]
+    assert len(shown) == 1 and len(updates) == 3
+    display_id = shown[0]["transient"]["display_id"]
+    assert display_id and all(u["transient"]["display_id"] == display_id for u in updates)
+    assert [u["data"]["text/markdown"] for u in updates] == ["step 1", "step 2", "step 3"]
+    assert result(outs) == [repr(display_id).replace("'", '"')]
+    # The handle lives on: a later cell updates the output of an earlier one.
+    outs = outputs_of(kc, 'h.update(&Markdown("later".into()));')
+    assert [(t, c["transient"]["display_id"]) for t, c in outs] == [("update_display_data", display_id)]
+
+
+def test_clear_output(k):
+    _, kc = k
+    outs = outputs_of(kc, 'println!("gone"); clear_output(true); println!("kept");')
+    assert [t for t, _ in outs] == ["stream", "clear_output", "stream"]
+    assert outs[1][1]["wait"] is True
+
+
+def test_tensor_is_shown_like_pytorch_and_as_html(k):
+    _, kc = k
+    outs = outputs_of(kc, "Tensor::arange(6, (Kind::Float, Device::Cpu)).reshape([2, 3])")
+    data = outs[-1][1]["data"]
+    assert data["text/plain"] == "tensor([[0., 1., 2.],\n        [3., 4., 5.]])"
+    html = data["text/html"]
+    for needle in ["shape <code>[2, 3]</code>", "torch.float32", "device <code>cpu</code>", "requires_grad <code>false</code>", "mean <code>2.5000</code>"]:
+        assert needle in html, needle
+    outs = outputs_of(kc, "Tensor::from_slice(&[1.5f64, -2.25]).set_requires_grad(true)")
+    assert outs[-1][1]["data"]["text/plain"] == "tensor([ 1.5000, -2.2500], dtype=torch.float64, requires_grad=True)"
+    assert result(outputs_of(kc, "Tensor::from_slice(&[3i64, 40])")) == ["tensor([ 3, 40])"]
+    assert result(outputs_of(kc, "Tensor::from_slice(&[true, false])")) == ["tensor([ True, False])"]
+
+
+def test_large_tensors_are_summarised(k):
+    _, kc = k
+    # Four million numbers: the output stays small, with PyTorch's "..." summary.
+    outs = outputs_of(kc, "let big = Tensor::ones([2000, 2000], (Kind::Float, Device::Cpu)); display(&big); big.size()")
+    data = next(c["data"] for t, c in outs if t == "display_data")
+    assert len(data["text/plain"]) < 1000 and "..." in data["text/plain"]
+    assert len(data["text/html"]) < 10000 and "⋮" in data["text/html"]
+
+
+def test_plots_are_valid_svg_and_png(k):
+    _, kc = k
+    charts = {
+        "line": 'LinePlot::new().title("loss").x_label("epoch").series("train", &[3.0, 2.0, 1.2]).series("val", &[3.2, 2.4, 1.9])',
+        "scatter": 'ScatterPlot::new(&[1.0, 2.0, 3.0], &[2.0, 1.0, 3.0]).with_classes(&[0, 1, 1], &["a", "b"])',
+        "histogram": 'Histogram::new(&Vec::<f64>::try_from(Tensor::randn([500], (Kind::Double, Device::Cpu))).unwrap(), 20).title("weights")',
+        "confusion": 'ConfusionMatrix::from_predictions(&[0, 1, 2, 2], &[0, 2, 2, 2], 3).labels(&["cat", "dog", "car"])',
+    }
+    for name, chart in charts.items():
+        data = outputs_of(kc, chart)[-1][1]["data"]
+        root = assert_svg(data["image/svg+xml"])
+        texts = " ".join(t.text.strip() for t in root.iter() if t.tag.endswith("text") and t.text)
+        assert texts, f"{name}: no text in the SVG"
+        data = outputs_of(kc, f"({chart}).size(320, 240).to_png().unwrap()")[-1][1]["data"]
+        assert png_chunks(base64.b64decode(data["image/png"]))[:2] == (320, 240), name
+        assert data["text/plain"] == "<PNG image 320x240>"
+    svg = outputs_of(kc, charts["line"])[-1][1]["data"]["image/svg+xml"]
+    assert "loss" in svg and "train" in svg and "val" in svg
+
+
+def test_images_from_tensors(k):
+    _, kc = k
+    data = outputs_of(kc, "image(&Tensor::rand([3, 12, 20], (Kind::Float, Device::Cpu))).unwrap()")[-1][1]["data"]
+    assert png_chunks(base64.b64decode(data["image/png"]))[:2] == (20, 12)
+    # A batch of 5 gray 8x8 images, 3 per row: 2 rows, 2-pixel padding.
+    data = outputs_of(kc, "image_grid(&Tensor::rand([5, 1, 8, 8], (Kind::Float, Device::Cpu)), 3).unwrap()")[-1][1]["data"]
+    assert png_chunks(base64.b64decode(data["image/png"]))[:2] == (3 * 10 + 2, 2 * 10 + 2)
+    reply, _ = run(kc, "image(&Tensor::rand([5, 8, 8], (Kind::Float, Device::Cpu))).unwrap()", timeout=300)
+    assert reply["status"] == "error" and "1, 3 or 4 channels" in reply["evalue"]
+
+
+def test_progress_is_one_throttled_updating_display(k):
+    _, kc = k
+    outs = outputs_of(kc, """
+let mut total = 0;
+for i in progress(0..60).desc("steps") {
+    total += i;
+    progress_postfix(format!("total={total}"));
+    std::thread::sleep(std::time::Duration::from_millis(10));
+}
+""")
+    shown = [c for t, c in outs if t == "display_data"]
+    updates = [c for t, c in outs if t == "update_display_data"]
+    assert len(shown) == 1
+    display_id = shown[0]["transient"]["display_id"]
+    assert all(u["transient"]["display_id"] == display_id for u in updates)
+    # 60 steps of 10 ms: about 0.6 s, redrawn at most 10 times a second (plus the final state).
+    assert 2 <= len(updates) <= 12, len(updates)
+    final = updates[-1]["data"]["text/plain"]
+    assert final.startswith("steps: 100%|") and "60/60" in final and "total=1770" in final, final
+    assert "<progress value=\"60\" max=\"60\"" in updates[-1]["data"]["text/html"]
+    # Nothing is shown for the loop's `()` value.
+    assert result(outs) == []
+
+
+def test_live_chart_updates_in_place(k):
+    _, kc = k
+    outs = outputs_of(kc, """
+let mut chart = LiveChart::new("loss").interval(std::time::Duration::from_millis(0));
+for step in 0..5 { chart.push("train", step as f64, 1.0 / (step as f64 + 1.0)); }
+""")
+    shown = [c for t, c in outs if t == "display_data"]
+    updates = [c for t, c in outs if t == "update_display_data"]
+    assert len(shown) == 1 and len(updates) == 4
+    assert {u["transient"]["display_id"] for u in updates} == {shown[0]["transient"]["display_id"]}
+    for message in shown + updates:
+        assert_svg(message["data"]["image/svg+xml"])
+
+
+def _interrupt_after(km, seconds):
+    timer = threading.Timer(seconds, km.interrupt_kernel)
+    timer.start()
+    return timer
+
+
+def test_interrupting_a_training_loop_keeps_the_model(k):
+    km, kc = k
+    ok(kc, """
+let vs = nn::VarStore::new(Device::Cpu);
+let net = nn::linear(vs.root(), 4, 1, Default::default());
+let mut opt = nn::Sgd::default().build(&vs, 0.01).unwrap();
+let data = Tensor::randn([16, 4], (Kind::Float, Device::Cpu));
+let mut steps_done = 0usize;
+""")
+    _interrupt_after(km, 2.0)
+    started = time.time()
+    reply, outs = run(kc, """
+for _ in progress(0..100000).desc("training") {
+    let loss = net.forward(&data).pow_tensor_scalar(2).mean(Kind::Float);
+    opt.backward_step(&loss);
+    steps_done += 1;
+    std::thread::sleep(std::time::Duration::from_millis(5));
+}
+""", timeout=120)
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
+    assert time.time() - started < 10
+    assert any("kept" in line for line in reply["traceback"])
+    # The model, the optimizer and the counter the loop mutated are all still there.
+    steps = int(result(ok(kc, "steps_done"))[0])
+    assert steps > 10
+    ok(kc, "let loss = net.forward(&data).pow_tensor_scalar(2).mean(Kind::Float); opt.backward_step(&loss);")
+    assert result(ok(kc, "net.forward(&data).size()")) == ["[16, 1]"]
+    # The progress bar's last state shows where it stopped.
+    last = [c for t, c in outs if t == "update_display_data"][-1]["data"]["text/plain"]
+    assert last.startswith("training:") and "/100000" in last
+
+
+def test_check_interrupt_in_a_plain_loop(k):
+    km, kc = k
+    ok(kc, "let mut counter = 0u64;")
+    _interrupt_after(km, 1.5)
+    reply, _ = run(kc, "loop { counter += 1; check_interrupt(); std::thread::sleep(std::time::Duration::from_millis(1)); }", timeout=60)
+    assert reply["ename"] == "KeyboardInterrupt"
+    assert int(result(ok(kc, "counter"))[0]) > 0
+
+
+def test_a_cell_that_never_checks_is_stopped_by_a_restart():
+    # Its own kernel: the restart loses every variable.
+    km, kc = start_torch({"TCH_KERNEL_INTERRUPT_GRACE": "1"})
+    try:
+        ok(kc, "let kept = 1;")
+        _interrupt_after(km, 1.0)
+        started = time.time()
+        reply, _ = run(kc, "loop { std::thread::sleep(std::time::Duration::from_millis(10)); }", timeout=60)
+        assert reply["ename"] == "KeyboardInterrupt"
+        assert 1.5 < time.time() - started < 15
+        assert any("restarted" in line for line in reply["traceback"])
+        reply, _ = run(kc, "kept", timeout=120)
+        assert reply["status"] == "error"
+        # A second interrupt does not wait for the grace period.
+        ok(kc, "let x = 1;")
+        _interrupt_after(km, 1.0)
+        _interrupt_after(km, 1.3)
+        reply, _ = run(kc, "loop { std::thread::sleep(std::time::Duration::from_millis(10)); }", timeout=60)
+        assert reply["ename"] == "KeyboardInterrupt"
+        assert result(ok(kc, "1 + 1")) == ["2"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel()
