@@ -469,58 +469,49 @@ impl Chart for ConfusionMatrix {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
-        let n = self.counts.len().max(1) as i32;
+        let n = self.counts.len().max(1);
         let max = self.counts.iter().flatten().copied().max().unwrap_or(0).max(1) as f64;
-        let labels = self.labels.clone();
-        let label = move |i: &i32| labels.get(*i as usize).cloned().unwrap_or_default();
-        let mut chart = ChartBuilder::on(root)
+        // The chart only lays out the caption and the plotting area; cells and labels are drawn
+        // in pixels, so labels sit exactly at the centre of their row or column.
+        let chart = ChartBuilder::on(root)
             .caption(&self.title, ("sans-serif", 20))
             .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0..n, (0..n).into_segmented())
+            .margin_left(16)
+            .x_label_area_size(48)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0..n as i32, 0..n as i32)
             .map_err(err)?;
-        // Rows top to bottom: true class i is drawn at y = n - 1 - i.
-        let ylabels = self.labels.clone();
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_desc("predicted")
-            .y_desc("true")
-            .x_labels(n as usize)
-            .y_labels(n as usize)
-            .x_label_formatter(&label)
-            .y_label_formatter(&|v: &SegmentValue<i32>| match v {
-                SegmentValue::CenterOf(i) => ylabels.get((n - 1 - *i) as usize).cloned().unwrap_or_default(),
-                _ => String::new(),
-            })
-            .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(err)?;
-        let plot = chart.plotting_area();
-        let (w, h) = plot.dim_in_pixel();
-        let (cw, ch) = (w as f64 / n as f64, h as f64 / n as f64);
-        let font = (("sans-serif", (ch.min(cw) * 0.3).clamp(9.0, 18.0)).into_font()).color(&BLACK);
-        let pixels = plot.strip_coord_spec();
+        let (xs, ys) = chart.plotting_area().get_pixel_range();
+        let (cw, ch) = ((xs.end - xs.start) as f64 / n as f64, (ys.end - ys.start) as f64 / n as f64);
+        let count_font = ("sans-serif", (ch.min(cw) * 0.3).clamp(9.0, 18.0)).into_font();
+        let label_font = ("sans-serif", 13).into_font();
+        let text = |s: &str, center: (i32, i32), style: TextStyle| -> Result<(), PlotError> {
+            let (tw, th) = root.estimate_text_size(s, &style).map_err(err)?;
+            root.draw(&plotters::element::Text::new(s.to_owned(), (center.0 - tw as i32 / 2, center.1 - th as i32 / 2), style))
+                .map_err(err)
+        };
         for (i, row) in self.counts.iter().enumerate() {
             for (j, &count) in row.iter().enumerate() {
                 let t = count as f64 / max;
+                // White to dark blue, like matplotlib's "Blues".
                 let fill = RGBColor((247.0 - t * 239.0) as u8, (251.0 - t * 203.0) as u8, (255.0 - t * 148.0) as u8);
-                let (x0, y0) = ((j as f64 * cw) as i32, (i as f64 * ch) as i32);
-                let (x1, y1) = (((j + 1) as f64 * cw) as i32, ((i + 1) as f64 * ch) as i32);
-                pixels.draw(&Rectangle::new([(x0, y0), (x1, y1)], fill.filled())).map_err(err)?;
-                let text_style = if t > 0.5 { font.clone().color(&WHITE) } else { font.clone() };
-                let text = count.to_string();
-                let (tw, th) = pixels.estimate_text_size(&text, &text_style).map_err(err)?;
-                pixels
-                    .draw(&plotters::element::Text::new(
-                        text,
-                        ((x0 + x1) / 2 - tw as i32 / 2, (y0 + y1) / 2 - th as i32 / 2),
-                        text_style,
-                    ))
-                    .map_err(err)?;
+                let (x0, y0) = (xs.start + (j as f64 * cw) as i32, ys.start + (i as f64 * ch) as i32);
+                let (x1, y1) = (xs.start + ((j + 1) as f64 * cw) as i32, ys.start + ((i + 1) as f64 * ch) as i32);
+                root.draw(&Rectangle::new([(x0, y0), (x1, y1)], fill.filled())).map_err(err)?;
+                let colour = if t > 0.5 { WHITE } else { BLACK };
+                text(&count.to_string(), ((x0 + x1) / 2, (y0 + y1) / 2), count_font.clone().color(&colour))?;
             }
         }
+        let label_style = label_font.color(&BLACK);
+        for (k, name) in self.labels.iter().enumerate().take(n) {
+            let centre = (k as f64 + 0.5) * cw;
+            text(name, (xs.start + centre as i32, ys.end + 12), label_style.clone())?;
+            let middle = ys.start + ((k as f64 + 0.5) * ch) as i32;
+            let (tw, _) = root.estimate_text_size(name, &label_style).map_err(err)?;
+            text(name, (xs.start - 8 - tw as i32 / 2, middle), label_style.clone())?;
+        }
+        text("predicted", ((xs.start + xs.end) / 2, ys.end + 34), label_style.clone())?;
+        text("true", (xs.start - 40, ys.start - 12), label_style)?;
         Ok(())
     }
 }

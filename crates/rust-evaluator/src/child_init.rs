@@ -250,6 +250,19 @@ mod tests {
     }
 
     #[test]
+    fn records_from_the_prelude_helpers_decode() {
+        // notebook-helpers (the prelude's display functions) encodes, this crate decodes.
+        let data = vec![("text/plain".to_owned(), "x\u{1f}y:1\n2%".to_owned())];
+        let line = notebook_helpers::wire::record("update", "id:7", &data);
+        let fields = line.strip_prefix(OUTPUT_MARKER).expect("same marker on both sides");
+        assert_eq!(
+            DisplayEvent::decode(fields),
+            Some(DisplayEvent::Display { data, display_id: Some("id:7".into()), update: true })
+        );
+        assert_eq!(notebook_helpers::INTERRUPT_PANIC, INTERRUPT_PANIC);
+    }
+
+    #[test]
     fn escape_round_trip() {
         let s = "a:b%c\nd\re";
         assert_eq!(unescape(&escape(s)), s);
