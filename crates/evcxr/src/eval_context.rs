@@ -712,6 +712,8 @@ impl EvalContext {
         self.write_cargo_toml(state)?;
         if let Err(errors) = self.determine_variable_types(state, user_code.clone()) {
             let mut check_res = self.check(user_code.clone(), state.clone(), code_info)?;
+            // tch-kernel: warnings alone (e.g. an earlier `let X`) must not hide `errors`.
+            check_res.retain(|e| e.level() == "error");
             if !check_res.is_empty() {
                 // Do one round of trying to fix errors, otherwise code like the following can end
                 // up reporting `evcxr_display` not found. `fn foo<T: Default>() -> T
@@ -722,6 +724,7 @@ impl EvalContext {
                 }
                 if !fixed.is_empty() {
                     check_res = self.check(user_code.clone(), state.clone(), code_info)?;
+                    check_res.retain(|e| e.level() == "error");
                 }
                 if !check_res.is_empty() {
                     return Err(Error::CompilationErrors(check_res));

@@ -11,11 +11,14 @@
 //! - With the `tch` feature: tensors shown like PyTorch (text) and as an HTML summary, and
 //!   [`image`] / [`image_grid`] for `[C,H,W]` / `[N,C,H,W]` tensors.
 //!
+//! - [`MlLog`]: MLPerf-style `:::MLLOG` lines with the official keys ([`mllog_keys`]).
+//!
 //! Output travels to the kernel as one-line records on stdout ([`wire`]), so it stays in order
 //! with `println!`.
 
 mod display;
 mod interrupt;
+pub mod mllog;
 mod plot;
 mod progress;
 pub mod wire;
@@ -29,6 +32,9 @@ pub use display::{
     display_debug, display_mime,
 };
 pub use interrupt::{check_interrupt, interrupted, INTERRUPT_PANIC};
+pub use mllog::{MlLog, keys as mllog_keys};
+/// JSON values for MLLOG metadata and values: `json!({"epoch_num": 1})`.
+pub use serde_json::{Value as JsonValue, json};
 pub use plot::{ConfusionMatrix, Histogram, LinePlot, LiveChart, PlotError, ScatterPlot};
 pub use progress::{Postfix, Progress, progress, progress_postfix};
 #[cfg(feature = "tch")]
