@@ -1,6 +1,7 @@
 //! `tch-kernel`: the Jupyter kernel binary. Run by Jupyter with a connection file, or used to
 //! install and remove its own kernelspecs.
 
+mod export;
 mod install;
 mod interpreter;
 mod paths;
@@ -29,6 +30,9 @@ enum Command {
     /// Build the prelude into the kernelspec's cache (run by install.sh with the kernelspec's
     /// environment), so no kernel ever compiles tch at its first cell.
     Prebuild,
+    /// Turn a notebook into a standalone Cargo project (same prelude, same tch) and an sbatch
+    /// script, to run the same training as a batch job.
+    Export(export::ExportArgs),
 }
 
 fn main() {
@@ -64,6 +68,7 @@ fn run() -> Result<()> {
         (Some(Command::Install(args)), _) => install::install(&args),
         (Some(Command::Uninstall(args)), _) => install::uninstall(&args),
         (Some(Command::Prebuild), _) => interpreter::prebuild(settings::Settings::from_env()),
+        (Some(Command::Export(args)), _) => export::export(&args),
         (None, Some(file)) => {
             let conn = jupyter_server::wire::ConnectionInfo::from_file(&file)?;
             let settings = settings::Settings::from_env();
@@ -89,6 +94,10 @@ unsafe fn prepare_process_env(settings: &settings::Settings, build_dir: &std::pa
     // SAFETY: forwarded from the caller.
     unsafe {
         rust_evaluator::use_build_dir(build_dir);
+        // Cells can run `tch-kernel export` (see notebooks/05-from-notebook-to-slurm).
+        if let Ok(exe) = std::env::current_exe() {
+            std::env::set_var("TCH_KERNEL_EXE", exe);
+        }
         let preload = settings.child_preload();
         if !preload.is_empty() {
             if let Ok(list) = std::env::join_paths(preload) {

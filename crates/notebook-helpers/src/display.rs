@@ -63,11 +63,33 @@ pub trait EvcxrDisplay {
 impl<T: RichDisplay + ?Sized> EvcxrDisplay for T {
     fn evcxr_display(&self) {
         let bundle = self.mime_bundle();
+        if !wire::in_kernel() {
+            if let Some(text) = bundle.get("text/plain") {
+                println!("{text}");
+            }
+            return;
+        }
         let mut out = std::io::stdout().lock();
         for (mime, content) in bundle.entries() {
             let _ = writeln!(out, "EVCXR_BEGIN_CONTENT {mime}\n{content}\nEVCXR_END_CONTENT");
         }
         let _ = out.flush();
+    }
+}
+
+/// Prints a value's Debug form: what a cell's last value shows when it has no [`RichDisplay`].
+/// Implemented for `&T`, so that [`EvcxrDisplay`] (for `T`) wins where both apply; programs
+/// exported with `tch-kernel export` use the pair as the kernel does.
+#[doc(hidden)]
+pub trait DebugFallback {
+    fn evcxr_display(&self);
+}
+
+impl<T: std::fmt::Debug + ?Sized> DebugFallback for &T {
+    fn evcxr_display(&self) {
+        if std::any::type_name::<T>() != "()" {
+            println!("{:?}", *self);
+        }
     }
 }
 

@@ -11,17 +11,29 @@
 //! - With the `tch` feature: tensors shown like PyTorch (text) and as an HTML summary, and
 //!   [`image`] / [`image_grid`] for `[C,H,W]` / `[N,C,H,W]` tensors.
 //!
+//! - [`Checkpoint`] and [`stop_on_signals`]: resume training after a batch job's time limit.
+//! - [`digits`]: the UCI handwritten digits, bundled (no download).
 //! - [`MlLog`]: MLPerf-style `:::MLLOG` lines with the official keys ([`mllog_keys`]).
 //!
 //! Output travels to the kernel as one-line records on stdout ([`wire`]), so it stays in order
 //! with `println!`.
 
+mod checkpoint;
+pub mod datasets;
 mod display;
 mod interrupt;
 pub mod mllog;
 mod plot;
 mod progress;
 pub mod wire;
+
+/// For programs exported with `tch-kernel export`: the Debug display of a final value, which
+/// in the kernel comes from the kernel itself (so it is not in the prelude's root, where the two
+/// would clash).
+#[doc(hidden)]
+pub mod batch {
+    pub use crate::display::DebugFallback;
+}
 #[cfg(feature = "tch")]
 mod image;
 #[cfg(feature = "tch")]
@@ -33,8 +45,12 @@ pub use display::{
 };
 pub use interrupt::{check_interrupt, interrupted, INTERRUPT_PANIC};
 pub use mllog::{MlLog, keys as mllog_keys};
+pub use checkpoint::{Checkpoint, CheckpointError, RESUME_EXIT_CODE, TrainingState, stop_on_signals, stop_requested};
+pub use datasets::CIFAR10_CLASSES;
+#[cfg(feature = "tch")]
+pub use datasets::{Cifar10, cifar10, digits};
 /// JSON values for MLLOG metadata and values: `json!({"epoch_num": 1})`.
-pub use serde_json::{Value as JsonValue, json};
+pub use serde_json::{self, Value as JsonValue, json};
 pub use plot::{ConfusionMatrix, Histogram, LinePlot, LiveChart, PlotError, ScatterPlot};
 pub use progress::{Postfix, Progress, progress, progress_postfix};
 #[cfg(feature = "tch")]

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 /// (1000 messages/s), and smooth enough to read.
 const MIN_REDRAW_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Outside a notebook (a batch job's log) redraw at most every 10 s.
+const BATCH_REDRAW_INTERVAL: Duration = Duration::from_secs(10);
+
 thread_local! {
     /// The postfixes of the bars being iterated, innermost last (for `progress_postfix`).
     static ACTIVE: RefCell<Vec<Postfix>> = const { RefCell::new(Vec::new()) };
@@ -111,6 +114,10 @@ impl<I> Progress<I> {
     }
 
     fn draw(&mut self, now: Instant, first: bool) {
+        // Outside a notebook each redraw is a line in a log: one every 10 s is plenty.
+        if !crate::wire::in_kernel() && !first && !self.done && self.last_draw.is_some_and(|t| now - t < BATCH_REDRAW_INTERVAL) {
+            return;
+        }
         let state = self.state(now);
         if first {
             self.handle.display(&state);

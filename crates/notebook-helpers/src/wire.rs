@@ -26,8 +26,22 @@ pub fn record(kind: &str, id: &str, data: &[(String, String)]) -> String {
     line
 }
 
-/// Writes a record and flushes, so it is ordered with everything printed before it.
+/// True inside a tch-kernel (evcxr) evaluation process. Outside one (a program exported with
+/// `tch-kernel export`, a batch job) output is printed as plain text instead of records.
+pub fn in_kernel() -> bool {
+    static IN_KERNEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN_KERNEL.get_or_init(|| std::env::var_os("EVCXR_IS_RUNTIME").is_some())
+}
+
+/// Writes a record and flushes, so it is ordered with everything printed before it. Outside a
+/// kernel: the text/plain part as a line (nothing for `clear`).
 pub(crate) fn emit(kind: &str, id: &str, data: &[(String, String)]) {
+    if !in_kernel() {
+        if let Some((_, text)) = data.iter().find(|(m, _)| m == "text/plain") {
+            println!("{text}");
+        }
+        return;
+    }
     let line = record(kind, id, data);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");

@@ -1,0 +1,161 @@
+//! Cells to one program: items at the top, statements in `main`.
+
+use crate::Cell;
+use ra_ap_syntax::ast::{self, HasModuleItem};
+use ra_ap_syntax::{AstNode, Edition, SourceFile, TextRange};
+
+/// A notebook as Rust source parts.
+#[derive(Debug, Default, PartialEq)]
+pub struct Program {
+    /// Items, in cell order, each block headed by `// cell N`.
+    pub items: String,
+    /// The body of `main`.
+    pub body: String,
+    /// `name = spec` lines for `[dependencies]`, from `:dep`.
+    pub dependencies: Vec<String>,
+    /// What was left out, for the summary.
+    pub notes: Vec<String>,
+}
+
+const CELL_FN_HEAD: &str = "fn __cell() {\n";
+
+pub fn convert_cells(cells: &[Cell]) -> Program {
+    let mut program = Program::default();
+    for (index, cell) in cells.iter().filter(|c| c.cell_type == "code").enumerate() {
+        let number = index + 1;
+        if cell.metadata.tags.iter().any(|t| t == "raises-exception") {
+            program.notes.push(format!("cell {number} is tagged raises-exception: left out"));
+            continue;
+        }
+        let mut code = String::new();
+        let mut commands = Vec::new();
+        for line in cell.source.lines() {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with(':') && trimmed[1..].starts_with(|c: char| c.is_ascii_alphabetic()) {
+                commands.push(trimmed.to_owned());
+                // Keep line numbers aligned with the notebook.
+                code.push('\n');
+            } else {
+                code.push_str(line);
+                code.push('\n');
+            }
+        }
+        let mut body = String::new();
+        for command in commands {
+            let (name, rest) = command.split_once(char::is_whitespace).unwrap_or((command.as_str(), ""));
+            match name {
+                ":dep" => match rest.split_once('=') {
+                    Some((krate, spec)) => program.dependencies.push(format!("{} = {}", krate.trim(), spec.trim())),
+                    None if !rest.trim().is_empty() => program.dependencies.push(format!("{} = \"*\"", rest.trim())),
+                    None => {}
+                },
+                ":gpu" => body.push_str("println!(\"{}\", gpu_report());\n"),
+                _ => {
+                    body.push_str(&format!("// notebook command left out: {command}\n"));
+                    program.notes.push(format!("cell {number}: `{command}` has no batch equivalent: left out"));
+                }
+            }
+        }
+        let (items, statements) = split_cell(&code);
+        if !items.trim().is_empty() {
+            program.items.push_str(&format!("// cell {number}\n{}\n", items.trim_end()));
+        }
+        body.push_str(&statements);
+        if !body.trim().is_empty() {
+            program.body.push_str(&format!("    // cell {number}\n{}\n", indent(body.trim_end())));
+        }
+    }
+    program
+}
+
+/// (items, statements) of one cell's code. The final expression, if any, becomes a statement
+/// that shows it as the kernel would (its rich text form, or Debug).
+fn split_cell(code: &str) -> (String, String) {
+    let wrapped = format!("{CELL_FN_HEAD}{code}\n}}");
+    let file = SourceFile::parse(&wrapped, Edition::Edition2024).tree();
+    let Some(ast::Item::Fn(function)) = file.items().next() else {
+        return (String::new(), code.to_owned());
+    };
+    let Some(list) = function.body().and_then(|b| b.stmt_list()) else {
+        return (String::new(), code.to_owned());
+    };
+    let offset = CELL_FN_HEAD.len();
+    let local = |r: TextRange| (usize::from(r.start()) - offset, usize::from(r.end()) - offset);
+    let mut items = String::new();
+    // (start, end, replacement) edits of `code`, for what leaves `main`.
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    for statement in list.statements() {
+        if let ast::Stmt::Item(item) = statement {
+            let (start, end) = local(item.syntax().text_range());
+            if end <= code.len() {
+                items.push_str(&code[start..end]);
+                items.push('\n');
+                edits.push((start, end, String::new()));
+            }
+        }
+    }
+    if let Some(tail) = list.tail_expr() {
+        let (start, end) = local(tail.syntax().text_range());
+        if end <= code.len() {
+            let shown = format!("{{ (&({})).evcxr_display(); }}", &code[start..end]);
+            edits.push((start, end, shown));
+        }
+    }
+    let mut statements = code.to_owned();
+    edits.sort_by(|a, b| b.0.cmp(&a.0));
+    for (start, end, text) in edits {
+        statements.replace_range(start..end, &text);
+    }
+    // Drop blank lines left where items were.
+    let statements: Vec<&str> = statements.lines().collect();
+    let statements = statements.join("\n").trim_matches('\n').to_owned();
+    (items, if statements.trim().is_empty() { String::new() } else { statements + "\n" })
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| if l.trim().is_empty() { String::new() } else { format!("    {l}") }).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CellMetadata;
+
+    fn code(source: &str) -> Cell {
+        Cell { cell_type: "code".into(), source: source.into(), metadata: CellMetadata::default() }
+    }
+
+    #[test]
+    fn items_go_up_statements_stay_and_the_last_value_is_shown() {
+        let cells = vec![
+            code("use std::collections::HashMap;\n/// Doubles.\nfn double(x: i32) -> i32 { x * 2 }\nlet a = double(21);\na"),
+            Cell { cell_type: "markdown".into(), source: "# text".into(), metadata: CellMetadata::default() },
+            code(":dep rand = \"0.8\"\n:vars\nlet m: HashMap<i32, i32> = HashMap::new();\n// a comment stays\nprintln!(\"{}\", m.len());"),
+        ];
+        let p = convert_cells(&cells);
+        assert!(p.items.contains("// cell 1\nuse std::collections::HashMap;\n/// Doubles.\nfn double(x: i32) -> i32 { x * 2 }"), "{}", p.items);
+        assert!(p.body.contains("let a = double(21);"), "{}", p.body);
+        assert!(p.body.contains("{ (&(a)).evcxr_display(); }"), "{}", p.body);
+        assert!(!p.body.contains("fn double"));
+        assert!(p.body.contains("// a comment stays"));
+        assert!(p.body.contains("// notebook command left out: :vars"));
+        assert_eq!(p.dependencies, vec!["rand = \"0.8\""]);
+        assert_eq!(p.notes.len(), 1);
+    }
+
+    #[test]
+    fn failing_cells_are_left_out_and_gpu_is_printed() {
+        let mut failing = code("panic!()");
+        failing.metadata.tags.push("raises-exception".into());
+        let p = convert_cells(&[failing, code(":gpu")]);
+        assert!(!p.body.contains("panic!"));
+        assert!(p.body.contains("gpu_report()"));
+        assert!(p.notes[0].contains("raises-exception"));
+    }
+
+    #[test]
+    fn a_statement_ending_in_a_semicolon_is_not_shown() {
+        let p = convert_cells(&[code("let x = 1;\nx + 1;")]);
+        assert!(!p.body.contains("evcxr_display"));
+    }
+}

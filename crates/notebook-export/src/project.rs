@@ -1,0 +1,225 @@
+//! Writing the Cargo project and the sbatch script.
+
+use crate::{ExportError, Notebook, convert_cells};
+use std::path::{Path, PathBuf};
+
+/// Resources asked of Slurm.
+#[derive(Debug, Clone)]
+pub struct SlurmOptions {
+    pub partition: Option<String>,
+    /// e.g. `gpu:a100:1`.
+    pub gres: Option<String>,
+    pub time: String,
+    pub cpus_per_task: u32,
+    pub mem: Option<String>,
+    pub account: Option<String>,
+    /// Seconds before the time limit at which Slurm sends SIGUSR1 (checkpoint hook).
+    pub signal_seconds: u32,
+}
+
+impl Default for SlurmOptions {
+    fn default() -> Self {
+        SlurmOptions { partition: None, gres: None, time: "01:00:00".into(), cpus_per_task: 8, mem: None, account: None, signal_seconds: 120 }
+    }
+}
+
+/// What the exported project builds against: the kernel's own prelude and lock, and the
+/// environment of its kernelspec.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// The `tch-prelude` crate the kernel uses.
+    pub prelude_dir: PathBuf,
+    /// The kernel's Cargo.lock, so the program gets the same crate versions (and builds offline).
+    pub lockfile: Option<PathBuf>,
+    /// Environment the job needs (LIBTORCH, library path, ...), in order.
+    pub env: Vec<(String, String)>,
+    /// Project and binary name; from the notebook's file name when `None`.
+    pub name: Option<String>,
+    pub slurm: SlurmOptions,
+}
+
+/// What was written.
+#[derive(Debug)]
+pub struct Exported {
+    pub name: String,
+    pub files: Vec<PathBuf>,
+    pub notes: Vec<String>,
+}
+
+/// Exit code of a program that stopped early to be resumed (see `job.sbatch`).
+pub const RESUME_EXIT_CODE: i32 = 3;
+
+fn crate_name(notebook: &Path) -> String {
+    let stem = notebook.file_stem().and_then(|s| s.to_str()).unwrap_or("notebook");
+    let mut name: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    name = name.trim_matches('-').to_owned();
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        name = format!("nb-{name}");
+    }
+    name
+}
+
+pub fn export(notebook_path: &Path, out_dir: &Path, options: &ExportOptions) -> Result<Exported, ExportError> {
+    let notebook = Notebook::read(notebook_path)?;
+    let program = convert_cells(&notebook.cells);
+    let name = options.name.clone().unwrap_or_else(|| crate_name(notebook_path));
+    let write = |rel: &str, text: &str| -> Result<PathBuf, ExportError> {
+        let path = out_dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| ExportError::Write { path: parent.to_owned(), source })?;
+        }
+        std::fs::write(&path, text).map_err(|source| ExportError::Write { path: path.clone(), source })?;
+        Ok(path)
+    };
+    let source_name = notebook_path.file_name().and_then(|s| s.to_str()).unwrap_or("notebook");
+    let mut files = Vec::new();
+
+    let prelude = options.prelude_dir.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    let mut manifest = format!(
+        "# Exported from {source_name} by `tch-kernel export`.\n\
+         [package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+         [dependencies]\n\
+         # The kernel's prelude: the same tch, helpers and versions as in the notebook.\n\
+         tch-prelude = {{ path = \"{prelude}\" }}\n\
+         # A direct dependency, so build.rs sees libtorch's location (DEP_TCH_LIBTORCH_LIB).\n\
+         torch-sys = \"=0.26.0\"\n"
+    );
+    for dep in &program.dependencies {
+        manifest.push_str(dep);
+        manifest.push('\n');
+    }
+    manifest.push_str("\n[profile.release]\nopt-level = 3\n\n# Not part of any enclosing workspace.\n[workspace]\n");
+    files.push(write("Cargo.toml", &manifest)?);
+    if let Some(lock) = &options.lockfile {
+        let text = std::fs::read_to_string(lock).map_err(|source| ExportError::Read { path: lock.clone(), source })?;
+        files.push(write("Cargo.lock", &text)?);
+    }
+    files.push(write("build.rs", BUILD_RS)?);
+
+    let main = format!(
+        "//! Exported from {source_name} by `tch-kernel export`: the notebook's items first, then its\n\
+         //! statements in cell order inside `main`.\n\
+         #![allow(unused_imports, unused_variables, unused_mut, dead_code, non_snake_case, unused_must_use)]\n\n\
+         use tch_prelude::*;\n\
+         // Show a cell's final value as the kernel does (rich text form, else Debug).\n\
+         use tch_prelude::EvcxrDisplay as _;\n\
+         use tch_prelude::batch::DebugFallback as _;\n\n\
+         {}\n\
+         fn main() -> Result<(), Box<dyn std::error::Error>> {{\n{}\n    Ok(())\n}}\n",
+        program.items, program.body
+    );
+    files.push(write("src/main.rs", &main)?);
+    files.push(write("job.sbatch", &sbatch(&name, source_name, out_dir, options))?);
+    Ok(Exported { name, files, notes: program.notes })
+}
+
+/// tch's own link flags, which only reach tch's examples: without them `--as-needed` drops
+/// libtorch_cuda and the program silently runs on the CPU (see tch-rs #980, #907).
+const BUILD_RS: &str = r#"fn main() {
+    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        println!("cargo:rustc-link-arg=-Wl,-rpath={lib}");
+    }
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+    println!("cargo:rustc-link-arg=-ltorch");
+}
+"#;
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn sbatch(name: &str, source_name: &str, out_dir: &Path, options: &ExportOptions) -> String {
+    let s = &options.slurm;
+    let mut lines = vec!["#!/bin/bash".to_owned(), format!("#SBATCH --job-name={name}")];
+    if let Some(p) = &s.partition {
+        lines.push(format!("#SBATCH --partition={p}"));
+    }
+    if let Some(a) = &s.account {
+        lines.push(format!("#SBATCH --account={a}"));
+    }
+    if let Some(g) = &s.gres {
+        lines.push(format!("#SBATCH --gres={g}"));
+    }
+    lines.push(format!("#SBATCH --time={}", s.time));
+    lines.push(format!("#SBATCH --cpus-per-task={}", s.cpus_per_task));
+    if let Some(m) = &s.mem {
+        lines.push(format!("#SBATCH --mem={m}"));
+    }
+    lines.push("#SBATCH --output=%x-%j.out".into());
+    lines.push(format!("# SIGUSR1 {} s before the time limit: programs that call stop_on_signals() save a checkpoint and exit {RESUME_EXIT_CODE}.", s.signal_seconds));
+    lines.push(format!("#SBATCH --signal=USR1@{}", s.signal_seconds));
+    lines.push(String::new());
+    lines.push(format!("# Exported from {source_name} by `tch-kernel export`."));
+    lines.push("set -euo pipefail".into());
+    lines.push(String::new());
+    lines.push("# The software environment of the kernel the notebook ran in (its kernelspec env).".into());
+    for (key, value) in &options.env {
+        if key == "LD_LIBRARY_PATH" {
+            // Kernelspecs write `${LD_LIBRARY_PATH}` for "the current value".
+            let value = value.replace(":${LD_LIBRARY_PATH}", "").replace("${LD_LIBRARY_PATH}", "");
+            lines.push(format!("export LD_LIBRARY_PATH={}\"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\"", shell_quote(&value)));
+        } else {
+            lines.push(format!("export {key}={}", shell_quote(value)));
+        }
+    }
+    lines.push("# Compute nodes may have no internet: every crate was fetched when the kernel was installed.".into());
+    lines.push("export CARGO_NET_OFFLINE=true".into());
+    lines.push("export CHECKPOINT_DIR=\"${CHECKPOINT_DIR:-$SLURM_SUBMIT_DIR/checkpoints-$SLURM_JOB_NAME}\"".into());
+    lines.push(String::new());
+    lines.push(format!("cd {}", shell_quote(&out_dir.display().to_string())));
+    lines.push("# A no-op when already built (build on the login node first: cargo build --release).".into());
+    lines.push("cargo build --release --offline".into());
+    lines.push("status=0".into());
+    lines.push(format!("srun ./target/release/{name} || status=$?"));
+    lines.push(format!("if [ \"$status\" -eq {RESUME_EXIT_CODE} ]; then"));
+    lines.push("    echo \"stopped before the time limit with a checkpoint in $CHECKPOINT_DIR: resubmitting\"".into());
+    lines.push("    sbatch --dependency=afterany:\"$SLURM_JOB_ID\" job.sbatch".into());
+    lines.push("    exit 0".into());
+    lines.push("fi".into());
+    lines.push("exit \"$status\"".into());
+    lines.join("\n") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_crate_names() {
+        assert_eq!(crate_name(Path::new("/x/02-first-classifier.ipynb")), "nb-02-first-classifier");
+        assert_eq!(crate_name(Path::new("My Model.ipynb")), "my-model");
+    }
+
+    #[test]
+    fn writes_a_project_and_a_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let nb = dir.path().join("train.ipynb");
+        std::fs::write(
+            &nb,
+            r#"{"cells": [{"cell_type": "code", "source": ["fn f() -> i32 { 1 }\n", "f()"], "metadata": {}}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}"#,
+        )
+        .unwrap();
+        let out = dir.path().join("out");
+        let options = ExportOptions {
+            prelude_dir: PathBuf::from("/opt/tch-kernel/crates/tch-prelude"),
+            lockfile: None,
+            env: vec![
+                ("LIBTORCH".into(), "/env/torch".into()),
+                ("LD_LIBRARY_PATH".into(), "/env/torch/lib:${LD_LIBRARY_PATH}".into()),
+            ],
+            name: None,
+            slurm: SlurmOptions { partition: Some("gpu".into()), gres: Some("gpu:a40:1".into()), ..Default::default() },
+        };
+        let e = export(&nb, &out, &options).unwrap();
+        assert_eq!(e.name, "train");
+        let manifest = std::fs::read_to_string(out.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("tch-prelude = { path = \"/opt/tch-kernel/crates/tch-prelude\" }"));
+        let main = std::fs::read_to_string(out.join("src/main.rs")).unwrap();
+        assert!(main.contains("fn f() -> i32 { 1 }") && main.contains("(&(f())).evcxr_display();"));
+        let job = std::fs::read_to_string(out.join("job.sbatch")).unwrap();
+        for needle in ["#SBATCH --partition=gpu", "#SBATCH --gres=gpu:a40:1", "#SBATCH --time=01:00:00", "#SBATCH --signal=USR1@120", "export LIBTORCH='/env/torch'", "export LD_LIBRARY_PATH='/env/torch/lib'\"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\"", "srun ./target/release/train"] {
+            assert!(job.contains(needle), "{needle} missing from\n{job}");
+        }
+        assert!(!job.contains("CUDA_VISIBLE_DEVICES"));
+    }
+}

@@ -1,0 +1,116 @@
+//! `tch-kernel export NOTEBOOK OUTDIR`: a standalone Cargo project and an sbatch script.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use notebook_export::{ExportOptions, SlurmOptions};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The notebook (.ipynb).
+    notebook: PathBuf,
+    /// Directory for the Cargo project (created).
+    out_dir: PathBuf,
+    /// Crate and binary name (default: from the notebook's file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Take the environment (libtorch, prelude, cache) from this installed kernelspec instead
+    /// of from this process (which, run from a notebook cell, is the kernel's own).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Slurm partition.
+    #[arg(long)]
+    partition: Option<String>,
+    /// Generic resources, e.g. `gpu:a100:1` (typed) or `gpu:1`.
+    #[arg(long)]
+    gres: Option<String>,
+    /// Time limit.
+    #[arg(long, default_value = "01:00:00")]
+    time: String,
+    #[arg(long, default_value_t = 8)]
+    cpus_per_task: u32,
+    /// Memory, e.g. `32G`.
+    #[arg(long)]
+    mem: Option<String>,
+    #[arg(long)]
+    account: Option<String>,
+    /// Seconds before the time limit at which the job gets SIGUSR1 to checkpoint.
+    #[arg(long, default_value_t = 120)]
+    signal_seconds: u32,
+}
+
+/// The kernelspec variables a batch job needs to see the same software.
+const CARRIED: [&str; 5] = ["LIBTORCH", "LD_LIBRARY_PATH", "TCH_KERNEL_TORCH_VERSION", "OMP_NUM_THREADS", "TORCH_CUDA_ARCH_LIST"];
+
+fn kernelspec_env(name: &str) -> Result<Vec<(String, String)>> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(d) = crate::paths::jupyter_user_data_dir() {
+        dirs.push(d.join("kernels"));
+    }
+    if let Ok(path) = std::env::var("JUPYTER_PATH") {
+        dirs.extend(std::env::split_paths(&path).map(|p| p.join("kernels")));
+    }
+    dirs.push(PathBuf::from("/usr/local/share/jupyter/kernels"));
+    dirs.push(PathBuf::from("/usr/share/jupyter/kernels"));
+    let spec = dirs
+        .iter()
+        .map(|d| d.join(name).join("kernel.json"))
+        .find(|p| p.is_file())
+        .with_context(|| format!("no kernelspec named {name} (looked in {dirs:?})"))?;
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&spec)?).with_context(|| format!("reading {}", spec.display()))?;
+    let env = json.get("env").and_then(|e| e.as_object()).cloned().unwrap_or_default();
+    Ok(env.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_owned()))).collect())
+}
+
+pub fn export(args: &ExportArgs) -> Result<()> {
+    let env: Vec<(String, String)> = match &args.kernel {
+        Some(name) => kernelspec_env(name)?,
+        None => std::env::vars().collect(),
+    };
+    let get = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let prelude_dir = get("TCH_KERNEL_PRELUDE").map(PathBuf::from).context(
+        "TCH_KERNEL_PRELUDE is not set: run `export` from a notebook cell, or pass --kernel NAME (a kernel installed with libtorch)",
+    )?;
+    let carried = CARRIED
+        .iter()
+        .filter_map(|key| {
+            let value = get(key)?;
+            // From a running kernel, LD_LIBRARY_PATH is expanded; keep only the libtorch part.
+            if *key == "LD_LIBRARY_PATH" && args.kernel.is_none() {
+                let lib = get("LIBTORCH").map(|l| format!("{l}/lib"))?;
+                return Some((key.to_string(), format!("{lib}:${{LD_LIBRARY_PATH}}")));
+            }
+            Some((key.to_string(), value))
+        })
+        .collect();
+    let options = ExportOptions {
+        prelude_dir,
+        lockfile: get("TCH_KERNEL_LOCKFILE").map(PathBuf::from),
+        env: carried,
+        name: args.name.clone(),
+        slurm: SlurmOptions {
+            partition: args.partition.clone(),
+            gres: args.gres.clone(),
+            time: args.time.clone(),
+            cpus_per_task: args.cpus_per_task,
+            mem: args.mem.clone(),
+            account: args.account.clone(),
+            signal_seconds: args.signal_seconds,
+        },
+    };
+    let out_dir = std::path::absolute(&args.out_dir).context("output directory")?;
+    let exported = notebook_export::export(&args.notebook, &out_dir, &options)?;
+    println!("exported {} to {}:", args.notebook.display(), out_dir.display());
+    for file in &exported.files {
+        println!("  {}", file.display());
+    }
+    for note in &exported.notes {
+        println!("  note: {note}");
+    }
+    println!(
+        "build: cd {} && cargo build --release    run: ./target/release/{}    submit: sbatch job.sbatch",
+        out_dir.display(),
+        exported.name
+    );
+    Ok(())
+}
