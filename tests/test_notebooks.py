@@ -1,5 +1,7 @@
 """The workshop notebooks run top to bottom under `jupyter nbconvert --execute` (nbclient)."""
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +10,7 @@ import nbformat
 import pytest
 
 from conftest import REPO, TORCH_KERNEL_NAME
+from make_cifar_sample import write as write_cifar_sample
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
@@ -17,7 +20,23 @@ def _needs_torch(torch_env):
     """The notebooks use tch, like the kernel users install."""
 
 
-def execute(notebook, out_dir):
+@pytest.fixture(scope="session")
+def notebook_env(tmp_path_factory):
+    """Small settings for CI: a CIFAR-10 sample in the real binary format, one or two epochs,
+    outputs (checkpoints, MLPerf logs, the exported job) in a temp dir."""
+    root = tmp_path_factory.mktemp("notebooks")
+    env = dict(os.environ)
+    env.update({
+        "CIFAR10_DIR": str(write_cifar_sample(root / "cifar-10-batches-bin")),
+        "RUN_DIR": str(root / "runs"),
+        "EPOCHS": "2",
+        "BENCH_STEPS": "3",
+        "BATCH_SIZE": "64",
+    })
+    return env
+
+
+def execute(notebook, out_dir, env=None):
     jupyter = Path(sys.executable).parent / "jupyter"
     subprocess.run(
         [
@@ -29,13 +48,20 @@ def execute(notebook, out_dir):
         check=True,
         capture_output=True,
         text=True,
+        env=env,
+        # Like JupyterLab: the kernel starts in the notebook's directory.
+        cwd=notebook.parent,
     )
     return nbformat.read(out_dir / notebook.name, as_version=4)
 
 
+def streams(cell):
+    return "".join(o["text"] for o in cell["outputs"] if o["output_type"] == "stream")
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_end_to_end(notebook, tmp_path):
-    executed = execute(notebook, tmp_path)
+def test_notebook_runs_end_to_end(notebook, tmp_path, notebook_env):
+    executed = execute(notebook, tmp_path, notebook_env)
     for cell in executed["cells"]:
         if cell["cell_type"] != "code":
             continue
@@ -85,3 +111,33 @@ def test_display_notebook_outputs(tmp_path):
     assert bar["data"]["text/plain"].startswith("training: 100%|") and "300/300" in bar["data"]["text/plain"]
     assert "image/svg+xml" in chart["data"]
     assert outputs("c23", "error")[0]["evalue"].startswith("input()")
+
+
+def test_classifier_notebook_learns(tmp_path, notebook_env):
+    executed = execute(REPO / "notebooks" / "02-first-classifier.ipynb", tmp_path, notebook_env)
+    text = "".join(streams(c) for c in executed["cells"] if c["cell_type"] == "code")
+    accuracy = float(text.split("test accuracy: ")[1].split()[0])
+    assert accuracy > 0.9, text
+
+
+def test_benchmark_notebook_writes_a_compliant_mlperf_log(tmp_path, notebook_env):
+    env = dict(notebook_env, RUN_DIR=str(tmp_path / "runs"))
+    executed = execute(REPO / "notebooks" / "04-benchmark-gpus.ipynb", tmp_path, env)
+    log = tmp_path / "runs" / "mllog-local.txt"
+    lines = log.read_text().splitlines()
+    assert lines and all(line.startswith(":::MLLOG {") for line in lines)
+    keys = [json.loads(line[len(":::MLLOG "):])["key"] for line in lines]
+    for key in ["submission_benchmark", "cache_clear", "init_start", "init_stop", "run_start", "epoch_start", "eval_accuracy", "run_stop"]:
+        assert key in keys, key
+    # The mlperf-logging package's parser reads every line, and its compliance checker
+    # (training rules 4.0.0, open division) accepts the file.
+    from mlperf_logging.compliance_checker.mlp_parser import parse_file
+    parsed, errors = parse_file(str(log), ruleset="4.0.0")
+    assert not errors and len(parsed) == len(lines)
+    check = subprocess.run(
+        [sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training", "--ruleset", "4.0.0", str(log)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert check.returncode == 0 and "SUCCESS" in check.stdout + check.stderr, check.stdout + check.stderr
+    results = (tmp_path / "runs" / "results.jsonl").read_text().splitlines()
+    assert json.loads(results[-1])["images_per_second"] > 0

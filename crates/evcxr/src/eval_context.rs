@@ -937,6 +937,13 @@ impl EvalContext {
             .map(|user_code| state.analysis_code(user_code).code_string());
         let analyzer = self.analyzer.clone();
         std::thread::spawn(move || {
+            // Lowest CPU priority for this thread only (Linux nice is per thread): a training
+            // cell started right away should not share the cores with it.
+            #[cfg(target_os = "linux")]
+            // SAFETY: setpriority on this thread's own id.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+            }
             let mut analyzer = analyzer.lock().unwrap_or_else(PoisonError::into_inner);
             analyzer.set_source(analysis_code?)?;
             analyzer.top_level_variables("evcxr_analysis_wrapper");

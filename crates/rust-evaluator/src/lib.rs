@@ -30,6 +30,12 @@ pub use output::{OutputSink, Stream};
 /// `libtorch_cuda.so`: nothing references it directly, so the linker's `--as-needed` drops it
 /// and libtorch would silently run without CUDA.
 pub fn child_process_hook() {
+    // The evaluation child is started without arguments. A cell that runs this executable as a
+    // command (`tch-kernel export ...`) passes its environment on; that is not a child.
+    if std::env::var_os("EVCXR_IS_RUNTIME").is_some() && std::env::args_os().len() > 1 {
+        // SAFETY: first thing in main, before any thread exists.
+        unsafe { std::env::remove_var("EVCXR_IS_RUNTIME") };
+    }
     if std::env::var_os("EVCXR_IS_RUNTIME").is_some() {
         if let Some(list) = std::env::var_os("TCH_KERNEL_CHILD_PRELOAD") {
             for lib in std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()) {

@@ -1,0 +1,62 @@
+"""`tch-kernel export`: notebook 02 becomes a Cargo project and an sbatch script; the project
+builds (offline, against the kernel's prelude and libtorch) and prints the same test accuracy
+as the notebook."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import KERNEL_BIN, REPO, TORCH_KERNEL_NAME
+from test_notebooks import execute, streams
+
+
+def accuracy_in(text):
+    return text.split("test accuracy: ")[1].split()[0]
+
+
+@pytest.fixture(scope="module")
+def exported(torch_env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "digits-job"
+    result = subprocess.run(
+        [str(KERNEL_BIN), "export", str(REPO / "notebooks" / "02-first-classifier.ipynb"), str(out),
+         "--kernel", TORCH_KERNEL_NAME, "--partition", "gpu", "--gres", "gpu:a40:1", "--time", "00:20:00"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_export_writes_project_and_job(exported, torch_env):
+    assert {p.name for p in exported.iterdir()} >= {"Cargo.toml", "Cargo.lock", "build.rs", "src", "job.sbatch"}
+    main = (exported / "src" / "main.rs").read_text()
+    assert "fn main()" in main and "digits()" in main and "(&(" in main
+    job = (exported / "job.sbatch").read_text()
+    for line in ["#SBATCH --partition=gpu", "#SBATCH --gres=gpu:a40:1", "#SBATCH --time=00:20:00", "#SBATCH --signal=USR1@120",
+                 f"export LIBTORCH='{torch_env['LIBTORCH']}'", "cargo build --release --offline", "srun ./target/release/nb-02-first-classifier"]:
+        assert line in job, line
+    assert "CUDA_VISIBLE_DEVICES" not in job
+    subprocess.run(["bash", "-n", str(exported / "job.sbatch")], check=True)
+
+
+def test_exported_program_builds_and_gives_the_notebooks_result(exported, torch_env, tmp_path):
+    env = dict(os.environ)
+    env.update({k: v for k, v in torch_env.items() if k in ("LIBTORCH", "TCH_KERNEL_TORCH_VERSION")})
+    env["LD_LIBRARY_PATH"] = f"{torch_env['LIBTORCH']}/lib:" + os.environ.get("LD_LIBRARY_PATH", "")
+    # Reuse a target dir next to the kernel's build cache when there is one (it is outside the
+    # checkout); a cold build compiles tch (a few minutes on 2 cores).
+    cache = torch_env.get("TCH_KERNEL_CACHE_DIR")
+    if cache:
+        env["CARGO_TARGET_DIR"] = str(Path(cache) / "export-test-target")
+    build = subprocess.run(["cargo", "build", "--release", "--offline"], cwd=exported, env=env, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-5000:]
+    target = Path(env.get("CARGO_TARGET_DIR", exported / "target"))
+    env["RUN_DIR"] = str(tmp_path / "batch-run")
+    run = subprocess.run([str(target / "release" / "nb-02-first-classifier")], cwd=exported, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    # Outside a notebook, rich outputs print as text.
+    assert "<PNG image" in run.stdout and "images [1797, 1, 8, 8]" in run.stdout
+    notebook = execute(REPO / "notebooks" / "02-first-classifier.ipynb", tmp_path, dict(os.environ, RUN_DIR=str(tmp_path / "nb-run")))
+    text = "".join(streams(c) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert accuracy_in(run.stdout) == accuracy_in(text)
