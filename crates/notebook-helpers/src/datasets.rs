@@ -59,6 +59,7 @@ pub struct Cifar10 {
 /// The class names, in label order.
 pub const CIFAR10_CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
+#[cfg(feature = "tch")]
 const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;
 
 /// Reads `cifar-10-batches-bin` (`data_batch_1.bin` .. `data_batch_5.bin`, `test_batch.bin`):

@@ -121,6 +121,34 @@ fn padded_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     lo - pad..hi + pad
 }
 
+type XyChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+/// The common frame of the x/y charts: title, margins, label areas.
+fn xy_chart<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    xs: std::ops::Range<f64>,
+    ys: std::ops::Range<f64>,
+) -> Result<XyChart<'a, DB>, PlotError> {
+    ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(xs, ys)
+        .map_err(err)
+}
+
+fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut XyChart<'a, DB>) -> Result<(), PlotError> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(err)
+}
+
 macro_rules! chart_api {
     ($t:ty) => {
         impl $t {
@@ -230,13 +258,7 @@ impl Chart for LinePlot {
         let all = || self.series.iter().flat_map(|(_, p)| p.iter());
         let xs = padded_range(all().map(|p| p.0));
         let ys = padded_range(all().map(|p| p.1));
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(xs, ys)
-            .map_err(err)?;
+        let mut chart = xy_chart(root, &self.title, xs, ys)?;
         chart
             .configure_mesh()
             .x_desc(self.x_label.as_str())
@@ -254,13 +276,7 @@ impl Chart for LinePlot {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
         }
         if self.series.iter().any(|(n, _)| !n.is_empty()) {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .label_font(("sans-serif", 13))
-                .draw()
-                .map_err(err)?;
+            draw_legend(&mut chart)?;
         }
         Ok(())
     }
@@ -306,13 +322,7 @@ impl Chart for ScatterPlot {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
         let xs = padded_range(self.points.iter().map(|p| p.0));
         let ys = padded_range(self.points.iter().map(|p| p.1));
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(xs, ys)
-            .map_err(err)?;
+        let mut chart = xy_chart(root, &self.title, xs, ys)?;
         chart.configure_mesh().label_style(("sans-serif", 13)).draw().map_err(err)?;
         let n_classes = self.points.iter().map(|p| p.2 + 1).max().unwrap_or(0);
         for class in 0..n_classes {
@@ -330,13 +340,7 @@ impl Chart for ScatterPlot {
             }
         }
         if !self.classes.is_empty() {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .label_font(("sans-serif", 13))
-                .draw()
-                .map_err(err)?;
+            draw_legend(&mut chart)?;
         }
         Ok(())
     }
@@ -393,13 +397,7 @@ impl Chart for Histogram {
             _ => 0.0..1.0,
         };
         let top = counts.iter().map(|c| c.2).max().unwrap_or(1).max(1) as f64 * 1.05;
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(xs, 0.0..top)
-            .map_err(err)?;
+        let mut chart = xy_chart(root, &self.title, xs, 0.0..top)?;
         chart.configure_mesh().y_desc("count").label_style(("sans-serif", 13)).draw().map_err(err)?;
         let c = color(0);
         chart
