@@ -170,8 +170,19 @@ Cells
   Items (fn, struct, impl, use) stay defined for later cells.
   input(prompt) / password(prompt) read a line from the notebook.
 
-Interrupt (■) stops a running cell. The evaluation process is restarted, so variables are lost;
-definitions and dependencies are kept. A panic only fails its cell: earlier variables are kept.
+Showing things (with the tch prelude)
+  display(&x) -> handle; handle.update(&y)      Html(..), Markdown(..), Svg(..), Png(..), Text(..)
+  a Tensor as the last value: PyTorch's text and an HTML summary
+  LinePlot, ScatterPlot, Histogram, ConfusionMatrix (SVG; .to_png()), LiveChart
+  image(&t) / image_grid(&t, columns)           progress(iter), progress_postfix(text)
+  MlLog (MLPerf-style logs), Checkpoint, digits(), cifar10(dir)
+
+Interrupt (■) stops a loop over progress(..) or one calling check_interrupt() at its next step,
+keeping every earlier variable. A cell that does not check within a few seconds (or a second ■)
+is stopped by restarting the evaluation process: variables are lost; definitions and
+dependencies are kept. A panic only fails its cell: earlier variables are kept.
+
+Batch jobs: tch-kernel export NOTEBOOK.ipynb OUTDIR --partition P --gres gpu:TYPE:N --time T
 
 Kernel commands
   :help          this text
