@@ -259,3 +259,14 @@ def test_a_cell_that_never_checks_is_stopped_by_a_restart():
     finally:
         kc.stop_channels()
         km.shutdown_kernel()
+
+
+def test_an_interrupt_while_the_cell_compiles_stops_it_at_its_first_check(k):
+    km, kc = k
+    ok(kc, "let survivor = 7;")
+    # The cell takes a few hundred milliseconds to compile (type probe and build); the interrupt
+    # arrives before it runs, and the loop's first check stops it.
+    _interrupt_after(km, 0.15)
+    reply, _ = run(kc, "let mut spins = 0u64; loop { spins += 1; check_interrupt(); std::thread::sleep(std::time::Duration::from_millis(1)); }", timeout=60)
+    assert reply["ename"] == "KeyboardInterrupt" and any("kept" in line for line in reply["traceback"]), reply
+    assert result(ok(kc, "survivor")) == ["7"]

@@ -23,7 +23,7 @@ pub(crate) const FORCE_DYLIB_ENV: &str = "EVCXR_FORCE_DYLIB";
 /// increments this counter, which cell code polls (`check_interrupt()` in tch-kernel) to stop
 /// cleanly so that the variables of earlier cells survive. The counter is found through the
 /// environment variable [`INTERRUPT_COUNTER_ENV`] (its address in this process), because cells
-/// are separate shared objects that cannot link to the executable's symbols. It is reset before
+/// are separate shared objects that cannot link to the executable's symbols. It is reset after
 /// each cell. The parent kills the child if the cell does not stop in time.
 pub static INTERRUPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 pub const INTERRUPT_COUNTER_ENV: &str = "EVCXR_INTERRUPT_COUNTER";
@@ -113,9 +113,11 @@ impl Runtime {
         unsafe {
             let user_fn = shared_object
                 .get::<extern "C" fn(*mut c_void) -> *mut c_void>(fn_name.as_bytes())?;
-            // An interrupt that arrived between cells is not for this one.
-            INTERRUPTS.store(0, std::sync::atomic::Ordering::SeqCst);
             self.variable_store_ptr = user_fn(self.variable_store_ptr);
+            // An interrupt the cell never looked at is not for the next cell. One that arrives
+            // while the next cell compiles (the parent sends it only while a cell is being
+            // evaluated) is kept, and stops that cell at its first check.
+            INTERRUPTS.store(0, std::sync::atomic::Ordering::SeqCst);
         }
         println!("{EVCXR_EXECUTION_COMPLETE}");
         self.shared_objects.push(shared_object);

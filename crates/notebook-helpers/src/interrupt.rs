@@ -1,6 +1,7 @@
 //! Cooperative interrupt. The evaluation process turns the kernel's SIGINT into a counter (see
 //! the evcxr fork's `runtime.rs`) and publishes its address in an environment variable; a cell
-//! is a separate shared object and cannot link to it. The counter is reset before each cell.
+//! is a separate shared object and cannot link to it. The counter is reset after each cell, so
+//! an interrupt sent while a cell still compiles stops it at its first check.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
