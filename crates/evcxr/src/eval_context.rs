@@ -840,7 +840,7 @@ impl EvalContext {
         state: &mut ContextState,
         user_code: CodeBlock,
     ) -> Result<(), Error> {
-        let analysis_code = state.analysis_code(user_code.clone());
+        let analysis_code = state.analysis_code(user_code);
         let bindings = crate::type_probe::top_level_bindings(
             &analysis_code.code_string(),
             "evcxr_analysis_wrapper",
@@ -852,7 +852,7 @@ impl EvalContext {
             .collect();
         let mut probed = HashMap::new();
         if !to_probe.is_empty() {
-            let code = state.type_probe_code(user_code, &to_probe);
+            let code = crate::type_probe::probe_code(analysis_code, &to_probe);
             let mut other = Vec::new();
             for error in self.module.probe_types(&code, &state.config)? {
                 match crate::type_probe::probed_type(&error) {
@@ -1631,23 +1631,6 @@ impl ContextState {
 
         code = code.generated("Ok(())").generated("}");
         code
-    }
-
-    /// tch-kernel: the analysis code plus one `__evcxr_type_probe(&x)` per variable, each in
-    /// its own segment so that its error maps back to the variable.
-    fn type_probe_code(&self, user_code: CodeBlock, variables: &[String]) -> CodeBlock {
-        let mut code = self.analysis_code(user_code);
-        // analysis_code ends with the wrapper's `Ok(())` and `}`.
-        let tail = code.segments.split_off(code.segments.len() - 2);
-        for variable in variables {
-            code.pack_variable(
-                variable.clone(),
-                format!("{}(&{variable});", crate::type_probe::PROBE_FN),
-            );
-        }
-        code.segments.extend(tail);
-        // At the crate root, so that rustc names the trait without a path.
-        code.generated(crate::type_probe::PROBE_ITEMS)
     }
 
     fn code_to_compile(

@@ -6,6 +6,7 @@
 // satisfied" names `T` with the public path it is reachable by (`tch_prelude::Tensor`,
 // `std::collections::HashMap<..>`), because the wrapper passes `-Ztrim-diagnostic-paths=false`.
 
+use crate::code_block::CodeBlock;
 use crate::code_block::CodeKind;
 use crate::errors::CompilationError;
 use crate::rust_analyzer::EDITION;
@@ -16,10 +17,23 @@ use ra_ap_syntax::ast;
 use ra_ap_syntax::ast::HasModuleItem;
 use ra_ap_syntax::ast::HasName;
 
-pub(crate) const PROBE_FN: &str = "__evcxr_type_probe";
+const PROBE_FN: &str = "__evcxr_type_probe";
 const PROBE_TRAIT: &str = "__EvcxrTypeProbe";
-pub(crate) const PROBE_ITEMS: &str = "trait __EvcxrTypeProbe {}\n\
+const PROBE_ITEMS: &str = "trait __EvcxrTypeProbe {}\n\
      fn __evcxr_type_probe<T: ?Sized + __EvcxrTypeProbe>(_: &T) {}";
+
+/// The cell's analysis code (`ContextState::analysis_code`) plus one `__evcxr_type_probe(&x)`
+/// per variable, each in its own segment so that its error maps back to the variable.
+pub(crate) fn probe_code(mut analysis_code: CodeBlock, variables: &[String]) -> CodeBlock {
+    // The analysis code ends with the wrapper's `Ok(())` and `}`.
+    let tail = analysis_code.segments.split_off(analysis_code.segments.len() - 2);
+    for variable in variables {
+        analysis_code.pack_variable(variable.clone(), format!("{PROBE_FN}(&{variable});"));
+    }
+    analysis_code.segments.extend(tail);
+    // At the crate root, so that rustc names the trait without a path.
+    analysis_code.generated(PROBE_ITEMS)
+}
 
 /// A variable bound by a top-level `let` of the cell.
 #[derive(Debug, PartialEq, Eq)]
