@@ -1,21 +1,31 @@
 #!/usr/bin/env python3
-"""Cell latency benchmark: starts a kernel through jupyter_client and measures what a notebook
-user feels. Every figure is printed next to the same measurement of a reference kernel taken in
-the same run (ipykernel by default), as a ratio, because absolute timings on shared machines
-are noisy.
+"""Cell latency benchmark: starts kernels through jupyter_client and measures what a notebook
+user feels. Every figure is printed as a ratio against a reference measured in the same run,
+because absolute timings on shared machines are noisy.
 
     .venv/bin/python bench/cell_latency.py [--kernel rust-tch] [--reference python3] [--cells 10]
+    .venv/bin/python bench/cell_latency.py --only floor      # just the compile-loop figures
 
-Figures: start-to-ready, first cell sent right after the kernel is ready (it includes the
-evaluator's background warm-up), median of later cells, median trivial cell, and RSS growth of
-the kernel's child processes over 20 cells (tch-kernel's evaluation child).
+Two parts:
+
+- `floor`: the kernel's cells against the floor, a bare `rustc` compile + link of the same cell
+  source as a cdylib against the same prebuilt prelude dylib, timed here in the same run. Also a
+  trivial cell after 300 user fns + structs against the same cell in a fresh kernel, and a
+  `complete_request` sent to a fresh kernel followed at once by `40 + 2`.
+- `reference`: start-to-ready, the first cell sent right after ready, later cells, a trivial cell
+  and the child's RSS growth, against another kernel (ipykernel by default).
 """
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import start_new_kernel
 
 WORKLOADS = {
@@ -34,6 +44,20 @@ WORKLOADS = {
                            "x.matmul(x).mean().item() * {i}",
                            "1 + 1"),
 }
+
+# Floor figures: (name, kernel cell, the same work as a bare cdylib's body, target ratio).
+# The kernel cell's `{i}` makes every cell new source, as in a notebook; the floor body takes
+# an earlier variable as a parameter, as a kernel cell takes it from the variable store.
+FLOOR_CELLS = [
+    ("trivial cell `1 + 1`", "1 + {i}", "println!(\"{{:?}}\", 1 + {i});", 1.3),
+    ("cell reading a variable `t0.size()`", "t0.size()", "println!(\"{{:?}}\", t0.size()); let _ = {i};", 1.3),
+    ("tensor cell defining variables",
+     "let u = Tensor::randn([64, 64], (Kind::Float, Device::Cpu));\n"
+     "let m = u.matmul(&u).mean(Kind::Float);\nm.double_value(&[]) * {i}.0",
+     "let u = Tensor::randn([64, 64], (Kind::Float, Device::Cpu));\n"
+     "let m = u.matmul(&u).mean(Kind::Float);\nprintln!(\"{{:?}}\", m.double_value(&[]) * {i}.0);",
+     1.4),
+]
 
 
 def execute(kc, code, timeout=600):
@@ -55,11 +79,23 @@ def child_rss_kb(pid):
     return total
 
 
-def measure(kernel_name, cells, workload):
+class Kernel:
+    def __init__(self, name):
+        self.km, self.kc = start_new_kernel(kernel_name=name, startup_timeout=120)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=False)
+
+
+def measure_reference(kernel_name, cells, workload):
     t = time.perf_counter()
-    km, kc = start_new_kernel(kernel_name=kernel_name, startup_timeout=120)
-    ready = time.perf_counter() - t
-    try:
+    with Kernel(kernel_name) as k:
+        ready = time.perf_counter() - t
+        kc = k.kc
         kc.kernel_info()
         info = kc.get_shell_msg(timeout=60)
         language = info["content"]["language_info"]["name"].lower()
@@ -67,15 +103,118 @@ def measure(kernel_name, cells, workload):
         result = {"start_to_ready": ready, "first_cell": execute(kc, first)}
         result["later_cells_median"] = statistics.median(execute(kc, work.format(i=i)) for i in range(cells))
         result["trivial_cell_median"] = statistics.median(execute(kc, trivial) for _ in range(cells))
-        pid = km.provisioner.pid
+        pid = k.km.provisioner.pid
         rss0 = child_rss_kb(pid)
         for i in range(20):
             execute(kc, work.format(i=i))
         result["child_rss_growth_mb_20_cells"] = (child_rss_kb(pid) - rss0) / 1024
         return result
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
+
+
+# --- the floor: bare rustc against the kernel's own prebuilt prelude -------------------------
+
+def prelude_paths(kernel_name):
+    """(prelude dylib, its deps dir, libtorch lib dir or None) of the kernel's prebuilt cache."""
+    env = KernelSpecManager().get_kernel_spec(kernel_name).env
+    cache = env.get("TCH_KERNEL_CACHE_DIR")
+    if not cache:
+        raise SystemExit(f"kernel {kernel_name} has no TCH_KERNEL_CACHE_DIR: install it with ./install.sh")
+    target = Path(cache, "prebuilt", "build", "target")
+    so = next(target.glob("*/debug/deps/libtch_prelude*.so"), None)
+    if so is None:
+        raise SystemExit(f"no prebuilt prelude dylib under {cache}/prebuilt: run ./install.sh")
+    # The target's deps, and the host's (the prelude's proc-macros).
+    deps = [so.parent, target / "debug" / "deps"]
+    libtorch = env.get("LIBTORCH")
+    return so, deps, Path(libtorch, "lib") if libtorch else None
+
+
+def floor_times(kernel_name, body, runs):
+    so, deps, torch_lib = prelude_paths(kernel_name)
+    opt = KernelSpecManager().get_kernel_spec(kernel_name).env.get("TCH_KERNEL_OPT_LEVEL", "1")
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(runs):
+            src = Path(tmp, f"cell{i}.rs")
+            src.write_text(
+                "#![allow(unused)]\nuse tch_prelude::*;\n"
+                "#[unsafe(no_mangle)]\npub extern \"C\" fn run_cell(t0: &Tensor) {\n"
+                + body.format(i=i) + "\n}\n"
+            )
+            cmd = ["rustc", "--edition", "2024", "--crate-type", "cdylib", "-C", "prefer-dynamic",
+                   "-C", f"opt-level={opt}", "--extern", f"tch_prelude={so}", *[a for d in deps for a in ("-L", f"dependency={d}")],
+                   "--out-dir", tmp, "--crate-name", f"cell{i}", str(src)]
+            if torch_lib:
+                cmd += ["-L", f"native={torch_lib}"]
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def kernel_times(kc, template, runs):
+    return statistics.median(execute(kc, template.format(i=i)) for i in range(runs))
+
+
+def items_cell(n):
+    """n/2 fns and n/2 structs with an impl, as a notebook accumulates them."""
+    parts = []
+    for i in range(n // 2):
+        parts.append(f"struct S{i} {{ a: f64, b: Vec<i64> }}\n"
+                     f"impl S{i} {{ fn total(&self) -> f64 {{ self.a + self.b.iter().sum::<i64>() as f64 }} }}\n"
+                     f"fn f{i}(x: i64) -> i64 {{ let s = S{i} {{ a: x as f64, b: vec![x; 3] }}; s.total() as i64 + {i} }}")
+    return "\n".join(parts)
+
+
+def first_cell(kernel_name):
+    """A fresh kernel's first cell, sent right after ready (it waits for the evaluator)."""
+    with Kernel(kernel_name) as k:
+        return execute(k.kc, "40 + 2")
+
+
+def complete_then_execute(kernel_name):
+    """A fresh kernel: Tab right after ready, then Shift+Enter at once. Returns (first
+    complete_reply, execute reply of `40 + 2` counted from when it was sent)."""
+    with Kernel(kernel_name) as k:
+        kc = k.kc
+        t0 = time.perf_counter()
+        kc.complete("let x = Tens", 12)
+        reply = kc.get_shell_msg(timeout=60)
+        assert reply["msg_type"] == "complete_reply", reply["msg_type"]
+        complete = time.perf_counter() - t0
+        # The same as JupyterLab: the execute goes out without waiting for the completion.
+        kc.complete("Tens", 4)
+        t1 = time.perf_counter()
+        msg_id = kc.execute("40 + 2")
+        while True:
+            msg = kc.get_shell_msg(timeout=120)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                break
+        return complete, time.perf_counter() - t1, reply["content"]
+
+
+def measure_floor(kernel_name, runs):
+    rows = []
+    with Kernel(kernel_name) as k:
+        kc = k.kc
+        execute(kc, "let t0 = Tensor::zeros([3, 4], (Kind::Float, Device::Cpu));")
+        for _ in range(2):  # warm caches the way a notebook in use has them
+            execute(kc, "1 + 1")
+        for name, cell, body, target in FLOOR_CELLS:
+            ours = kernel_times(kc, cell, runs)
+            floor = floor_times(kernel_name, body, runs)
+            rows.append((name, ours, floor, ours / floor, target))
+        fresh = kernel_times(kc, "1 + {i}", runs)
+    with Kernel(kernel_name) as k:
+        execute(k.kc, "1 + 1")
+        fresh2 = kernel_times(k.kc, "1 + {i}", runs)
+        execute(k.kc, items_cell(300))
+        execute(k.kc, "f7(3) + f149(2)")
+        after = kernel_times(k.kc, "1 + {i}", runs)
+    fresh = min(fresh, fresh2)
+    rows.append(("trivial cell after 300 fns + structs", after, fresh, after / fresh, 1.2))
+    complete, execute_after, content = complete_then_execute(kernel_name)
+    return rows, complete, execute_after, content, first_cell(kernel_name)
 
 
 def main():
@@ -85,20 +224,47 @@ def main():
     ap.add_argument("--cells", type=int, default=10)
     ap.add_argument("--workload", choices=["tensor", "plain"], default="tensor",
                     help="tensor: tch cells vs PyTorch (needs torch in the reference kernel); plain: Rust vs Python")
+    ap.add_argument("--only", choices=["floor", "reference"], help="run one part only")
+    ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
+    figures = {}
 
-    ours = measure(args.kernel, args.cells, args.workload)
-    ref = measure(args.reference, args.cells, args.workload) if args.reference else None
-    print(f"workload: {args.workload}")
-    print(f"{'figure':32} {args.kernel:>14} {args.reference or '':>14} {'ratio':>8}")
-    for key, value in ours.items():
-        unit = "MB" if key.endswith("_mb_20_cells") else "s"
-        line = f"{key:32} {value:13.3f}{unit}"
-        if ref is not None:
-            r = ref[key]
-            ratio = f"{value / r:8.1f}x" if unit == "s" and r > 0 else ""
-            line += f" {r:13.3f}{unit} {ratio}"
-        print(line)
+    if args.only != "reference":
+        rows, complete, execute_after, content, first = measure_floor(args.kernel, args.cells)
+        print(f"compile loop: {args.kernel} against a bare rustc compile of the same cell (medians of {args.cells})")
+        print(f"{'figure':40} {'kernel':>9} {'floor':>9} {'ratio':>7} {'target':>7}")
+        for name, ours, floor, ratio, target in rows:
+            mark = "ok" if ratio <= target else "MISSED"
+            print(f"{name:40} {ours:8.3f}s {floor:8.3f}s {ratio:6.2f}x {target:6.1f}x  {mark}")
+            figures[name] = {"kernel_s": ours, "floor_s": floor, "ratio": ratio, "target": target}
+        n = len(content.get("matches", []))
+        print(f"{'first complete_reply on a fresh kernel':40} {complete:8.3f}s {'':>9} {'':>7} {'0.3s':>7}  "
+              f"{'ok' if complete <= 0.3 else 'MISSED'} ({n} matches)")
+        print(f"{'`40 + 2` sent right after Tab':40} {execute_after:8.3f}s {'':>9} {'':>7} {'1.0s':>7}  "
+              f"{'ok' if execute_after <= 1.0 else 'MISSED'}")
+        # The same first cell without the Tab: what the Tab added.
+        print(f"{'  the same first cell without the Tab':40} {first:8.3f}s   added by the Tab: {execute_after - first:+.3f}s")
+        figures["first_complete_s"] = complete
+        figures["execute_after_complete_s"] = execute_after
+        figures["first_cell_without_complete_s"] = first
+
+    if args.only != "floor":
+        ours = measure_reference(args.kernel, args.cells, args.workload)
+        ref = measure_reference(args.reference, args.cells, args.workload) if args.reference else None
+        print(f"\nworkload: {args.workload}")
+        print(f"{'figure':32} {args.kernel:>14} {args.reference or '':>14} {'ratio':>8}")
+        for key, value in ours.items():
+            unit = "MB" if key.endswith("_mb_20_cells") else "s"
+            line = f"{key:32} {value:13.3f}{unit}"
+            if ref is not None:
+                r = ref[key]
+                ratio = f"{value / r:8.1f}x" if unit == "s" and r > 0 else ""
+                line += f" {r:13.3f}{unit} {ratio}"
+            print(line)
+        figures["reference"] = {"ours": ours, "reference": ref}
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,13 +8,17 @@ use jupyter_server::wire::content::{
 };
 use jupyter_server::wire::ConnectionInfo;
 use jupyter_server::{ExecuteOutcome, Interpreter, KernelInfo, Publisher, ServeOptions, StdinHandle};
-use rust_evaluator::{DisplayEvent, EvalError, Evaluator, InputRequest, OutputSink, Stream};
+use rust_evaluator::{DisplayEvent, EvalError, Evaluator, InputRequest, KnownNames, OutputSink, Stream};
 use serde_json::{Map, Value};
 use crate::settings::Settings;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+/// `complete_reply` metadata: `{"tch_kernel": {"source": "rust-analyzer" | "known-names"}}`.
+const COMPLETION_METADATA_KEY: &str = "tch_kernel";
+const COMPLETION_FROM_ANALYZER: &str = "rust-analyzer";
+const COMPLETION_FROM_KNOWN_NAMES: &str = "known-names";
 const RED: &str = "\x1b[0;31m";
 const BOLD: &str = "\x1b[1m";
 const RESET: &str = "\x1b[0m";
@@ -52,11 +56,23 @@ pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) 
     }
     let config = settings.evaluator_config(build_dir, false);
     let has_prelude = config.prelude.is_some();
+    // Names for Tab from the prebuilt dir, so completion answers while the evaluator starts.
+    let known = config
+        .seed_from
+        .as_ref()
+        .map(|seed| KnownNames::load(&seed.join(rust_evaluator::KNOWN_NAMES_FILE)))
+        .unwrap_or_default();
     jupyter_server::serve(conn, options, move |publisher, _stdin| {
         let sink = Arc::new(JupyterSink(publisher));
-        let evaluator = Evaluator::start(&config, sink).map_err(|e| e.to_string())?;
-        let _ = interrupter.set(evaluator.interrupter());
-        Ok(RustInterpreter { evaluator, has_prelude })
+        let (started, starting) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let evaluator = Evaluator::start(&config, sink).map_err(|e| e.to_string());
+            if let Ok(evaluator) = &evaluator {
+                let _ = interrupter.set(evaluator.interrupter());
+            }
+            let _ = started.send(evaluator);
+        });
+        Ok(RustInterpreter { evaluator: EvaluatorSlot::Starting(starting), has_prelude, known })
     })?;
     Ok(())
 }
@@ -79,6 +95,11 @@ pub fn prebuild(settings: Settings) -> Result<()> {
         "the prelude gave a wrong result: {:?}",
         value.data
     );
+    // Names for Tab while a kernel's own rust-analyzer is still warming up.
+    let names = staging.join("build").join(rust_evaluator::KNOWN_NAMES_FILE);
+    if let Err(e) = evaluator.save_known_names(&names) {
+        log::warn!("cannot save completion names to {}: {e}", names.display());
+    }
     drop(evaluator);
     std::fs::write(staging.join("stamp"), settings.build_stamp()).context("cannot write the build stamp")?;
     cache.publish(&staging).with_context(|| format!("cannot publish the build into {}", cache.prebuilt_dir().display()))?;
@@ -157,9 +178,45 @@ impl OutputSink for JupyterSink {
     }
 }
 
+/// The evaluator starts (a first compile, about a second) while requests are answered:
+/// completion and inspection use what is known until it is ready; a cell waits for it.
+enum EvaluatorSlot {
+    Starting(std::sync::mpsc::Receiver<Result<Evaluator, String>>),
+    Ready(Box<Evaluator>),
+    Failed(String),
+}
+
+impl EvaluatorSlot {
+    /// The evaluator, waiting for it to start when `wait`; `None` while it is still starting.
+    fn get(&mut self, wait: bool) -> Option<Result<&mut Evaluator, String>> {
+        if let EvaluatorSlot::Starting(receiver) = self {
+            let started = if wait {
+                receiver.recv().map_err(|_| "the evaluator thread ended".to_owned())
+            } else {
+                match receiver.try_recv() {
+                    Ok(started) => Ok(started),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return None,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => Err("the evaluator thread ended".to_owned()),
+                }
+            };
+            *self = match started.and_then(|r| r) {
+                Ok(evaluator) => EvaluatorSlot::Ready(Box::new(evaluator)),
+                Err(e) => EvaluatorSlot::Failed(e),
+            };
+        }
+        match self {
+            EvaluatorSlot::Ready(evaluator) => Some(Ok(evaluator)),
+            EvaluatorSlot::Failed(e) => Some(Err(e.clone())),
+            EvaluatorSlot::Starting(_) => None,
+        }
+    }
+}
+
 struct RustInterpreter {
-    evaluator: Evaluator,
+    evaluator: EvaluatorSlot,
     has_prelude: bool,
+    /// Completion names saved by the installer, for Tab before the evaluator has started.
+    known: KnownNames,
 }
 
 const HELP_INTRO: &str = "\
@@ -198,8 +255,9 @@ impl RustInterpreter {
     fn help(&mut self) -> ExecuteOutcome {
         let engine_help = self
             .evaluator
-            .eval(":help", &|_| Err("no input".into()))
-            .ok()
+            .get(true)
+            .and_then(Result::ok)
+            .and_then(|e| e.eval(":help", &|_| Err("no input".into())).ok())
             .and_then(|o| o.data.into_iter().find(|(m, _)| m == "text/plain").map(|(_, t)| t))
             .unwrap_or_default();
         let mut data = MimeBundle::new();
@@ -226,7 +284,18 @@ impl Interpreter for RustInterpreter {
             code
         };
         let input = |req: InputRequest| stdin.request(&req.prompt, req.password).map_err(|e| e.to_string());
-        match self.evaluator.eval(code, &input) {
+        let evaluator = match self.evaluator.get(true) {
+            Some(Ok(evaluator)) => evaluator,
+            Some(Err(e)) => {
+                return ExecuteOutcome::Error(ErrorInfo {
+                    ename: "KernelStartupError".into(),
+                    evalue: e.clone(),
+                    traceback: vec![format!("{RED}The evaluator could not start{RESET}: {e}")],
+                })
+            }
+            None => unreachable!("get(true) waits for the evaluator"),
+        };
+        match evaluator.eval(code, &input) {
             Ok(output) => {
                 let result = (!output.data.is_empty()).then(|| to_bundle(output.data));
                 ExecuteOutcome::Ok { result, payload: vec![] }
@@ -237,19 +306,30 @@ impl Interpreter for RustInterpreter {
 
     fn complete(&mut self, code: &str, cursor_pos: usize) -> CompleteReply {
         let byte = byte_offset(code, cursor_pos);
-        let c = self.evaluator.complete(code, byte);
+        let c = match self.evaluator.get(false) {
+            Some(Ok(evaluator)) => evaluator.complete(code, byte),
+            _ => rust_evaluator::complete_from_known_names(code, byte, &self.known, &[], &[]),
+        };
+        // Where the matches came from: rust-analyzer, or (while it warms up) the names the
+        // kernel knows. Clients ignore unknown metadata; tests and benchmarks read it.
+        let source = if c.from_analyzer { COMPLETION_FROM_ANALYZER } else { COMPLETION_FROM_KNOWN_NAMES };
+        let mut metadata = Map::new();
+        metadata.insert(COMPLETION_METADATA_KEY.into(), serde_json::json!({ "source": source }));
         CompleteReply {
             status: "ok",
             matches: c.matches,
             cursor_start: char_offset(code, c.start),
             cursor_end: char_offset(code, c.end),
-            metadata: Map::new(),
+            metadata,
         }
     }
 
     fn inspect(&mut self, code: &str, cursor_pos: usize, _detail_level: u8) -> InspectReply {
         let byte = byte_offset(code, cursor_pos);
-        match self.evaluator.inspect(code, byte) {
+        let Some(Ok(evaluator)) = self.evaluator.get(false) else {
+            return InspectReply { status: "ok", found: false, data: MimeBundle::new(), metadata: Map::new() };
+        };
+        match evaluator.inspect(code, byte) {
             Some((plain, html)) => {
                 let mut data = MimeBundle::new();
                 data.insert("text/plain".into(), Value::String(plain));

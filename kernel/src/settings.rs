@@ -82,6 +82,8 @@ impl Settings {
             // Not for the installer's prebuild, which only compiles.
             warm_up_analyzer: !keep,
             interrupt_grace: self.interrupt_grace,
+            // The prelude dylib loads libtorch; cells need not read its libraries to link.
+            link_stand_in_dirs: self.libtorch.iter().map(|l| l.join("lib")).collect(),
         }
     }
 

@@ -230,6 +230,18 @@ Panic detected. Here's some useful information if you're filing a bug report.
     /// function requires &mut self because it mutates internal state in order to determine
     /// completions. It also assumes exclusive access to those resources. However there should be
     /// any visible side effects.
+    /// tch-kernel: how long completion and hover wait for rust-analyzer (see
+    /// `EvalContext::set_analyzer_wait`).
+    pub fn set_analyzer_wait(&mut self, wait: Option<std::time::Duration>) {
+        self.eval_context.set_analyzer_wait(wait);
+    }
+
+    /// tch-kernel: native library dirs cells link against as empty stand-ins (see
+    /// `Module::set_link_stand_in_dirs`).
+    pub fn set_link_stand_in_dirs(&mut self, dirs: Vec<std::path::PathBuf>) {
+        self.eval_context.set_link_stand_in_dirs(dirs);
+    }
+
     pub fn completions(&mut self, src: &str, position: usize) -> Result<Completions> {
         let (user_code, code_info) = CodeBlock::from_original_user_code(src);
         if let Some((segment, offset)) = user_code.command_containing_user_offset(position) {

@@ -69,7 +69,13 @@ impl CompilationError {
         if !source.is_ascii() {
             return None;
         }
-        let mut builder = Report::build(ReportKind::Error, (file_name.clone(), 0..source.len()))
+        // tch-kernel: the report's own span is what ariadne's header shows as
+        // `cell:LINE:COL`: the primary span, not the whole cell (which always read `cell:1:1`).
+        let location = error
+            .primary_spanned_message()
+            .and_then(|m| m.span.as_ref())
+            .map_or(0..source.len(), |span| span_to_byte_range(&source, span));
+        let mut builder = Report::build(ReportKind::Error, (file_name.clone(), location))
             .with_message(error.message());
         let mut next_color = {
             let mut colors = ColorGenerator::new();

@@ -43,7 +43,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::MutexGuard;
 use std::sync::PoisonError;
 use std::time::Duration;
 use std::time::Instant;
@@ -62,8 +61,16 @@ pub struct EvalContext {
     /// tch-kernel: shared with a background warm-up thread, and only used for completion and
     /// hover; variable types come from rustc (`determine_variable_types`).
     analyzer: Arc<Mutex<RustAnalyzer>>,
+    /// tch-kernel: how long completion and hover wait for rust-analyzer (None: as long as it
+    /// takes). A busy analyzer (warming up, or still on an earlier request) then answers
+    /// "busy" at once, so a Tab never holds up the cells queued behind it.
+    analyzer_wait: Option<Duration>,
     initial_config: Config,
 }
+
+/// tch-kernel: set by an embedder that evaluates a cell of its own right after start-up, so
+/// the engine's warm-up eval of `42` is not needed.
+pub const SKIP_WARM_UP_EVAL_ENV: &str = "EVCXR_SKIP_WARM_UP_EVAL";
 
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -441,6 +448,7 @@ impl EvalContext {
             child_process,
             stdout_sender,
             analyzer,
+            analyzer_wait: None,
             initial_config,
         };
         let outputs = EvalContextOutputs {
@@ -449,9 +457,11 @@ impl EvalContext {
         };
         if context.committed_state.linker() == "lld" && context.eval("42").is_err() {
             context.committed_state.set_linker("system".to_owned());
-        } else {
+        } else if std::env::var_os(SKIP_WARM_UP_EVAL_ENV).is_none() {
             // We need to eval something anyway, otherwise rust-analyzer crashes when trying to get
             // completions. Not 100% sure. Just writing Cargo.toml isn't sufficient.
+            // tch-kernel: skipped when the embedder's first cell follows at once (it warms up
+            // rust-analyzer only after that cell), saving a compile at start-up.
             if let Err(error) = context.eval("42") {
                 drop(context);
                 let mut stderr = String::new();
@@ -574,10 +584,19 @@ impl EvalContext {
             println!("=========\n{s}\n==========");
         }
 
-        let mut analyzer = self.analyzer();
-        analyzer.set_source(code.code_string())?;
-        let mut completions = analyzer.completions(wrapped_offset)?;
-        drop(analyzer);
+        let source = code.code_string();
+        let Some(mut completions) = self.with_analyzer(move |analyzer| {
+            analyzer.set_source(source)?;
+            analyzer.completions(wrapped_offset)
+        })?
+        else {
+            return Ok(Completions {
+                analyzer_busy: true,
+                start_offset: offset,
+                end_offset: offset,
+                ..Completions::default()
+            });
+        };
         completions.start_offset = code.output_offset_to_user_offset(completions.start_offset)?;
         completions.end_offset = code.output_offset_to_user_offset(completions.end_offset)?;
         // Filter internal identifiers.
@@ -603,19 +622,20 @@ impl EvalContext {
         let (user_code, code_info) = CodeBlock::from_original_user_code(&modified_code);
         let user_code = state.apply(user_code, &code_info.nodes)?;
         let pad_code = state.analysis_code(user_code);
-        let mut analyzer = self.analyzer();
-        analyzer.set_source(pad_code.code_string())?;
         let wrapped_offset = pad_code.user_offset_to_output_offset(hover_offset)? as u32;
         let text_range = TextRange::new(wrapped_offset.into(), wrapped_offset.into());
-        let hover_text = analyzer.hover(text_range, false)?;
-        let hover_markdown = analyzer.hover(text_range, true)?;
-        drop(analyzer);
-        match (hover_text, hover_markdown) {
-            (Some(data_text), Some(data_markdown)) => Ok((
-                data_text.info.markup.into(),
-                data_markdown.info.markup.into(),
-            )),
-            _ => Ok((
+        let source = pad_code.code_string();
+        let hovers = self.with_analyzer(move |analyzer| {
+            analyzer.set_source(source)?;
+            let text = analyzer.hover(text_range, false)?;
+            let markdown = analyzer.hover(text_range, true)?;
+            Ok(text
+                .zip(markdown)
+                .map(|(t, m)| -> (String, String) { (t.info.markup.into(), m.info.markup.into()) }))
+        })?;
+        match hovers.flatten() {
+            Some(found) => Ok(found),
+            None => Ok((
                 "No documentation found".into(),
                 "No documentation found".into(),
             )),
@@ -698,6 +718,7 @@ impl EvalContext {
             .stored_variable_states
             .clone_from(&state.variable_states);
         state.commit_old_user_code();
+        state.referenced_words = None;
         self.committed_state = state;
     }
 
@@ -710,28 +731,18 @@ impl EvalContext {
         callbacks: &mut EvalCallbacks,
     ) -> Result<EvalOutputs, Error> {
         self.write_cargo_toml(state)?;
-        if let Err(errors) = self.determine_variable_types(state, user_code.clone()) {
-            let mut check_res = self.check(user_code.clone(), state.clone(), code_info)?;
-            // tch-kernel: warnings alone (e.g. an earlier `let X`) must not hide `errors`.
-            check_res.retain(|e| e.level() == "error");
-            if !check_res.is_empty() {
-                // Do one round of trying to fix errors, otherwise code like the following can end
-                // up reporting `evcxr_display` not found. `fn foo<T: Default>() -> T
-                // {Default::default()} let v1 = foo(); "bar"`
-                let mut fixed = HashSet::new();
-                for error in &check_res {
-                    self.attempt_to_fix_error(error, &mut user_code, state, &mut fixed)?;
-                }
-                if !fixed.is_empty() {
-                    check_res = self.check(user_code.clone(), state.clone(), code_info)?;
-                    check_res.retain(|e| e.level() == "error");
-                }
-                if !check_res.is_empty() {
-                    return Err(Error::CompilationErrors(check_res));
-                }
-            }
-            return Err(errors);
-        }
+        let _ = code_info;
+        state.referenced_words = Some(
+            user_code
+                .code_string()
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        );
+        // tch-kernel: variables without a type annotation are stored with the type rustc infers
+        // and named from the build's own warnings (see `name_probed_types`), so no extra compile.
+        Self::record_binding_types(state, &user_code);
         // In some circumstances we may need a few tries before we get the code right. Note that
         // we'll generally give up sooner than this if there's nothing left that we think we can
         // fix. The limit is really to prevent retrying indefinitely in case our "fixing" of things
@@ -810,7 +821,17 @@ impl EvalContext {
         callbacks: &mut EvalCallbacks,
     ) -> Result<ExecutionArtifacts, Error> {
         let code = state.code_to_compile(user_code, compilation_mode);
-        let so_file = self.module.compile(&code, &state.config)?;
+        // tch-kernel: public paths in the probe's warnings need `-Ztrim-diagnostic-paths=false`.
+        // The build that reports errors to the user (`NoCatchExpectError`) keeps rustc's short
+        // names, and a build with nothing to probe needs no unstable flag.
+        let probing = compilation_mode != CompilationMode::NoCatchExpectError
+            && state.variables_to_probe().next().is_some();
+        let extra_args = if probing {
+            crate::module::TYPE_PROBE_RUSTC_ARGS
+        } else {
+            &[]
+        };
+        let (so_file, warnings) = self.module.compile(&code, &state.config, extra_args)?;
 
         if compilation_mode == CompilationMode::NoCatchExpectError {
             // Uh-oh, caller was expecting an error, return OK and the caller can return the
@@ -820,6 +841,7 @@ impl EvalContext {
             });
         }
         phases.phase_complete("Final compile");
+        Self::name_probed_types(state, &warnings)?;
 
         let output = self.run_and_capture_output(state, &so_file, callbacks)?;
         Ok(ExecutionArtifacts { output })
@@ -831,55 +853,55 @@ impl EvalContext {
         Ok(())
     }
 
-    /// tch-kernel: names the types of the variables a cell defines. evcxr asked rust-analyzer,
-    /// whose first analysis of std and tch takes seconds; rustc names them in one failing
-    /// compile of the cell (about 0.15 s with tch), and only when the cell has a `let` that
-    /// needs it.
-    fn determine_variable_types(
-        &mut self,
-        state: &mut ContextState,
-        user_code: CodeBlock,
-    ) -> Result<(), Error> {
-        let analysis_code = state.analysis_code(user_code);
+    /// tch-kernel: the types of the variables a cell defines. evcxr asked rust-analyzer, whose
+    /// first analysis of std and tch takes seconds. Here a `let` with a type annotation keeps
+    /// it; any other variable is stored with the type rustc infers (`put_variable(x)`) and
+    /// marked for the type probe with an empty type name, filled in after the build by
+    /// [`Self::name_probed_types`].
+    fn record_binding_types(state: &mut ContextState, user_code: &CodeBlock) {
+        let analysis_code = state.analysis_code(user_code.clone());
         let bindings = crate::type_probe::top_level_bindings(
             &analysis_code.code_string(),
             "evcxr_analysis_wrapper",
         );
-        let to_probe: Vec<String> = bindings
-            .iter()
-            .filter(|b| b.explicit_type.is_none())
-            .map(|b| b.name.clone())
-            .collect();
-        let mut probed = HashMap::new();
-        if !to_probe.is_empty() {
-            let code = crate::type_probe::probe_code(analysis_code, &to_probe);
-            let mut other = Vec::new();
-            for error in self.module.probe_types(&code, &state.config)? {
-                match crate::type_probe::probed_type(&error) {
-                    Some((variable, type_name)) => {
-                        probed.insert(variable, type_name);
-                    }
-                    None => other.push(error),
-                }
-            }
-            // An error in the cell can also stop rustc before it reaches a probe; report the
-            // cell's diagnostics then rather than "cannot determine the type".
-            let unprobed = to_probe.iter().any(|v| !probed.contains_key(v));
-            if other.iter().any(|e| e.level() == "error") || (unprobed && !other.is_empty()) {
-                return Err(Error::CompilationErrors(other));
-            }
-        }
         for binding in bindings {
             // We don't want to try to store evcxr_variable_store into itself, so we ignore it.
             if binding.name == "evcxr_variable_store" {
                 continue;
             }
-            let type_name = match binding.explicit_type {
-                Some(explicit) => TypeName::Named(explicit),
-                None => crate::type_probe::classify(probed.get(&binding.name).map(String::as_str)),
-            };
-            let variable_name = binding.name;
-            let type_name = match type_name {
+            let type_name = binding
+                .explicit_type
+                .map(|t| replace_reserved_words_in_type(&t))
+                .unwrap_or_default();
+            state
+                .variable_states
+                .entry(binding.name)
+                .or_insert_with(|| VariableState {
+                    type_name: String::new(),
+                    is_mut: binding.is_mutable,
+                    move_state: VariableMoveState::New,
+                    definition_span: None,
+                })
+                .type_name = type_name;
+        }
+    }
+
+    /// tch-kernel: names the type of each variable stored with an inferred type, from the
+    /// `unused result of type `&T`` warnings of the probe statements in the build that just
+    /// succeeded (see `type_probe.rs`). A type that cannot be written in a later cell's `let`
+    /// (a closure, an iterator adaptor holding one) stops the cell before it runs.
+    fn name_probed_types(
+        state: &mut ContextState,
+        warnings: &[CompilationError],
+    ) -> Result<(), Error> {
+        let mut probed: HashMap<String, String> = warnings
+            .iter()
+            .filter_map(crate::type_probe::probed_type)
+            .collect();
+        let to_probe: Vec<String> = state.variables_to_probe().cloned().collect();
+        for variable_name in to_probe {
+            let rustc_type = probed.remove(&variable_name);
+            let type_name = match crate::type_probe::classify(rustc_type.as_deref()) {
                 TypeName::Named(x) => x,
                 TypeName::Closure => bail!(
                     "The variable `{}` is a closure, which cannot be persisted.\n\
@@ -889,7 +911,7 @@ impl EvalContext {
                      the variable by wrapping your code in braces.",
                     variable_name
                 ),
-                TypeName::Unknown => match probed.get(&variable_name) {
+                TypeName::Unknown => match rustc_type {
                     Some(rustc_type) => bail!(
                         "The variable `{variable_name}` has type `{rustc_type}`, which cannot \
                          be written out (it holds a closure, an `impl Trait` or another \
@@ -907,23 +929,51 @@ impl EvalContext {
                     ),
                 },
             };
-            let type_name = replace_reserved_words_in_type(&type_name);
-            state
-                .variable_states
-                .entry(variable_name)
-                .or_insert_with(|| VariableState {
-                    type_name: String::new(),
-                    is_mut: binding.is_mutable,
-                    move_state: VariableMoveState::New,
-                    definition_span: None,
-                })
-                .type_name = type_name;
+            if let Some(state) = state.variable_states.get_mut(&variable_name) {
+                state.type_name = replace_reserved_words_in_type(&type_name);
+            }
         }
         Ok(())
     }
 
-    fn analyzer(&self) -> MutexGuard<'_, RustAnalyzer> {
-        self.analyzer.lock().unwrap_or_else(PoisonError::into_inner)
+    /// tch-kernel: see `Module::set_link_stand_in_dirs`.
+    pub fn set_link_stand_in_dirs(&mut self, dirs: Vec<PathBuf>) {
+        self.module.set_link_stand_in_dirs(dirs);
+    }
+
+    /// tch-kernel: see `analyzer_wait`.
+    pub fn set_analyzer_wait(&mut self, wait: Option<Duration>) {
+        self.analyzer_wait = wait;
+    }
+
+    /// tch-kernel: runs `query` on rust-analyzer. With an `analyzer_wait`, it runs on a thread
+    /// of its own and `None` comes back when the analyzer is busy or does not answer in time
+    /// (the query then finishes in the background, and warms the analyzer for the next one).
+    fn with_analyzer<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&mut RustAnalyzer) -> Result<T> + Send + 'static,
+    ) -> Result<Option<T>> {
+        let Some(wait) = self.analyzer_wait else {
+            let mut analyzer = self.analyzer.lock().unwrap_or_else(PoisonError::into_inner);
+            return query(&mut analyzer).map(Some);
+        };
+        let analyzer = self.analyzer.clone();
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let mut guard = match analyzer.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    let _ = sender.send(None);
+                    return;
+                }
+            };
+            let _ = sender.send(Some(query(&mut guard)));
+        });
+        match receiver.recv_timeout(wait) {
+            Ok(Some(result)) => result.map(Some),
+            Ok(None) | Err(_) => Ok(None),
+        }
     }
 
     /// tch-kernel: makes rust-analyzer load the workspace and analyse `code` (as a cell) on a
@@ -1299,6 +1349,11 @@ pub struct ContextState {
     attributes: HashMap<String, CodeBlock>,
     async_mode: bool,
     allow_question_mark: bool,
+    /// tch-kernel: every identifier-like word of the cell being built (string literals
+    /// included, for `{x}` in format strings). Stored variables it does not mention are left in
+    /// the store: loading, checking and storing every variable in every cell made each cell
+    /// compile code for all their types. `None`: all variables.
+    referenced_words: Option<std::collections::HashSet<String>>,
     build_num: i32,
     pub(crate) config: Config,
 }
@@ -1316,8 +1371,16 @@ impl ContextState {
             async_mode: false,
             allow_question_mark: false,
             build_num: 0,
+            referenced_words: None,
             config,
         }
+    }
+
+    /// tch-kernel: whether the cell being built may use the stored variable `name`.
+    fn is_referenced(&self, name: &str) -> bool {
+        self.referenced_words
+            .as_ref()
+            .is_none_or(|words| words.contains(name))
     }
 
     pub fn time_passes(&self) -> bool {
@@ -1642,6 +1705,9 @@ impl ContextState {
             .generated("#![allow(unused_imports, unused_mut, dead_code)]")
             .add_all(self.attributes_code())
             .add_all(self.items_code());
+        if self.variables_to_probe().next().is_some() {
+            code = code.generated(crate::type_probe::PROBE_ITEMS);
+        }
         let has_user_code = !user_code.is_empty();
         if has_user_code {
             code = code.add_all(self.wrap_user_code(user_code, compilation_mode));
@@ -1701,8 +1767,8 @@ impl ContextState {
         mut user_code: CodeBlock,
         compilation_mode: CompilationMode,
     ) -> CodeBlock {
-        let needs_variable_store = !self.variable_states.is_empty()
-            || !self.stored_variable_states.is_empty()
+        let needs_variable_store = self.variable_states.keys().any(|v| self.is_referenced(v))
+            || self.stored_variable_states.keys().any(|v| self.is_referenced(v))
             || self.async_mode
             || self.allow_question_mark;
         let mut code = CodeBlock::new();
@@ -1731,7 +1797,9 @@ impl ContextState {
                 .generated("let evcxr_variable_store = unsafe {&mut *evcxr_variable_store};")
                 .add_all(self.check_variable_statements())
                 .add_all(self.load_variable_statements());
-            user_code = user_code.add_all(self.store_variable_statements(VariableMoveState::New));
+            user_code = user_code
+                .add_all(self.type_probe_statements())
+                .add_all(self.store_variable_statements(VariableMoveState::New));
         } else {
             code = code.generated("evcxr_variable_store: *mut u8) -> *mut u8 {");
         }
@@ -1795,14 +1863,20 @@ impl ContextState {
     fn store_variable_statements(&self, move_state: VariableMoveState) -> CodeBlock {
         let mut statements = CodeBlock::new();
         for (var_name, var_state) in &self.variable_states {
-            if var_state.move_state == move_state {
+            if var_state.move_state == move_state && self.is_referenced(var_name) {
+                // tch-kernel: an empty type name means "as rustc infers it" (see
+                // `record_binding_types`).
+                let turbofish = if var_state.type_name.is_empty() {
+                    String::new()
+                } else {
+                    format!("::<{}>", var_state.type_name)
+                };
                 statements.pack_variable(
                     var_name.clone(),
                     format!(
                         // Note, we use stringify instead of quoting ourselves since it results in
                         // better errors if the user forgets to close a double-quote in their code.
-                        "evcxr_variable_store.put_variable::<{}>(stringify!({var_name}), {var_name});",
-                        var_state.type_name
+                        "evcxr_variable_store.put_variable{turbofish}(stringify!({var_name}), {var_name});",
                     ),
                 );
             }
@@ -1810,9 +1884,33 @@ impl ContextState {
         statements
     }
 
+    /// tch-kernel: one `evcxr_type_of(&x)` statement per variable to probe, each in its own
+    /// segment so that its warning maps back to the variable.
+    fn type_probe_statements(&self) -> CodeBlock {
+        let mut statements = CodeBlock::new();
+        for var_name in self.variables_to_probe() {
+            statements.pack_variable(
+                var_name.clone(),
+                crate::type_probe::probe_statement(var_name),
+            );
+        }
+        statements
+    }
+
+    /// tch-kernel: the variables this cell defines without a type annotation.
+    fn variables_to_probe(&self) -> impl Iterator<Item = &String> {
+        self.variable_states
+            .iter()
+            .filter(|(_, s)| s.move_state == VariableMoveState::New && s.type_name.is_empty())
+            .map(|(name, _)| name)
+    }
+
     fn check_variable_statements(&self) -> CodeBlock {
         let mut statements = CodeBlock::new().generated("{let mut vars_ok = true;");
         for (var_name, var_state) in &self.stored_variable_states {
+            if !self.is_referenced(var_name) {
+                continue;
+            }
             statements = statements.generated(format!(
                 "vars_ok &= evcxr_variable_store.check_variable::<{}>(stringify!({var_name}));",
                 var_state.type_name
@@ -1825,6 +1923,9 @@ impl ContextState {
     fn load_variable_statements(&self) -> CodeBlock {
         let mut statements = CodeBlock::new();
         for (var_name, var_state) in &self.stored_variable_states {
+            if !self.is_referenced(var_name) {
+                continue;
+            }
             let mutability = if var_state.is_mut { "mut " } else { "" };
             statements.load_variable(format!(
                 "let {}{} = evcxr_variable_store.take_variable::<{}>(stringify!({}));",

@@ -37,6 +37,7 @@ pub use crate::eval_context::EvalCallbacks;
 pub use crate::eval_context::EvalContext;
 pub use crate::eval_context::EvalContextOutputs;
 pub use crate::eval_context::EvalOutputs;
+pub use crate::eval_context::SKIP_WARM_UP_EVAL_ENV;
 pub use crate::runtime::runtime_hook;
 pub use rust_analyzer::Completions;
 

@@ -32,6 +32,14 @@ pub(crate) const CORE_EXTERN_ENV: &str = "EVCXR_CORE_EXTERN";
 pub(crate) const CACHE_ENABLED_ENV: &str = "EVCXR_CACHE_ENABLED";
 const EXECUTION_SO_PATH_FILE: &str = ".evcxr-execution-so";
 const EXECUTION_SO_PATH_ENV: &str = "EVCXR_EXECUTION_SO_PATH";
+/// tch-kernel: where the rustc wrapper records the rustc command line cargo ran for the cell
+/// crate (see [`DirectRustc`]).
+const RECORD_RUSTC_ENV: &str = "EVCXR_RECORD_RUSTC";
+const RECORDED_RUSTC_FILE: &str = ".evcxr-rustc-command.json";
+/// tch-kernel: `-Z` flags the engine adds to the cell crate's compile (never recorded, so a
+/// replay can add or leave them out).
+pub(crate) const TYPE_PROBE_RUSTC_ARGS: &[&str] =
+    &["-Ztrim-diagnostic-paths=false", "-Zwrite-long-types-to-disk=no"];
 
 pub(crate) fn shared_object_prefix() -> &'static str {
     if cfg!(target_os = "macos") {
@@ -123,6 +131,41 @@ fn rename_or_copy_so_file(src: &Path, dest: &Path) -> Result<(), Error> {
 pub(crate) struct Module {
     build_num: i32,
     last_allow_static: Option<bool>,
+    /// tch-kernel: how to run rustc for the cell crate without cargo.
+    direct: Option<DirectRustc>,
+    /// tch-kernel: native library dirs whose shared objects cells link against as empty
+    /// stand-ins (see `set_link_stand_in_dirs`).
+    stand_in_dirs: Vec<PathBuf>,
+}
+
+/// tch-kernel: the rustc command line (program, arguments, environment, directory) that cargo
+/// ran for the cell crate, recorded by the rustc wrapper the first time. Later cells run rustc
+/// with it directly: cargo's start-up, its fingerprint checks of every dependency and the
+/// wrapper process cost more than compiling a small cell does. It is valid while `key` (the
+/// manifest, the cargo config and everything `cargo_command` passes) is unchanged; a `:dep`, an
+/// `:opt` or a linker change goes through cargo again, which records the new command.
+struct DirectRustc {
+    key: String,
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    cwd: PathBuf,
+}
+
+impl DirectRustc {
+    fn command(&self, extra_rustc_args: &[&str]) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .args(extra_rustc_args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.cwd);
+        if !extra_rustc_args.is_empty() {
+            command.env("RUSTC_BOOTSTRAP", "1");
+        }
+        command
+    }
 }
 
 const CRATE_NAME: &str = "ctx";
@@ -132,7 +175,142 @@ impl Module {
         Ok(Module {
             build_num: 0,
             last_allow_static: None,
+            direct: None,
+            stand_in_dirs: Vec::new(),
         })
+    }
+
+    /// tch-kernel: native library dirs (`-L native=DIR` from a dependency's build script) whose
+    /// shared objects the process already loads through a dylib dependency (tch-kernel's
+    /// prelude and libtorch). A cell resolves those symbols at load time, so its link needs
+    /// only empty stand-ins with the same names; reading libtorch's 900 MB of shared objects
+    /// was half of a small cell's link time. Other files in the dir are linked to as they are.
+    pub(crate) fn set_link_stand_in_dirs(&mut self, dirs: Vec<PathBuf>) {
+        self.stand_in_dirs = dirs;
+        self.direct = None;
+    }
+
+    /// tch-kernel: the directory of stand-ins for `dir`, made once per build dir.
+    fn stand_ins_for(&self, config: &Config, index: usize, dir: &Path) -> Option<PathBuf> {
+        let out = config
+            .common_target_dir()
+            .join("link-stand-ins")
+            .join(index.to_string());
+        if out.join(".complete").exists() {
+            return Some(out);
+        }
+        let _ = fs::remove_dir_all(&out);
+        fs::create_dir_all(&out).ok()?;
+        let empty = out.join(".empty.c");
+        fs::write(&empty, "").ok()?;
+        for entry in fs::read_dir(dir).ok()?.flatten() {
+            let name = entry.file_name();
+            let Some(name_str) = name.to_str() else {
+                continue;
+            };
+            if name_str.starts_with("lib") && name_str.ends_with(".so") {
+                let status = Command::new("cc")
+                    .arg("-shared")
+                    .arg("-o")
+                    .arg(out.join(&name))
+                    .arg(format!("-Wl,-soname,{name_str}"))
+                    .arg(&empty)
+                    .output()
+                    .ok()?;
+                if !status.status.success() {
+                    return None;
+                }
+            } else {
+                std::os::unix::fs::symlink(entry.path(), out.join(&name)).ok()?;
+            }
+        }
+        fs::write(out.join(".complete"), "").ok()?;
+        Some(out)
+    }
+
+    /// tch-kernel: `args` with each stand-in dir's `-L native=DIR` pointing at its stand-ins.
+    fn with_stand_ins(&self, config: &Config, args: Vec<OsString>) -> Vec<OsString> {
+        if self.stand_in_dirs.is_empty() {
+            return args;
+        }
+        let canonical = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+        let wanted: Vec<PathBuf> = self.stand_in_dirs.iter().map(|d| canonical(d)).collect();
+        args.into_iter()
+            .map(|arg| {
+                let Some(dir) = arg.to_str().and_then(|a| a.strip_prefix("native=")) else {
+                    return arg;
+                };
+                let Some(index) = wanted.iter().position(|w| *w == canonical(Path::new(dir)))
+                else {
+                    return arg;
+                };
+                match self.stand_ins_for(config, index, Path::new(dir)) {
+                    Some(out) => {
+                        let mut replaced = OsString::from("native=");
+                        replaced.push(out);
+                        replaced
+                    }
+                    None => arg,
+                }
+            })
+            .collect()
+    }
+
+    /// tch-kernel: what a recorded rustc command depends on besides the cell's source.
+    fn direct_key(config: &Config) -> Option<String> {
+        if config.cache_bytes() > 0 || !config.allow_static_linking || config.time_passes {
+            return None;
+        }
+        let read = |path: PathBuf| fs::read_to_string(path).ok();
+        let command = config.cargo_command("rustc");
+        let envs: Vec<_> = command.get_envs().collect();
+        Some(format!(
+            "{:?}\n{}\n{}\n{:?}\n{:?}",
+            config.crate_dir(),
+            read(config.crate_dir().join("Cargo.toml"))?,
+            read(config.crate_dir().join(".cargo").join("config.toml"))?,
+            envs,
+            command.get_program(),
+        ))
+    }
+
+    /// tch-kernel: builds the cell crate (a `cargo rustc --lib` build), by running rustc
+    /// directly when a recorded command is valid, through cargo otherwise (recording it).
+    /// Returns the output once rustc succeeded; rustc's errors otherwise.
+    fn build_cell_crate(
+        &mut self,
+        config: &Config,
+        code_block: &CodeBlock,
+        extra_rustc_args: &[&str],
+        so_path_file: Option<&Path>,
+    ) -> Result<(std::process::Output, Option<PathBuf>), Error> {
+        let key = Self::direct_key(config);
+        if let (Some(key), Some(direct)) = (&key, &self.direct)
+            && &direct.key == key
+        {
+            let command = direct.command(extra_rustc_args);
+            let so_file = execution_so_source(&command);
+            let output = run_cargo(command, code_block)?;
+            return Ok((output, so_file));
+        }
+        let mut command = config.cargo_command("rustc");
+        command.arg("--lib").arg("--").args(extra_rustc_args);
+        let record_file = config.crate_dir().join(RECORDED_RUSTC_FILE);
+        let _ = fs::remove_file(&record_file);
+        command.env(RECORD_RUSTC_ENV, &record_file);
+        if let Some(so_path_file) = so_path_file {
+            command.env(EXECUTION_SO_PATH_ENV, so_path_file);
+        }
+        let output = run_cargo(command, code_block)?;
+        self.direct = key.and_then(|key| read_recorded_rustc(&record_file, key));
+        if let Some(mut direct) = self.direct.take() {
+            direct.args = self.with_stand_ins(config, std::mem::take(&mut direct.args));
+            self.direct = Some(direct);
+        }
+        if self.direct.is_none() {
+            log_direct(format_args!("no rustc command recorded in {record_file:?}; cells keep going through cargo"));
+        }
+        Ok((output, None))
     }
 
     // Writes Cargo.toml. Should be called before compile.
@@ -163,57 +341,28 @@ impl Module {
         // tch-kernel: `cargo rustc` in the build profile, not `cargo check`. A check build
         // needs its own (metadata-only) build of every dependency, which for tch is a minute of
         // compiling on the first error; the build profile reuses the prebuilt dependencies.
-        self.rustc_errors(code_block, config, &[])
-    }
-
-    /// tch-kernel: compiles a cell written to fail with one `the trait bound `T: __EvcxrTypeProbe`
-    /// is not satisfied` error per variable, so that rustc names each variable's type. Full
-    /// (untrimmed) paths need the unstable `-Ztrim-diagnostic-paths=false`; the rustc wrapper
-    /// enables it for this crate only (see `rustc_command`), so dependencies keep their
-    /// fingerprints.
-    pub(crate) fn probe_types(
-        &mut self,
-        code_block: &CodeBlock,
-        config: &Config,
-    ) -> Result<Vec<CompilationError>, Error> {
-        self.rustc_errors(
-            code_block,
-            config,
-            &[
-                "-Ztrim-diagnostic-paths=false",
-                "-Zwrite-long-types-to-disk=no",
-            ],
-        )
-    }
-
-    fn rustc_errors(
-        &mut self,
-        code_block: &CodeBlock,
-        config: &Config,
-        extra_rustc_args: &[&str],
-    ) -> Result<Vec<CompilationError>, Error> {
         self.write_code(code_block, config)?;
-        let mut command = config.cargo_command("rustc");
-        command.arg("--lib").arg("--").args(extra_rustc_args);
-        let cargo_output = match command.output() {
-            Ok(out) => out,
-            Err(err) => bail!("Error running 'cargo rustc': {}", err),
-        };
-        let (errors, _non_json_error) = errors_from_cargo_output(&cargo_output, code_block);
-        Ok(errors)
+        match self.build_cell_crate(config, code_block, &[], None) {
+            Ok((output, _)) => Ok(errors_from_cargo_output(&output, code_block).0),
+            Err(Error::CompilationErrors(errors)) => Ok(errors),
+            Err(error) => Err(error),
+        }
     }
 
+    /// Builds the cell crate. tch-kernel: `extra_rustc_args` go to the cell crate only, and
+    /// the build's warnings are returned with the shared object (the type probe reads them).
     pub(crate) fn compile(
         &mut self,
         code_block: &CodeBlock,
         config: &Config,
-    ) -> Result<SoFile, Error> {
+        extra_rustc_args: &[&str],
+    ) -> Result<(SoFile, Vec<CompilationError>), Error> {
         if self.last_allow_static == Some(!config.allow_static_linking) {
             // If allow_static_linking has changed, then we need to rebuild everything.
             config.cargo_command("clean").output()?;
+            self.direct = None;
         }
         self.last_allow_static = Some(config.allow_static_linking);
-        let mut command = config.cargo_command("build");
         if config.time_passes && config.toolchain != "nightly" {
             bail!("time_passes option requires nightly compiler");
         }
@@ -222,7 +371,6 @@ impl Module {
 
         let next_build_num = self.build_num + 1;
         let so_path_file = config.crate_dir().join(EXECUTION_SO_PATH_FILE);
-        command.env(EXECUTION_SO_PATH_ENV, &so_path_file);
 
         match fs::remove_file(&so_path_file) {
             Ok(()) => {}
@@ -230,18 +378,23 @@ impl Module {
             Err(error) => return Err(error.into()),
         }
 
-        let cargo_output = run_cargo(command, code_block)?;
+        let (cargo_output, direct_so_file) =
+            self.build_cell_crate(config, code_block, extra_rustc_args, Some(&so_path_file))?;
         if config.time_passes {
             let output = String::from_utf8_lossy(&cargo_output.stderr);
             eprintln!("{output}");
         }
+        let warnings = errors_from_cargo_output(&cargo_output, code_block).0;
 
-        let so_file = match fs::read_to_string(&so_path_file) {
-            Ok(path) => PathBuf::from(path),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                compiled_so_path(&cargo_output.stdout)?
-            }
-            Err(error) => return Err(error.into()),
+        let so_file = match direct_so_file {
+            Some(path) => path,
+            None => match fs::read_to_string(&so_path_file) {
+                Ok(path) => PathBuf::from(path),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    compiled_so_path(&cargo_output.stdout)?
+                }
+                Err(error) => return Err(error.into()),
+            },
         };
 
         let copied_so_file = so_file.with_file_name(shared_object_name_from_crate_name(&format!(
@@ -255,9 +408,12 @@ impl Module {
             crate::module::cache::cleanup(config.cache_bytes())?;
         }
 
-        Ok(SoFile {
-            path: copied_so_file,
-        })
+        Ok((
+            SoFile {
+                path: copied_so_file,
+            },
+            warnings,
+        ))
     }
 
     fn write_code(&self, code_block: &CodeBlock, config: &Config) -> Result<(), Error> {
@@ -309,11 +465,17 @@ panic = 'unwind'
 incremental = true
 overflow-checks = true
 
+# tch-kernel: fewer codegen units for the cell crate only (dependencies keep theirs, and their
+# fingerprints): measured fastest on 2 cores with incremental builds of small cells.
+[profile.dev.package.{}]
+codegen-units = 4
+
 [dependencies]
 {}
 "#,
             CRATE_NAME,
             state.opt_level(),
+            CRATE_NAME,
             crate_imports
         )
     }
@@ -344,6 +506,7 @@ pub(crate) fn wrap_rustc() {
 
 pub(crate) fn wrap_rustc_helper() -> Result<i32> {
     let mut command = rustc_command()?;
+    record_rustc_command(&command)?;
 
     let cache_result = cache::access_cache(&command)?;
     if matches!(cache_result, CacheResult::Hit) {
@@ -366,6 +529,81 @@ pub(crate) fn wrap_rustc_helper() -> Result<i32> {
     }
 
     Ok(output.status.code().unwrap_or(-1))
+}
+
+/// tch-kernel: writes the rustc command for the cell crate where the engine asked for it (see
+/// [`DirectRustc`]), without the engine's own `-Z` flags, which each build adds as it needs.
+fn record_rustc_command(command: &Command) -> Result<()> {
+    let Some(path) = std::env::var_os(RECORD_RUSTC_ENV) else {
+        return Ok(());
+    };
+    if execution_so_source(command).is_none() {
+        return Ok(());
+    }
+    let strings = |items: Vec<&std::ffi::OsStr>| -> Option<Vec<String>> {
+        items.into_iter().map(|s| s.to_str().map(str::to_owned)).collect()
+    };
+    let args: Vec<&std::ffi::OsStr> = command
+        .get_args()
+        .filter(|a| !TYPE_PROBE_RUSTC_ARGS.iter().any(|z| a == z))
+        .collect();
+    let Some(args) = strings(args) else {
+        return Ok(());
+    };
+    // The wrapper's environment is the one cargo gives rustc; what the engine uses only to
+    // talk to the wrapper is left out.
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| {
+            ![
+                RECORD_RUSTC_ENV,
+                EXECUTION_SO_PATH_ENV,
+                crate::runtime::WRAP_RUSTC_ENV,
+                "RUSTC_BOOTSTRAP",
+            ]
+            .contains(&k.as_str())
+        })
+        .collect();
+    let record = serde_json::json!({
+        "program": command.get_program().to_str(),
+        "args": args,
+        "env": env,
+        "cwd": std::env::current_dir()?,
+    });
+    fs::write(path, record.to_string())?;
+    Ok(())
+}
+
+fn read_recorded_rustc(path: &Path, key: String) -> Option<DirectRustc> {
+    let record: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).ok()?).ok()?;
+    let strings = |v: &serde_json::Value| -> Option<Vec<OsString>> {
+        v.as_array()?
+            .iter()
+            .map(|s| s.as_str().map(OsString::from))
+            .collect()
+    };
+    let env = record["env"]
+        .as_array()?
+        .iter()
+        .map(|pair| {
+            Some((
+                OsString::from(pair.get(0)?.as_str()?),
+                OsString::from(pair.get(1)?.as_str()?),
+            ))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(DirectRustc {
+        key,
+        program: OsString::from(record["program"].as_str()?),
+        args: strings(&record["args"])?,
+        env,
+        cwd: PathBuf::from(record["cwd"].as_str()?),
+    })
+}
+
+fn log_direct(message: std::fmt::Arguments<'_>) {
+    if std::env::var_os("EVCXR_DEBUG_DIRECT_RUSTC").is_some() {
+        eprintln!("{message}");
+    }
 }
 
 fn report_execution_so(command: &Command) -> Result<()> {

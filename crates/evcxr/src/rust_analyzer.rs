@@ -377,6 +377,7 @@ impl RustAnalyzer {
             completions,
             start_offset: range.map(|range| range.start().into()).unwrap_or(position),
             end_offset: range.map(|range| range.end().into()).unwrap_or(position),
+            analyzer_busy: false,
         })
     }
 
@@ -481,6 +482,9 @@ pub struct Completions {
     pub completions: Vec<Completion>,
     pub start_offset: usize,
     pub end_offset: usize,
+    /// tch-kernel: rust-analyzer was busy (warming up, or on an earlier request) and gave no
+    /// answer within `EvalContext::set_analyzer_wait`; the caller answers from what it knows.
+    pub analyzer_busy: bool,
 }
 
 /// A code completion. We use our own type rather than exposing rust-analyzer's CompletionItem,

@@ -1,12 +1,13 @@
 // tch-kernel addition to evcxr (see FORK.md).
 //
-// Names the types of the variables a cell defines by asking rustc instead of rust-analyzer:
-// the cell is compiled with `__evcxr_type_probe(&x)` for each new variable `x`, a function whose
-// bound no type satisfies, and rustc's error "the trait bound `T: __EvcxrTypeProbe` is not
-// satisfied" names `T` with the public path it is reachable by (`tch_prelude::Tensor`,
-// `std::collections::HashMap<..>`), because the wrapper passes `-Ztrim-diagnostic-paths=false`.
+// Names the types of the variables a cell defines by asking rustc instead of rust-analyzer, in
+// the same build that makes the cell's shared object. The variables are stored with the type
+// rustc infers, and for each new variable `x` the cell ends with
+// `#[warn(unused_results)] { evcxr_type_of(&x); }`: the lint's warning "unused result of type
+// `&T`" names `T`, with the public path it is reachable by (`tch_prelude::Tensor`,
+// `std::collections::HashMap<..>`) because that build gets `-Ztrim-diagnostic-paths=false`.
+// Integer and float fallback has happened by then, so `let n = 1` is `i32`.
 
-use crate::code_block::CodeBlock;
 use crate::code_block::CodeKind;
 use crate::errors::CompilationError;
 use crate::rust_analyzer::EDITION;
@@ -17,22 +18,16 @@ use ra_ap_syntax::ast;
 use ra_ap_syntax::ast::HasModuleItem;
 use ra_ap_syntax::ast::HasName;
 
-const PROBE_FN: &str = "__evcxr_type_probe";
-const PROBE_TRAIT: &str = "__EvcxrTypeProbe";
-const PROBE_ITEMS: &str = "trait __EvcxrTypeProbe {}\n\
-     fn __evcxr_type_probe<T: ?Sized + __EvcxrTypeProbe>(_: &T) {}";
+const PROBE_FN: &str = "evcxr_type_of";
+/// At the crate root of a cell that defines variables without a type annotation.
+pub(crate) const PROBE_ITEMS: &str =
+    "#[inline(always)] fn evcxr_type_of<T: ?Sized>(x: &T) -> &T { x }";
+const PROBE_LINT: &str = "unused_results";
 
-/// The cell's analysis code (`ContextState::analysis_code`) plus one `__evcxr_type_probe(&x)`
-/// per variable, each in its own segment so that its error maps back to the variable.
-pub(crate) fn probe_code(mut analysis_code: CodeBlock, variables: &[String]) -> CodeBlock {
-    // The analysis code ends with the wrapper's `Ok(())` and `}`.
-    let tail = analysis_code.segments.split_off(analysis_code.segments.len() - 2);
-    for variable in variables {
-        analysis_code.pack_variable(variable.clone(), format!("{PROBE_FN}(&{variable});"));
-    }
-    analysis_code.segments.extend(tail);
-    // At the crate root, so that rustc names the trait without a path.
-    analysis_code.generated(PROBE_ITEMS)
+/// The statement that makes rustc name the type of `variable`. `warnings` too, so that a
+/// user's `#![deny(warnings)]` leaves it a warning.
+pub(crate) fn probe_statement(variable: &str) -> String {
+    format!("#[warn(warnings, {PROBE_LINT})] {{ {PROBE_FN}(&{variable}); }}")
 }
 
 /// A variable bound by a top-level `let` of the cell.
@@ -98,13 +93,16 @@ pub(crate) fn top_level_bindings(source: &str, function_name: &str) -> Vec<Bindi
     bindings
 }
 
-/// The variable and type named by one of the probe's errors.
-pub(crate) fn probed_type(error: &CompilationError) -> Option<(String, String)> {
-    let variable = error.top_level_origins.iter().find_map(|origin| match origin {
+/// The variable and type named by one of the probe's warnings.
+pub(crate) fn probed_type(warning: &CompilationError) -> Option<(String, String)> {
+    if warning.code() != Some(PROBE_LINT) {
+        return None;
+    }
+    let variable = warning.top_level_origins.iter().find_map(|origin| match origin {
         CodeKind::PackVariable { variable_name } => Some(variable_name.clone()),
         _ => None,
     })?;
-    let type_name = with_numeric_fallback(type_in_message(&error.top_level_message)?);
+    let type_name = with_numeric_fallback(type_in_message(&warning.top_level_message)?);
     Some((variable, with_static_references(&type_name)))
 }
 
@@ -148,16 +146,17 @@ fn with_static_references(type_name: &str) -> String {
     out["type T = ".len()..out.len() - 1].to_owned()
 }
 
-/// rustc reports the probe's error before integer and float fallback. The probe calls come
-/// after all of the cell's code, so nothing else can constrain such a type any more.
+/// Lints run after integer and float fallback, so this is only a safeguard: the probe calls
+/// come after all of the cell's code, so nothing else can constrain such a type any more.
 fn with_numeric_fallback(type_name: &str) -> String {
     type_name.replace("{integer}", "i32").replace("{float}", "f64")
 }
 
+/// `T` of "unused result of type `&T`".
 fn type_in_message(message: &str) -> Option<&str> {
     message
-        .strip_prefix("the trait bound `")?
-        .strip_suffix(&format!(": {PROBE_TRAIT}` is not satisfied"))
+        .strip_prefix("unused result of type `&")?
+        .strip_suffix('`')
 }
 
 /// What evcxr can do with the type rustc printed: closures, `impl Trait`, anonymous types
@@ -210,15 +209,16 @@ mod tests {
     #[test]
     fn reads_the_type_from_the_message() {
         assert_eq!(
-            type_in_message("the trait bound `tch_prelude::Tensor: __EvcxrTypeProbe` is not satisfied"),
+            type_in_message("unused result of type `&tch_prelude::Tensor`"),
             Some("tch_prelude::Tensor")
         );
         assert_eq!(
             type_in_message(
-                "the trait bound `std::collections::HashMap<std::string::String, i32>: __EvcxrTypeProbe` is not satisfied"
+                "unused result of type `&std::collections::HashMap<std::string::String, i32>`"
             ),
             Some("std::collections::HashMap<std::string::String, i32>")
         );
+        assert_eq!(type_in_message("unused result of type `&&str`"), Some("&str"));
         assert_eq!(type_in_message("mismatched types"), None);
     }
 

@@ -2,6 +2,7 @@
 
 use crate::build_cache;
 use crate::child_init::{self, PanicReport, INPUT_ERR, INPUT_OK};
+use crate::known_names::{self, KnownNames, KNOWN_NAMES_FILE};
 use crate::output::{Forwarder, OutputSink, Stream};
 use evcxr::{CommandContext, EvalCallbacks};
 use std::path::{Path, PathBuf};
@@ -9,6 +10,10 @@ use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+/// How long a completion or inspection waits for rust-analyzer once it is free; a busy one
+/// (warming up) is not waited for at all.
+pub const ANALYZER_WAIT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct EvaluatorConfig {
@@ -35,6 +40,10 @@ pub struct EvaluatorConfig {
     /// How long an interrupted cell may take to reach a `check_interrupt()` before the child
     /// is killed (and variables lost).
     pub interrupt_grace: Duration,
+    /// Native library dirs whose shared objects the prelude dylib already brings into the
+    /// child (libtorch's `lib/`): cells link against empty stand-ins of them, not the real
+    /// (900 MB) files.
+    pub link_stand_in_dirs: Vec<PathBuf>,
 }
 
 /// A crate made available to every cell at start-up.
@@ -71,6 +80,9 @@ pub unsafe fn use_build_dir(build_dir: &Path) {
     // SAFETY: the caller guarantees no other thread runs yet.
     unsafe {
         std::env::set_var("EVCXR_CONFIG_DIR", build_dir.join("engine-config"));
+        // `Evaluator::start` compiles its first cell at once: the engine's own warm-up eval
+        // would be a second compile at start-up.
+        std::env::set_var(evcxr::SKIP_WARM_UP_EVAL_ENV, "1");
         if let Some(lib) = rust_lib {
             let mut paths = vec![lib];
             if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
@@ -156,6 +168,8 @@ pub struct Completions {
     /// Byte offsets into the code.
     pub start: usize,
     pub end: usize,
+    /// rust-analyzer answered; otherwise the matches come from the names the kernel knows.
+    pub from_analyzer: bool,
 }
 
 struct InterruptState {
@@ -219,6 +233,9 @@ pub struct Evaluator {
     interrupter: Interrupter,
     /// A new child process needs its panic hook before running user code.
     child_needs_init: bool,
+    /// Names for completion while rust-analyzer cannot answer (see `known_names`).
+    known: KnownNames,
+    warm_up: Option<String>,
     /// Declared last: removed after the engine (and its child) is gone.
     _build_dir: BuildDirGuard,
 }
@@ -258,6 +275,7 @@ impl Evaluator {
             }
         }
         let (mut ctx, outputs) = CommandContext::new().map_err(|e| StartError::Engine(e.to_string()))?;
+        ctx.set_link_stand_in_dirs(config.link_stand_in_dirs.clone());
         log::info!("engine started after {:?}", started.elapsed());
         let setup = |ctx: &mut CommandContext, command: &'static str, code: &str| {
             let t = std::time::Instant::now();
@@ -311,7 +329,23 @@ impl Evaluator {
             child: ctx.process_handle(),
             grace: config.interrupt_grace,
         }));
-        Ok(Evaluator { ctx, stdout, stderr, panics, interrupter, child_needs_init: false, _build_dir: build_dir })
+        if config.warm_up_analyzer {
+            // A kernel answers Tab from what it knows while rust-analyzer is busy; the
+            // installer's prebuild waits for it (to save its names).
+            ctx.set_analyzer_wait(Some(ANALYZER_WAIT));
+        }
+        let known = KnownNames::load(&config.build_dir.join("build").join(KNOWN_NAMES_FILE));
+        Ok(Evaluator {
+            ctx,
+            stdout,
+            stderr,
+            panics,
+            interrupter,
+            child_needs_init: false,
+            known,
+            warm_up: config.prelude.as_ref().map(|p| p.warm_up.clone()),
+            _build_dir: build_dir,
+        })
     }
 
     pub fn interrupter(&self) -> Interrupter {
@@ -397,22 +431,50 @@ impl Evaluator {
         self.stderr.flush();
     }
 
+    /// Completions at `byte_pos`: rust-analyzer's when it answers within [`ANALYZER_WAIT`],
+    /// otherwise (warming up, busy) at once from what the kernel knows: variables and their
+    /// types, defined items, the prelude's names saved at install, std's prelude, keywords.
     pub fn complete(&mut self, code: &str, byte_pos: usize) -> Completions {
         match self.ctx.completions(code, byte_pos) {
-            Ok(c) => {
+            Ok(c) if !c.analyzer_busy => {
                 let mut matches: Vec<String> = Vec::new();
                 for completion in c.completions {
                     if !matches.contains(&completion.code) {
                         matches.push(completion.code);
                     }
                 }
-                Completions { matches, start: c.start_offset, end: c.end_offset }
+                Completions { matches, start: c.start_offset, end: c.end_offset, from_analyzer: true }
             }
-            Err(e) => {
-                log::debug!("completion failed: {e}");
-                Completions { matches: vec![], start: byte_pos, end: byte_pos }
+            other => {
+                if let Err(e) = other {
+                    log::debug!("completion failed: {e}");
+                }
+                let items: Vec<String> = self.ctx.defined_item_names().map(str::to_owned).collect();
+                complete_from_known_names(code, byte_pos, &self.known, &self.variables(), &items)
             }
         }
+    }
+
+    /// Asks rust-analyzer (waiting as long as it takes) for the names a cell can use and the
+    /// members of the prelude's main type, and saves them for kernels to complete from before
+    /// their own rust-analyzer is ready. The installer runs this once.
+    pub fn save_known_names(&mut self, path: &Path) -> std::io::Result<()> {
+        self.ctx.set_analyzer_wait(None);
+        // At the start of a statement: everything in scope (an empty cell has no position).
+        let mut known = KnownNames { top_level: self.complete("{ ", 2).matches, ..KnownNames::default() };
+        if let Some(sample) = self.warm_up.clone() {
+            let name = "__tch_kernel_known_names_sample";
+            if self.eval(&format!("let {name} = {sample};"), &|_| Err("no input".into())).is_ok() {
+                let ty = self.variables().into_iter().find(|(n, _)| n == name).map(|(_, t)| t);
+                let code = format!("{name}.");
+                let members = self.complete(&code, code.len()).matches;
+                if let Some(ty) = ty {
+                    known.members.insert(ty, members);
+                }
+            }
+        }
+        known.top_level.retain(|n| !n.starts_with("__") && !n.ends_with("::"));
+        known.save(path)
     }
 
     /// Documentation or type of what is under the cursor, as (plain text, HTML).
@@ -434,6 +496,20 @@ impl Evaluator {
     pub fn variables(&self) -> Vec<(String, String)> {
         self.ctx.variables_and_types().map(|(n, t)| (n.to_owned(), t.to_owned())).collect()
     }
+}
+
+/// Completions from what is known without rust-analyzer (see `known_names`): `variables` and
+/// `items` of the session, and the saved `known` names.
+pub fn complete_from_known_names(
+    code: &str,
+    byte_pos: usize,
+    known: &KnownNames,
+    variables: &[(String, String)],
+    items: &[String],
+) -> Completions {
+    let (matches, start) = known_names::complete(code, byte_pos, known, variables, items);
+    let end = byte_pos.min(code.len());
+    Completions { matches, start: start.min(end), end, from_analyzer: false }
 }
 
 /// The engine's per-phase timings (compile attempts, execution), for `TCH_KERNEL_LOG=debug`.

@@ -10,15 +10,17 @@ mod build_cache;
 mod child_init;
 mod completeness;
 mod evaluator;
+mod known_names;
 mod output;
 
 pub use build_cache::BuildCache;
 pub use child_init::DisplayEvent;
 pub use completeness::{completeness, Completeness};
 pub use evaluator::{
-    use_build_dir, Completions, EvalError, EvalOutput, Evaluator, EvaluatorConfig, InputRequest,
+    complete_from_known_names, use_build_dir, Completions, EvalError, EvalOutput, Evaluator, EvaluatorConfig, InputRequest,
     Interrupter, Prelude, StartError,
 };
+pub use known_names::{KnownNames, KNOWN_NAMES_FILE};
 pub use output::{OutputSink, Stream};
 
 /// Must be the first call in `main` of any binary that creates an [`Evaluator`]: the same

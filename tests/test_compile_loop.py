@@ -1,0 +1,154 @@
+"""The compile loop through a real client: Tab on a fresh kernel answers from what the kernel
+knows while rust-analyzer warms up, and never holds up the cell sent after it; compile errors
+point at their line and column; variables of every kind cross cells with types rustc names in
+the cell's own build; many items defined at once stay usable."""
+
+import re
+
+import pytest
+
+from conftest import run
+from test_tch import ok, result, start_torch
+
+SOURCE_KEY = "tch_kernel"
+
+
+def completion(kc, code, cursor=None):
+    cursor = len(code) if cursor is None else cursor
+    reply = kc.complete(code, cursor, reply=True, timeout=300)["content"]
+    return reply["matches"], reply["metadata"].get(SOURCE_KEY, {}).get("source"), reply
+
+
+@pytest.fixture
+def fresh(torch_env):
+    km, kc = start_torch()
+    yield kc
+    kc.stop_channels()
+    km.shutdown_kernel()
+
+
+@pytest.fixture(scope="module")
+def tk(torch_env):
+    km, kc = start_torch()
+    yield kc
+    kc.stop_channels()
+    km.shutdown_kernel()
+
+
+def test_tab_before_the_analyzer_is_warm_answers_from_known_names(fresh):
+    # rust-analyzer needs seconds for its first analysis, which starts with the kernel; the
+    # first Tab does not wait for it. The prelude's names were saved by the installer.
+    matches, source, reply = completion(fresh, "let x = Tens")
+    assert source == "known-names", reply
+    assert "Tensor" in matches
+    assert reply["cursor_start"] == len("let x = ") and reply["cursor_end"] == len("let x = Tens")
+    # std's names and keywords are built in (asked at once, so the analyzer is still busy).
+    for code, expected in [("", {"Vec", "println!"}), ("whi", {"while"})]:
+        matches, source, _ = completion(fresh, code)
+        if source == "known-names":
+            assert expected <= set(matches), (code, matches)
+    ok(fresh, "let learning_rate = 0.01f64; let weights = Tensor::zeros([3], (Kind::Float, Device::Cpu));")
+    # Variables, and the methods of a variable's type, from whichever source answers.
+    assert "learning_rate" in completion(fresh, "let y = lea")[0]
+    assert any(m.startswith("matmul") for m in completion(fresh, "weights.mat")[0])
+    # Once the analyzer is warm, its answers take over; poll the observable source.
+    for _ in range(600):
+        matches, source, _ = completion(fresh, "weights.mat")
+        if source == "rust-analyzer":
+            break
+    assert source == "rust-analyzer"
+    assert any(m.startswith("matmul") for m in matches), matches
+
+
+def test_execute_right_after_tab_is_not_held_up(fresh):
+    # The same as JupyterLab: Tab, then Shift+Enter without waiting for the completion.
+    complete_id = fresh.complete("Tens", 4)
+    execute_id = fresh.execute("40 + 2")
+    replies = {}
+    while execute_id not in replies:
+        msg = fresh.get_shell_msg(timeout=300)
+        replies[msg["parent_header"]["msg_id"]] = msg
+    complete = replies[complete_id]["content"]
+    # The completion did not wait for rust-analyzer (which is still warming up) ...
+    assert complete["metadata"][SOURCE_KEY]["source"] == "known-names"
+    assert "Tensor" in complete["matches"]
+    # ... and the cell ran.
+    assert replies[execute_id]["content"]["status"] == "ok"
+    iopub = []
+    while True:
+        msg = fresh.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") == execute_id:
+            iopub.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+    assert [m["content"]["data"]["text/plain"] for m in iopub if m["msg_type"] == "execute_result"] == ["42"]
+
+
+def header_position(reply):
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(reply["traceback"]))
+    found = re.search(r"\[cell:(\d+):(\d+)\]", text)
+    assert found, text
+    return int(found.group(1)), int(found.group(2))
+
+
+def test_compile_error_header_points_at_the_error(tk):
+    reply, _ = run(tk, "let a = 1;\nlet b = 2;\nlet c = a + undefined_name;", timeout=600)
+    assert reply["status"] == "error"
+    assert header_position(reply) == (3, 13)
+    reply, _ = run(tk, "fn f(x: i32) -> i32 {\n    x + \"s\"\n}", timeout=600)
+    assert reply["status"] == "error"
+    assert header_position(reply)[0] == 2
+    # A type error in an expression cell, after a line of statements.
+    reply, _ = run(tk, "let s = String::new();\n    s.no_such_method()", timeout=600)
+    assert reply["status"] == "error"
+    assert header_position(reply) == (2, 7)
+
+
+def test_inferred_types_cross_cells(tk):
+    """Variables without annotations are stored as rustc inferred them and named from the
+    cell's own build: numbers with Rust's defaults, references as 'static, tuples, std and tch
+    types, user types, shadowing with another type."""
+    ok(tk, """
+let n = 41;
+let x = 1.5;
+let word = "tch";
+let (count, mut names) = (3usize, vec![String::from("a")]);
+let map: std::collections::HashMap<&str, Vec<f32>> = Default::default();
+let set = std::collections::BTreeSet::from([3, 1, 2]);
+let t = Tensor::arange(6, (Kind::Float, Device::Cpu)).view([2, 3]);
+let vs = nn::VarStore::new(Device::Cpu);
+let lin = nn::linear(vs.root(), 3, 2, Default::default());
+#[derive(Debug)] struct Run { lr: f64 }
+let run = Run { lr: 0.1 };
+let slice: &[i64] = &[1, 2];
+let nested = Some(vec![(1u8, 'c')]);
+""")
+    ok(tk, "names.push(word.to_uppercase());")
+    assert result(ok(tk, "(n + 1, x * 2.0, word.len(), count, names, map.len(), set.iter().next().copied())")) == \
+        ['(42, 3.0, 3, 3, ["a", "TCH"], 0, Some(1))']
+    assert result(ok(tk, "lin.forward(&t).size()")) == ["[2, 2]"]
+    assert result(ok(tk, "(run.lr, slice.len(), nested)")) == ["(0.1, 2, Some([(1, 'c')]))"]
+    # Shadowing with another type, in the cell that reads the old one.
+    ok(tk, "let n = format!(\"{n}!\");")
+    assert result(ok(tk, "n")) == ['"41!"']
+    # A value moved into a function is no longer kept; the cell still runs.
+    ok(tk, "let moved = vec![1]; drop(moved); let kept = 5;")
+    assert result(ok(tk, "kept")) == ["5"]
+    # An iterator holding a closure cannot be written out: clear error, the cell does not run.
+    reply, _ = run(tk, "let evens = (0..10).filter(|i| i % 2 == 0);", timeout=600)
+    assert reply["status"] == "error" and "cannot be written out" in reply["evalue"]
+    assert result(ok(tk, "n.len()")) == ["3"]
+
+
+def test_fifty_items_then_a_cell_using_them(tk):
+    items = "\n".join(
+        f"#[derive(Clone, Debug)] struct Layer{i} {{ width: usize }}\n"
+        f"impl Layer{i} {{ fn params(&self) -> usize {{ self.width * {i + 1} }} }}\n"
+        f"fn layer{i}() -> Layer{i} {{ Layer{i} {{ width: {i} }} }}"
+        for i in range(25)
+    )
+    ok(tk, items)
+    total = sum(i * (i + 1) for i in range(25))
+    assert result(ok(tk, " + ".join(f"layer{i}().params()" for i in range(25)))) == [str(total)]
+    ok(tk, "let l7 = layer7();")
+    assert result(ok(tk, "l7.params()")) == ["56"]
