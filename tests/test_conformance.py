@@ -5,11 +5,17 @@ import unittest
 
 import jupyter_kernel_test
 
-from conftest import KERNEL_NAME
+from conftest import wait_for_analyzer, KERNEL_NAME
 
 
 class TchKernelConformance(jupyter_kernel_test.KernelTests):
     kernel_name = KERNEL_NAME
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # The completion samples need rust-analyzer (a path, a `let` of the same cell).
+        wait_for_analyzer(cls.kc)
     language_name = "rust"
     file_extension = ".rs"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from jupyter_client import KernelManager
 
-from conftest import TORCH_KERNEL_NAME, run, stdout_of
+from conftest import TORCH_KERNEL_NAME, run, stdout_of, wait_for_analyzer
 
 
 def start_torch(extra_env=None):
@@ -85,6 +85,7 @@ let p = Point { x: 2.5 };
 
 def test_completion_knows_tensor_methods(tk):
     # rust-analyzer runs in the background (completion and hover only); this waits for it.
+    wait_for_analyzer(tk)
     code = "let t = Tensor::zeros([1], (Kind::Float, Device::Cpu)); t.matm"
     reply = tk.complete(code, len(code), reply=True, timeout=300)
     matches = reply["content"]["matches"]

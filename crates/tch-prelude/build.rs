@@ -6,8 +6,12 @@
 fn main() {
     let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     let script = std::path::Path::new(&out_dir).join("export-libtch.map");
-    let exports = "{ global: at_*; atc_*; atg_*; ati_*; atm_*; ato_*; ats_*; get_and_reset_last_err; };\n";
+    let exports =
+        "{ global: at_*; atc_*; atg_*; ati_*; atm_*; ato_*; ats_*; get_and_reset_last_err; };\n";
     std::fs::write(&script, exports).expect("write the export map");
-    println!("cargo:rustc-link-arg=-Wl,--version-script={}", script.display());
+    println!(
+        "cargo:rustc-link-arg=-Wl,--version-script={}",
+        script.display()
+    );
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -40,7 +40,13 @@ pub struct ExportArgs {
 }
 
 /// The kernelspec variables a batch job needs to see the same software.
-const CARRIED: [&str; 5] = ["LIBTORCH", "LD_LIBRARY_PATH", "TCH_KERNEL_TORCH_VERSION", "OMP_NUM_THREADS", "TORCH_CUDA_ARCH_LIST"];
+const CARRIED: [&str; 5] = [
+    "LIBTORCH",
+    "LD_LIBRARY_PATH",
+    "TCH_KERNEL_TORCH_VERSION",
+    "OMP_NUM_THREADS",
+    "TORCH_CUDA_ARCH_LIST",
+];
 
 fn kernelspec_env(name: &str) -> Result<Vec<(String, String)>> {
     let mut dirs: Vec<PathBuf> = Vec::new();
@@ -57,9 +63,17 @@ fn kernelspec_env(name: &str) -> Result<Vec<(String, String)>> {
         .map(|d| d.join(name).join("kernel.json"))
         .find(|p| p.is_file())
         .with_context(|| format!("no kernelspec named {name} (looked in {dirs:?})"))?;
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&spec)?).with_context(|| format!("reading {}", spec.display()))?;
-    let env = json.get("env").and_then(|e| e.as_object()).cloned().unwrap_or_default();
-    Ok(env.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_owned()))).collect())
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&spec)?)
+        .with_context(|| format!("reading {}", spec.display()))?;
+    let env = json
+        .get("env")
+        .and_then(|e| e.as_object())
+        .cloned()
+        .unwrap_or_default();
+    Ok(env
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
+        .collect())
 }
 
 pub fn export(args: &ExportArgs) -> Result<()> {
@@ -100,7 +114,11 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     };
     let out_dir = std::path::absolute(&args.out_dir).context("output directory")?;
     let exported = notebook_export::export(&args.notebook, &out_dir, &options)?;
-    println!("exported {} to {}:", args.notebook.display(), out_dir.display());
+    println!(
+        "exported {} to {}:",
+        args.notebook.display(),
+        out_dir.display()
+    );
     for file in &exported.files {
         println!("  {}", file.display());
     }

@@ -1,7 +1,7 @@
 //! Kernelspec installation, with the same choices as `python -m ipykernel install`:
 //! `--user` (default), `--prefix`, named specs, extra `--env`, replace-on-reinstall.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -58,7 +58,11 @@ struct KernelJson {
 }
 
 pub fn validate_name(name: &str) -> Result<String> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+    {
         bail!("invalid kernel name {name:?}: use only ASCII letters, digits and - . _");
     }
     // Jupyter treats names case-insensitively and stores them lowercased.
@@ -81,17 +85,24 @@ pub fn install(args: &InstallArgs) -> Result<()> {
         None => std::env::current_exe().context("cannot locate this executable")?,
     };
     // An absolute argv[0]: after `module purge` on a cluster, PATH is not to be trusted.
-    let binary = std::fs::canonicalize(&binary).with_context(|| format!("kernel binary {}", binary.display()))?;
+    let binary = std::fs::canonicalize(&binary)
+        .with_context(|| format!("kernel binary {}", binary.display()))?;
     let mut env = BTreeMap::new();
     for pair in &args.env {
-        let (k, v) = pair.split_once('=').with_context(|| format!("--env {pair:?}: expected KEY=VALUE"))?;
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--env {pair:?}: expected KEY=VALUE"))?;
         if k.is_empty() {
             bail!("--env {pair:?}: empty variable name");
         }
         env.insert(k.to_owned(), v.to_owned());
     }
     let spec = KernelJson {
-        argv: vec![binary.display().to_string(), "--connection-file".into(), "{connection_file}".into()],
+        argv: vec![
+            binary.display().to_string(),
+            "--connection-file".into(),
+            "{connection_file}".into(),
+        ],
         display_name: args.display_name.clone().unwrap_or_else(|| name.clone()),
         language: "rust",
         interrupt_mode: args.interrupt_mode.clone(),
@@ -108,23 +119,35 @@ pub fn install(args: &InstallArgs) -> Result<()> {
                 dir.display()
             );
         }
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot replace {}", dir.display()))?;
     }
     // Write into a sibling temp dir and rename, so Jupyter never sees a half-written spec.
     let parent = dir.parent().context("kernel dir has no parent")?;
-    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     let write = |file: &str, bytes: &[u8]| {
         std::fs::write(tmp.join(file), bytes).with_context(|| format!("cannot write {file}"))
     };
-    write("kernel.json", serde_json::to_string_pretty(&spec)?.as_bytes())?;
+    write(
+        "kernel.json",
+        serde_json::to_string_pretty(&spec)?.as_bytes(),
+    )?;
     write("logo-svg.svg", LOGO_SVG)?;
     write("logo-32x32.png", LOGO_32)?;
     write("logo-64x64.png", LOGO_64)?;
-    write(MARKER, serde_json::to_string_pretty(&serde_json::json!({"name": name, "version": env!("CARGO_PKG_VERSION")}))?.as_bytes())?;
-    std::fs::rename(&tmp, &dir).with_context(|| format!("cannot move kernelspec into {}", dir.display()))?;
+    write(
+        MARKER,
+        serde_json::to_string_pretty(
+            &serde_json::json!({"name": name, "version": env!("CARGO_PKG_VERSION")}),
+        )?
+        .as_bytes(),
+    )?;
+    std::fs::rename(&tmp, &dir)
+        .with_context(|| format!("cannot move kernelspec into {}", dir.display()))?;
     println!("Installed kernelspec {name} in {}", dir.display());
     Ok(())
 }
@@ -133,10 +156,18 @@ pub fn uninstall(args: &UninstallArgs) -> Result<()> {
     let name = validate_name(&args.name)?;
     let dir = kernels_dir(args.prefix.as_deref())?.join(&name);
     if !dir.exists() {
-        bail!("no kernelspec {name} in {}", dir.parent().map(|p| p.display().to_string()).unwrap_or_default());
+        bail!(
+            "no kernelspec {name} in {}",
+            dir.parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
     }
     if !dir.join(MARKER).exists() {
-        bail!("{} was not written by tch-kernel; not removing it", dir.display());
+        bail!(
+            "{} was not written by tch-kernel; not removing it",
+            dir.display()
+        );
     }
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     println!("Removed kernelspec {name} from {}", dir.display());
@@ -172,10 +203,14 @@ mod tests {
         install(&args("Demo")).unwrap();
         let spec_dir = prefix.join("share/jupyter/kernels/demo");
         let spec: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(spec_dir.join("kernel.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(spec_dir.join("kernel.json")).unwrap())
+                .unwrap();
         assert_eq!(spec["argv"][2], "{connection_file}");
         assert!(Path::new(spec["argv"][0].as_str().unwrap()).is_absolute());
-        assert_eq!(spec["env"]["LD_LIBRARY_PATH"], "/opt/torch/lib:${LD_LIBRARY_PATH}");
+        assert_eq!(
+            spec["env"]["LD_LIBRARY_PATH"],
+            "/opt/torch/lib:${LD_LIBRARY_PATH}"
+        );
         assert_eq!(spec["language"], "rust");
         assert!(spec_dir.join("logo-64x64.png").exists());
         // Reinstalling replaces our own spec...
@@ -185,8 +220,18 @@ mod tests {
         std::fs::create_dir_all(&other).unwrap();
         std::fs::write(other.join("kernel.json"), "{}").unwrap();
         assert!(install(&args("python3")).is_err());
-        assert!(uninstall(&UninstallArgs { name: "python3".into(), prefix: Some(prefix.clone()) }).is_err());
-        uninstall(&UninstallArgs { name: "demo".into(), prefix: Some(prefix.clone()) }).unwrap();
+        assert!(
+            uninstall(&UninstallArgs {
+                name: "python3".into(),
+                prefix: Some(prefix.clone())
+            })
+            .is_err()
+        );
+        uninstall(&UninstallArgs {
+            name: "demo".into(),
+            prefix: Some(prefix.clone()),
+        })
+        .unwrap();
         assert!(!spec_dir.exists());
         assert!(other.exists());
     }

@@ -1,17 +1,21 @@
 //! Glue between the Jupyter server and the Rust evaluator: turns cells into evaluations and
 //! evaluation results into Jupyter outcomes. Kernel-level `:` commands live here too.
 
+use crate::settings::Settings;
+use anyhow::Context;
 use anyhow::Result;
+use jupyter_server::wire::ConnectionInfo;
 use jupyter_server::wire::content::{
     CompleteReply, Completeness, ErrorInfo, HelpLink, InspectReply, IsCompleteReply, LanguageInfo,
     MimeBundle, Payload, StreamName,
 };
-use jupyter_server::wire::ConnectionInfo;
-use jupyter_server::{ExecuteOutcome, Interpreter, KernelInfo, Publisher, ServeOptions, StdinHandle};
-use rust_evaluator::{DisplayEvent, EvalError, Evaluator, InputRequest, KnownNames, OutputSink, Stream};
+use jupyter_server::{
+    ExecuteOutcome, Interpreter, KernelInfo, Publisher, ServeOptions, StdinHandle,
+};
+use rust_evaluator::{
+    DisplayEvent, EvalError, Evaluator, InputRequest, KnownNames, OutputSink, Stream,
+};
 use serde_json::{Map, Value};
-use crate::settings::Settings;
-use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -72,26 +76,44 @@ pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) 
             }
             let _ = started.send(evaluator);
         });
-        Ok(RustInterpreter { evaluator: EvaluatorSlot::Starting(starting), has_prelude, known })
+        Ok(RustInterpreter {
+            evaluator: EvaluatorSlot::Starting(starting),
+            has_prelude,
+            known,
+        })
     })?;
     Ok(())
 }
 
 /// `tch-kernel prebuild`: builds the prelude into the cache's `prebuilt/` for all later kernels.
 pub fn prebuild(settings: Settings) -> Result<()> {
-    let cache = settings.cache.clone().context("TCH_KERNEL_CACHE_DIR is not set")?;
-    settings.prelude_dir.as_ref().context("TCH_KERNEL_PRELUDE is not set")?;
+    let cache = settings
+        .cache
+        .clone()
+        .context("TCH_KERNEL_CACHE_DIR is not set")?;
+    settings
+        .prelude_dir
+        .as_ref()
+        .context("TCH_KERNEL_PRELUDE is not set")?;
     let staging = cache.staging_dir();
     let _ = std::fs::remove_dir_all(&staging);
     // SAFETY: single-threaded so far.
     unsafe { rust_evaluator::use_build_dir(&staging) };
     let started = std::time::Instant::now();
-    let mut evaluator = Evaluator::start(&settings.evaluator_config(staging.clone(), true), Arc::new(ConsoleSink))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut evaluator = Evaluator::start(
+        &settings.evaluator_config(staging.clone(), true),
+        Arc::new(ConsoleSink),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let check = "(Tensor::from_slice(&[1.0f32, 2.0]) * 2).sum(Kind::Float).double_value(&[])";
-    let value = evaluator.eval(check, &|_| Err("no input during prebuild".into())).map_err(|e| anyhow::anyhow!("the prelude does not work: {e}"))?;
+    let value = evaluator
+        .eval(check, &|_| Err("no input during prebuild".into()))
+        .map_err(|e| anyhow::anyhow!("the prelude does not work: {e}"))?;
     anyhow::ensure!(
-        value.data.iter().any(|(m, v)| m == "text/plain" && v == "6.0"),
+        value
+            .data
+            .iter()
+            .any(|(m, v)| m == "text/plain" && v == "6.0"),
         "the prelude gave a wrong result: {:?}",
         value.data
     );
@@ -101,9 +123,19 @@ pub fn prebuild(settings: Settings) -> Result<()> {
         log::warn!("cannot save completion names to {}: {e}", names.display());
     }
     drop(evaluator);
-    std::fs::write(staging.join("stamp"), settings.build_stamp()).context("cannot write the build stamp")?;
-    cache.publish(&staging).with_context(|| format!("cannot publish the build into {}", cache.prebuilt_dir().display()))?;
-    println!("prelude built in {:.0?} into {}", started.elapsed(), cache.prebuilt_dir().display());
+    std::fs::write(staging.join("stamp"), settings.build_stamp())
+        .context("cannot write the build stamp")?;
+    cache.publish(&staging).with_context(|| {
+        format!(
+            "cannot publish the build into {}",
+            cache.prebuilt_dir().display()
+        )
+    })?;
+    println!(
+        "prelude built in {:.0?} into {}",
+        started.elapsed(),
+        cache.prebuilt_dir().display()
+    );
     Ok(())
 }
 
@@ -148,8 +180,14 @@ fn kernel_info(torch: Option<&str>) -> KernelInfo {
             env!("CARGO_PKG_VERSION")
         ),
         help_links: vec![
-            HelpLink { text: "Rust standard library".into(), url: "https://doc.rust-lang.org/std/".into() },
-            HelpLink { text: "tch (PyTorch for Rust)".into(), url: "https://docs.rs/tch/".into() },
+            HelpLink {
+                text: "Rust standard library".into(),
+                url: "https://doc.rust-lang.org/std/".into(),
+            },
+            HelpLink {
+                text: "tch (PyTorch for Rust)".into(),
+                url: "https://docs.rs/tch/".into(),
+            },
         ],
     }
 }
@@ -167,12 +205,18 @@ impl OutputSink for JupyterSink {
 
     fn display(&self, event: DisplayEvent) {
         match event {
-            DisplayEvent::Display { data, display_id: Some(id), update: true } => {
-                self.0.update_display_data(mime_bundle(data), Map::new(), id)
-            }
-            DisplayEvent::Display { data, display_id, .. } => {
-                self.0.display_data(mime_bundle(data), Map::new(), display_id)
-            }
+            DisplayEvent::Display {
+                data,
+                display_id: Some(id),
+                update: true,
+            } => self
+                .0
+                .update_display_data(mime_bundle(data), Map::new(), id),
+            DisplayEvent::Display {
+                data, display_id, ..
+            } => self
+                .0
+                .display_data(mime_bundle(data), Map::new(), display_id),
             DisplayEvent::Clear { wait } => self.0.clear_output(wait),
         }
     }
@@ -191,12 +235,16 @@ impl EvaluatorSlot {
     fn get(&mut self, wait: bool) -> Option<Result<&mut Evaluator, String>> {
         if let EvaluatorSlot::Starting(receiver) = self {
             let started = if wait {
-                receiver.recv().map_err(|_| "the evaluator thread ended".to_owned())
+                receiver
+                    .recv()
+                    .map_err(|_| "the evaluator thread ended".to_owned())
             } else {
                 match receiver.try_recv() {
                     Ok(started) => Ok(started),
                     Err(std::sync::mpsc::TryRecvError::Empty) => return None,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => Err("the evaluator thread ended".to_owned()),
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        Err("the evaluator thread ended".to_owned())
+                    }
                 }
             };
             *self = match started.and_then(|r| r) {
@@ -258,16 +306,33 @@ impl RustInterpreter {
             .get(true)
             .and_then(Result::ok)
             .and_then(|e| e.eval(":help", &|_| Err("no input".into())).ok())
-            .and_then(|o| o.data.into_iter().find(|(m, _)| m == "text/plain").map(|(_, t)| t))
+            .and_then(|o| {
+                o.data
+                    .into_iter()
+                    .find(|(m, _)| m == "text/plain")
+                    .map(|(_, t)| t)
+            })
             .unwrap_or_default();
         let mut data = MimeBundle::new();
-        data.insert("text/plain".into(), Value::String(format!("{HELP_INTRO}{engine_help}")));
-        ExecuteOutcome::Ok { result: None, payload: vec![Payload::Page { data, start: 0 }] }
+        data.insert(
+            "text/plain".into(),
+            Value::String(format!("{HELP_INTRO}{engine_help}")),
+        );
+        ExecuteOutcome::Ok {
+            result: None,
+            payload: vec![Payload::Page { data, start: 0 }],
+        }
     }
 }
 
 impl Interpreter for RustInterpreter {
-    fn execute(&mut self, code: &str, _count: u64, _publisher: &Publisher, stdin: &StdinHandle) -> ExecuteOutcome {
+    fn execute(
+        &mut self,
+        code: &str,
+        _count: u64,
+        _publisher: &Publisher,
+        stdin: &StdinHandle,
+    ) -> ExecuteOutcome {
         if code.trim() == ":help" || code.trim() == "?" {
             return self.help();
         }
@@ -276,14 +341,21 @@ impl Interpreter for RustInterpreter {
                 return ExecuteOutcome::Error(ErrorInfo {
                     ename: "NoLibtorch".into(),
                     evalue: "this kernel was installed without libtorch".into(),
-                    traceback: vec!["This kernel has no libtorch: reinstall with ./install.sh (see README).".into()],
+                    traceback: vec![
+                        "This kernel has no libtorch: reinstall with ./install.sh (see README)."
+                            .into(),
+                    ],
                 });
             }
             "println!(\"{}\", gpu_report());"
         } else {
             code
         };
-        let input = |req: InputRequest| stdin.request(&req.prompt, req.password).map_err(|e| e.to_string());
+        let input = |req: InputRequest| {
+            stdin
+                .request(&req.prompt, req.password)
+                .map_err(|e| e.to_string())
+        };
         let evaluator = match self.evaluator.get(true) {
             Some(Ok(evaluator)) => evaluator,
             Some(Err(e)) => {
@@ -291,14 +363,17 @@ impl Interpreter for RustInterpreter {
                     ename: "KernelStartupError".into(),
                     evalue: e.clone(),
                     traceback: vec![format!("{RED}The evaluator could not start{RESET}: {e}")],
-                })
+                });
             }
             None => unreachable!("get(true) waits for the evaluator"),
         };
         match evaluator.eval(code, &input) {
             Ok(output) => {
                 let result = (!output.data.is_empty()).then(|| to_bundle(output.data));
-                ExecuteOutcome::Ok { result, payload: vec![] }
+                ExecuteOutcome::Ok {
+                    result,
+                    payload: vec![],
+                }
             }
             Err(e) => ExecuteOutcome::Error(error_info(e)),
         }
@@ -312,9 +387,16 @@ impl Interpreter for RustInterpreter {
         };
         // Where the matches came from: rust-analyzer, or (while it warms up) the names the
         // kernel knows. Clients ignore unknown metadata; tests and benchmarks read it.
-        let source = if c.from_analyzer { COMPLETION_FROM_ANALYZER } else { COMPLETION_FROM_KNOWN_NAMES };
+        let source = if c.from_analyzer {
+            COMPLETION_FROM_ANALYZER
+        } else {
+            COMPLETION_FROM_KNOWN_NAMES
+        };
         let mut metadata = Map::new();
-        metadata.insert(COMPLETION_METADATA_KEY.into(), serde_json::json!({ "source": source }));
+        metadata.insert(
+            COMPLETION_METADATA_KEY.into(),
+            serde_json::json!({ "source": source }),
+        );
         CompleteReply {
             status: "ok",
             matches: c.matches,
@@ -327,26 +409,48 @@ impl Interpreter for RustInterpreter {
     fn inspect(&mut self, code: &str, cursor_pos: usize, _detail_level: u8) -> InspectReply {
         let byte = byte_offset(code, cursor_pos);
         let Some(Ok(evaluator)) = self.evaluator.get(false) else {
-            return InspectReply { status: "ok", found: false, data: MimeBundle::new(), metadata: Map::new() };
+            return InspectReply {
+                status: "ok",
+                found: false,
+                data: MimeBundle::new(),
+                metadata: Map::new(),
+            };
         };
         match evaluator.inspect(code, byte) {
             Some((plain, html)) => {
                 let mut data = MimeBundle::new();
                 data.insert("text/plain".into(), Value::String(plain));
                 data.insert("text/html".into(), Value::String(html));
-                InspectReply { status: "ok", found: true, data, metadata: Map::new() }
+                InspectReply {
+                    status: "ok",
+                    found: true,
+                    data,
+                    metadata: Map::new(),
+                }
             }
-            None => InspectReply { status: "ok", found: false, data: MimeBundle::new(), metadata: Map::new() },
+            None => InspectReply {
+                status: "ok",
+                found: false,
+                data: MimeBundle::new(),
+                metadata: Map::new(),
+            },
         }
     }
 
     fn is_complete(&mut self, code: &str) -> IsCompleteReply {
         match rust_evaluator::completeness(code) {
-            rust_evaluator::Completeness::Complete => IsCompleteReply { status: Completeness::Complete, indent: None },
-            rust_evaluator::Completeness::Incomplete { indent } => {
-                IsCompleteReply { status: Completeness::Incomplete, indent: Some(indent) }
-            }
-            rust_evaluator::Completeness::Invalid => IsCompleteReply { status: Completeness::Invalid, indent: None },
+            rust_evaluator::Completeness::Complete => IsCompleteReply {
+                status: Completeness::Complete,
+                indent: None,
+            },
+            rust_evaluator::Completeness::Incomplete { indent } => IsCompleteReply {
+                status: Completeness::Incomplete,
+                indent: Some(indent),
+            },
+            rust_evaluator::Completeness::Invalid => IsCompleteReply {
+                status: Completeness::Invalid,
+                indent: None,
+            },
         }
     }
 }
@@ -389,17 +493,28 @@ fn error_info(error: EvalError) -> ErrorInfo {
             }];
             traceback.extend(message.lines().map(|l| format!("{RED}{l}{RESET}")));
             traceback.push("Variables defined before this cell are kept.".into());
-            ErrorInfo { ename: "Panic".into(), evalue: message, traceback }
+            ErrorInfo {
+                ename: "Panic".into(),
+                evalue: message,
+                traceback,
+            }
         }
-        EvalError::Interrupted { variables_kept: true } => ErrorInfo {
+        EvalError::Interrupted {
+            variables_kept: true,
+        } => ErrorInfo {
             ename: "KeyboardInterrupt".into(),
             evalue: "the cell was interrupted".into(),
             traceback: vec![
-                format!("{RED}{BOLD}KeyboardInterrupt{RESET}: the cell stopped at a check for interrupts."),
-                "Variables defined before this cell are kept; those this cell defined are not.".into(),
+                format!(
+                    "{RED}{BOLD}KeyboardInterrupt{RESET}: the cell stopped at a check for interrupts."
+                ),
+                "Variables defined before this cell are kept; those this cell defined are not."
+                    .into(),
             ],
         },
-        EvalError::Interrupted { variables_kept: false } => ErrorInfo {
+        EvalError::Interrupted {
+            variables_kept: false,
+        } => ErrorInfo {
             ename: "KeyboardInterrupt".into(),
             evalue: "the cell was interrupted".into(),
             traceback: vec![
@@ -414,14 +529,20 @@ fn error_info(error: EvalError) -> ErrorInfo {
             ename: "EvaluatorCrashed".into(),
             evalue: format!("the evaluation process died: {}", reason.trim()),
             traceback: vec![
-                format!("{RED}{BOLD}The evaluation process died{RESET}: {}", reason.trim()),
+                format!(
+                    "{RED}{BOLD}The evaluation process died{RESET}: {}",
+                    reason.trim()
+                ),
                 format!("It was restarted. {lost}"),
             ],
         },
         EvalError::VariablesLost(vars) => ErrorInfo {
             ename: "VariablesLost".into(),
             evalue: format!("redefining a type dropped: {}", vars.join(", ")),
-            traceback: vec![format!("A type was redefined, so these variables were dropped: {}", vars.join(", "))],
+            traceback: vec![format!(
+                "A type was redefined, so these variables were dropped: {}",
+                vars.join(", ")
+            )],
         },
         EvalError::Other(message) => ErrorInfo {
             ename: "Error".into(),
@@ -433,11 +554,14 @@ fn error_info(error: EvalError) -> ErrorInfo {
 
 /// Jupyter cursor positions are in Unicode code points (protocol 5.2+).
 fn byte_offset(code: &str, chars: usize) -> usize {
-    code.char_indices().nth(chars).map_or(code.len(), |(b, _)| b)
+    code.char_indices()
+        .nth(chars)
+        .map_or(code.len(), |(b, _)| b)
 }
 
 fn char_offset(code: &str, byte: usize) -> usize {
-    code.get(..byte.min(code.len())).map_or_else(|| code[..].chars().count(), |s| s.chars().count())
+    code.get(..byte.min(code.len()))
+        .map_or_else(|| code[..].chars().count(), |s| s.chars().count())
 }
 
 #[cfg(test)]

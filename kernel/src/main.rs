@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "tch-kernel", version, about = "A Jupyter kernel for deep learning in Rust")]
+#[command(
+    name = "tch-kernel",
+    version,
+    about = "A Jupyter kernel for deep learning in Rust"
+)]
 struct Cli {
     /// Connection file written by Jupyter (`{connection_file}` in kernel.json).
     #[arg(short = 'f', long = "connection-file", global = false)]
@@ -50,16 +54,27 @@ fn main() {
 /// `TCH_KERNEL_LOG=info|debug|…` raises the level of our own crates only (the engine's
 /// rust-analyzer is very chatty); a full filter such as `debug,ra_ap_hir_ty=warn` is used as is.
 fn init_logging() {
-    const OURS: [&str; 4] = ["tch_kernel", "jupyter_server", "jupyter_wire", "rust_evaluator"];
+    const OURS: [&str; 4] = [
+        "tch_kernel",
+        "jupyter_server",
+        "jupyter_wire",
+        "rust_evaluator",
+    ];
     let spec = std::env::var("TCH_KERNEL_LOG").unwrap_or_default();
     let filters = match spec.as_str() {
         "" => "warn".to_owned(),
         level @ ("error" | "warn" | "info" | "debug" | "trace") => {
-            std::iter::once("warn".to_owned()).chain(OURS.iter().map(|c| format!("{c}={level}"))).collect::<Vec<_>>().join(",")
+            std::iter::once("warn".to_owned())
+                .chain(OURS.iter().map(|c| format!("{c}={level}")))
+                .collect::<Vec<_>>()
+                .join(",")
         }
         full => full.to_owned(),
     };
-    env_logger::Builder::new().parse_filters(&filters).format_target(false).init();
+    env_logger::Builder::new()
+        .parse_filters(&filters)
+        .format_target(false)
+        .init();
 }
 
 fn run() -> Result<()> {

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 fn non_empty_var(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// `$override_var`, else `$XDG_DATA_HOME/<sub>`, else `~/.local/share/<sub>` (XDG rules).

@@ -45,7 +45,10 @@ impl Settings {
             linker: var("TCH_KERNEL_LINKER").unwrap_or_else(|| "system".to_owned()),
             offline: var("CARGO_NET_OFFLINE").is_some_and(|v| v == "true" || v == "1"),
             interrupt_grace: std::time::Duration::from_secs_f64(
-                var("TCH_KERNEL_INTERRUPT_GRACE").and_then(|v| v.parse().ok()).filter(|s: &f64| s.is_finite() && *s >= 0.0).unwrap_or(3.0),
+                var("TCH_KERNEL_INTERRUPT_GRACE")
+                    .and_then(|v| v.parse().ok())
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                    .unwrap_or(3.0),
             ),
         }
     }
@@ -90,7 +93,11 @@ impl Settings {
     /// What a prebuilt prelude depends on. A kernel whose stamp differs from the one in the
     /// cache (another checkout, libtorch, opt-level or linker) would rebuild it at every start.
     pub fn build_stamp(&self) -> String {
-        let show = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let show = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
         format!(
             "prelude={}\nlockfile={}\nlibtorch={}\nopt_level={}\nlinker={}\n",
             show(&self.prelude_dir),
@@ -105,7 +112,9 @@ impl Settings {
     /// libtorch has it and the machine has an NVIDIA driver (otherwise there is nothing to use
     /// it with, and loading CUDA libraries costs time and memory).
     pub fn child_preload(&self) -> Vec<PathBuf> {
-        let Some(libtorch) = &self.libtorch else { return vec![] };
+        let Some(libtorch) = &self.libtorch else {
+            return vec![];
+        };
         let cuda = libtorch.join("lib").join("libtorch_cuda.so");
         if cuda.exists() && Path::new("/proc/driver/nvidia/version").exists() {
             vec![cuda]

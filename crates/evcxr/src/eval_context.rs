@@ -1768,7 +1768,10 @@ impl ContextState {
         compilation_mode: CompilationMode,
     ) -> CodeBlock {
         let needs_variable_store = self.variable_states.keys().any(|v| self.is_referenced(v))
-            || self.stored_variable_states.keys().any(|v| self.is_referenced(v))
+            || self
+                .stored_variable_states
+                .keys()
+                .any(|v| self.is_referenced(v))
             || self.async_mode
             || self.allow_question_mark;
         let mut code = CodeBlock::new();

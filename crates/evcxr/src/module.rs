@@ -38,8 +38,10 @@ const RECORD_RUSTC_ENV: &str = "EVCXR_RECORD_RUSTC";
 const RECORDED_RUSTC_FILE: &str = ".evcxr-rustc-command.json";
 /// tch-kernel: `-Z` flags the engine adds to the cell crate's compile (never recorded, so a
 /// replay can add or leave them out).
-pub(crate) const TYPE_PROBE_RUSTC_ARGS: &[&str] =
-    &["-Ztrim-diagnostic-paths=false", "-Zwrite-long-types-to-disk=no"];
+pub(crate) const TYPE_PROBE_RUSTC_ARGS: &[&str] = &[
+    "-Ztrim-diagnostic-paths=false",
+    "-Zwrite-long-types-to-disk=no",
+];
 
 pub(crate) fn shared_object_prefix() -> &'static str {
     if cfg!(target_os = "macos") {
@@ -308,7 +310,9 @@ impl Module {
             self.direct = Some(direct);
         }
         if self.direct.is_none() {
-            log_direct(format_args!("no rustc command recorded in {record_file:?}; cells keep going through cargo"));
+            log_direct(format_args!(
+                "no rustc command recorded in {record_file:?}; cells keep going through cargo"
+            ));
         }
         Ok((output, None))
     }
@@ -541,7 +545,10 @@ fn record_rustc_command(command: &Command) -> Result<()> {
         return Ok(());
     }
     let strings = |items: Vec<&std::ffi::OsStr>| -> Option<Vec<String>> {
-        items.into_iter().map(|s| s.to_str().map(str::to_owned)).collect()
+        items
+            .into_iter()
+            .map(|s| s.to_str().map(str::to_owned))
+            .collect()
     };
     let args: Vec<&std::ffi::OsStr> = command
         .get_args()

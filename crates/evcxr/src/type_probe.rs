@@ -52,13 +52,19 @@ pub(crate) fn top_level_bindings(source: &str, function_name: &str) -> Vec<Bindi
         bindings.push(binding);
     };
     for item in parsed.items() {
-        let ast::Item::Fn(function) = item else { continue };
+        let ast::Item::Fn(function) = item else {
+            continue;
+        };
         if function.name().is_none_or(|n| n.text() != function_name) {
             continue;
         }
-        let Some(body) = function.body() else { continue };
+        let Some(body) = function.body() else {
+            continue;
+        };
         for statement in body.statements() {
-            let ast::Stmt::LetStmt(let_stmt) = statement else { continue };
+            let ast::Stmt::LetStmt(let_stmt) = statement else {
+                continue;
+            };
             let Some(pat) = let_stmt.pat() else { continue };
             if let ast::Pat::IdentPat(ident) = &pat
                 && ident.pat().is_none()
@@ -98,10 +104,13 @@ pub(crate) fn probed_type(warning: &CompilationError) -> Option<(String, String)
     if warning.code() != Some(PROBE_LINT) {
         return None;
     }
-    let variable = warning.top_level_origins.iter().find_map(|origin| match origin {
-        CodeKind::PackVariable { variable_name } => Some(variable_name.clone()),
-        _ => None,
-    })?;
+    let variable = warning
+        .top_level_origins
+        .iter()
+        .find_map(|origin| match origin {
+            CodeKind::PackVariable { variable_name } => Some(variable_name.clone()),
+            _ => None,
+        })?;
     let type_name = with_numeric_fallback(type_in_message(&warning.top_level_message)?);
     Some((variable, with_static_references(&type_name)))
 }
@@ -135,7 +144,11 @@ fn with_static_references(type_name: &str) -> String {
             && lifetime.text() == "'_"
         {
             let range = lifetime.syntax().text_range();
-            edits.push((usize::from(range.start()), usize::from(range.end()), "'static"));
+            edits.push((
+                usize::from(range.start()),
+                usize::from(range.end()),
+                "'static",
+            ));
         }
     }
     let mut out = wrapped;
@@ -149,7 +162,9 @@ fn with_static_references(type_name: &str) -> String {
 /// Lints run after integer and float fallback, so this is only a safeguard: the probe calls
 /// come after all of the cell's code, so nothing else can constrain such a type any more.
 fn with_numeric_fallback(type_name: &str) -> String {
-    type_name.replace("{integer}", "i32").replace("{float}", "f64")
+    type_name
+        .replace("{integer}", "i32")
+        .replace("{float}", "f64")
 }
 
 /// `T` of "unused result of type `&T`".
@@ -162,7 +177,9 @@ fn type_in_message(message: &str) -> Option<&str> {
 /// What evcxr can do with the type rustc printed: closures, `impl Trait`, anonymous types
 /// (`{async block@..}`) and fn items cannot be written in a `let`.
 pub(crate) fn classify(type_name: Option<&str>) -> TypeName {
-    let Some(type_name) = type_name else { return TypeName::Unknown };
+    let Some(type_name) = type_name else {
+        return TypeName::Unknown;
+    };
     if type_name.starts_with("{closure@") {
         TypeName::Closure
     } else if type_name.contains('{') || type_name.contains("impl ") || !is_type_valid(type_name) {
@@ -203,7 +220,10 @@ mod tests {
     #[test]
     fn ignores_other_functions_and_invalid_annotations() {
         assert!(names("fn g() { let x = 1; }").is_empty());
-        assert_eq!(names("fn f() { let x: _ = 1; }"), vec![("x".into(), false, None)]);
+        assert_eq!(
+            names("fn f() { let x: _ = 1; }"),
+            vec![("x".into(), false, None)]
+        );
     }
 
     #[test]
@@ -218,13 +238,19 @@ mod tests {
             ),
             Some("std::collections::HashMap<std::string::String, i32>")
         );
-        assert_eq!(type_in_message("unused result of type `&&str`"), Some("&str"));
+        assert_eq!(
+            type_in_message("unused result of type `&&str`"),
+            Some("&str")
+        );
         assert_eq!(type_in_message("mismatched types"), None);
     }
 
     #[test]
     fn unconstrained_numbers_get_rusts_defaults() {
-        assert_eq!(with_numeric_fallback("({integer}, std::vec::Vec<{float}>)"), "(i32, std::vec::Vec<f64>)");
+        assert_eq!(
+            with_numeric_fallback("({integer}, std::vec::Vec<{float}>)"),
+            "(i32, std::vec::Vec<f64>)"
+        );
     }
 
     #[test]
@@ -241,19 +267,33 @@ mod tests {
         );
         assert_eq!(with_static_references("fn(&u8)"), "fn(&u8)");
         assert_eq!(with_static_references("&'static str"), "&'static str");
-        assert_eq!(with_static_references("std::vec::Vec<f64>"), "std::vec::Vec<f64>");
+        assert_eq!(
+            with_static_references("std::vec::Vec<f64>"),
+            "std::vec::Vec<f64>"
+        );
     }
 
     #[test]
     fn classifies_unnameable_types() {
-        assert_eq!(classify(Some("std::vec::Vec<f64>")), TypeName::Named("std::vec::Vec<f64>".into()));
-        assert_eq!(classify(Some("&str")), TypeName::Named("&str".into()));
-        assert_eq!(classify(Some("{closure@src/lib.rs:13:13: 13:21}")), TypeName::Closure);
         assert_eq!(
-            classify(Some("std::iter::Map<std::slice::Iter<'_, f64>, {closure@src/lib.rs:1:1: 1:2}>")),
+            classify(Some("std::vec::Vec<f64>")),
+            TypeName::Named("std::vec::Vec<f64>".into())
+        );
+        assert_eq!(classify(Some("&str")), TypeName::Named("&str".into()));
+        assert_eq!(
+            classify(Some("{closure@src/lib.rs:13:13: 13:21}")),
+            TypeName::Closure
+        );
+        assert_eq!(
+            classify(Some(
+                "std::iter::Map<std::slice::Iter<'_, f64>, {closure@src/lib.rs:1:1: 1:2}>"
+            )),
             TypeName::Unknown
         );
-        assert_eq!(classify(Some("impl std::iter::Iterator<Item = i32>")), TypeName::Unknown);
+        assert_eq!(
+            classify(Some("impl std::iter::Iterator<Item = i32>")),
+            TypeName::Unknown
+        );
         assert_eq!(classify(Some("fn(i32) -> i32 {foo}")), TypeName::Unknown);
         assert_eq!(classify(None), TypeName::Unknown);
     }

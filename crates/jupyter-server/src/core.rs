@@ -3,12 +3,12 @@
 
 use crate::history::History;
 use crate::publisher::{Publisher, StdinHandle};
+use jupyter_wire::Message;
 use jupyter_wire::content::{
     CommClose, CommInfoReply, CompleteReply, ErrorInfo, ExecuteInput, ExecuteReply, ExecuteRequest,
     ExecuteResult, ExecutionState, HelpLink, HistoryReply, InspectReply, IsCompleteReply,
     KernelInfoReply, LanguageInfo, MimeBundle, Payload, Request, ShutdownReply, Status,
 };
-use jupyter_wire::Message;
 use serde::Serialize;
 use serde_json::Map;
 use std::collections::VecDeque;
@@ -143,7 +143,13 @@ impl<I: Interpreter> Core<I> {
     }
 
     fn status(&self, state: ExecutionState, parent: &Message) {
-        self.publisher.send("status", Status { execution_state: state }, Some(parent));
+        self.publisher.send(
+            "status",
+            Status {
+                execution_state: state,
+            },
+            Some(parent),
+        );
     }
 
     fn reply(&self, parent: &Message, content: impl Serialize) {
@@ -253,7 +259,12 @@ impl<I: Interpreter> Core<I> {
             Request::Inspect(req) => {
                 let reply = match self.interpreter() {
                     Ok(i) => i.inspect(&req.code, req.cursor_pos, req.detail_level),
-                    Err(_) => InspectReply { status: "ok", found: false, data: Map::new(), metadata: Map::new() },
+                    Err(_) => InspectReply {
+                        status: "ok",
+                        found: false,
+                        data: Map::new(),
+                        metadata: Map::new(),
+                    },
                 };
                 self.reply(msg, reply);
             }
@@ -269,23 +280,55 @@ impl<I: Interpreter> Core<I> {
             }
             Request::History(req) => {
                 let history = self.history.query(&req);
-                self.reply(msg, HistoryReply { status: "ok", history });
+                self.reply(
+                    msg,
+                    HistoryReply {
+                        status: "ok",
+                        history,
+                    },
+                );
             }
-            Request::CommInfo(_) => self.reply(msg, CommInfoReply { status: "ok", comms: Map::new() }),
+            Request::CommInfo(_) => self.reply(
+                msg,
+                CommInfoReply {
+                    status: "ok",
+                    comms: Map::new(),
+                },
+            ),
             Request::CommOpen(open) => {
                 // No comm targets are registered: the spec says to close unknown ones at once.
-                log::info!("closing comm {} for unknown target {:?}", open.comm_id, open.target_name);
+                log::info!(
+                    "closing comm {} for unknown target {:?}",
+                    open.comm_id,
+                    open.target_name
+                );
                 self.publisher.send(
                     "comm_close",
-                    CommClose { comm_id: open.comm_id, data: Map::new() },
+                    CommClose {
+                        comm_id: open.comm_id,
+                        data: Map::new(),
+                    },
                     Some(msg),
                 );
             }
             Request::CommMsg(_) | Request::CommClose(_) => {}
             Request::Shutdown(req) => {
                 // Deprecated on shell since 5.4, still accepted: reply, then exit like control does.
-                self.reply(msg, ShutdownReply { status: "ok", restart: req.restart });
-                self.publisher.send("shutdown_reply", ShutdownReply { status: "ok", restart: req.restart }, Some(msg));
+                self.reply(
+                    msg,
+                    ShutdownReply {
+                        status: "ok",
+                        restart: req.restart,
+                    },
+                );
+                self.publisher.send(
+                    "shutdown_reply",
+                    ShutdownReply {
+                        status: "ok",
+                        restart: req.restart,
+                    },
+                    Some(msg),
+                );
                 if let Ok(i) = self.interpreter() {
                     i.shutdown(req.restart);
                 }
@@ -307,7 +350,14 @@ impl<I: Interpreter> Core<I> {
         }
         let count = self.execution_count;
         if !silent {
-            self.publisher.send("execute_input", ExecuteInput { code: req.code.clone(), execution_count: count }, Some(msg));
+            self.publisher.send(
+                "execute_input",
+                ExecuteInput {
+                    code: req.code.clone(),
+                    execution_count: count,
+                },
+                Some(msg),
+            );
         }
         self.publisher.set_current(msg, silent);
         self.stdin.allowed.store(req.allow_stdin, Ordering::SeqCst);
@@ -335,12 +385,20 @@ impl<I: Interpreter> Core<I> {
                 if let (Some(data), false) = (result, silent) {
                     self.publisher.send(
                         "execute_result",
-                        ExecuteResult { execution_count: count, data, metadata: Map::new() },
+                        ExecuteResult {
+                            execution_count: count,
+                            data,
+                            metadata: Map::new(),
+                        },
                         Some(msg),
                     );
                 }
                 (
-                    ExecuteReply::Ok { execution_count: count, payload, user_expressions: Map::new() },
+                    ExecuteReply::Ok {
+                        execution_count: count,
+                        payload,
+                        user_expressions: Map::new(),
+                    },
                     text,
                     false,
                 )
@@ -349,7 +407,14 @@ impl<I: Interpreter> Core<I> {
                 if !silent {
                     self.publisher.send("error", error.clone(), Some(msg));
                 }
-                (ExecuteReply::Error { execution_count: count, error }, None, true)
+                (
+                    ExecuteReply::Error {
+                        execution_count: count,
+                        error,
+                    },
+                    None,
+                    true,
+                )
             }
         };
         if store_history {
@@ -379,6 +444,9 @@ trait WithStatus {
 
 impl WithStatus for ErrorInfo {
     fn with_status(self) -> ErrorReply {
-        ErrorReply { status: "error", error: self }
+        ErrorReply {
+            status: "error",
+            error: self,
+        }
     }
 }

@@ -37,7 +37,11 @@ impl History {
             }
         }
         let session = records.iter().map(|r| r.session).max().unwrap_or(0) + 1;
-        History { file, session, records }
+        History {
+            file,
+            session,
+            records,
+        }
     }
 
     pub fn session(&self) -> i64 {
@@ -45,7 +49,12 @@ impl History {
     }
 
     pub fn record(&mut self, line: i64, input: &str, output: Option<String>) {
-        let record = Record { session: self.session, line, input: input.to_owned(), output };
+        let record = Record {
+            session: self.session,
+            line,
+            input: input.to_owned(),
+            output,
+        };
         if let Some(path) = &self.file {
             // One write per line with O_APPEND keeps concurrent kernels from interleaving.
             let written = serde_json::to_string(&record).map(|mut s| {
@@ -56,7 +65,11 @@ impl History {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                OpenOptions::new().create(true).append(true).open(path)?.write_all(s.as_bytes())
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?
+                    .write_all(s.as_bytes())
             });
             if let Err(e) = result {
                 log::warn!("cannot append to history file {}: {e}", path.display());
@@ -81,7 +94,11 @@ impl History {
             }
             HistAccessType::Range => {
                 // Session 0 is this one; negative numbers count back from it (IPython).
-                let session = if req.session <= 0 { self.session + req.session } else { req.session };
+                let session = if req.session <= 0 {
+                    self.session + req.session
+                } else {
+                    req.session
+                };
                 let stop = req.stop.unwrap_or(i64::MAX);
                 self.records
                     .iter()
@@ -89,7 +106,11 @@ impl History {
                     .collect()
             }
             HistAccessType::Search => {
-                let pattern = if req.pattern.is_empty() { "*" } else { &req.pattern };
+                let pattern = if req.pattern.is_empty() {
+                    "*"
+                } else {
+                    &req.pattern
+                };
                 let mut seen = std::collections::HashSet::new();
                 let mut hits: Vec<&Record> = Vec::new();
                 for r in self.records.iter().rev() {
@@ -167,22 +188,33 @@ mod tests {
         h.record(2, "let a = 1;", None);
         h.record(3, "1 + 1", Some("2".into()));
 
-        let tail = h.query(&req(json!({"hist_access_type": "tail", "n": 2, "output": true})));
-        assert_eq!(tail[1], HistoryEntry::WithOutput(1, 3, ("1 + 1".into(), Some("2".into()))));
+        let tail = h.query(&req(
+            json!({"hist_access_type": "tail", "n": 2, "output": true}),
+        ));
+        assert_eq!(
+            tail[1],
+            HistoryEntry::WithOutput(1, 3, ("1 + 1".into(), Some("2".into())))
+        );
         assert_eq!(tail.len(), 2);
 
-        let range = h.query(&req(json!({"hist_access_type": "range", "session": 0, "start": 2, "stop": 3})));
+        let range = h.query(&req(
+            json!({"hist_access_type": "range", "session": 0, "start": 2, "stop": 3}),
+        ));
         assert_eq!(range, vec![HistoryEntry::Input(1, 2, "let a = 1;".into())]);
 
         let all = h.query(&req(json!({"hist_access_type": "search", "pattern": "1*"})));
         assert_eq!(all.len(), 2);
-        let unique = h.query(&req(json!({"hist_access_type": "search", "pattern": "*1*", "unique": true})));
+        let unique = h.query(&req(
+            json!({"hist_access_type": "search", "pattern": "*1*", "unique": true}),
+        ));
         assert_eq!(unique.len(), 2);
 
         // A second kernel sees the first one's session and gets the next number.
         let h2 = History::open(Some(file));
         assert_eq!(h2.session(), 2);
-        let prev = h2.query(&req(json!({"hist_access_type": "range", "session": -1, "start": 1})));
+        let prev = h2.query(&req(
+            json!({"hist_access_type": "range", "session": -1, "start": 1}),
+        ));
         assert_eq!(prev.len(), 3);
     }
 }

@@ -10,5 +10,5 @@ mod transport;
 
 pub use crate::core::{ExecuteOutcome, Interpreter, KernelInfo};
 pub use crate::publisher::{InputError, Publisher, StdinHandle};
-pub use crate::transport::{serve, ServeOptions};
+pub use crate::transport::{ServeOptions, serve};
 pub use jupyter_wire as wire;

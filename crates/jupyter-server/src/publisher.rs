@@ -1,10 +1,10 @@
 //! Handles that let an interpreter (and its helper threads) publish on IOPub and ask for input
 //! on stdin while a cell runs, without seeing a socket.
 
+use jupyter_wire::Message;
 use jupyter_wire::content::{
     ClearOutput, DisplayData, InputRequest, MimeBundle, Stream, StreamName, Transient,
 };
-use jupyter_wire::Message;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,21 +79,47 @@ impl Publisher {
 
     pub fn stream(&self, name: StreamName, text: &str) {
         if !text.is_empty() {
-            self.send_current("stream", Stream { name, text: text.to_owned() });
+            self.send_current(
+                "stream",
+                Stream {
+                    name,
+                    text: text.to_owned(),
+                },
+            );
         }
     }
 
-    pub fn display_data(&self, data: MimeBundle, metadata: Map<String, Value>, display_id: Option<String>) {
+    pub fn display_data(
+        &self,
+        data: MimeBundle,
+        metadata: Map<String, Value>,
+        display_id: Option<String>,
+    ) {
         self.send_current(
             "display_data",
-            DisplayData { data, metadata, transient: Transient { display_id } },
+            DisplayData {
+                data,
+                metadata,
+                transient: Transient { display_id },
+            },
         );
     }
 
-    pub fn update_display_data(&self, data: MimeBundle, metadata: Map<String, Value>, display_id: String) {
+    pub fn update_display_data(
+        &self,
+        data: MimeBundle,
+        metadata: Map<String, Value>,
+        display_id: String,
+    ) {
         self.send_current(
             "update_display_data",
-            DisplayData { data, metadata, transient: Transient { display_id: Some(display_id) } },
+            DisplayData {
+                data,
+                metadata,
+                transient: Transient {
+                    display_id: Some(display_id),
+                },
+            },
         );
     }
 
@@ -137,10 +163,15 @@ impl StdinHandle {
         let request = Message::new(
             &self.session,
             "input_request",
-            InputRequest { prompt: prompt.to_owned(), password },
+            InputRequest {
+                prompt: prompt.to_owned(),
+                password,
+            },
             Some(&parent),
         );
-        self.outgoing.send(request).map_err(|_| InputError::Disconnected)?;
+        self.outgoing
+            .send(request)
+            .map_err(|_| InputError::Disconnected)?;
         loop {
             if self.interrupted.load(Ordering::SeqCst) {
                 return Err(InputError::Interrupted);
@@ -149,7 +180,7 @@ impl StdinHandle {
                 Ok(value) => return Ok(value),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    return Err(InputError::Disconnected)
+                    return Err(InputError::Disconnected);
                 }
             }
         }

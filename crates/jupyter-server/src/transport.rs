@@ -5,14 +5,16 @@ use crate::core::{Core, Interpreter, KernelInfo, ShellEvent};
 use crate::history::History;
 use crate::publisher::{Publisher, StdinHandle};
 use bytes::Bytes;
-use jupyter_wire::content::{ExecutionState, IopubWelcome, Request, ShutdownReply, Status, StatusOnly};
+use jupyter_wire::content::{
+    ExecutionState, IopubWelcome, Request, ShutdownReply, Status, StatusOnly,
+};
 use jupyter_wire::{ConnectionInfo, Message, Signer, WireError};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::sync::Notify;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use zeromq::{RepSocket, RouterSocket, Socket, SocketRecv, SocketSend, XPubSocket, ZmqMessage};
 
 pub struct ServeOptions {
@@ -27,7 +29,11 @@ pub struct ServeOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot bind {channel} socket to {endpoint}: {source}")]
-    Bind { channel: &'static str, endpoint: String, source: zeromq::ZmqError },
+    Bind {
+        channel: &'static str,
+        endpoint: String,
+        source: zeromq::ZmqError,
+    },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -55,16 +61,29 @@ where
     runtime.block_on(serve_async(conn, options, make))
 }
 
-async fn bind<S: Socket>(mut socket: S, conn: &ConnectionInfo, port: u16, channel: &'static str) -> Result<S, ServeError> {
+async fn bind<S: Socket>(
+    mut socket: S,
+    conn: &ConnectionInfo,
+    port: u16,
+    channel: &'static str,
+) -> Result<S, ServeError> {
     let endpoint = conn.endpoint(port);
     socket
         .bind(&endpoint)
         .await
-        .map_err(|source| ServeError::Bind { channel, endpoint, source })?;
+        .map_err(|source| ServeError::Bind {
+            channel,
+            endpoint,
+            source,
+        })?;
     Ok(socket)
 }
 
-async fn serve_async<I, F>(conn: ConnectionInfo, options: ServeOptions, make: F) -> Result<(), ServeError>
+async fn serve_async<I, F>(
+    conn: ConnectionInfo,
+    options: ServeOptions,
+    make: F,
+) -> Result<(), ServeError>
 where
     I: Interpreter,
     F: FnOnce(Publisher, StdinHandle) -> Result<I, String> + Send + 'static,
@@ -107,15 +126,31 @@ where
 
     tokio::spawn(iopub_task(iopub, iopub_rx, signer.clone(), session.clone()));
     let (shell_send, shell_recv) = shell.split();
-    tokio::spawn(router_send_task(shell_send, shell_out_rx, signer.clone(), "shell"));
+    tokio::spawn(router_send_task(
+        shell_send,
+        shell_out_rx,
+        signer.clone(),
+        "shell",
+    ));
     let (stdin_send, stdin_recv) = stdin_socket.split();
-    tokio::spawn(router_send_task(stdin_send, stdin_out_rx, signer.clone(), "stdin"));
+    tokio::spawn(router_send_task(
+        stdin_send,
+        stdin_out_rx,
+        signer.clone(),
+        "stdin",
+    ));
     tokio::spawn(stdin_recv_task(stdin_recv, signer.clone(), stdin_reply_tx));
     tokio::spawn(heartbeat_task(heartbeat));
 
     // `starting` goes out before anyone can have subscribed, as the spec expects; clients then
     // rely on the welcome message and kernel_info.
-    publisher.send("status", Status { execution_state: ExecutionState::Starting }, None);
+    publisher.send(
+        "status",
+        Status {
+            execution_state: ExecutionState::Starting,
+        },
+        None,
+    );
 
     let (interp_tx, interp_rx) = crossbeam_channel::bounded(1);
     {
@@ -147,7 +182,11 @@ where
             .map_err(ServeError::Runtime)?;
     }
 
-    tokio::spawn(shell_recv_task(shell_recv, signer.clone(), events_tx.clone()));
+    tokio::spawn(shell_recv_task(
+        shell_recv,
+        signer.clone(),
+        events_tx.clone(),
+    ));
     tokio::spawn(control_task(
         control,
         signer,
@@ -194,7 +233,12 @@ async fn pause_after_error(channel: &str, e: impl std::fmt::Display) {
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
-async fn iopub_task(mut socket: XPubSocket, mut rx: UnboundedReceiver<Message>, signer: Signer, session: String) {
+async fn iopub_task(
+    mut socket: XPubSocket,
+    mut rx: UnboundedReceiver<Message>,
+    signer: Signer,
+    session: String,
+) {
     loop {
         tokio::select! {
             biased;
@@ -229,7 +273,12 @@ async fn iopub_task(mut socket: XPubSocket, mut rx: UnboundedReceiver<Message>, 
     }
 }
 
-async fn router_send_task(mut socket: impl SocketSend + Send, mut rx: UnboundedReceiver<Message>, signer: Signer, channel: &'static str) {
+async fn router_send_task(
+    mut socket: impl SocketSend + Send,
+    mut rx: UnboundedReceiver<Message>,
+    signer: Signer,
+    channel: &'static str,
+) {
     while let Some(msg) = rx.recv().await {
         if msg.identities.is_empty() {
             log::warn!("{channel}: no route for {}", msg.msg_type());
@@ -244,7 +293,11 @@ async fn router_send_task(mut socket: impl SocketSend + Send, mut rx: UnboundedR
     }
 }
 
-async fn shell_recv_task(mut socket: zeromq::RouterRecvHalf, signer: Signer, events: crossbeam_channel::Sender<ShellEvent>) {
+async fn shell_recv_task(
+    mut socket: zeromq::RouterRecvHalf,
+    signer: Signer,
+    events: crossbeam_channel::Sender<ShellEvent>,
+) {
     loop {
         match socket.recv().await {
             Ok(m) => {
@@ -259,11 +312,17 @@ async fn shell_recv_task(mut socket: zeromq::RouterRecvHalf, signer: Signer, eve
     }
 }
 
-async fn stdin_recv_task(mut socket: zeromq::RouterRecvHalf, signer: Signer, replies: crossbeam_channel::Sender<String>) {
+async fn stdin_recv_task(
+    mut socket: zeromq::RouterRecvHalf,
+    signer: Signer,
+    replies: crossbeam_channel::Sender<String>,
+) {
     loop {
         match socket.recv().await {
             Ok(m) => {
-                let Some(msg) = decode(from_zmq(m), &signer, "stdin") else { continue };
+                let Some(msg) = decode(from_zmq(m), &signer, "stdin") else {
+                    continue;
+                };
                 if msg.msg_type() != "input_reply" {
                     log::info!("stdin: ignoring {}", msg.msg_type());
                     continue;
@@ -313,13 +372,21 @@ async fn control_task(
                 continue;
             }
         };
-        let Some(msg) = decode(frames, &signer, "control") else { continue };
+        let Some(msg) = decode(frames, &signer, "control") else {
+            continue;
+        };
         let session = publisher.session().to_owned();
         let reply = |content: serde_json::Value| {
             let t = Request::reply_type(msg.msg_type());
             Message::new(&session, &t, content, Some(&msg))
         };
-        publisher.send("status", Status { execution_state: ExecutionState::Busy }, Some(&msg));
+        publisher.send(
+            "status",
+            Status {
+                execution_state: ExecutionState::Busy,
+            },
+            Some(&msg),
+        );
         let mut shutting_down = None;
         let out = match Request::parse(msg.msg_type(), &msg.content) {
             Ok(Request::KernelInfo) => Some(reply(json(info.reply()))),
@@ -329,8 +396,18 @@ async fn control_task(
             }
             Ok(Request::Shutdown(req)) => {
                 shutting_down = Some(req.restart);
-                publisher.send("shutdown_reply", ShutdownReply { status: "ok", restart: req.restart }, Some(&msg));
-                Some(reply(json(ShutdownReply { status: "ok", restart: req.restart })))
+                publisher.send(
+                    "shutdown_reply",
+                    ShutdownReply {
+                        status: "ok",
+                        restart: req.restart,
+                    },
+                    Some(&msg),
+                );
+                Some(reply(json(ShutdownReply {
+                    status: "ok",
+                    restart: req.restart,
+                })))
             }
             Ok(other) => {
                 log::info!("control: ignoring {other:?}");
@@ -346,7 +423,13 @@ async fn control_task(
                 log::warn!("control: cannot reply: {e}");
             }
         }
-        publisher.send("status", Status { execution_state: ExecutionState::Idle }, Some(&msg));
+        publisher.send(
+            "status",
+            Status {
+                execution_state: ExecutionState::Idle,
+            },
+            Some(&msg),
+        );
         if let Some(restart) = shutting_down {
             // Stop a running cell, let the executor release the interpreter (its temp files),
             // but never hang: the manager sends SIGKILL after a few seconds anyway.
@@ -366,7 +449,7 @@ fn json(v: impl serde::Serialize) -> serde_json::Value {
 
 /// In signal mode jupyter_client interrupts with SIGINT; without a handler it would kill us.
 async fn sigint_task(interrupt: Arc<dyn Fn() + Send + Sync>) {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut sigint = match signal(SignalKind::interrupt()) {
         Ok(s) => s,
         Err(e) => {
@@ -382,7 +465,10 @@ async fn sigint_task(interrupt: Arc<dyn Fn() + Send + Sync>) {
 
 /// Exit when the launching Jupyter process dies, so orphaned kernels don't hold GPU memory.
 async fn parent_watch_task() {
-    let Some(pid) = std::env::var("JPY_PARENT_PID").ok().and_then(|p| p.parse::<u32>().ok()) else {
+    let Some(pid) = std::env::var("JPY_PARENT_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
         return;
     };
     let proc_path = PathBuf::from(format!("/proc/{pid}"));

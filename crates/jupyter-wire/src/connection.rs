@@ -33,9 +33,15 @@ fn default_scheme() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
     #[error("cannot read connection file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("connection file {path} is not valid: {source}")]
-    Parse { path: String, source: serde_json::Error },
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
     #[error("unsupported signature_scheme {0:?}: only hmac-sha256 (or an empty key) is supported")]
     Scheme(String),
 }

@@ -383,20 +383,31 @@ mod tests {
 
     #[test]
     fn execute_reply_shapes() {
-        let ok = ExecuteReply::Ok { execution_count: 3, payload: vec![], user_expressions: Map::new() };
+        let ok = ExecuteReply::Ok {
+            execution_count: 3,
+            payload: vec![],
+            user_expressions: Map::new(),
+        };
         assert_eq!(
             serde_json::to_value(ok).unwrap(),
             json!({"status":"ok","execution_count":3,"payload":[],"user_expressions":{}})
         );
         let err = ExecuteReply::Error {
             execution_count: 1,
-            error: ErrorInfo { ename: "E".into(), evalue: "v".into(), traceback: vec![] },
+            error: ErrorInfo {
+                ename: "E".into(),
+                evalue: "v".into(),
+                traceback: vec![],
+            },
         };
         assert_eq!(
             serde_json::to_value(err).unwrap(),
             json!({"status":"error","execution_count":1,"ename":"E","evalue":"v","traceback":[]})
         );
-        assert_eq!(serde_json::to_value(ExecuteReply::Aborted {}).unwrap(), json!({"status":"aborted"}));
+        assert_eq!(
+            serde_json::to_value(ExecuteReply::Aborted {}).unwrap(),
+            json!({"status":"aborted"})
+        );
     }
 
     #[test]

@@ -63,6 +63,9 @@ mod tests {
 
     #[test]
     fn fresh_ids_are_unique() {
-        assert_ne!(Header::new("s", "status").msg_id, Header::new("s", "status").msg_id);
+        assert_ne!(
+            Header::new("s", "status").msg_id,
+            Header::new("s", "status").msg_id
+        );
     }
 }

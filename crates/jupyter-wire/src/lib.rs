@@ -10,7 +10,7 @@ pub mod signing;
 
 pub use connection::{ConnectionInfo, Transport};
 pub use header::Header;
-pub use message::{Message, RawMessage, WireError, DELIMITER};
+pub use message::{DELIMITER, Message, RawMessage, WireError};
 pub use signing::Signer;
 
 /// The protocol version this implementation speaks (5.5: XPUB IOPub with `iopub_welcome`,

@@ -44,7 +44,12 @@ pub type RawMessage = Vec<Vec<u8>>;
 impl Message {
     /// A new kernel message. With a parent, it is routed back to the parent's identities and
     /// carries the parent's header.
-    pub fn new(session: &str, msg_type: &str, content: impl Serialize, parent: Option<&Message>) -> Self {
+    pub fn new(
+        session: &str,
+        msg_type: &str,
+        content: impl Serialize,
+        parent: Option<&Message>,
+    ) -> Self {
         Message {
             identities: parent.map(|p| p.identities.clone()).unwrap_or_default(),
             header: Header::new(session, msg_type),
@@ -178,7 +183,12 @@ mod tests {
     fn reply_carries_parent_and_identities() {
         let signer = Signer::new("key");
         let req = Message::from_frames(request(&signer), &signer).unwrap();
-        let reply = Message::new("kernel", "execute_reply", json!({"status": "ok"}), Some(&req));
+        let reply = Message::new(
+            "kernel",
+            "execute_reply",
+            json!({"status": "ok"}),
+            Some(&req),
+        );
         let frames = reply.to_frames(&signer);
         assert_eq!(frames[0], b"id-1");
         let back = Message::from_frames(frames, &signer).unwrap();
@@ -198,9 +208,15 @@ mod tests {
     #[test]
     fn malformed_frames_are_errors_not_panics() {
         let s = Signer::new("");
-        assert!(matches!(Message::from_frames(vec![], &s), Err(WireError::MissingDelimiter(0))));
+        assert!(matches!(
+            Message::from_frames(vec![], &s),
+            Err(WireError::MissingDelimiter(0))
+        ));
         let short = vec![DELIMITER.to_vec(), b"".to_vec(), b"{}".to_vec()];
-        assert!(matches!(Message::from_frames(short, &s), Err(WireError::TooFewFrames(2))));
+        assert!(matches!(
+            Message::from_frames(short, &s),
+            Err(WireError::TooFewFrames(2))
+        ));
         let bad_json = vec![
             DELIMITER.to_vec(),
             b"".to_vec(),
@@ -209,7 +225,10 @@ mod tests {
             b"{}".to_vec(),
             b"{}".to_vec(),
         ];
-        assert!(matches!(Message::from_frames(bad_json, &s), Err(WireError::Json { part: "header", .. })));
+        assert!(matches!(
+            Message::from_frames(bad_json, &s),
+            Err(WireError::Json { part: "header", .. })
+        ));
         let array_content = vec![
             DELIMITER.to_vec(),
             b"".to_vec(),

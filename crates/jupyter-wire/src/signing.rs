@@ -14,7 +14,9 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("enabled", &self.mac.is_some()).finish()
+        f.debug_struct("Signer")
+            .field("enabled", &self.mac.is_some())
+            .finish()
     }
 }
 

@@ -24,14 +24,18 @@ pub fn convert_cells(cells: &[Cell]) -> Program {
     for (index, cell) in cells.iter().filter(|c| c.cell_type == "code").enumerate() {
         let number = index + 1;
         if cell.metadata.tags.iter().any(|t| t == "raises-exception") {
-            program.notes.push(format!("cell {number} is tagged raises-exception: left out"));
+            program.notes.push(format!(
+                "cell {number} is tagged raises-exception: left out"
+            ));
             continue;
         }
         let mut code = String::new();
         let mut commands = Vec::new();
         for line in cell.source.lines() {
             let trimmed = line.trim_start();
-            if trimmed.starts_with(':') && trimmed[1..].starts_with(|c: char| c.is_ascii_alphabetic()) {
+            if trimmed.starts_with(':')
+                && trimmed[1..].starts_with(|c: char| c.is_ascii_alphabetic())
+            {
                 commands.push(trimmed.to_owned());
                 // Keep line numbers aligned with the notebook.
                 code.push('\n');
@@ -42,27 +46,42 @@ pub fn convert_cells(cells: &[Cell]) -> Program {
         }
         let mut body = String::new();
         for command in commands {
-            let (name, rest) = command.split_once(char::is_whitespace).unwrap_or((command.as_str(), ""));
+            let (name, rest) = command
+                .split_once(char::is_whitespace)
+                .unwrap_or((command.as_str(), ""));
             match name {
                 ":dep" => match rest.split_once('=') {
-                    Some((krate, spec)) => program.dependencies.push(format!("{} = {}", krate.trim(), spec.trim())),
-                    None if !rest.trim().is_empty() => program.dependencies.push(format!("{} = \"*\"", rest.trim())),
+                    Some((krate, spec)) => {
+                        program
+                            .dependencies
+                            .push(format!("{} = {}", krate.trim(), spec.trim()))
+                    }
+                    None if !rest.trim().is_empty() => program
+                        .dependencies
+                        .push(format!("{} = \"*\"", rest.trim())),
                     None => {}
                 },
                 ":gpu" => body.push_str("println!(\"{}\", gpu_report());\n"),
                 _ => {
                     body.push_str(&format!("// notebook command left out: {command}\n"));
-                    program.notes.push(format!("cell {number}: `{command}` has no batch equivalent: left out"));
+                    program.notes.push(format!(
+                        "cell {number}: `{command}` has no batch equivalent: left out"
+                    ));
                 }
             }
         }
         let (items, statements) = split_cell(&code);
         if !items.trim().is_empty() {
-            program.items.push_str(&format!("// cell {number}\n{}\n", items.trim_end()));
+            program
+                .items
+                .push_str(&format!("// cell {number}\n{}\n", items.trim_end()));
         }
         body.push_str(&statements);
         if !body.trim().is_empty() {
-            program.body.push_str(&format!("    // cell {number}\n{}\n", indent(body.trim_end())));
+            program.body.push_str(&format!(
+                "    // cell {number}\n{}\n",
+                indent(body.trim_end())
+            ));
         }
     }
     program
@@ -80,7 +99,12 @@ fn split_cell(code: &str) -> (String, String) {
         return (String::new(), code.to_owned());
     };
     let offset = CELL_FN_HEAD.len();
-    let local = |r: TextRange| (usize::from(r.start()) - offset, usize::from(r.end()) - offset);
+    let local = |r: TextRange| {
+        (
+            usize::from(r.start()) - offset,
+            usize::from(r.end()) - offset,
+        )
+    };
     let mut items = String::new();
     // (start, end, replacement) edits of `code`, for what leaves `main`.
     let mut edits: Vec<(usize, usize, String)> = Vec::new();
@@ -109,11 +133,27 @@ fn split_cell(code: &str) -> (String, String) {
     // Drop blank lines left where items were.
     let statements: Vec<&str> = statements.lines().collect();
     let statements = statements.join("\n").trim_matches('\n').to_owned();
-    (items, if statements.trim().is_empty() { String::new() } else { statements + "\n" })
+    (
+        items,
+        if statements.trim().is_empty() {
+            String::new()
+        } else {
+            statements + "\n"
+        },
+    )
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| if l.trim().is_empty() { String::new() } else { format!("    {l}") }).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| {
+            if l.trim().is_empty() {
+                String::new()
+            } else {
+                format!("    {l}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -122,15 +162,27 @@ mod tests {
     use crate::CellMetadata;
 
     fn code(source: &str) -> Cell {
-        Cell { cell_type: "code".into(), source: source.into(), metadata: CellMetadata::default() }
+        Cell {
+            cell_type: "code".into(),
+            source: source.into(),
+            metadata: CellMetadata::default(),
+        }
     }
 
     #[test]
     fn items_go_up_statements_stay_and_the_last_value_is_shown() {
         let cells = vec![
-            code("use std::collections::HashMap;\n/// Doubles.\nfn double(x: i32) -> i32 { x * 2 }\nlet a = double(21);\na"),
-            Cell { cell_type: "markdown".into(), source: "# text".into(), metadata: CellMetadata::default() },
-            code(":dep rand = \"0.8\"\n:vars\nlet m: HashMap<i32, i32> = HashMap::new();\n// a comment stays\nprintln!(\"{}\", m.len());"),
+            code(
+                "use std::collections::HashMap;\n/// Doubles.\nfn double(x: i32) -> i32 { x * 2 }\nlet a = double(21);\na",
+            ),
+            Cell {
+                cell_type: "markdown".into(),
+                source: "# text".into(),
+                metadata: CellMetadata::default(),
+            },
+            code(
+                ":dep rand = \"0.8\"\n:vars\nlet m: HashMap<i32, i32> = HashMap::new();\n// a comment stays\nprintln!(\"{}\", m.len());",
+            ),
         ];
         let p = convert_cells(&cells);
         assert!(p.items.contains("// cell 1\nuse std::collections::HashMap;\n/// Doubles.\nfn double(x: i32) -> i32 { x * 2 }"), "{}", p.items);

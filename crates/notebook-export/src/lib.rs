@@ -20,11 +20,20 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a notebook: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -66,7 +75,13 @@ fn source_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Erro
 
 impl Notebook {
     pub fn read(path: &std::path::Path) -> Result<Notebook, ExportError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ExportError::Read { path: path.to_owned(), source })?;
-        serde_json::from_str(&text).map_err(|source| ExportError::Parse { path: path.to_owned(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| ExportError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| ExportError::Parse {
+            path: path.to_owned(),
+            source,
+        })
     }
 }

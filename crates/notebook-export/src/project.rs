@@ -19,7 +19,15 @@ pub struct SlurmOptions {
 
 impl Default for SlurmOptions {
     fn default() -> Self {
-        SlurmOptions { partition: None, gres: None, time: "01:00:00".into(), cpus_per_task: 8, mem: None, account: None, signal_seconds: 120 }
+        SlurmOptions {
+            partition: None,
+            gres: None,
+            time: "01:00:00".into(),
+            cpus_per_task: 8,
+            mem: None,
+            account: None,
+            signal_seconds: 120,
+        }
     }
 }
 
@@ -50,8 +58,20 @@ pub struct Exported {
 pub const RESUME_EXIT_CODE: i32 = 3;
 
 fn crate_name(notebook: &Path) -> String {
-    let stem = notebook.file_stem().and_then(|s| s.to_str()).unwrap_or("notebook");
-    let mut name: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let stem = notebook
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("notebook");
+    let mut name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
     name = name.trim_matches('-').to_owned();
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
         name = format!("nb-{name}");
@@ -59,22 +79,43 @@ fn crate_name(notebook: &Path) -> String {
     name
 }
 
-pub fn export(notebook_path: &Path, out_dir: &Path, options: &ExportOptions) -> Result<Exported, ExportError> {
+pub fn export(
+    notebook_path: &Path,
+    out_dir: &Path,
+    options: &ExportOptions,
+) -> Result<Exported, ExportError> {
     let notebook = Notebook::read(notebook_path)?;
     let program = convert_cells(&notebook.cells);
-    let name = options.name.clone().unwrap_or_else(|| crate_name(notebook_path));
+    let name = options
+        .name
+        .clone()
+        .unwrap_or_else(|| crate_name(notebook_path));
     let write = |rel: &str, text: &str| -> Result<PathBuf, ExportError> {
         let path = out_dir.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| ExportError::Write { path: parent.to_owned(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| ExportError::Write {
+                path: parent.to_owned(),
+                source,
+            })?;
         }
-        std::fs::write(&path, text).map_err(|source| ExportError::Write { path: path.clone(), source })?;
+        std::fs::write(&path, text).map_err(|source| ExportError::Write {
+            path: path.clone(),
+            source,
+        })?;
         Ok(path)
     };
-    let source_name = notebook_path.file_name().and_then(|s| s.to_str()).unwrap_or("notebook");
+    let source_name = notebook_path
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("notebook");
     let mut files = Vec::new();
 
-    let prelude = options.prelude_dir.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    let prelude = options
+        .prelude_dir
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
     let mut manifest = format!(
         "# Exported from {source_name} by `tch-kernel export`.\n\
          [package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
@@ -91,7 +132,10 @@ pub fn export(notebook_path: &Path, out_dir: &Path, options: &ExportOptions) -> 
     manifest.push_str("\n[profile.release]\nopt-level = 3\n\n# Not part of any enclosing workspace.\n[workspace]\n");
     files.push(write("Cargo.toml", &manifest)?);
     if let Some(lock) = &options.lockfile {
-        let text = std::fs::read_to_string(lock).map_err(|source| ExportError::Read { path: lock.clone(), source })?;
+        let text = std::fs::read_to_string(lock).map_err(|source| ExportError::Read {
+            path: lock.clone(),
+            source,
+        })?;
         files.push(write("Cargo.lock", &text)?);
     }
     files.push(write("build.rs", BUILD_RS)?);
@@ -109,8 +153,15 @@ pub fn export(notebook_path: &Path, out_dir: &Path, options: &ExportOptions) -> 
         program.items, program.body
     );
     files.push(write("src/main.rs", &main)?);
-    files.push(write("job.sbatch", &sbatch(&name, source_name, out_dir, options))?);
-    Ok(Exported { name, files, notes: program.notes })
+    files.push(write(
+        "job.sbatch",
+        &sbatch(&name, source_name, out_dir, options),
+    )?);
+    Ok(Exported {
+        name,
+        files,
+        notes: program.notes,
+    })
 }
 
 /// tch's own link flags, which only reach tch's examples: without them `--as-needed` drops
@@ -130,7 +181,10 @@ fn shell_quote(s: &str) -> String {
 
 fn sbatch(name: &str, source_name: &str, out_dir: &Path, options: &ExportOptions) -> String {
     let s = &options.slurm;
-    let mut lines = vec!["#!/bin/bash".to_owned(), format!("#SBATCH --job-name={name}")];
+    let mut lines = vec![
+        "#!/bin/bash".to_owned(),
+        format!("#SBATCH --job-name={name}"),
+    ];
     if let Some(p) = &s.partition {
         lines.push(format!("#SBATCH --partition={p}"));
     }
@@ -149,15 +203,24 @@ fn sbatch(name: &str, source_name: &str, out_dir: &Path, options: &ExportOptions
     lines.push(format!("# SIGUSR1 {} s before the time limit: programs that call stop_on_signals() save a checkpoint and exit {RESUME_EXIT_CODE}.", s.signal_seconds));
     lines.push(format!("#SBATCH --signal=USR1@{}", s.signal_seconds));
     lines.push(String::new());
-    lines.push(format!("# Exported from {source_name} by `tch-kernel export`."));
+    lines.push(format!(
+        "# Exported from {source_name} by `tch-kernel export`."
+    ));
     lines.push("set -euo pipefail".into());
     lines.push(String::new());
-    lines.push("# The software environment of the kernel the notebook ran in (its kernelspec env).".into());
+    lines.push(
+        "# The software environment of the kernel the notebook ran in (its kernelspec env).".into(),
+    );
     for (key, value) in &options.env {
         if key == "LD_LIBRARY_PATH" {
             // Kernelspecs write `${LD_LIBRARY_PATH}` for "the current value".
-            let value = value.replace(":${LD_LIBRARY_PATH}", "").replace("${LD_LIBRARY_PATH}", "");
-            lines.push(format!("export LD_LIBRARY_PATH={}\"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\"", shell_quote(&value)));
+            let value = value
+                .replace(":${LD_LIBRARY_PATH}", "")
+                .replace("${LD_LIBRARY_PATH}", "");
+            lines.push(format!(
+                "export LD_LIBRARY_PATH={}\"${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\"",
+                shell_quote(&value)
+            ));
         } else {
             lines.push(format!("export {key}={}", shell_quote(value)));
         }
@@ -166,8 +229,14 @@ fn sbatch(name: &str, source_name: &str, out_dir: &Path, options: &ExportOptions
     lines.push("export CARGO_NET_OFFLINE=true".into());
     lines.push("export CHECKPOINT_DIR=\"${CHECKPOINT_DIR:-$SLURM_SUBMIT_DIR/checkpoints-$SLURM_JOB_NAME}\"".into());
     lines.push(String::new());
-    lines.push(format!("cd {}", shell_quote(&out_dir.display().to_string())));
-    lines.push("# A no-op when already built (build on the login node first: cargo build --release).".into());
+    lines.push(format!(
+        "cd {}",
+        shell_quote(&out_dir.display().to_string())
+    ));
+    lines.push(
+        "# A no-op when already built (build on the login node first: cargo build --release)."
+            .into(),
+    );
     lines.push("cargo build --release --offline".into());
     lines.push("status=0".into());
     lines.push(format!("srun ./target/release/{name} || status=$?"));
@@ -186,7 +255,10 @@ mod tests {
 
     #[test]
     fn names_are_valid_crate_names() {
-        assert_eq!(crate_name(Path::new("/x/02-first-classifier.ipynb")), "nb-02-first-classifier");
+        assert_eq!(
+            crate_name(Path::new("/x/02-first-classifier.ipynb")),
+            "nb-02-first-classifier"
+        );
         assert_eq!(crate_name(Path::new("My Model.ipynb")), "my-model");
     }
 
@@ -205,19 +277,36 @@ mod tests {
             lockfile: None,
             env: vec![
                 ("LIBTORCH".into(), "/env/torch".into()),
-                ("LD_LIBRARY_PATH".into(), "/env/torch/lib:${LD_LIBRARY_PATH}".into()),
+                (
+                    "LD_LIBRARY_PATH".into(),
+                    "/env/torch/lib:${LD_LIBRARY_PATH}".into(),
+                ),
             ],
             name: None,
-            slurm: SlurmOptions { partition: Some("gpu".into()), gres: Some("gpu:a40:1".into()), ..Default::default() },
+            slurm: SlurmOptions {
+                partition: Some("gpu".into()),
+                gres: Some("gpu:a40:1".into()),
+                ..Default::default()
+            },
         };
         let e = export(&nb, &out, &options).unwrap();
         assert_eq!(e.name, "train");
         let manifest = std::fs::read_to_string(out.join("Cargo.toml")).unwrap();
-        assert!(manifest.contains("tch-prelude = { path = \"/opt/tch-kernel/crates/tch-prelude\" }"));
+        assert!(
+            manifest.contains("tch-prelude = { path = \"/opt/tch-kernel/crates/tch-prelude\" }")
+        );
         let main = std::fs::read_to_string(out.join("src/main.rs")).unwrap();
         assert!(main.contains("fn f() -> i32 { 1 }") && main.contains("(&(f())).evcxr_display();"));
         let job = std::fs::read_to_string(out.join("job.sbatch")).unwrap();
-        for needle in ["#SBATCH --partition=gpu", "#SBATCH --gres=gpu:a40:1", "#SBATCH --time=01:00:00", "#SBATCH --signal=USR1@120", "export LIBTORCH='/env/torch'", "export LD_LIBRARY_PATH='/env/torch/lib'\"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\"", "srun ./target/release/train"] {
+        for needle in [
+            "#SBATCH --partition=gpu",
+            "#SBATCH --gres=gpu:a40:1",
+            "#SBATCH --time=01:00:00",
+            "#SBATCH --signal=USR1@120",
+            "export LIBTORCH='/env/torch'",
+            "export LD_LIBRARY_PATH='/env/torch/lib'\"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\"",
+            "srun ./target/release/train",
+        ] {
             assert!(job.contains(needle), "{needle} missing from\n{job}");
         }
         assert!(!job.contains("CUDA_VISIBLE_DEVICES"));

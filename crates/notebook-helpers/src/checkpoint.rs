@@ -75,7 +75,11 @@ impl TrainingState {
         Some(TrainingState {
             epoch: v.get("epoch")?.as_u64()? as usize,
             step: v.get("step")?.as_u64()? as usize,
-            values: v.get("values").and_then(Value::as_object).cloned().unwrap_or_default(),
+            values: v
+                .get("values")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 }
@@ -129,21 +133,29 @@ impl Checkpoint {
 
     /// Saves the weights and the state (the state last: it marks the checkpoint complete).
     #[cfg(feature = "tch")]
-    pub fn save(&self, vs: &tch::nn::VarStore, state: &TrainingState) -> Result<(), CheckpointError> {
+    pub fn save(
+        &self,
+        vs: &tch::nn::VarStore,
+        state: &TrainingState,
+    ) -> Result<(), CheckpointError> {
         let model = self.model_path();
         let tmp = self.dir.join("model.tmp.safetensors");
         vs.save(&tmp).map_err(|e| ctx("cannot write", &tmp, e))?;
         std::fs::rename(&tmp, &model).map_err(|e| ctx("cannot replace", &model, e))?;
         let state_path = self.state_path();
         let tmp = self.dir.join("state.tmp.json");
-        std::fs::write(&tmp, state.to_json().to_string()).map_err(|e| ctx("cannot write", &tmp, e))?;
+        std::fs::write(&tmp, state.to_json().to_string())
+            .map_err(|e| ctx("cannot write", &tmp, e))?;
         std::fs::rename(&tmp, &state_path).map_err(|e| ctx("cannot replace", &state_path, e))
     }
 
     /// Loads the weights into `vs` and returns the saved state; `None` (and `vs` untouched)
     /// when there is no checkpoint yet.
     #[cfg(feature = "tch")]
-    pub fn resume(&self, vs: &mut tch::nn::VarStore) -> Result<Option<TrainingState>, CheckpointError> {
+    pub fn resume(
+        &self,
+        vs: &mut tch::nn::VarStore,
+    ) -> Result<Option<TrainingState>, CheckpointError> {
         if !self.exists() {
             return Ok(None);
         }
@@ -158,7 +170,8 @@ impl Checkpoint {
         let path = self.state_path();
         let text = std::fs::read_to_string(&path).map_err(|e| ctx("cannot read", &path, e))?;
         let json: Value = serde_json::from_str(&text).map_err(|e| ctx("cannot parse", &path, e))?;
-        TrainingState::from_json(&json).ok_or_else(|| ctx("missing epoch or step in", &path, "bad state"))
+        TrainingState::from_json(&json)
+            .ok_or_else(|| ctx("missing epoch or step in", &path, "bad state"))
     }
 }
 
@@ -168,7 +181,11 @@ mod tests {
 
     #[test]
     fn state_round_trips_through_json() {
-        let mut s = TrainingState { epoch: 3, step: 120, ..Default::default() };
+        let mut s = TrainingState {
+            epoch: 3,
+            step: 120,
+            ..Default::default()
+        };
         s.set("lr", 0.05);
         assert_eq!(TrainingState::from_json(&s.to_json()), Some(s.clone()));
         assert_eq!(s.get("lr"), Some(0.05));

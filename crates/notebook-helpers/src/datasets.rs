@@ -21,11 +21,16 @@ pub fn digits() -> (Tensor, Tensor) {
 /// smartcore's layout: features (u64), samples (u64), pixels (f32...), labels (f32...).
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]
 fn decode(bytes: &[u8]) -> Option<(Vec<f32>, Vec<f32>, usize, usize)> {
-    let u64_at = |at: usize| Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?) as usize);
+    let u64_at =
+        |at: usize| Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?) as usize);
     let (features, samples) = (u64_at(0)?, u64_at(8)?);
     let floats = |from: usize, count: usize| -> Option<Vec<f32>> {
         let raw = bytes.get(from..from + count * 4)?;
-        Some(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Some(
+            raw.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
     };
     let pixels = floats(16, samples * features)?;
     let labels = floats(16 + samples * features * 4, samples)?;
@@ -40,7 +45,11 @@ mod tests {
         assert_eq!((n, features), (1797, 64));
         assert_eq!(pixels.len(), 1797 * 64);
         assert!(pixels.iter().all(|p| (0.0..=16.0).contains(p)));
-        assert!(labels.iter().all(|l| (0.0..=9.0).contains(l) && l.fract() == 0.0));
+        assert!(
+            labels
+                .iter()
+                .all(|l| (0.0..=9.0).contains(l) && l.fract() == 0.0)
+        );
         assert_eq!(labels.iter().filter(|l| **l == 0.0).count(), 178);
     }
 }
@@ -57,7 +66,18 @@ pub struct Cifar10 {
 }
 
 /// The class names, in label order.
-pub const CIFAR10_CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+pub const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 
 #[cfg(feature = "tch")]
 const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;
@@ -71,17 +91,26 @@ pub fn cifar10(dir: impl AsRef<std::path::Path>) -> std::io::Result<Cifar10> {
     let dir = dir.as_ref();
     let read = |name: &str| -> std::io::Result<(Tensor, Tensor)> {
         let path = dir.join(name);
-        let bytes = std::fs::read(&path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         if bytes.is_empty() || bytes.len() % CIFAR_RECORD != 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("{}: {} bytes is not a whole number of {CIFAR_RECORD}-byte CIFAR-10 records", path.display(), bytes.len()),
+                format!(
+                    "{}: {} bytes is not a whole number of {CIFAR_RECORD}-byte CIFAR-10 records",
+                    path.display(),
+                    bytes.len()
+                ),
             ));
         }
         let n = (bytes.len() / CIFAR_RECORD) as i64;
         let records = Tensor::from_slice(&bytes).view([n, CIFAR_RECORD as i64]);
         let labels = records.select(1, 0).to_kind(Kind::Int64);
-        let images = records.narrow(1, 1, 3072).view([n, 3, 32, 32]).to_kind(Kind::Float) / 255.0;
+        let images = records
+            .narrow(1, 1, 3072)
+            .view([n, 3, 32, 32])
+            .to_kind(Kind::Float)
+            / 255.0;
         Ok((images, labels))
     };
     let mut train = Vec::new();
@@ -90,5 +119,10 @@ pub fn cifar10(dir: impl AsRef<std::path::Path>) -> std::io::Result<Cifar10> {
     }
     let (test_images, test_labels) = read("test_batch.bin")?;
     let (images, labels): (Vec<Tensor>, Vec<Tensor>) = train.into_iter().unzip();
-    Ok(Cifar10 { train_images: Tensor::cat(&images, 0), train_labels: Tensor::cat(&labels, 0), test_images, test_labels })
+    Ok(Cifar10 {
+        train_images: Tensor::cat(&images, 0),
+        train_labels: Tensor::cat(&labels, 0),
+        test_images,
+        test_labels,
+    })
 }

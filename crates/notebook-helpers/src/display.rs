@@ -26,7 +26,10 @@ impl MimeBundle {
     }
 
     pub fn get(&self, mime: &str) -> Option<&str> {
-        self.entries.iter().find(|(m, _)| m == mime).map(|(_, c)| c.as_str())
+        self.entries
+            .iter()
+            .find(|(m, _)| m == mime)
+            .map(|(_, c)| c.as_str())
     }
 
     pub fn entries(&self) -> &[(String, String)] {
@@ -71,7 +74,10 @@ impl<T: RichDisplay + ?Sized> EvcxrDisplay for T {
         }
         let mut out = std::io::stdout().lock();
         for (mime, content) in bundle.entries() {
-            let _ = writeln!(out, "EVCXR_BEGIN_CONTENT {mime}\n{content}\nEVCXR_END_CONTENT");
+            let _ = writeln!(
+                out,
+                "EVCXR_BEGIN_CONTENT {mime}\n{content}\nEVCXR_END_CONTENT"
+            );
         }
         let _ = out.flush();
     }
@@ -138,7 +144,9 @@ impl DisplayHandle {
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        DisplayHandle { id: format!("{:x}-{:x}-{n}", std::process::id(), nanos) }
+        DisplayHandle {
+            id: format!("{:x}-{:x}-{n}", std::process::id(), nanos),
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -178,19 +186,25 @@ pub struct Text(pub String);
 
 impl RichDisplay for Html {
     fn mime_bundle(&self) -> MimeBundle {
-        MimeBundle::new().with("text/plain", "<HTML>").with("text/html", self.0.clone())
+        MimeBundle::new()
+            .with("text/plain", "<HTML>")
+            .with("text/html", self.0.clone())
     }
 }
 
 impl RichDisplay for Markdown {
     fn mime_bundle(&self) -> MimeBundle {
-        MimeBundle::new().with("text/plain", self.0.clone()).with("text/markdown", self.0.clone())
+        MimeBundle::new()
+            .with("text/plain", self.0.clone())
+            .with("text/markdown", self.0.clone())
     }
 }
 
 impl RichDisplay for Svg {
     fn mime_bundle(&self) -> MimeBundle {
-        MimeBundle::new().with("text/plain", "<SVG image>").with("image/svg+xml", self.0.clone())
+        MimeBundle::new()
+            .with("text/plain", "<SVG image>")
+            .with("image/svg+xml", self.0.clone())
     }
 }
 
@@ -217,9 +231,10 @@ impl RichDisplay for Png {
             Some((w, h)) => format!("<PNG image {w}x{h}>"),
             None => "<PNG image>".to_owned(),
         };
-        MimeBundle::new()
-            .with("text/plain", text)
-            .with("image/png", base64::engine::general_purpose::STANDARD.encode(&self.0))
+        MimeBundle::new().with("text/plain", text).with(
+            "image/png",
+            base64::engine::general_purpose::STANDARD.encode(&self.0),
+        )
     }
 }
 
@@ -231,7 +246,10 @@ impl RichDisplay for Text {
 
 /// Escapes text for HTML.
 pub(crate) fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -240,7 +258,10 @@ mod tests {
 
     #[test]
     fn bundles_replace_a_mime_type_rather_than_repeat_it() {
-        let b = MimeBundle::new().with("text/plain", "a").with("text/html", "<b>").with("text/plain", "b");
+        let b = MimeBundle::new()
+            .with("text/plain", "a")
+            .with("text/html", "<b>")
+            .with("text/plain", "b");
         assert_eq!(b.entries().len(), 2);
         assert_eq!(b.get("text/plain"), Some("b"));
     }
@@ -258,12 +279,17 @@ mod tests {
         bytes.extend(2u32.to_be_bytes());
         let b = Png(bytes.clone()).mime_bundle();
         assert_eq!(b.get("text/plain"), Some("<PNG image 3x2>"));
-        let decoded = base64::engine::general_purpose::STANDARD.decode(b.get("image/png").unwrap()).unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b.get("image/png").unwrap())
+            .unwrap();
         assert_eq!(decoded, bytes);
     }
 
     #[test]
     fn html_escaping() {
-        assert_eq!(html_escape("<a href=\"x\">&</a>"), "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;");
+        assert_eq!(
+            html_escape("<a href=\"x\">&</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
     }
 }

@@ -28,7 +28,9 @@ fn check_channels(c: i64) -> Result<png::ColorType, PlotError> {
         1 => Ok(png::ColorType::Grayscale),
         3 => Ok(png::ColorType::Rgb),
         4 => Ok(png::ColorType::Rgba),
-        _ => Err(PlotError(format!("an image needs 1, 3 or 4 channels, not {c}"))),
+        _ => Err(PlotError(format!(
+            "an image needs 1, 3 or 4 channels, not {c}"
+        ))),
     }
 }
 
@@ -38,7 +40,12 @@ pub fn image(t: &Tensor) -> Result<Png, PlotError> {
         2 => t.unsqueeze(0),
         3 => t.shallow_clone(),
         4 if t.size()[0] == 1 => t.squeeze_dim(0),
-        d => return Err(PlotError(format!("image() takes a [C,H,W] or [H,W] tensor, not {d} dimensions {:?}; use image_grid for a batch", t.size()))),
+        d => {
+            return Err(PlotError(format!(
+                "image() takes a [C,H,W] or [H,W] tensor, not {d} dimensions {:?}; use image_grid for a batch",
+                t.size()
+            )));
+        }
     };
     let (c, h, w) = (t.size()[0], t.size()[1], t.size()[2]);
     let color = check_channels(c)?;
@@ -51,7 +58,10 @@ pub fn image(t: &Tensor) -> Result<Png, PlotError> {
 /// `make_grid`), 2 pixels apart. All images share one normalisation.
 pub fn image_grid(t: &Tensor, columns: usize) -> Result<Png, PlotError> {
     if t.dim() != 4 {
-        return Err(PlotError(format!("image_grid() takes a [N,C,H,W] tensor, not {:?}", t.size())));
+        return Err(PlotError(format!(
+            "image_grid() takes a [N,C,H,W] tensor, not {:?}",
+            t.size()
+        )));
     }
     let (n, c, h, w) = (t.size()[0], t.size()[1], t.size()[2], t.size()[3]);
     check_channels(c)?;

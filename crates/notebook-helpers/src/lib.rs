@@ -39,21 +39,23 @@ mod image;
 #[cfg(feature = "tch")]
 mod tensor;
 
-pub use display::{
-    DisplayHandle, EvcxrDisplay, Html, Markdown, MimeBundle, Png, RichDisplay, Svg, Text, clear_output, display,
-    display_debug, display_mime,
+pub use checkpoint::{
+    Checkpoint, CheckpointError, RESUME_EXIT_CODE, TrainingState, stop_on_signals, stop_requested,
 };
-pub use interrupt::{check_interrupt, interrupted, INTERRUPT_PANIC};
-pub use mllog::{MlLog, keys as mllog_keys};
-pub use checkpoint::{Checkpoint, CheckpointError, RESUME_EXIT_CODE, TrainingState, stop_on_signals, stop_requested};
 pub use datasets::CIFAR10_CLASSES;
 #[cfg(feature = "tch")]
 pub use datasets::{Cifar10, cifar10, digits};
-/// JSON values for MLLOG metadata and values: `json!({"epoch_num": 1})`.
-pub use serde_json::{self, Value as JsonValue, json};
-pub use plot::{ConfusionMatrix, Histogram, LinePlot, LiveChart, PlotError, ScatterPlot};
-pub use progress::{Postfix, Progress, progress, progress_postfix};
+pub use display::{
+    DisplayHandle, EvcxrDisplay, Html, Markdown, MimeBundle, Png, RichDisplay, Svg, Text,
+    clear_output, display, display_debug, display_mime,
+};
 #[cfg(feature = "tch")]
 pub use image::{image, image_grid};
+pub use interrupt::{INTERRUPT_PANIC, check_interrupt, interrupted};
+pub use mllog::{MlLog, keys as mllog_keys};
+pub use plot::{ConfusionMatrix, Histogram, LinePlot, LiveChart, PlotError, ScatterPlot};
+pub use progress::{Postfix, Progress, progress, progress_postfix};
+/// JSON values for MLLOG metadata and values: `json!({"epoch_num": 1})`.
+pub use serde_json::{self, Value as JsonValue, json};
 #[cfg(feature = "tch")]
 pub use tensor::{tensor_html, tensor_text};

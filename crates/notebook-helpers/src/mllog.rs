@@ -60,12 +60,18 @@ impl MlLog {
     /// Appends to `path` (created if needed), as the reference logger's `filename` does.
     pub fn to_file(path: impl AsRef<Path>) -> std::io::Result<MlLog> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(MlLog { file: Some(Mutex::new(file)), echo: false })
+        Ok(MlLog {
+            file: Some(Mutex::new(file)),
+            echo: false,
+        })
     }
 
     /// Lines on stdout only.
     pub fn to_stdout() -> MlLog {
-        MlLog { file: None, echo: true }
+        MlLog {
+            file: None,
+            echo: true,
+        }
     }
 
     /// Also print each line on stdout (the run's log).
@@ -77,24 +83,49 @@ impl MlLog {
     /// A `POINT_IN_TIME` event.
     #[track_caller]
     pub fn event(&self, key: &str, value: impl Into<Value>, metadata: Value) {
-        self.write("POINT_IN_TIME", key, value.into(), metadata, std::panic::Location::caller());
+        self.write(
+            "POINT_IN_TIME",
+            key,
+            value.into(),
+            metadata,
+            std::panic::Location::caller(),
+        );
     }
 
     /// An `INTERVAL_START` event (`init_start`, `run_start`, `epoch_start`, ...).
     #[track_caller]
     pub fn start(&self, key: &str, value: impl Into<Value>, metadata: Value) {
-        self.write("INTERVAL_START", key, value.into(), metadata, std::panic::Location::caller());
+        self.write(
+            "INTERVAL_START",
+            key,
+            value.into(),
+            metadata,
+            std::panic::Location::caller(),
+        );
     }
 
     /// An `INTERVAL_END` event (`init_stop`, `run_stop`, `epoch_stop`, ...).
     #[track_caller]
     pub fn end(&self, key: &str, value: impl Into<Value>, metadata: Value) {
-        self.write("INTERVAL_END", key, value.into(), metadata, std::panic::Location::caller());
+        self.write(
+            "INTERVAL_END",
+            key,
+            value.into(),
+            metadata,
+            std::panic::Location::caller(),
+        );
     }
 
     /// The five `submission_*` events every result file starts with.
     #[track_caller]
-    pub fn submission_info(&self, benchmark: &str, org: &str, division: &str, status: &str, platform: &str) {
+    pub fn submission_info(
+        &self,
+        benchmark: &str,
+        org: &str,
+        division: &str,
+        status: &str,
+        platform: &str,
+    ) {
         let at = std::panic::Location::caller();
         for (key, value) in [
             (keys::SUBMISSION_BENCHMARK, benchmark),
@@ -107,10 +138,19 @@ impl MlLog {
         }
     }
 
-    fn write(&self, event_type: &str, key: &str, value: Value, metadata: Value, at: &std::panic::Location<'_>) {
+    fn write(
+        &self,
+        event_type: &str,
+        key: &str,
+        value: Value,
+        metadata: Value,
+        at: &std::panic::Location<'_>,
+    ) {
         let line = format_line(event_type, key, value, metadata, at, now_ms());
         if let Some(file) = &self.file {
-            let mut file = file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut file = file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             // A failed write must not stop training; the line still goes to stdout if echoing.
             let _ = writeln!(file, "{line}");
             let _ = file.flush();
@@ -129,7 +169,14 @@ fn now_ms() -> f64 {
 }
 
 /// One line, with the fields in the order the reference logger writes them.
-fn format_line(event_type: &str, key: &str, value: Value, metadata: Value, at: &std::panic::Location<'_>, time_ms: f64) -> String {
+fn format_line(
+    event_type: &str,
+    key: &str,
+    value: Value,
+    metadata: Value,
+    at: &std::panic::Location<'_>,
+    time_ms: f64,
+) -> String {
     let mut meta = match metadata {
         Value::Object(map) => map,
         Value::Null => Map::new(),
@@ -140,7 +187,8 @@ fn format_line(event_type: &str, key: &str, value: Value, metadata: Value, at: &
         }
     };
     meta.entry("file").or_insert_with(|| Value::from(at.file()));
-    meta.entry("lineno").or_insert_with(|| Value::from(at.line()));
+    meta.entry("lineno")
+        .or_insert_with(|| Value::from(at.line()));
     let mut record = Map::new();
     record.insert("namespace".into(), Value::from(""));
     record.insert("time_ms".into(), Value::from(time_ms.round() as u64));
@@ -158,7 +206,14 @@ mod tests {
     #[test]
     fn lines_match_the_reference_format() {
         let at = std::panic::Location::caller();
-        let line = format_line("POINT_IN_TIME", keys::EVAL_ACCURACY, Value::from(0.5), json!({"epoch_num": 3}), at, 1234.4);
+        let line = format_line(
+            "POINT_IN_TIME",
+            keys::EVAL_ACCURACY,
+            Value::from(0.5),
+            json!({"epoch_num": 3}),
+            at,
+            1234.4,
+        );
         let json: Value = serde_json::from_str(line.strip_prefix(":::MLLOG ").unwrap()).unwrap();
         assert_eq!(json["namespace"], "");
         assert_eq!(json["time_ms"], 1234);
@@ -166,7 +221,12 @@ mod tests {
         assert_eq!(json["key"], "eval_accuracy");
         assert_eq!(json["value"], 0.5);
         assert_eq!(json["metadata"]["epoch_num"], 3);
-        assert!(json["metadata"]["file"].as_str().unwrap().ends_with("mllog.rs"));
+        assert!(
+            json["metadata"]["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("mllog.rs")
+        );
         assert!(json["metadata"]["lineno"].as_u64().unwrap() > 0);
         assert!(!line.contains('\n'));
     }

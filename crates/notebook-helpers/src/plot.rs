@@ -12,7 +12,12 @@ static FONT: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
 fn register_fonts() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        for style in [FontStyle::Normal, FontStyle::Bold, FontStyle::Italic, FontStyle::Oblique] {
+        for style in [
+            FontStyle::Normal,
+            FontStyle::Bold,
+            FontStyle::Italic,
+            FontStyle::Oblique,
+        ] {
             // The bundled file is a valid font; a failure would only lose text, not the chart.
             let _ = plotters::style::register_font("sans-serif", style, FONT);
         }
@@ -85,13 +90,20 @@ trait Chart {
 
     fn bundle(&self) -> MimeBundle {
         match self.svg() {
-            Ok(svg) => MimeBundle::new().with("text/plain", self.describe()).with("image/svg+xml", svg),
+            Ok(svg) => MimeBundle::new()
+                .with("text/plain", self.describe())
+                .with("image/svg+xml", svg),
             Err(e) => MimeBundle::new().with("text/plain", e.to_string()),
         }
     }
 }
 
-pub(crate) fn encode_png(pixels: &[u8], w: u32, h: u32, color: png::ColorType) -> Result<Vec<u8>, PlotError> {
+pub(crate) fn encode_png(
+    pixels: &[u8],
+    w: u32,
+    h: u32,
+    color: png::ColorType,
+) -> Result<Vec<u8>, PlotError> {
     let mut out = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut out, w, h);
@@ -121,7 +133,11 @@ fn padded_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     lo - pad..hi + pad
 }
 
-type XyChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+type XyChart<'a, DB> = ChartContext<
+    'a,
+    DB,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
 
 /// The common frame of the x/y charts: title, margins, label areas.
 fn xy_chart<'a, DB: DrawingBackend>(
@@ -205,7 +221,13 @@ impl Default for LinePlot {
 
 impl LinePlot {
     pub fn new() -> LinePlot {
-        LinePlot { title: String::new(), x_label: String::new(), y_label: String::new(), size: (640, 400), series: Vec::new() }
+        LinePlot {
+            title: String::new(),
+            x_label: String::new(),
+            y_label: String::new(),
+            size: (640, 400),
+            series: Vec::new(),
+        }
     }
 
     pub fn x_label(mut self, label: impl Into<String>) -> Self {
@@ -220,7 +242,11 @@ impl LinePlot {
 
     /// A series over x = 0, 1, 2, ...
     pub fn series<V: Copy + Into<f64>>(self, name: impl Into<String>, ys: &[V]) -> Self {
-        let points = ys.iter().enumerate().map(|(i, y)| (i as f64, (*y).into())).collect();
+        let points = ys
+            .iter()
+            .enumerate()
+            .map(|(i, y)| (i as f64, (*y).into()))
+            .collect();
         self.series_xy(name, points)
     }
 
@@ -240,7 +266,10 @@ impl LinePlot {
 
     /// The points of a series.
     pub fn points(&self, name: &str) -> Option<&[(f64, f64)]> {
-        self.series.iter().find(|(n, _)| n == name).map(|(_, p)| p.as_slice())
+        self.series
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.as_slice())
     }
 }
 
@@ -250,7 +279,11 @@ impl Chart for LinePlot {
     }
 
     fn describe(&self) -> String {
-        let names: Vec<String> = self.series.iter().map(|(n, p)| format!("{n} ({} points)", p.len())).collect();
+        let names: Vec<String> = self
+            .series
+            .iter()
+            .map(|(n, p)| format!("{n} ({} points)", p.len()))
+            .collect();
         format!("<LinePlot {}: {}>", self.title, names.join(", "))
     }
 
@@ -268,12 +301,18 @@ impl Chart for LinePlot {
             .map_err(err)?;
         for (i, (name, points)) in self.series.iter().enumerate() {
             let c = color(i);
-            let finite: Vec<(f64, f64)> = points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+            let finite: Vec<(f64, f64)> = points
+                .iter()
+                .copied()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .collect();
             chart
                 .draw_series(LineSeries::new(finite, c.stroke_width(2)))
                 .map_err(err)?
                 .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
         }
         if self.series.iter().any(|(n, _)| !n.is_empty()) {
             draw_legend(&mut chart)?;
@@ -296,8 +335,17 @@ pub struct ScatterPlot {
 impl ScatterPlot {
     /// Points of one class.
     pub fn new<X: Copy + Into<f64>, Y: Copy + Into<f64>>(xs: &[X], ys: &[Y]) -> ScatterPlot {
-        let points = xs.iter().zip(ys).map(|(x, y)| ((*x).into(), (*y).into(), 0)).collect();
-        ScatterPlot { title: String::new(), size: (640, 400), points, classes: Vec::new() }
+        let points = xs
+            .iter()
+            .zip(ys)
+            .map(|(x, y)| ((*x).into(), (*y).into(), 0))
+            .collect();
+        ScatterPlot {
+            title: String::new(),
+            size: (640, 400),
+            points,
+            classes: Vec::new(),
+        }
     }
 
     /// Points coloured by class (`labels[i]` indexes `class_names`).
@@ -323,7 +371,11 @@ impl Chart for ScatterPlot {
         let xs = padded_range(self.points.iter().map(|p| p.0));
         let ys = padded_range(self.points.iter().map(|p| p.1));
         let mut chart = xy_chart(root, &self.title, xs, ys)?;
-        chart.configure_mesh().label_style(("sans-serif", 13)).draw().map_err(err)?;
+        chart
+            .configure_mesh()
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(err)?;
         let n_classes = self.points.iter().map(|p| p.2 + 1).max().unwrap_or(0);
         for class in 0..n_classes {
             let c = color(class);
@@ -336,7 +388,9 @@ impl Chart for ScatterPlot {
                 )
                 .map_err(err)?;
             if let Some(name) = self.classes.get(class) {
-                series.label(name.as_str()).legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
+                series
+                    .label(name.as_str())
+                    .legend(move |(x, y)| Circle::new((x + 8, y), 4, c.filled()));
             }
         }
         if !self.classes.is_empty() {
@@ -359,25 +413,43 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn new<V: Copy + Into<f64>>(values: &[V], bins: usize) -> Histogram {
-        Histogram { title: String::new(), size: (640, 400), values: values.iter().map(|v| (*v).into()).collect(), bins: bins.max(1) }
+        Histogram {
+            title: String::new(),
+            size: (640, 400),
+            values: values.iter().map(|v| (*v).into()).collect(),
+            bins: bins.max(1),
+        }
     }
 
     /// (bin start, bin end, count) for each bin; non-finite values are left out.
     pub fn counts(&self) -> Vec<(f64, f64, usize)> {
-        let finite: Vec<f64> = self.values.iter().copied().filter(|v| v.is_finite()).collect();
+        let finite: Vec<f64> = self
+            .values
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
         let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         if finite.is_empty() {
             return Vec::new();
         }
-        let (lo, hi) = if hi - lo < 1e-12 { (lo - 0.5, hi + 0.5) } else { (lo, hi) };
+        let (lo, hi) = if hi - lo < 1e-12 {
+            (lo - 0.5, hi + 0.5)
+        } else {
+            (lo, hi)
+        };
         let width = (hi - lo) / self.bins as f64;
         let mut counts = vec![0usize; self.bins];
         for v in finite {
             let i = (((v - lo) / width) as usize).min(self.bins - 1);
             counts[i] += 1;
         }
-        counts.into_iter().enumerate().map(|(i, c)| (lo + i as f64 * width, lo + (i + 1) as f64 * width, c)).collect()
+        counts
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (lo + i as f64 * width, lo + (i + 1) as f64 * width, c))
+            .collect()
     }
 }
 
@@ -387,7 +459,12 @@ impl Chart for Histogram {
     }
 
     fn describe(&self) -> String {
-        format!("<Histogram {}: {} values, {} bins>", self.title, self.values.len(), self.bins)
+        format!(
+            "<Histogram {}: {} values, {} bins>",
+            self.title,
+            self.values.len(),
+            self.bins
+        )
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
@@ -398,10 +475,19 @@ impl Chart for Histogram {
         };
         let top = counts.iter().map(|c| c.2).max().unwrap_or(1).max(1) as f64 * 1.05;
         let mut chart = xy_chart(root, &self.title, xs, 0.0..top)?;
-        chart.configure_mesh().y_desc("count").label_style(("sans-serif", 13)).draw().map_err(err)?;
+        chart
+            .configure_mesh()
+            .y_desc("count")
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(err)?;
         let c = color(0);
         chart
-            .draw_series(counts.iter().map(|&(a, b, n)| Rectangle::new([(a, 0.0), (b, n as f64)], c.mix(0.8).filled())))
+            .draw_series(
+                counts.iter().map(|&(a, b, n)| {
+                    Rectangle::new([(a, 0.0), (b, n as f64)], c.mix(0.8).filled())
+                }),
+            )
             .map_err(err)?;
         Ok(())
     }
@@ -420,7 +506,11 @@ pub struct ConfusionMatrix {
 
 impl ConfusionMatrix {
     /// Counts (true class, predicted class) pairs; classes are `0..n_classes`.
-    pub fn from_predictions(targets: &[i64], predictions: &[i64], n_classes: usize) -> ConfusionMatrix {
+    pub fn from_predictions(
+        targets: &[i64],
+        predictions: &[i64],
+        n_classes: usize,
+    ) -> ConfusionMatrix {
         let mut counts = vec![vec![0u64; n_classes]; n_classes];
         for (&t, &p) in targets.iter().zip(predictions) {
             if let (Ok(t), Ok(p)) = (usize::try_from(t), usize::try_from(p))
@@ -436,7 +526,12 @@ impl ConfusionMatrix {
     /// From a square matrix of counts.
     pub fn new(counts: Vec<Vec<u64>>) -> ConfusionMatrix {
         let labels = (0..counts.len()).map(|i| i.to_string()).collect();
-        ConfusionMatrix { title: String::new(), size: (520, 480), counts, labels }
+        ConfusionMatrix {
+            title: String::new(),
+            size: (520, 480),
+            counts,
+            labels,
+        }
     }
 
     pub fn labels(mut self, labels: &[&str]) -> Self {
@@ -451,8 +546,17 @@ impl ConfusionMatrix {
     /// The fraction on the diagonal.
     pub fn accuracy(&self) -> f64 {
         let total: u64 = self.counts.iter().flatten().sum();
-        let right: u64 = self.counts.iter().enumerate().map(|(i, row)| row.get(i).copied().unwrap_or(0)).sum();
-        if total == 0 { 0.0 } else { right as f64 / total as f64 }
+        let right: u64 = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, row)| row.get(i).copied().unwrap_or(0))
+            .sum();
+        if total == 0 {
+            0.0
+        } else {
+            right as f64 / total as f64
+        }
     }
 }
 
@@ -463,12 +567,24 @@ impl Chart for ConfusionMatrix {
 
     fn describe(&self) -> String {
         let rows: Vec<String> = self.counts.iter().map(|r| format!("{r:?}")).collect();
-        format!("<ConfusionMatrix {} accuracy {:.4}>\n{}", self.title, self.accuracy(), rows.join("\n"))
+        format!(
+            "<ConfusionMatrix {} accuracy {:.4}>\n{}",
+            self.title,
+            self.accuracy(),
+            rows.join("\n")
+        )
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
         let n = self.counts.len().max(1);
-        let max = self.counts.iter().flatten().copied().max().unwrap_or(0).max(1) as f64;
+        let max = self
+            .counts
+            .iter()
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(1) as f64;
         // The chart only lays out the caption and the plotting area; cells and labels are drawn
         // in pixels, so labels sit exactly at the centre of their row or column.
         let chart = ChartBuilder::on(root)
@@ -480,35 +596,69 @@ impl Chart for ConfusionMatrix {
             .build_cartesian_2d(0..n as i32, 0..n as i32)
             .map_err(err)?;
         let (xs, ys) = chart.plotting_area().get_pixel_range();
-        let (cw, ch) = ((xs.end - xs.start) as f64 / n as f64, (ys.end - ys.start) as f64 / n as f64);
+        let (cw, ch) = (
+            (xs.end - xs.start) as f64 / n as f64,
+            (ys.end - ys.start) as f64 / n as f64,
+        );
         let count_font = ("sans-serif", (ch.min(cw) * 0.3).clamp(9.0, 18.0)).into_font();
         let label_font = ("sans-serif", 13).into_font();
         let text = |s: &str, center: (i32, i32), style: TextStyle| -> Result<(), PlotError> {
             let (tw, th) = root.estimate_text_size(s, &style).map_err(err)?;
-            root.draw(&plotters::element::Text::new(s.to_owned(), (center.0 - tw as i32 / 2, center.1 - th as i32 / 2), style))
-                .map_err(err)
+            root.draw(&plotters::element::Text::new(
+                s.to_owned(),
+                (center.0 - tw as i32 / 2, center.1 - th as i32 / 2),
+                style,
+            ))
+            .map_err(err)
         };
         for (i, row) in self.counts.iter().enumerate() {
             for (j, &count) in row.iter().enumerate() {
                 let t = count as f64 / max;
                 // White to dark blue, like matplotlib's "Blues".
-                let fill = RGBColor((247.0 - t * 239.0) as u8, (251.0 - t * 203.0) as u8, (255.0 - t * 148.0) as u8);
-                let (x0, y0) = (xs.start + (j as f64 * cw) as i32, ys.start + (i as f64 * ch) as i32);
-                let (x1, y1) = (xs.start + ((j + 1) as f64 * cw) as i32, ys.start + ((i + 1) as f64 * ch) as i32);
-                root.draw(&Rectangle::new([(x0, y0), (x1, y1)], fill.filled())).map_err(err)?;
+                let fill = RGBColor(
+                    (247.0 - t * 239.0) as u8,
+                    (251.0 - t * 203.0) as u8,
+                    (255.0 - t * 148.0) as u8,
+                );
+                let (x0, y0) = (
+                    xs.start + (j as f64 * cw) as i32,
+                    ys.start + (i as f64 * ch) as i32,
+                );
+                let (x1, y1) = (
+                    xs.start + ((j + 1) as f64 * cw) as i32,
+                    ys.start + ((i + 1) as f64 * ch) as i32,
+                );
+                root.draw(&Rectangle::new([(x0, y0), (x1, y1)], fill.filled()))
+                    .map_err(err)?;
                 let colour = if t > 0.5 { WHITE } else { BLACK };
-                text(&count.to_string(), ((x0 + x1) / 2, (y0 + y1) / 2), count_font.clone().color(&colour))?;
+                text(
+                    &count.to_string(),
+                    ((x0 + x1) / 2, (y0 + y1) / 2),
+                    count_font.clone().color(&colour),
+                )?;
             }
         }
         let label_style = label_font.color(&BLACK);
         for (k, name) in self.labels.iter().enumerate().take(n) {
             let centre = (k as f64 + 0.5) * cw;
-            text(name, (xs.start + centre as i32, ys.end + 12), label_style.clone())?;
+            text(
+                name,
+                (xs.start + centre as i32, ys.end + 12),
+                label_style.clone(),
+            )?;
             let middle = ys.start + ((k as f64 + 0.5) * ch) as i32;
             let (tw, _) = root.estimate_text_size(name, &label_style).map_err(err)?;
-            text(name, (xs.start - 8 - tw as i32 / 2, middle), label_style.clone())?;
+            text(
+                name,
+                (xs.start - 8 - tw as i32 / 2, middle),
+                label_style.clone(),
+            )?;
         }
-        text("predicted", ((xs.start + xs.end) / 2, ys.end + 34), label_style.clone())?;
+        text(
+            "predicted",
+            ((xs.start + xs.end) / 2, ys.end + 34),
+            label_style.clone(),
+        )?;
         text("true", (xs.start - 40, ys.start - 12), label_style)?;
         Ok(())
     }
@@ -601,7 +751,13 @@ mod tests {
 
     #[test]
     fn line_plot_svg_is_a_document_with_text_and_paths() {
-        let svg = LinePlot::new().title("loss").x_label("epoch").series("train", &[3.0, 2.0, 1.5]).to_svg().unwrap().0;
+        let svg = LinePlot::new()
+            .title("loss")
+            .x_label("epoch")
+            .series("train", &[3.0, 2.0, 1.5])
+            .to_svg()
+            .unwrap()
+            .0;
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         // Text stays text (the browser's fonts draw it): plotters writes it on its own line.
         assert!(svg.contains("\nloss\n</text>") && svg.contains("\ntrain\n</text>"));
@@ -610,7 +766,11 @@ mod tests {
 
     #[test]
     fn png_has_the_asked_size_and_is_not_blank() {
-        let png = Histogram::new(&[1.0, 2.0, 2.0, 3.0], 3).title("h").size(300, 200).to_png().unwrap();
+        let png = Histogram::new(&[1.0, 2.0, 2.0, 3.0], 3)
+            .title("h")
+            .size(300, 200)
+            .to_png()
+            .unwrap();
         assert_eq!(png.size(), Some((300, 200)));
         let decoder = png::Decoder::new(std::io::Cursor::new(png.0));
         let mut reader = decoder.read_info().unwrap();
@@ -625,9 +785,13 @@ mod tests {
             LinePlot::new().to_svg(),
             LinePlot::new().series("one", &[1.0f64]).to_svg(),
             LinePlot::new().series("nan", &[f64::NAN, 1.0]).to_svg(),
-            ScatterPlot::new(&[1.0, 2.0], &[3.0, 4.0]).with_classes(&[0, 1], &["a", "b"]).to_svg(),
+            ScatterPlot::new(&[1.0, 2.0], &[3.0, 4.0])
+                .with_classes(&[0, 1], &["a", "b"])
+                .to_svg(),
             Histogram::new::<f64>(&[], 5).to_svg(),
-            ConfusionMatrix::from_predictions(&[0, 1, 1, 2], &[0, 1, 2, 2], 3).labels(&["a", "b", "c"]).to_svg(),
+            ConfusionMatrix::from_predictions(&[0, 1, 1, 2], &[0, 1, 2, 2], 3)
+                .labels(&["a", "b", "c"])
+                .to_svg(),
         ] {
             assert!(svg.unwrap().0.starts_with("<svg"));
         }
@@ -636,7 +800,10 @@ mod tests {
     #[test]
     fn histogram_and_confusion_counts() {
         let h = Histogram::new(&[0.0, 0.1, 0.9, 1.0], 2);
-        assert_eq!(h.counts().iter().map(|c| c.2).collect::<Vec<_>>(), vec![2, 2]);
+        assert_eq!(
+            h.counts().iter().map(|c| c.2).collect::<Vec<_>>(),
+            vec![2, 2]
+        );
         let m = ConfusionMatrix::from_predictions(&[0, 1, 1, 2], &[0, 1, 2, 2], 3);
         assert_eq!(m.counts()[1], vec![0, 1, 1]);
         assert!((m.accuracy() - 0.75).abs() < 1e-12);

@@ -115,7 +115,13 @@ impl<I> Progress<I> {
 
     fn draw(&mut self, now: Instant, first: bool) {
         // Outside a notebook each redraw is a line in a log: one every 10 s is plenty.
-        if !crate::wire::in_kernel() && !first && !self.done && self.last_draw.is_some_and(|t| now - t < BATCH_REDRAW_INTERVAL) {
+        if !crate::wire::in_kernel()
+            && !first
+            && !self.done
+            && self
+                .last_draw
+                .is_some_and(|t| now - t < BATCH_REDRAW_INTERVAL)
+        {
             return;
         }
         let state = self.state(now);
@@ -163,7 +169,10 @@ impl<I: Iterator> Iterator for Progress<I> {
             // Stop here, between two steps, if the user interrupted the cell. The bar is
             // redrawn (by `Drop`) with the steps actually done.
             check_interrupt();
-            if self.last_draw.is_none_or(|t| now - t >= MIN_REDRAW_INTERVAL) {
+            if self
+                .last_draw
+                .is_none_or(|t| now - t >= MIN_REDRAW_INTERVAL)
+            {
                 self.draw(now, false);
             }
         }
@@ -205,7 +214,9 @@ impl BarState {
 
     fn eta(&self) -> Option<Duration> {
         let (total, rate) = (self.total?, self.rate()?);
-        Some(Duration::from_secs_f64(total.saturating_sub(self.n) as f64 / rate))
+        Some(Duration::from_secs_f64(
+            total.saturating_sub(self.n) as f64 / rate,
+        ))
     }
 
     /// `[00:02<00:03, 20.10it/s, loss=0.3]`
@@ -229,7 +240,11 @@ impl BarState {
     }
 
     fn text(&self) -> String {
-        let desc = if self.desc.is_empty() { String::new() } else { format!("{}: ", self.desc) };
+        let desc = if self.desc.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", self.desc)
+        };
         match self.total {
             Some(total) if total > 0 => {
                 let frac = (self.n as f64 / total as f64).min(1.0);
@@ -240,7 +255,13 @@ impl BarState {
                     bar.push([' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'][eighths % 8]);
                 }
                 let pad = WIDTH - bar.chars().count();
-                format!("{desc}{:3.0}%|{bar}{}| {}/{total} {}", frac * 100.0, " ".repeat(pad), self.n, self.stats())
+                format!(
+                    "{desc}{:3.0}%|{bar}{}| {}/{total} {}",
+                    frac * 100.0,
+                    " ".repeat(pad),
+                    self.n,
+                    self.stats()
+                )
             }
             _ => format!("{desc}{} {}", self.n, self.stats()),
         }
@@ -268,7 +289,9 @@ impl BarState {
 
 impl RichDisplay for BarState {
     fn mime_bundle(&self) -> MimeBundle {
-        MimeBundle::new().with("text/plain", self.text()).with("text/html", self.html())
+        MimeBundle::new()
+            .with("text/plain", self.text())
+            .with("text/html", self.html())
     }
 }
 
@@ -302,8 +325,14 @@ mod tests {
             state(45, Some(100), 2.0).text(),
             "train:  45%|█████████           | 45/100 [00:02<00:02, 22.50it/s, loss=0.5]"
         );
-        assert_eq!(state(3, None, 6.0).text(), "train: 3 [00:06, 2.00s/it, loss=0.5]");
-        assert_eq!(state(0, Some(10), 0.0).text(), "train:   0%|                    | 0/10 [00:00<?, ?it/s, loss=0.5]");
+        assert_eq!(
+            state(3, None, 6.0).text(),
+            "train: 3 [00:06, 2.00s/it, loss=0.5]"
+        );
+        assert_eq!(
+            state(0, Some(10), 0.0).text(),
+            "train:   0%|                    | 0/10 [00:00<?, ?it/s, loss=0.5]"
+        );
     }
 
     #[test]

@@ -27,7 +27,13 @@ fn preview(t: &Tensor) -> Preview {
     for dim in 0..small.dim() as i64 {
         let size = small.size()[dim as usize];
         if summarize && size > 2 * EDGE_ITEMS {
-            small = Tensor::cat(&[small.narrow(dim, 0, EDGE_ITEMS), small.narrow(dim, size - EDGE_ITEMS, EDGE_ITEMS)], dim);
+            small = Tensor::cat(
+                &[
+                    small.narrow(dim, 0, EDGE_ITEMS),
+                    small.narrow(dim, size - EDGE_ITEMS, EDGE_ITEMS),
+                ],
+                dim,
+            );
             gaps.push(true);
         } else {
             gaps.push(false);
@@ -35,16 +41,34 @@ fn preview(t: &Tensor) -> Preview {
     }
     // Complex numbers would need two columns; show their magnitude rather than fail.
     let small = if is_complex(kind) { small.abs() } else { small };
-    let values = Vec::<f64>::try_from(small.to_kind(Kind::Double).flatten(0, -1)).unwrap_or_default();
-    Preview { shape: small.size(), values, gaps, kind }
+    let values =
+        Vec::<f64>::try_from(small.to_kind(Kind::Double).flatten(0, -1)).unwrap_or_default();
+    Preview {
+        shape: small.size(),
+        values,
+        gaps,
+        kind,
+    }
 }
 
 fn is_complex(kind: Kind) -> bool {
-    matches!(kind, Kind::ComplexHalf | Kind::ComplexFloat | Kind::ComplexDouble)
+    matches!(
+        kind,
+        Kind::ComplexHalf | Kind::ComplexFloat | Kind::ComplexDouble
+    )
 }
 
 fn is_float(kind: Kind) -> bool {
-    matches!(kind, Kind::Half | Kind::Float | Kind::Double | Kind::BFloat16 | Kind::ComplexHalf | Kind::ComplexFloat | Kind::ComplexDouble)
+    matches!(
+        kind,
+        Kind::Half
+            | Kind::Float
+            | Kind::Double
+            | Kind::BFloat16
+            | Kind::ComplexHalf
+            | Kind::ComplexFloat
+            | Kind::ComplexDouble
+    )
 }
 
 /// Formats numbers the way PyTorch does for a whole tensor: integers plainly; floats with
@@ -54,11 +78,21 @@ fn number_format(p: &Preview) -> impl Fn(f64) -> String {
     let finite: Vec<f64> = p.values.iter().copied().filter(|v| v.is_finite()).collect();
     let all_integral = finite.iter().all(|v| v.fract() == 0.0);
     let max = finite.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let min_nonzero = finite.iter().filter(|v| **v != 0.0).fold(f64::INFINITY, |m, v| m.min(v.abs()));
-    let sci = is_float(kind) && (max >= 1e8 || (min_nonzero.is_finite() && min_nonzero < 1e-4) || (min_nonzero.is_finite() && max / min_nonzero > 1e3 && max > 1e3));
+    let min_nonzero = finite
+        .iter()
+        .filter(|v| **v != 0.0)
+        .fold(f64::INFINITY, |m, v| m.min(v.abs()));
+    let sci = is_float(kind)
+        && (max >= 1e8
+            || (min_nonzero.is_finite() && min_nonzero < 1e-4)
+            || (min_nonzero.is_finite() && max / min_nonzero > 1e3 && max > 1e3));
     move |v: f64| {
         if kind == Kind::Bool {
-            return if v != 0.0 { "True".into() } else { "False".into() };
+            return if v != 0.0 {
+                "True".into()
+            } else {
+                "False".into()
+            };
         }
         if v.is_nan() {
             return "nan".into();
@@ -91,7 +125,14 @@ fn format_values(p: &Preview) -> String {
     let fmt = number_format(p);
     let cells: Vec<String> = p.values.iter().map(|v| fmt(*v)).collect();
     let width = cells.iter().map(|c| c.len()).max().unwrap_or(0);
-    fn rec(p: &Preview, cells: &[String], width: usize, dim: usize, offset: usize, indent: usize) -> String {
+    fn rec(
+        p: &Preview,
+        cells: &[String],
+        width: usize,
+        dim: usize,
+        offset: usize,
+        indent: usize,
+    ) -> String {
         if p.shape.is_empty() {
             return cells.first().cloned().unwrap_or_default();
         }
@@ -109,7 +150,15 @@ fn format_values(p: &Preview) -> String {
                 rec(p, cells, width, dim + 1, offset + i * stride, indent + 1)
             });
         }
-        let sep = if last { ", ".to_owned() } else { format!(",{}{}", "\n".repeat(p.shape.len() - dim - 1), " ".repeat(indent + 1)) };
+        let sep = if last {
+            ", ".to_owned()
+        } else {
+            format!(
+                ",{}{}",
+                "\n".repeat(p.shape.len() - dim - 1),
+                " ".repeat(indent + 1)
+            )
+        };
         format!("[{}]", parts.join(&sep))
     }
     rec(p, &cells, width, 0, 0, "tensor(".len())
@@ -183,25 +232,45 @@ pub fn tensor_html(t: &Tensor) -> String {
     );
     if is_float(kind) && !is_complex(kind) && t.numel() > 0 {
         let d = t.detach().to_kind(Kind::Double);
-        let (min, max, mean) = (d.min().double_value(&[]), d.max().double_value(&[]), d.mean(Kind::Double).double_value(&[]));
-        head.push_str(&format!(" · min <code>{min:.4}</code> max <code>{max:.4}</code> mean <code>{mean:.4}</code>"));
+        let (min, max, mean) = (
+            d.min().double_value(&[]),
+            d.max().double_value(&[]),
+            d.mean(Kind::Double).double_value(&[]),
+        );
+        head.push_str(&format!(
+            " · min <code>{min:.4}</code> max <code>{max:.4}</code> mean <code>{mean:.4}</code>"
+        ));
     }
     let p = preview(t);
     let body = if p.shape.len() == 1 || p.shape.len() == 2 {
         let fmt = number_format(&p);
-        let (rows, cols) = if p.shape.len() == 1 { (1, p.shape[0] as usize) } else { (p.shape[0] as usize, p.shape[1] as usize) };
-        let (row_gap, col_gap) = if p.shape.len() == 1 { (false, p.gaps[0]) } else { (p.gaps[0], p.gaps[1]) };
+        let (rows, cols) = if p.shape.len() == 1 {
+            (1, p.shape[0] as usize)
+        } else {
+            (p.shape[0] as usize, p.shape[1] as usize)
+        };
+        let (row_gap, col_gap) = if p.shape.len() == 1 {
+            (false, p.gaps[0])
+        } else {
+            (p.gaps[0], p.gaps[1])
+        };
         let mut html = String::from("<table style=\"font-family:monospace;font-size:0.85em\">");
         for r in 0..rows {
             if row_gap && r == EDGE_ITEMS as usize {
-                html.push_str(&format!("<tr>{}</tr>", "<td>⋮</td>".repeat(cols + usize::from(col_gap))));
+                html.push_str(&format!(
+                    "<tr>{}</tr>",
+                    "<td>⋮</td>".repeat(cols + usize::from(col_gap))
+                ));
             }
             html.push_str("<tr>");
             for c in 0..cols {
                 if col_gap && c == EDGE_ITEMS as usize {
                     html.push_str("<td>…</td>");
                 }
-                html.push_str(&format!("<td style=\"text-align:right\">{}</td>", fmt(p.values[r * cols + c])));
+                html.push_str(&format!(
+                    "<td style=\"text-align:right\">{}</td>",
+                    fmt(p.values[r * cols + c])
+                ));
             }
             html.push_str("</tr>");
         }
@@ -215,6 +284,8 @@ pub fn tensor_html(t: &Tensor) -> String {
 
 impl RichDisplay for Tensor {
     fn mime_bundle(&self) -> MimeBundle {
-        MimeBundle::new().with("text/plain", tensor_text(self)).with("text/html", tensor_html(self))
+        MimeBundle::new()
+            .with("text/plain", tensor_text(self))
+            .with("text/html", tensor_html(self))
     }
 }

@@ -11,7 +11,11 @@ pub const OUTPUT_MARKER: &str = "\u{1e}tch-kernel:output\u{1e}";
 
 /// Escapes a field: `%`, `:`, newlines and the separator.
 pub fn escape(s: &str) -> String {
-    s.replace('%', "%25").replace(':', "%3A").replace('\n', "%0A").replace('\r', "%0D").replace('\u{1f}', "%1F")
+    s.replace('%', "%25")
+        .replace(':', "%3A")
+        .replace('\n', "%0A")
+        .replace('\r', "%0D")
+        .replace('\u{1f}', "%1F")
 }
 
 /// A record for `kind` (`display`, `update`, `clear`, `clear-wait`) and display id `id`.
@@ -54,7 +58,11 @@ mod tests {
 
     #[test]
     fn a_record_is_one_line_whatever_the_content() {
-        let line = record("display", "id:1", &[("text/plain".into(), "a\nb\u{1f}c%d\r".into())]);
+        let line = record(
+            "display",
+            "id:1",
+            &[("text/plain".into(), "a\nb\u{1f}c%d\r".into())],
+        );
         assert!(!line.contains('\n') && !line.contains('\r'));
         assert_eq!(line.matches('\u{1f}').count(), 3);
         assert!(line.ends_with("a%0Ab%1Fc%25d%0D"));

@@ -36,18 +36,26 @@ impl BuildCache {
 
     /// This process's private build dir.
     pub fn instance_dir(&self) -> PathBuf {
-        self.root.join("instances").join(format!("{}-{}", hostname(), std::process::id()))
+        self.root
+            .join("instances")
+            .join(format!("{}-{}", hostname(), std::process::id()))
     }
 
     /// A fresh directory to prebuild into, next to `prebuilt/` (so the final rename is atomic).
     pub fn staging_dir(&self) -> PathBuf {
-        self.root.join(format!("prebuilt.staging-{}-{}", hostname(), std::process::id()))
+        self.root.join(format!(
+            "prebuilt.staging-{}-{}",
+            hostname(),
+            std::process::id()
+        ))
     }
 
     /// Replaces `prebuilt/` with `staging` atomically; running kernels keep what they cloned.
     pub fn publish(&self, staging: &Path) -> io::Result<()> {
         let target = self.prebuilt_dir();
-        let old = self.root.join(format!("prebuilt.old-{}", std::process::id()));
+        let old = self
+            .root
+            .join(format!("prebuilt.old-{}", std::process::id()));
         if target.exists() {
             fs::rename(&target, &old)?;
         }
@@ -61,13 +69,19 @@ impl BuildCache {
     /// Removes build dirs left by kernels that died without cleaning up: same-host instances
     /// whose process is gone, and other hosts' instances untouched for a week.
     pub fn collect_garbage(&self) {
-        let Ok(entries) = fs::read_dir(self.root.join("instances")) else { return };
+        let Ok(entries) = fs::read_dir(self.root.join("instances")) else {
+            return;
+        };
         let host = hostname();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((entry_host, pid)) = name.rsplit_once('-') else { continue };
+            let Some((entry_host, pid)) = name.rsplit_once('-') else {
+                continue;
+            };
             let stale = if entry_host == host {
-                pid.parse::<u32>().is_ok_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists())
+                pid.parse::<u32>().is_ok_and(|pid| {
+                    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+                })
             } else {
                 entry
                     .metadata()
@@ -134,7 +148,9 @@ fn clone_dir(from: &Path, to: &Path, in_target: bool, copied: &mut u64) -> io::R
 /// Files that the toolchain replaces (unlink + create) rather than rewrites in place, so a hard
 /// link is never modified through another instance.
 fn is_immutable_artifact(name: &str) -> bool {
-    [".so", ".rlib", ".rmeta", ".a"].iter().any(|ext| name.ends_with(ext))
+    [".so", ".rlib", ".rmeta", ".a"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
 }
 
 #[cfg(test)]
@@ -159,9 +175,20 @@ mod tests {
         let to = dir.path().join("instance");
         let copied = clone_tree(&from, &to).unwrap();
         let out = to.join("target/x86_64/debug/deps");
-        assert_eq!(fs::metadata(out.join("libtch.rlib")).unwrap().ino(), fs::metadata(deps.join("libtch.rlib")).unwrap().ino());
-        assert_ne!(fs::metadata(out.join("tch.d")).unwrap().ino(), fs::metadata(deps.join("tch.d")).unwrap().ino());
-        assert_eq!(filetime::FileTime::from_last_modification_time(&fs::metadata(out.join("tch.d")).unwrap()), old);
+        assert_eq!(
+            fs::metadata(out.join("libtch.rlib")).unwrap().ino(),
+            fs::metadata(deps.join("libtch.rlib")).unwrap().ino()
+        );
+        assert_ne!(
+            fs::metadata(out.join("tch.d")).unwrap().ino(),
+            fs::metadata(deps.join("tch.d")).unwrap().ino()
+        );
+        assert_eq!(
+            filetime::FileTime::from_last_modification_time(
+                &fs::metadata(out.join("tch.d")).unwrap()
+            ),
+            old
+        );
         assert!(!to.join("target/x86_64/debug/libcode_3.so").exists());
         assert!(!to.join("target/x86_64/debug/incremental").exists());
         assert_eq!(copied, ("dep-info".len() + "[package]".len()) as u64);
@@ -173,7 +200,10 @@ mod tests {
         let cache = BuildCache::new(dir.path());
         let mine = cache.instance_dir();
         // A pid that cannot exist (above pid_max).
-        let dead = dir.path().join("instances").join(format!("{}-{}", hostname(), 99_999_999));
+        let dead = dir
+            .path()
+            .join("instances")
+            .join(format!("{}-{}", hostname(), 99_999_999));
         let foreign = dir.path().join("instances").join("otherhost-12");
         for d in [&mine, &dead, &foreign] {
             fs::create_dir_all(d).unwrap();
@@ -193,7 +223,10 @@ mod tests {
             fs::create_dir_all(&staging).unwrap();
             fs::write(staging.join("round"), round.to_string()).unwrap();
             cache.publish(&staging).unwrap();
-            assert_eq!(fs::read_to_string(cache.prebuilt_dir().join("round")).unwrap(), round.to_string());
+            assert_eq!(
+                fs::read_to_string(cache.prebuilt_dir().join("round")).unwrap(),
+                round.to_string()
+            );
         }
     }
 }

@@ -155,7 +155,11 @@ pub fn __tch_kernel_input(prompt: &str, password: bool) -> String {
 
 /// The kernel side of `__tch_kernel_esc`.
 pub(crate) fn escape(s: &str) -> String {
-    s.replace('%', "%25").replace(':', "%3A").replace('\n', "%0A").replace('\r', "%0D").replace('\u{1f}', "%1F")
+    s.replace('%', "%25")
+        .replace(':', "%3A")
+        .replace('\n', "%0A")
+        .replace('\r', "%0D")
+        .replace('\u{1f}', "%1F")
 }
 
 pub(crate) fn unescape(s: &str) -> String {
@@ -170,8 +174,14 @@ pub(crate) fn unescape(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DisplayEvent {
     /// New output (`update: false`) or a replacement of the output with `display_id`.
-    Display { data: Vec<(String, String)>, display_id: Option<String>, update: bool },
-    Clear { wait: bool },
+    Display {
+        data: Vec<(String, String)>,
+        display_id: Option<String>,
+        update: bool,
+    },
+    Clear {
+        wait: bool,
+    },
 }
 
 impl DisplayEvent {
@@ -180,10 +190,22 @@ impl DisplayEvent {
         let kind = parts.next()?;
         let id = parts.next().filter(|id| !id.is_empty());
         let rest: Vec<String> = parts.collect();
-        let data = rest.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect();
+        let data = rest
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (c[0].clone(), c[1].clone()))
+            .collect();
         match kind.as_str() {
-            "display" => Some(DisplayEvent::Display { data, display_id: id, update: false }),
-            "update" => Some(DisplayEvent::Display { data, display_id: id, update: true }),
+            "display" => Some(DisplayEvent::Display {
+                data,
+                display_id: id,
+                update: false,
+            }),
+            "update" => Some(DisplayEvent::Display {
+                data,
+                display_id: id,
+                update: true,
+            }),
             "clear" => Some(DisplayEvent::Clear { wait: false }),
             "clear-wait" => Some(DisplayEvent::Clear { wait: true }),
             _ => None,
@@ -205,18 +227,27 @@ impl PanicReport {
         let thread = parts.next().unwrap_or_default();
         let location = parts.next().unwrap_or_default();
         let message = parts.next().unwrap_or_default();
-        PanicReport { on_main_thread: thread == "main", thread, location, message }
+        PanicReport {
+            on_main_thread: thread == "main",
+            thread,
+            location,
+            message,
+        }
     }
 
     /// Where the panic happened, unless it is inside the generated cell crate (meaningless to
     /// the user, whose code is shown with the error instead).
     pub(crate) fn user_location(&self) -> Option<&str> {
-        (!self.location.is_empty() && !self.location.starts_with("src/lib.rs")).then_some(self.location.as_str())
+        (!self.location.is_empty() && !self.location.starts_with("src/lib.rs"))
+            .then_some(self.location.as_str())
     }
 
     pub(crate) fn describe(&self) -> String {
         match self.user_location() {
-            Some(loc) => format!("thread '{}' panicked at {loc}:\n{}", self.thread, self.message),
+            Some(loc) => format!(
+                "thread '{}' panicked at {loc}:\n{}",
+                self.thread, self.message
+            ),
             None => format!("thread '{}' panicked:\n{}", self.thread, self.message),
         }
     }
@@ -228,7 +259,10 @@ mod tests {
 
     #[test]
     fn panic_report_round_trip() {
-        let line = format!("main\u{1f}{}\u{1f}{}", "src/lib.rs:3:5", "bad%0Athing 100%25");
+        let line = format!(
+            "main\u{1f}{}\u{1f}{}",
+            "src/lib.rs:3:5", "bad%0Athing 100%25"
+        );
         let r = PanicReport::decode(&line);
         assert!(r.on_main_thread);
         assert_eq!(r.message, "bad\nthing 100%");
@@ -243,9 +277,16 @@ mod tests {
         let e = DisplayEvent::decode("display\u{1f}\u{1f}text/html\u{1f}<b>a%0Ab</b>").unwrap();
         assert_eq!(
             e,
-            DisplayEvent::Display { data: vec![("text/html".into(), "<b>a\nb</b>".into())], display_id: None, update: false }
+            DisplayEvent::Display {
+                data: vec![("text/html".into(), "<b>a\nb</b>".into())],
+                display_id: None,
+                update: false
+            }
         );
-        assert_eq!(DisplayEvent::decode("clear-wait\u{1f}"), Some(DisplayEvent::Clear { wait: true }));
+        assert_eq!(
+            DisplayEvent::decode("clear-wait\u{1f}"),
+            Some(DisplayEvent::Clear { wait: true })
+        );
         assert_eq!(DisplayEvent::decode("bogus\u{1f}"), None);
     }
 
@@ -254,10 +295,16 @@ mod tests {
         // notebook-helpers (the prelude's display functions) encodes, this crate decodes.
         let data = vec![("text/plain".to_owned(), "x\u{1f}y:1\n2%".to_owned())];
         let line = notebook_helpers::wire::record("update", "id:7", &data);
-        let fields = line.strip_prefix(OUTPUT_MARKER).expect("same marker on both sides");
+        let fields = line
+            .strip_prefix(OUTPUT_MARKER)
+            .expect("same marker on both sides");
         assert_eq!(
             DisplayEvent::decode(fields),
-            Some(DisplayEvent::Display { data, display_id: Some("id:7".into()), update: true })
+            Some(DisplayEvent::Display {
+                data,
+                display_id: Some("id:7".into()),
+                update: true
+            })
         );
         assert_eq!(notebook_helpers::INTERRUPT_PANIC, INTERRUPT_PANIC);
     }

@@ -9,7 +9,9 @@
 pub enum Completeness {
     Complete,
     /// Needs more input; `indent` is a suggestion for the next line.
-    Incomplete { indent: String },
+    Incomplete {
+        indent: String,
+    },
     Invalid,
 }
 
@@ -18,7 +20,9 @@ pub fn completeness(code: &str) -> Completeness {
     let mut stack: Vec<char> = Vec::new();
     let mut i = 0;
     let mut last_significant: Option<usize> = None;
-    let incomplete = |depth: usize| Completeness::Incomplete { indent: "    ".repeat(depth) };
+    let incomplete = |depth: usize| Completeness::Incomplete {
+        indent: "    ".repeat(depth),
+    };
 
     while i < chars.len() {
         let c = chars[i];
@@ -177,7 +181,11 @@ fn ends_with_continuation(chars: &[char]) -> bool {
     let text: String = chars.iter().collect();
     let text = text.trim_end();
     // `:command` lines are kernel commands, complete as typed.
-    if text.lines().last().is_some_and(|l| l.trim_start().starts_with(':')) {
+    if text
+        .lines()
+        .last()
+        .is_some_and(|l| l.trim_start().starts_with(':'))
+    {
         return false;
     }
     const TRAILING: [&str; 16] = [
@@ -187,9 +195,7 @@ fn ends_with_continuation(chars: &[char]) -> bool {
     if text.ends_with("..") {
         return false;
     }
-    TRAILING.iter().any(|op| text.ends_with(op))
-        || text.ends_with("let")
-        || text.ends_with(" in")
+    TRAILING.iter().any(|op| text.ends_with(op)) || text.ends_with("let") || text.ends_with(" in")
 }
 
 #[cfg(test)]
@@ -252,7 +258,9 @@ mod tests {
     fn indent_follows_depth() {
         assert_eq!(
             completeness("fn f() {\n    if x {"),
-            Completeness::Incomplete { indent: "        ".into() }
+            Completeness::Incomplete {
+                indent: "        ".into()
+            }
         );
     }
 }

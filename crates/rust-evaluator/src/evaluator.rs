@@ -1,8 +1,8 @@
 //! The evaluator: evcxr's `CommandContext` behind a small interface.
 
 use crate::build_cache;
-use crate::child_init::{self, PanicReport, INPUT_ERR, INPUT_OK};
-use crate::known_names::{self, KnownNames, KNOWN_NAMES_FILE};
+use crate::child_init::{self, INPUT_ERR, INPUT_OK, PanicReport};
+use crate::known_names::{self, KNOWN_NAMES_FILE, KnownNames};
 use crate::output::{Forwarder, OutputSink, Stream};
 use evcxr::{CommandContext, EvalCallbacks};
 use std::path::{Path, PathBuf};
@@ -70,13 +70,14 @@ pub struct Prelude {
 /// # Safety
 /// Sets process environment variables: call it before any other thread is started.
 pub unsafe fn use_build_dir(build_dir: &Path) {
-    let rust_lib = std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
-        .args(["--print", "target-libdir"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| PathBuf::from(s.trim()));
+    let rust_lib =
+        std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+            .args(["--print", "target-libdir"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| PathBuf::from(s.trim()));
     // SAFETY: the caller guarantees no other thread runs yet.
     unsafe {
         std::env::set_var("EVCXR_CONFIG_DIR", build_dir.join("engine-config"));
@@ -116,21 +117,34 @@ pub enum StartError {
     #[error("cannot start the Rust evaluator: {0}")]
     Engine(String),
     #[error("cannot configure the Rust evaluator ({command}): {message}")]
-    Setup { command: &'static str, message: String },
+    Setup {
+        command: &'static str,
+        message: String,
+    },
 }
 
 /// Why a cell failed. Every variant leaves the evaluator usable for the next cell.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EvalError {
     /// rustc rejected the cell; `report` holds rendered diagnostics (with ANSI colours).
-    Compile { message: String, report: Vec<String> },
+    Compile {
+        message: String,
+        report: Vec<String>,
+    },
     /// The cell panicked. Variables defined before the cell are kept.
-    Panic { message: String, location: Option<String> },
+    Panic {
+        message: String,
+        location: Option<String>,
+    },
     /// Stopped on request: at a `check_interrupt()` (variables of earlier cells kept), or by
     /// restarting the child (all variables gone).
-    Interrupted { variables_kept: bool },
+    Interrupted {
+        variables_kept: bool,
+    },
     /// The child died (segfault, abort, `exit`) and was restarted, so variables are gone.
-    ProcessDied { reason: String },
+    ProcessDied {
+        reason: String,
+    },
     /// Redefining a type dropped variables of the old type.
     VariablesLost(Vec<String>),
     Other(String),
@@ -143,7 +157,11 @@ impl std::fmt::Display for EvalError {
             EvalError::Panic { message, .. } => write!(f, "{message}"),
             EvalError::Interrupted { .. } => write!(f, "interrupted"),
             EvalError::ProcessDied { reason } => write!(f, "{reason}"),
-            EvalError::VariablesLost(v) => write!(f, "variables lost after a type was redefined: {}", v.join(", ")),
+            EvalError::VariablesLost(v) => write!(
+                f,
+                "variables lost after a type was redefined: {}",
+                v.join(", ")
+            ),
             EvalError::Other(m) => write!(f, "{m}"),
         }
     }
@@ -199,7 +217,11 @@ impl Interrupter {
             self.kill_child();
             return;
         }
-        let pid = state.child.lock().unwrap_or_else(PoisonError::into_inner).id();
+        let pid = state
+            .child
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .id();
         // SAFETY: kill(2) on our own child's pid; it is reaped only by the evaluator, under the
         // same lock, so the pid cannot have been reused while the cell runs.
         if unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) } != 0 {
@@ -211,7 +233,10 @@ impl Interrupter {
             std::thread::sleep(watchdog.0.grace);
             let state = &watchdog.0;
             if state.running.load(Ordering::SeqCst) && state.cell.load(Ordering::SeqCst) == cell {
-                log::info!("the cell did not stop within {:?} of the interrupt; restarting the child", state.grace);
+                log::info!(
+                    "the cell did not stop within {:?} of the interrupt; restarting the child",
+                    state.grace
+                );
                 watchdog.kill_child();
             }
         });
@@ -258,13 +283,29 @@ impl Drop for BuildDirGuard {
 
 impl Evaluator {
     /// Starts the child process and compiles a first cell (a few seconds).
-    pub fn start(config: &EvaluatorConfig, sink: Arc<dyn OutputSink>) -> Result<Evaluator, StartError> {
-        let io = |what: &'static str| move |e: std::io::Error| StartError::Setup { command: what, message: e.to_string() };
-        let build_dir = BuildDirGuard { path: config.build_dir.clone(), keep: config.keep_build_dir };
+    pub fn start(
+        config: &EvaluatorConfig,
+        sink: Arc<dyn OutputSink>,
+    ) -> Result<Evaluator, StartError> {
+        let io = |what: &'static str| {
+            move |e: std::io::Error| StartError::Setup {
+                command: what,
+                message: e.to_string(),
+            }
+        };
+        let build_dir = BuildDirGuard {
+            path: config.build_dir.clone(),
+            keep: config.keep_build_dir,
+        };
         let started = std::time::Instant::now();
         if let Some(seed) = config.seed_from.as_ref().filter(|s| s.is_dir()) {
-            let copied = build_cache::clone_tree(seed, &config.build_dir.join("build")).map_err(io("seeding the build dir"))?;
-            log::info!("build dir seeded from {} in {:?} ({copied} bytes copied)", seed.display(), started.elapsed());
+            let copied = build_cache::clone_tree(seed, &config.build_dir.join("build"))
+                .map_err(io("seeding the build dir"))?;
+            log::info!(
+                "build dir seeded from {} in {:?} ({copied} bytes copied)",
+                seed.display(),
+                started.elapsed()
+            );
         }
         write_engine_config(config).map_err(io("engine config"))?;
         if let Some(lock) = &config.lockfile {
@@ -274,12 +315,16 @@ impl Evaluator {
                 std::fs::copy(lock, &dest).map_err(io("Cargo.lock"))?;
             }
         }
-        let (mut ctx, outputs) = CommandContext::new().map_err(|e| StartError::Engine(e.to_string()))?;
+        let (mut ctx, outputs) =
+            CommandContext::new().map_err(|e| StartError::Engine(e.to_string()))?;
         ctx.set_link_stand_in_dirs(config.link_stand_in_dirs.clone());
         log::info!("engine started after {:?}", started.elapsed());
         let setup = |ctx: &mut CommandContext, command: &'static str, code: &str| {
             let t = std::time::Instant::now();
-            let r = ctx.execute(code).map_err(|e| StartError::Setup { command, message: e.to_string() });
+            let r = ctx.execute(code).map_err(|e| StartError::Setup {
+                command,
+                message: e.to_string(),
+            });
             log::info!("{command} took {:?}", t.elapsed());
             if let Ok(outputs) = &r {
                 log_phases(outputs);
@@ -308,9 +353,11 @@ impl Evaluator {
         // prelude takes seconds, so it runs on a thread of its own while cells compile.
         let warm_up = config.prelude.as_ref().map_or("()", |p| p.warm_up.as_str());
         if config.warm_up_analyzer {
-            let analyzer = ctx.warm_up_analyzer(&format!("let __tch_kernel_warm_up = (vec![String::new()], {warm_up});"));
+            let analyzer = ctx.warm_up_analyzer(&format!(
+                "let __tch_kernel_warm_up = (vec![String::new()], {warm_up});"
+            ));
             std::thread::spawn(move || {
-            let t = std::time::Instant::now();
+                let t = std::time::Instant::now();
                 match analyzer.join() {
                     Ok(Ok(())) => log::info!("rust-analyzer warm-up took {:?}", t.elapsed()),
                     Ok(Err(e)) => log::warn!("rust-analyzer warm-up failed: {e}"),
@@ -355,7 +402,10 @@ impl Evaluator {
     fn init_child(&mut self) -> Result<(), StartError> {
         self.ctx
             .execute(child_init::PANIC_HOOK_CELL)
-            .map_err(|e| StartError::Setup { command: "panic hook", message: e.to_string() })?;
+            .map_err(|e| StartError::Setup {
+                command: "panic hook",
+                message: e.to_string(),
+            })?;
         self.child_needs_init = false;
         Ok(())
     }
@@ -382,7 +432,10 @@ impl Evaluator {
         // from the callback field.
         let mut callbacks = EvalCallbacks {
             input_reader: &|req| {
-                let request = InputRequest { prompt: child_init::unescape(&req.prompt), password: req.is_password };
+                let request = InputRequest {
+                    prompt: child_init::unescape(&req.prompt),
+                    password: req.is_password,
+                };
                 match input(request) {
                     Ok(value) => format!("{INPUT_OK}{}", child_init::escape(&value)),
                     Err(reason) => format!("{INPUT_ERR}{}", child_init::escape(&reason)),
@@ -397,28 +450,49 @@ impl Evaluator {
         state.running.store(false, Ordering::SeqCst);
         let interrupted = state.requested.swap(false, Ordering::SeqCst);
         self.flush_output();
-        let panic = self.panics.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let panic = self
+            .panics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
 
         match result {
             Ok(outputs) => match panic {
-                Some(p) if p.message == child_init::INTERRUPT_PANIC => Err(EvalError::Interrupted { variables_kept: true }),
-                Some(p) => Err(EvalError::Panic { location: p.user_location().map(str::to_owned), message: p.message }),
+                Some(p) if p.message == child_init::INTERRUPT_PANIC => {
+                    Err(EvalError::Interrupted {
+                        variables_kept: true,
+                    })
+                }
+                Some(p) => Err(EvalError::Panic {
+                    location: p.user_location().map(str::to_owned),
+                    message: p.message,
+                }),
                 None => {
-                    let mut data: Vec<(String, String)> = outputs.content_by_mime_type.into_iter().collect();
+                    let mut data: Vec<(String, String)> =
+                        outputs.content_by_mime_type.into_iter().collect();
                     data.sort();
-                    Ok(EvalOutput { data, elapsed: outputs.timing })
+                    Ok(EvalOutput {
+                        data,
+                        elapsed: outputs.timing,
+                    })
                 }
             },
             Err(evcxr::Error::SubprocessTerminated(reason)) => {
                 self.child_needs_init = true;
                 if interrupted {
-                    Err(EvalError::Interrupted { variables_kept: false })
+                    Err(EvalError::Interrupted {
+                        variables_kept: false,
+                    })
                 } else {
                     Err(EvalError::ProcessDied { reason })
                 }
             }
-            Err(evcxr::Error::CompilationErrors(errors)) => Err(render_compile_errors(&errors, code)),
-            Err(evcxr::Error::TypeRedefinedVariablesLost(vars)) => Err(EvalError::VariablesLost(vars)),
+            Err(evcxr::Error::CompilationErrors(errors)) => {
+                Err(render_compile_errors(&errors, code))
+            }
+            Err(evcxr::Error::TypeRedefinedVariablesLost(vars)) => {
+                Err(EvalError::VariablesLost(vars))
+            }
             Err(evcxr::Error::Message(m)) => Err(EvalError::Other(m)),
         }
     }
@@ -443,7 +517,12 @@ impl Evaluator {
                         matches.push(completion.code);
                     }
                 }
-                Completions { matches, start: c.start_offset, end: c.end_offset, from_analyzer: true }
+                Completions {
+                    matches,
+                    start: c.start_offset,
+                    end: c.end_offset,
+                    from_analyzer: true,
+                }
             }
             other => {
                 if let Err(e) = other {
@@ -461,11 +540,23 @@ impl Evaluator {
     pub fn save_known_names(&mut self, path: &Path) -> std::io::Result<()> {
         self.ctx.set_analyzer_wait(None);
         // At the start of a statement: everything in scope (an empty cell has no position).
-        let mut known = KnownNames { top_level: self.complete("{ ", 2).matches, ..KnownNames::default() };
+        let mut known = KnownNames {
+            top_level: self.complete("{ ", 2).matches,
+            ..KnownNames::default()
+        };
         if let Some(sample) = self.warm_up.clone() {
             let name = "__tch_kernel_known_names_sample";
-            if self.eval(&format!("let {name} = {sample};"), &|_| Err("no input".into())).is_ok() {
-                let ty = self.variables().into_iter().find(|(n, _)| n == name).map(|(_, t)| t);
+            if self
+                .eval(&format!("let {name} = {sample};"), &|_| {
+                    Err("no input".into())
+                })
+                .is_ok()
+            {
+                let ty = self
+                    .variables()
+                    .into_iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| t);
                 let code = format!("{name}.");
                 let members = self.complete(&code, code.len()).matches;
                 if let Some(ty) = ty {
@@ -473,7 +564,9 @@ impl Evaluator {
                 }
             }
         }
-        known.top_level.retain(|n| !n.starts_with("__") && !n.ends_with("::"));
+        known
+            .top_level
+            .retain(|n| !n.starts_with("__") && !n.ends_with("::"));
         known.save(path)
     }
 
@@ -486,7 +579,11 @@ impl Evaluator {
             }
         }
         // Fall back to a variable's type, like IPython's `x?`.
-        let ty = self.variables().into_iter().find(|(name, _)| *name == word).map(|(_, t)| t)?;
+        let ty = self
+            .variables()
+            .into_iter()
+            .find(|(name, _)| *name == word)
+            .map(|(_, t)| t)?;
         let plain = format!("{word}: {ty}");
         let html = format!("<pre>{}</pre>", html_escape(&plain));
         Some((plain, html))
@@ -494,7 +591,10 @@ impl Evaluator {
 
     /// Variables kept between cells, with their types.
     pub fn variables(&self) -> Vec<(String, String)> {
-        self.ctx.variables_and_types().map(|(n, t)| (n.to_owned(), t.to_owned())).collect()
+        self.ctx
+            .variables_and_types()
+            .map(|(n, t)| (n.to_owned(), t.to_owned()))
+            .collect()
     }
 }
 
@@ -509,7 +609,12 @@ pub fn complete_from_known_names(
 ) -> Completions {
     let (matches, start) = known_names::complete(code, byte_pos, known, variables, items);
     let end = byte_pos.min(code.len());
-    Completions { matches, start: start.min(end), end, from_analyzer: false }
+    Completions {
+        matches,
+        start: start.min(end),
+        end,
+        from_analyzer: false,
+    }
 }
 
 /// The engine's per-phase timings (compile attempts, execution), for `TCH_KERNEL_LOG=debug`.
@@ -525,17 +630,23 @@ fn is_ident(c: char) -> bool {
 
 fn end_of_word(code: &str, byte_pos: usize) -> usize {
     let pos = byte_pos.min(code.len());
-    code[pos..].find(|c: char| !is_ident(c)).map_or(code.len(), |i| pos + i)
+    code[pos..]
+        .find(|c: char| !is_ident(c))
+        .map_or(code.len(), |i| pos + i)
 }
 
 fn word_at(code: &str, byte_pos: usize) -> &str {
     let end = end_of_word(code, byte_pos);
-    let start = code[..end].rfind(|c: char| !is_ident(c)).map_or(0, |i| i + 1);
+    let start = code[..end]
+        .rfind(|c: char| !is_ident(c))
+        .map_or(0, |i| i + 1);
     &code[start..end]
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn render_compile_errors(errors: &[evcxr::CompilationError], code: &str) -> EvalError {
@@ -545,11 +656,17 @@ fn render_compile_errors(errors: &[evcxr::CompilationError], code: &str) -> Eval
     let mut errors: Vec<&evcxr::CompilationError> = errors.iter().collect();
     errors.sort_by_key(|e| e.level() != "error");
     for error in &errors {
-        let rendered = error.build_report(name.clone(), code.to_owned(), evcxr::Theme::Light).and_then(|r| {
-            let mut buf = Vec::new();
-            r.write(ariadne::sources([(name.clone(), code.to_owned())]), &mut buf).ok()?;
-            Some(String::from_utf8_lossy(&buf).into_owned())
-        });
+        let rendered = error
+            .build_report(name.clone(), code.to_owned(), evcxr::Theme::Light)
+            .and_then(|r| {
+                let mut buf = Vec::new();
+                r.write(
+                    ariadne::sources([(name.clone(), code.to_owned())]),
+                    &mut buf,
+                )
+                .ok()?;
+                Some(String::from_utf8_lossy(&buf).into_owned())
+            });
         match rendered {
             Some(text) => report.extend(text.lines().map(str::to_owned)),
             None => {
@@ -558,7 +675,10 @@ fn render_compile_errors(errors: &[evcxr::CompilationError], code: &str) -> Eval
             }
         }
     }
-    let message = errors.first().map(|e| e.message()).unwrap_or_else(|| "compilation failed".to_owned());
+    let message = errors
+        .first()
+        .map(|e| e.message())
+        .unwrap_or_else(|| "compilation failed".to_owned());
     EvalError::Compile { message, report }
 }
 

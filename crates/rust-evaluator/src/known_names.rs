@@ -12,20 +12,92 @@ use std::path::Path;
 pub const KNOWN_NAMES_FILE: &str = "tch-kernel-known-names.json";
 
 const KEYWORDS: &[&str] = &[
-    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn",
-    "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self", "Self",
-    "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where", "while",
+    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern",
+    "false", "fn", "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub",
+    "ref", "return", "self", "Self", "static", "struct", "super", "trait", "true", "type",
+    "unsafe", "use", "where", "while",
 ];
 
 /// std's prelude and the macros a notebook uses most.
 const STD_NAMES: &[&str] = &[
-    "Box", "String", "Vec", "Option", "Some", "None", "Result", "Ok", "Err", "ToString", "ToOwned", "Clone", "Copy",
-    "Default", "Debug", "Drop", "Iterator", "IntoIterator", "Extend", "FromIterator", "From", "Into", "TryFrom",
-    "TryInto", "AsRef", "AsMut", "PartialEq", "PartialOrd", "Eq", "Ord", "Fn", "FnMut", "FnOnce", "Send", "Sync",
-    "Sized", "drop", "std", "core", "alloc", "println!", "print!", "eprintln!", "eprint!", "format!", "vec!",
-    "assert!", "assert_eq!", "assert_ne!", "panic!", "write!", "writeln!", "dbg!", "todo!", "unimplemented!",
-    "unreachable!", "matches!", "include_str!", "env!", "concat!", "stringify!", "f32", "f64", "i8", "i16", "i32",
-    "i64", "i128", "isize", "u8", "u16", "u32", "u64", "u128", "usize", "bool", "char", "str",
+    "Box",
+    "String",
+    "Vec",
+    "Option",
+    "Some",
+    "None",
+    "Result",
+    "Ok",
+    "Err",
+    "ToString",
+    "ToOwned",
+    "Clone",
+    "Copy",
+    "Default",
+    "Debug",
+    "Drop",
+    "Iterator",
+    "IntoIterator",
+    "Extend",
+    "FromIterator",
+    "From",
+    "Into",
+    "TryFrom",
+    "TryInto",
+    "AsRef",
+    "AsMut",
+    "PartialEq",
+    "PartialOrd",
+    "Eq",
+    "Ord",
+    "Fn",
+    "FnMut",
+    "FnOnce",
+    "Send",
+    "Sync",
+    "Sized",
+    "drop",
+    "std",
+    "core",
+    "alloc",
+    "println!",
+    "print!",
+    "eprintln!",
+    "eprint!",
+    "format!",
+    "vec!",
+    "assert!",
+    "assert_eq!",
+    "assert_ne!",
+    "panic!",
+    "write!",
+    "writeln!",
+    "dbg!",
+    "todo!",
+    "unimplemented!",
+    "unreachable!",
+    "matches!",
+    "include_str!",
+    "env!",
+    "concat!",
+    "stringify!",
+    "f32",
+    "f64",
+    "i8",
+    "i16",
+    "i32",
+    "i64",
+    "i128",
+    "isize",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "u128",
+    "usize",
+    "bool",
+    "char",
+    "str",
 ];
 
 /// Names saved from rust-analyzer.
@@ -40,11 +112,17 @@ pub struct KnownNames {
 
 impl KnownNames {
     pub fn load(path: &Path) -> KnownNames {
-        std::fs::read_to_string(path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default()
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(path, serde_json::to_string(self).map_err(std::io::Error::other)?)
+        std::fs::write(
+            path,
+            serde_json::to_string(self).map_err(std::io::Error::other)?,
+        )
     }
 }
 
@@ -64,7 +142,10 @@ fn is_ident(c: char) -> bool {
 
 /// Where the identifier that ends `s` starts.
 fn word_start(s: &str) -> usize {
-    s.char_indices().rev().find(|(_, c)| !is_ident(*c)).map_or(0, |(i, c)| i + c.len_utf8())
+    s.char_indices()
+        .rev()
+        .find(|(_, c)| !is_ident(*c))
+        .map_or(0, |(i, c)| i + c.len_utf8())
 }
 
 pub(crate) fn context(code: &str, byte_pos: usize) -> Context<'_> {
@@ -79,7 +160,38 @@ pub(crate) fn context(code: &str, byte_pos: usize) -> Context<'_> {
         let r = &h[word_start(h)..];
         (!r.is_empty() && !r.starts_with(|c: char| c.is_ascii_digit())).then_some(r)
     });
-    Context { prefix, start, receiver, after_path: head.ends_with("::") }
+    Context {
+        prefix,
+        start,
+        receiver,
+        after_path: head.ends_with("::"),
+    }
+}
+
+/// Names bound by `let`, `let mut`, `fn`, `struct`, `enum`, `const`, `static` in `code`.
+fn defined_before(code: &str) -> Vec<&str> {
+    let words: Vec<&str> = code
+        .split(|c: char| !is_ident(c))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut names = Vec::new();
+    for (i, word) in words.iter().enumerate() {
+        if matches!(
+            *word,
+            "let" | "fn" | "struct" | "enum" | "const" | "static" | "type" | "trait"
+        ) {
+            let next = words.get(i + 1).copied();
+            let name = if next == Some("mut") {
+                words.get(i + 2).copied()
+            } else {
+                next
+            };
+            if let Some(name) = name.filter(|n| !n.starts_with(|c: char| c.is_ascii_digit())) {
+                names.push(name);
+            }
+        }
+    }
+    names
 }
 
 /// Candidates for `code` at `byte_pos`, best first: the cell's own names (variables, items),
@@ -107,7 +219,11 @@ pub(crate) fn complete(
             }
         }
     } else if !ctx.after_path {
-        // A path (`nn::`) needs the analyzer; anything else is a name in scope.
+        // A path (`nn::`) needs the analyzer; anything else is a name in scope, starting with
+        // what the cell itself defines before the cursor.
+        for name in defined_before(&code[..ctx.start]) {
+            add(name);
+        }
         for (name, _) in variables {
             add(name);
         }
@@ -130,9 +246,33 @@ mod tests {
 
     #[test]
     fn finds_prefix_and_receiver() {
-        assert_eq!(context("let y = x.si", 12), Context { prefix: "si", start: 10, receiver: Some("x"), after_path: false });
-        assert_eq!(context("Tens", 4), Context { prefix: "Tens", start: 0, receiver: None, after_path: false });
-        assert_eq!(context("nn::li", 6), Context { prefix: "li", start: 4, receiver: None, after_path: true });
+        assert_eq!(
+            context("let y = x.si", 12),
+            Context {
+                prefix: "si",
+                start: 10,
+                receiver: Some("x"),
+                after_path: false
+            }
+        );
+        assert_eq!(
+            context("Tens", 4),
+            Context {
+                prefix: "Tens",
+                start: 0,
+                receiver: None,
+                after_path: false
+            }
+        );
+        assert_eq!(
+            context("nn::li", 6),
+            Context {
+                prefix: "li",
+                start: 4,
+                receiver: None,
+                after_path: true
+            }
+        );
         assert_eq!(context("foo(", 4).prefix, "");
         assert_eq!(context("1.5", 3).receiver, None);
         assert_eq!(context("é.x", 4).receiver, Some("é"));
@@ -142,15 +282,49 @@ mod tests {
     fn completes_variables_items_prelude_and_keywords() {
         let known = KnownNames {
             top_level: vec!["Tensor".into(), "Device".into()],
-            members: BTreeMap::from([("tch_prelude::Tensor".to_owned(), vec!["size".into(), "sum".into(), "view".into()])]),
+            members: BTreeMap::from([(
+                "tch_prelude::Tensor".to_owned(),
+                vec!["size".into(), "sum".into(), "view".into()],
+            )]),
         };
-        let vars = vec![("total".to_owned(), "i32".to_owned()), ("t".to_owned(), "tch_prelude::Tensor".to_owned())];
+        let vars = vec![
+            ("total".to_owned(), "i32".to_owned()),
+            ("t".to_owned(), "tch_prelude::Tensor".to_owned()),
+        ];
         let items = vec!["train".to_owned()];
-        assert_eq!(complete("T", 1, &known, &vars, &items).0, vec!["Tensor", "ToString", "ToOwned", "TryFrom", "TryInto"]);
-        assert_eq!(complete("let a = t", 9, &known, &vars, &items).0, vec!["total", "t", "train", "todo!", "trait", "true", "type"]);
-        assert_eq!(complete("t.s", 3, &known, &vars, &items), (vec!["size".to_owned(), "sum".to_owned()], 2));
+        assert_eq!(
+            complete("T", 1, &known, &vars, &items).0,
+            vec!["Tensor", "ToString", "ToOwned", "TryFrom", "TryInto"]
+        );
+        assert_eq!(
+            complete("let a = t", 9, &known, &vars, &items).0,
+            vec!["total", "t", "train", "todo!", "trait", "true", "type"]
+        );
+        assert_eq!(
+            complete("t.s", 3, &known, &vars, &items),
+            (vec!["size".to_owned(), "sum".to_owned()], 2)
+        );
         assert!(complete("total.s", 7, &known, &vars, &items).0.is_empty());
         assert!(complete("nn::l", 5, &known, &vars, &items).0.is_empty());
-        assert!(complete("wh", 2, &known, &vars, &items).0.contains(&"while".to_owned()));
+        assert!(
+            complete("wh", 2, &known, &vars, &items)
+                .0
+                .contains(&"while".to_owned())
+        );
+        assert_eq!(
+            complete("let zzz_value = 1;\nzzz_", 23, &known, &vars, &items).0,
+            vec!["zzz_value"]
+        );
+        assert_eq!(
+            complete(
+                "let mut acc = 0; fn accumulate() {}\nac",
+                38,
+                &known,
+                &vars,
+                &items
+            )
+            .0,
+            vec!["acc", "accumulate"]
+        );
     }
 }

@@ -15,12 +15,12 @@ mod output;
 
 pub use build_cache::BuildCache;
 pub use child_init::DisplayEvent;
-pub use completeness::{completeness, Completeness};
+pub use completeness::{Completeness, completeness};
 pub use evaluator::{
-    complete_from_known_names, use_build_dir, Completions, EvalError, EvalOutput, Evaluator, EvaluatorConfig, InputRequest,
-    Interrupter, Prelude, StartError,
+    Completions, EvalError, EvalOutput, Evaluator, EvaluatorConfig, InputRequest, Interrupter,
+    Prelude, StartError, complete_from_known_names, use_build_dir,
 };
-pub use known_names::{KnownNames, KNOWN_NAMES_FILE};
+pub use known_names::{KNOWN_NAMES_FILE, KnownNames};
 pub use output::{OutputSink, Stream};
 
 /// Must be the first call in `main` of any binary that creates an [`Evaluator`]: the same
@@ -50,7 +50,9 @@ pub fn child_process_hook() {
 
 fn preload(lib: &std::path::Path) {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(lib.as_os_str().as_bytes()) else { return };
+    let Ok(path) = std::ffi::CString::new(lib.as_os_str().as_bytes()) else {
+        return;
+    };
     // SAFETY: dlopen with a valid C string; the handle is deliberately never closed.
     let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
     if handle.is_null() {
@@ -59,7 +61,9 @@ fn preload(lib: &std::path::Path) {
         let msg = if err.is_null() {
             "unknown error".to_owned()
         } else {
-            unsafe { std::ffi::CStr::from_ptr(err) }.to_string_lossy().into_owned()
+            unsafe { std::ffi::CStr::from_ptr(err) }
+                .to_string_lossy()
+                .into_owned()
         };
         eprintln!("tch-kernel: could not load {}: {msg}", lib.display());
     }

@@ -2,8 +2,8 @@
 //! chatty loop does not flood the frontend), in order per stream, and flushed before a cell's
 //! result is reported.
 
-use crate::child_init::{DisplayEvent, PanicReport, OUTPUT_MARKER, PANIC_MARKER};
-use crossbeam_channel::{select, Receiver, Sender};
+use crate::child_init::{DisplayEvent, OUTPUT_MARKER, PANIC_MARKER, PanicReport};
+use crossbeam_channel::{Receiver, Sender, select};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,13 @@ impl Forwarder {
         let (barrier_tx, barrier_rx) = crossbeam_channel::unbounded::<Sender<()>>();
         let name = format!("forward-{stream:?}").to_lowercase();
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            let mut batch = Batch { text: String::new(), stream, sink, panics, last_write: Instant::now() };
+            let mut batch = Batch {
+                text: String::new(),
+                stream,
+                sink,
+                panics,
+                last_write: Instant::now(),
+            };
             loop {
                 select! {
                     recv(lines) -> line => match line {
@@ -72,7 +78,9 @@ impl Forwarder {
         if let Err(e) = spawned {
             log::error!("cannot start the output forwarder: {e}");
         }
-        Forwarder { barrier: barrier_tx }
+        Forwarder {
+            barrier: barrier_tx,
+        }
     }
 
     /// Returns once every line already received has been handed to the sink.

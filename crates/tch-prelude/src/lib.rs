@@ -11,12 +11,11 @@
 //! dynamically: a cell compiles against tch's metadata but never re-links tch itself.
 
 pub use tch;
+pub use tch::nn::{Module, ModuleT, OptimizerConfig};
 pub use tch::{
     CModule, Cuda, Device, IndexOp, Kind, Reduction, Scalar, TchError, Tensor, data, kind,
-    manual_seed, nn, no_grad,
-    no_grad_guard, vision, with_grad,
+    manual_seed, nn, no_grad, no_grad_guard, vision, with_grad,
 };
-pub use tch::nn::{Module, ModuleT, OptimizerConfig};
 
 // Display, plots, images, progress bars and interrupt checks (see notebook-helpers).
 pub use notebook_helpers::*;
@@ -33,19 +32,49 @@ pub fn gpu_report() -> String {
     let cuda = tch::Cuda::is_available();
     let count = tch::Cuda::device_count();
     if cuda {
-        let _ = writeln!(out, "CUDA available: {count} device(s); cuDNN {}", if tch::Cuda::cudnn_is_available() { "available" } else { "not available" });
-        let _ = writeln!(out, "Device::cuda_if_available() = {:?}", Device::cuda_if_available());
+        let _ = writeln!(
+            out,
+            "CUDA available: {count} device(s); cuDNN {}",
+            if tch::Cuda::cudnn_is_available() {
+                "available"
+            } else {
+                "not available"
+            }
+        );
+        let _ = writeln!(
+            out,
+            "Device::cuda_if_available() = {:?}",
+            Device::cuda_if_available()
+        );
     } else {
-        let _ = writeln!(out, "CUDA not available: running on CPU (Device::cuda_if_available() = Cpu).");
+        let _ = writeln!(
+            out,
+            "CUDA not available: running on CPU (Device::cuda_if_available() = Cpu)."
+        );
         if !std::path::Path::new("/proc/driver/nvidia/version").exists() {
-            let _ = writeln!(out, "  No NVIDIA driver on this machine (on a cluster: request a GPU, e.g. --gres=gpu:1).");
+            let _ = writeln!(
+                out,
+                "  No NVIDIA driver on this machine (on a cluster: request a GPU, e.g. --gres=gpu:1)."
+            );
         } else if !tch::utils::has_cuda() {
-            let _ = writeln!(out, "  This libtorch was built without CUDA, or libtorch_cuda.so could not be loaded");
-            let _ = writeln!(out, "  (see the kernel's log in the Jupyter server output).");
+            let _ = writeln!(
+                out,
+                "  This libtorch was built without CUDA, or libtorch_cuda.so could not be loaded"
+            );
+            let _ = writeln!(
+                out,
+                "  (see the kernel's log in the Jupyter server output)."
+            );
         }
     }
     let _ = writeln!(out, "CPU threads used by torch: {}", tch::get_num_threads());
-    for var in ["CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_JOB_PARTITION", "SLURM_JOB_GPUS", "SLURMD_NODENAME"] {
+    for var in [
+        "CUDA_VISIBLE_DEVICES",
+        "SLURM_JOB_ID",
+        "SLURM_JOB_PARTITION",
+        "SLURM_JOB_GPUS",
+        "SLURMD_NODENAME",
+    ] {
         if let Ok(v) = std::env::var(var) {
             let _ = writeln!(out, "{var}={v}");
         }
@@ -53,7 +82,10 @@ pub fn gpu_report() -> String {
     if cuda {
         // Names and memory come from the driver; tch has no API for them.
         if let Ok(o) = std::process::Command::new("nvidia-smi")
-            .args(["--query-gpu=index,name,memory.used,memory.total,utilization.gpu", "--format=csv"])
+            .args([
+                "--query-gpu=index,name,memory.used,memory.total,utilization.gpu",
+                "--format=csv",
+            ])
             .output()
         {
             out.push_str(&String::from_utf8_lossy(&o.stdout));
