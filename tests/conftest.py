@@ -113,13 +113,14 @@ def stdout_of(outputs):
 def wait_for_analyzer(kc, code="let warm_up_probe = 1; warm_up_pr", deadline_s=600):
     """Waits until rust-analyzer answers completions (the reply's `tch_kernel.source`
     metadata), for tests of what only it knows. Until then the kernel answers from the names it
-    knows. Polls the observed source; the deadline only bounds a kernel that never gets there."""
+    knows. Polls the observed source; the deadline only bounds a kernel that never gets there.
+    Returns rust-analyzer's reply for `code`."""
     import time
 
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         reply = kc.complete(code, len(code), reply=True, timeout=300)["content"]
         if reply["metadata"].get("tch_kernel", {}).get("source") == "rust-analyzer":
-            return
+            return reply
         time.sleep(0.2)
     raise AssertionError("rust-analyzer never answered a completion")

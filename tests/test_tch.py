@@ -85,10 +85,8 @@ let p = Point { x: 2.5 };
 
 def test_completion_knows_tensor_methods(tk):
     # rust-analyzer runs in the background (completion and hover only); this waits for it.
-    wait_for_analyzer(tk)
     code = "let t = Tensor::zeros([1], (Kind::Float, Device::Cpu)); t.matm"
-    reply = tk.complete(code, len(code), reply=True, timeout=300)
-    matches = reply["content"]["matches"]
+    matches = wait_for_analyzer(tk, code)["matches"]
     assert any(m.startswith("matmul") for m in matches), matches
 
 
