@@ -10,7 +10,7 @@ use jupyter_server::wire::content::{
     MimeBundle, Payload, StreamName,
 };
 use jupyter_server::{
-    ExecuteOutcome, Interpreter, KernelInfo, Publisher, ServeOptions, StdinHandle,
+    ExecuteOutcome, Interpreter, KernelInfo, Publisher, ServeOptions, Startup, StdinHandle,
 };
 use rust_evaluator::{
     DisplayEvent, EvalError, Evaluator, InputRequest, KnownNames, OutputSink, Stream,
@@ -58,26 +58,28 @@ pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) 
             }
         }
     }
-    let config = settings.evaluator_config(build_dir, false);
+    let mut config = settings.evaluator_config(build_dir, false);
     let has_prelude = config.prelude.is_some();
-    // Names for Tab from the prebuilt dir, so completion answers while the evaluator starts.
-    let known = config
-        .seed_from
-        .as_ref()
-        .map(|seed| KnownNames::load(&seed.join(rust_evaluator::KNOWN_NAMES_FILE)))
-        .unwrap_or_default();
+    // Names for Tab, saved in the prebuilt dir: completion answers from them while the
+    // evaluator starts, and (inside it) whenever rust-analyzer cannot answer in time.
+    config.known_names = Arc::new(
+        config
+            .seed_from
+            .as_ref()
+            .map(|seed| KnownNames::load(&seed.join(rust_evaluator::KNOWN_NAMES_FILE)))
+            .unwrap_or_default(),
+    );
+    let known = config.known_names.clone();
     jupyter_server::serve(conn, options, move |publisher, _stdin| {
         let sink = Arc::new(JupyterSink(publisher));
-        let (started, starting) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let evaluator = Evaluator::start(&config, sink).map_err(|e| e.to_string());
-            if let Ok(evaluator) = &evaluator {
-                let _ = interrupter.set(evaluator.interrupter());
-            }
-            let _ = started.send(evaluator);
-        });
+        let evaluator = Startup::spawn("evaluator", move || {
+            let evaluator = Evaluator::start(&config, sink).map_err(|e| e.to_string())?;
+            let _ = interrupter.set(evaluator.interrupter());
+            Ok(evaluator)
+        })
+        .map_err(|e| format!("cannot start the evaluator thread: {e}"))?;
         Ok(RustInterpreter {
-            evaluator: EvaluatorSlot::Starting(starting),
+            evaluator,
             has_prelude,
             known,
         })
@@ -119,7 +121,8 @@ pub fn prebuild(settings: Settings) -> Result<()> {
     );
     // Names for Tab while a kernel's own rust-analyzer is still warming up.
     let names = staging.join("build").join(rust_evaluator::KNOWN_NAMES_FILE);
-    if let Err(e) = evaluator.save_known_names(&names) {
+    let sample = settings.prelude().map(|p| p.warm_up);
+    if let Err(e) = evaluator.save_known_names(&names, sample.as_deref()) {
         log::warn!("cannot save completion names to {}: {e}", names.display());
     }
     drop(evaluator);
@@ -222,49 +225,13 @@ impl OutputSink for JupyterSink {
     }
 }
 
-/// The evaluator starts (a first compile, about a second) while requests are answered:
-/// completion and inspection use what is known until it is ready; a cell waits for it.
-enum EvaluatorSlot {
-    Starting(std::sync::mpsc::Receiver<Result<Evaluator, String>>),
-    Ready(Box<Evaluator>),
-    Failed(String),
-}
-
-impl EvaluatorSlot {
-    /// The evaluator, waiting for it to start when `wait`; `None` while it is still starting.
-    fn get(&mut self, wait: bool) -> Option<Result<&mut Evaluator, String>> {
-        if let EvaluatorSlot::Starting(receiver) = self {
-            let started = if wait {
-                receiver
-                    .recv()
-                    .map_err(|_| "the evaluator thread ended".to_owned())
-            } else {
-                match receiver.try_recv() {
-                    Ok(started) => Ok(started),
-                    Err(std::sync::mpsc::TryRecvError::Empty) => return None,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        Err("the evaluator thread ended".to_owned())
-                    }
-                }
-            };
-            *self = match started.and_then(|r| r) {
-                Ok(evaluator) => EvaluatorSlot::Ready(Box::new(evaluator)),
-                Err(e) => EvaluatorSlot::Failed(e),
-            };
-        }
-        match self {
-            EvaluatorSlot::Ready(evaluator) => Some(Ok(evaluator)),
-            EvaluatorSlot::Failed(e) => Some(Err(e.clone())),
-            EvaluatorSlot::Starting(_) => None,
-        }
-    }
-}
-
 struct RustInterpreter {
-    evaluator: EvaluatorSlot,
+    /// Starts (a first compile, about a second) while requests are answered: completion and
+    /// inspection use what is known until it is ready; a cell waits for it.
+    evaluator: Startup<Evaluator>,
     has_prelude: bool,
     /// Completion names saved by the installer, for Tab before the evaluator has started.
-    known: KnownNames,
+    known: Arc<KnownNames>,
 }
 
 const HELP_INTRO: &str = "\
@@ -303,8 +270,8 @@ impl RustInterpreter {
     fn help(&mut self) -> ExecuteOutcome {
         let engine_help = self
             .evaluator
-            .get(true)
-            .and_then(Result::ok)
+            .wait()
+            .ok()
             .and_then(|e| e.eval(":help", &|_| Err("no input".into())).ok())
             .and_then(|o| {
                 o.data
@@ -356,16 +323,15 @@ impl Interpreter for RustInterpreter {
                 .request(&req.prompt, req.password)
                 .map_err(|e| e.to_string())
         };
-        let evaluator = match self.evaluator.get(true) {
-            Some(Ok(evaluator)) => evaluator,
-            Some(Err(e)) => {
+        let evaluator = match self.evaluator.wait() {
+            Ok(evaluator) => evaluator,
+            Err(e) => {
                 return ExecuteOutcome::Error(ErrorInfo {
                     ename: "KernelStartupError".into(),
                     evalue: e.clone(),
                     traceback: vec![format!("{RED}The evaluator could not start{RESET}: {e}")],
                 });
             }
-            None => unreachable!("get(true) waits for the evaluator"),
         };
         match evaluator.eval(code, &input) {
             Ok(output) => {
@@ -381,7 +347,7 @@ impl Interpreter for RustInterpreter {
 
     fn complete(&mut self, code: &str, cursor_pos: usize) -> CompleteReply {
         let byte = byte_offset(code, cursor_pos);
-        let c = match self.evaluator.get(false) {
+        let c = match self.evaluator.try_get() {
             Some(Ok(evaluator)) => evaluator.complete(code, byte),
             _ => rust_evaluator::complete_from_known_names(code, byte, &self.known, &[], &[]),
         };
@@ -408,7 +374,7 @@ impl Interpreter for RustInterpreter {
 
     fn inspect(&mut self, code: &str, cursor_pos: usize, _detail_level: u8) -> InspectReply {
         let byte = byte_offset(code, cursor_pos);
-        let Some(Ok(evaluator)) = self.evaluator.get(false) else {
+        let Some(Ok(evaluator)) = self.evaluator.try_get() else {
             return InspectReply {
                 status: "ok",
                 found: false,

@@ -87,6 +87,8 @@ impl Settings {
             interrupt_grace: self.interrupt_grace,
             // The prelude dylib loads libtorch; cells need not read its libraries to link.
             link_stand_in_dirs: self.libtorch.iter().map(|l| l.join("lib")).collect(),
+            // Loaded by the kernel, which completes from them before the evaluator starts.
+            known_names: Default::default(),
         }
     }
 

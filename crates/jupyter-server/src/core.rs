@@ -3,6 +3,7 @@
 
 use crate::history::History;
 use crate::publisher::{Publisher, StdinHandle};
+use crate::startup::Startup;
 use jupyter_wire::Message;
 use jupyter_wire::content::{
     CommClose, CommInfoReply, CompleteReply, ErrorInfo, ExecuteInput, ExecuteReply, ExecuteRequest,
@@ -83,14 +84,6 @@ pub(crate) enum ShellEvent {
     Shutdown { restart: bool },
 }
 
-/// The interpreter is built in the background so that `kernel_info` is answered at once; the
-/// first request that needs it waits.
-enum Slot<I> {
-    Pending(crossbeam_channel::Receiver<Result<I, String>>),
-    Ready(I),
-    Failed(String),
-}
-
 pub(crate) struct Core<I: Interpreter> {
     pub(crate) info: KernelInfo,
     pub(crate) publisher: Publisher,
@@ -98,7 +91,9 @@ pub(crate) struct Core<I: Interpreter> {
     pub(crate) shell_out: UnboundedSender<Message>,
     pub(crate) history: History,
     pub(crate) execution_count: u64,
-    slot: Slot<I>,
+    /// Built in the background so that `kernel_info` is answered at once; the first request
+    /// that needs it waits.
+    slot: Startup<I>,
     events: crossbeam_channel::Receiver<ShellEvent>,
     /// Events taken off the channel early (while aborting) that still have to be handled.
     pending: VecDeque<ShellEvent>,
@@ -111,7 +106,7 @@ impl<I: Interpreter> Core<I> {
         stdin: StdinHandle,
         shell_out: UnboundedSender<Message>,
         history: History,
-        interpreter: crossbeam_channel::Receiver<Result<I, String>>,
+        interpreter: Startup<I>,
         events: crossbeam_channel::Receiver<ShellEvent>,
     ) -> Self {
         Core {
@@ -121,25 +116,14 @@ impl<I: Interpreter> Core<I> {
             shell_out,
             history,
             execution_count: 0,
-            slot: Slot::Pending(interpreter),
+            slot: interpreter,
             events,
             pending: VecDeque::new(),
         }
     }
 
     fn interpreter(&mut self) -> Result<&mut I, String> {
-        if let Slot::Pending(rx) = &self.slot {
-            self.slot = match rx.recv() {
-                Ok(Ok(i)) => Slot::Ready(i),
-                Ok(Err(e)) => Slot::Failed(e),
-                Err(_) => Slot::Failed("the interpreter failed to start".to_owned()),
-            };
-        }
-        match &mut self.slot {
-            Slot::Ready(i) => Ok(i),
-            Slot::Failed(e) => Err(e.clone()),
-            Slot::Pending(_) => Err("the interpreter is not ready".to_owned()),
-        }
+        self.slot.wait()
     }
 
     fn status(&self, state: ExecutionState, parent: &Message) {

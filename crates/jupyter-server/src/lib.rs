@@ -6,9 +6,11 @@
 mod core;
 pub mod history;
 mod publisher;
+mod startup;
 mod transport;
 
 pub use crate::core::{ExecuteOutcome, Interpreter, KernelInfo};
 pub use crate::publisher::{InputError, Publisher, StdinHandle};
+pub use crate::startup::Startup;
 pub use crate::transport::{ServeOptions, serve};
 pub use jupyter_wire as wire;

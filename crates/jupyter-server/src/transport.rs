@@ -4,6 +4,7 @@
 use crate::core::{Core, Interpreter, KernelInfo, ShellEvent};
 use crate::history::History;
 use crate::publisher::{Publisher, StdinHandle};
+use crate::startup::Startup;
 use bytes::Bytes;
 use jupyter_wire::content::{
     ExecutionState, IopubWelcome, Request, ShutdownReply, Status, StatusOnly,
@@ -152,16 +153,11 @@ where
         None,
     );
 
-    let (interp_tx, interp_rx) = crossbeam_channel::bounded(1);
-    {
+    let interpreter = {
         let (publisher, stdin) = (publisher.clone(), stdin.clone());
-        std::thread::Builder::new()
-            .name("interpreter-start".into())
-            .spawn(move || {
-                let _ = interp_tx.send(make(publisher, stdin));
-            })
-            .map_err(ServeError::Runtime)?;
-    }
+        Startup::spawn("interpreter", move || make(publisher, stdin))
+            .map_err(ServeError::Runtime)?
+    };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     {
         let core = Core::new(
@@ -170,7 +166,7 @@ where
             stdin.clone(),
             shell_out_tx,
             History::open(options.history_file.clone()),
-            interp_rx,
+            interpreter,
             events_rx,
         );
         std::thread::Builder::new()

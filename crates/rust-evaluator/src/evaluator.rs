@@ -2,7 +2,7 @@
 
 use crate::build_cache;
 use crate::child_init::{self, INPUT_ERR, INPUT_OK, PanicReport};
-use crate::known_names::{self, KNOWN_NAMES_FILE, KnownNames};
+use crate::known_names::{self, KnownNames};
 use crate::output::{Forwarder, OutputSink, Stream};
 use evcxr::{CommandContext, EvalCallbacks};
 use std::path::{Path, PathBuf};
@@ -44,6 +44,9 @@ pub struct EvaluatorConfig {
     /// child (libtorch's `lib/`): cells link against empty stand-ins of them, not the real
     /// (900 MB) files.
     pub link_stand_in_dirs: Vec<PathBuf>,
+    /// Names to complete from while rust-analyzer cannot answer (see `known_names`), as saved
+    /// by [`Evaluator::save_known_names`] at install.
+    pub known_names: Arc<KnownNames>,
 }
 
 /// A crate made available to every cell at start-up.
@@ -259,8 +262,7 @@ pub struct Evaluator {
     /// A new child process needs its panic hook before running user code.
     child_needs_init: bool,
     /// Names for completion while rust-analyzer cannot answer (see `known_names`).
-    known: KnownNames,
-    warm_up: Option<String>,
+    known: Arc<KnownNames>,
     /// Declared last: removed after the engine (and its child) is gone.
     _build_dir: BuildDirGuard,
 }
@@ -381,7 +383,6 @@ impl Evaluator {
             // installer's prebuild waits for it (to save its names).
             ctx.set_analyzer_wait(Some(ANALYZER_WAIT));
         }
-        let known = KnownNames::load(&config.build_dir.join("build").join(KNOWN_NAMES_FILE));
         Ok(Evaluator {
             ctx,
             stdout,
@@ -389,8 +390,7 @@ impl Evaluator {
             panics,
             interrupter,
             child_needs_init: false,
-            known,
-            warm_up: config.prelude.as_ref().map(|p| p.warm_up.clone()),
+            known: config.known_names.clone(),
             _build_dir: build_dir,
         })
     }
@@ -535,16 +535,17 @@ impl Evaluator {
     }
 
     /// Asks rust-analyzer (waiting as long as it takes) for the names a cell can use and the
-    /// members of the prelude's main type, and saves them for kernels to complete from before
-    /// their own rust-analyzer is ready. The installer runs this once.
-    pub fn save_known_names(&mut self, path: &Path) -> std::io::Result<()> {
+    /// members of the type of `sample` (an expression: the prelude's main type), and saves them
+    /// for kernels to complete from before their own rust-analyzer is ready. The installer
+    /// runs this once.
+    pub fn save_known_names(&mut self, path: &Path, sample: Option<&str>) -> std::io::Result<()> {
         self.ctx.set_analyzer_wait(None);
         // At the start of a statement: everything in scope (an empty cell has no position).
         let mut known = KnownNames {
             top_level: self.complete("{ ", 2).matches,
             ..KnownNames::default()
         };
-        if let Some(sample) = self.warm_up.clone() {
+        if let Some(sample) = sample {
             let name = "__tch_kernel_known_names_sample";
             if self
                 .eval(&format!("let {name} = {sample};"), &|_| {
