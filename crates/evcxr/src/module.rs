@@ -304,16 +304,13 @@ impl Module {
             command.env(EXECUTION_SO_PATH_ENV, so_path_file);
         }
         let output = run_cargo(command, code_block)?;
-        self.direct = key.and_then(|key| read_recorded_rustc(&record_file, key));
-        if let Some(mut direct) = self.direct.take() {
-            direct.args = self.with_stand_ins(config, std::mem::take(&mut direct.args));
-            self.direct = Some(direct);
-        }
-        if self.direct.is_none() {
-            log_direct(format_args!(
-                "no rustc command recorded in {record_file:?}; cells keep going through cargo"
-            ));
-        }
+        // Without a record (it should not happen), later cells keep going through cargo.
+        self.direct = key
+            .and_then(|key| read_recorded_rustc(&record_file, key))
+            .map(|mut direct| {
+                direct.args = self.with_stand_ins(config, std::mem::take(&mut direct.args));
+                direct
+            });
         Ok((output, None))
     }
 
@@ -605,12 +602,6 @@ fn read_recorded_rustc(path: &Path, key: String) -> Option<DirectRustc> {
         env,
         cwd: PathBuf::from(record["cwd"].as_str()?),
     })
-}
-
-fn log_direct(message: std::fmt::Arguments<'_>) {
-    if std::env::var_os("EVCXR_DEBUG_DIRECT_RUSTC").is_some() {
-        eprintln!("{message}");
-    }
 }
 
 fn report_execution_so(command: &Command) -> Result<()> {
