@@ -106,6 +106,40 @@ def run(kc, code, timeout=120, **kw):
     return reply["content"], [o for o in outputs if o[0] != "status"]
 
 
+def start_torch(extra_env=None):
+    """Starts the libtorch kernel (environment plus `extra_env`); returns (manager, client)."""
+    from jupyter_client import KernelManager
+
+    km = KernelManager(kernel_name=TORCH_KERNEL_NAME)
+    env = dict(os.environ)
+    env.update(extra_env or {})
+    km.start_kernel(env=env)
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=120)
+    return km, kc
+
+
+@pytest.fixture(scope="module")
+def tk(torch_env):
+    """One libtorch kernel per test module."""
+    km, kc = start_torch()
+    yield kc
+    kc.stop_channels()
+    km.shutdown_kernel()
+
+
+def result(outputs):
+    return [c["data"]["text/plain"] for t, c in outputs if t == "execute_result"]
+
+
+def ok(kc, code, **kw):
+    """Runs `code`, which must succeed; returns its IOPub outputs."""
+    reply, outputs = run(kc, code, timeout=600, **kw)
+    assert reply["status"] == "ok", f"{code!r} failed: {reply.get('ename')}: {reply.get('evalue')}\n" + "\n".join(reply.get("traceback", []))
+    return outputs
+
+
 def stdout_of(outputs):
     return "".join(c["text"] for t, c in outputs if t == "stream" and c["name"] == "stdout")
 

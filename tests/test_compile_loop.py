@@ -7,8 +7,7 @@ import re
 
 import pytest
 
-from conftest import run, wait_for_analyzer
-from test_tch import ok, result, start_torch
+from conftest import ok, result, run, start_torch, wait_for_analyzer
 
 SOURCE_KEY = "tch_kernel"
 
@@ -21,14 +20,6 @@ def completion(kc, code, cursor=None):
 
 @pytest.fixture
 def fresh(torch_env):
-    km, kc = start_torch()
-    yield kc
-    kc.stop_channels()
-    km.shutdown_kernel()
-
-
-@pytest.fixture(scope="module")
-def tk(torch_env):
     km, kc = start_torch()
     yield kc
     kc.stop_channels()

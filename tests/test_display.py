@@ -10,8 +10,7 @@ import zlib
 
 import pytest
 
-from conftest import run
-from test_tch import ok, result, start_torch
+from conftest import ok, result, run, start_torch
 
 
 @pytest.fixture(scope="module")

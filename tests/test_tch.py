@@ -2,44 +2,12 @@
 training, VarStore save/load, `:gpu`, several kernels of one spec at once, offline cells."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from jupyter_client import KernelManager
-
-from conftest import TORCH_KERNEL_NAME, run, stdout_of, wait_for_analyzer
-
-
-def start_torch(extra_env=None):
-    km = KernelManager(kernel_name=TORCH_KERNEL_NAME)
-    env = dict(os.environ)
-    env.update(extra_env or {})
-    km.start_kernel(env=env)
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=120)
-    return km, kc
-
-
-@pytest.fixture(scope="module")
-def tk(torch_env):
-    km, kc = start_torch()
-    yield kc
-    kc.stop_channels()
-    km.shutdown_kernel()
-
-
-def result(outputs):
-    return [c["data"]["text/plain"] for t, c in outputs if t == "execute_result"]
-
-
-def ok(kc, code, **kw):
-    reply, outputs = run(kc, code, timeout=600, **kw)
-    assert reply["status"] == "ok", f"{code!r} failed: {reply.get('ename')}: {reply.get('evalue')}\n" + "\n".join(reply.get("traceback", []))
-    return outputs
+from conftest import TORCH_KERNEL_NAME, ok, result, run, start_torch, stdout_of, wait_for_analyzer
 
 
 def test_prelude_is_in_scope_and_tensors_compute(tk):
