@@ -625,23 +625,16 @@ fn log_phases(outputs: &evcxr::EvalOutputs) {
     }
 }
 
-fn is_ident(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
-}
-
 fn end_of_word(code: &str, byte_pos: usize) -> usize {
     let pos = byte_pos.min(code.len());
     code[pos..]
-        .find(|c: char| !is_ident(c))
+        .find(|c: char| !known_names::is_ident(c))
         .map_or(code.len(), |i| pos + i)
 }
 
 fn word_at(code: &str, byte_pos: usize) -> &str {
     let end = end_of_word(code, byte_pos);
-    let start = code[..end]
-        .rfind(|c: char| !is_ident(c))
-        .map_or(0, |i| i + 1);
-    &code[start..end]
+    &code[known_names::word_start(&code[..end])..end]
 }
 
 fn html_escape(s: &str) -> String {

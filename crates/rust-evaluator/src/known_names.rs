@@ -136,12 +136,12 @@ pub(crate) struct Context<'a> {
     pub(crate) after_path: bool,
 }
 
-fn is_ident(c: char) -> bool {
+pub(crate) fn is_ident(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
 /// Where the identifier that ends `s` starts.
-fn word_start(s: &str) -> usize {
+pub(crate) fn word_start(s: &str) -> usize {
     s.char_indices()
         .rev()
         .find(|(_, c)| !is_ident(*c))
