@@ -172,6 +172,15 @@ impl DirectRustc {
 
 const CRATE_NAME: &str = "ctx";
 
+/// tch-kernel: a cargo config without its `offline` setting (see `Module::direct_key`).
+fn without_offline(cargo_config: &str) -> String {
+    cargo_config
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("offline"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl Module {
     pub(crate) fn new() -> Result<Module, Error> {
         Ok(Module {
@@ -266,11 +275,15 @@ impl Module {
         let read = |path: PathBuf| fs::read_to_string(path).ok();
         let command = config.cargo_command("rustc");
         let envs: Vec<_> = command.get_envs().collect();
+        // `[net] offline` decides where cargo may fetch crates from, not how it runs rustc; the
+        // kernel's start-up compiles offline and then turns it off, which would otherwise send
+        // the first cell through cargo again.
+        let cargo_config = read(config.crate_dir().join(".cargo").join("config.toml"))?;
         Some(format!(
             "{:?}\n{}\n{}\n{:?}\n{:?}",
             config.crate_dir(),
             read(config.crate_dir().join("Cargo.toml"))?,
-            read(config.crate_dir().join(".cargo").join("config.toml"))?,
+            without_offline(&cargo_config),
             envs,
             command.get_program(),
         ))
@@ -901,4 +914,17 @@ fn errors_from_cargo_output(
 
 pub(crate) struct SoFile {
     pub(crate) path: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_offline;
+
+    #[test]
+    fn turning_offline_off_keeps_the_recorded_rustc_command() {
+        let on = "\n[net]\noffline = true\n";
+        let off = "\n[net]\noffline = false\n";
+        assert_eq!(without_offline(on), without_offline(off));
+        assert_ne!(without_offline(on), without_offline("\n[net]\nretry = 3\n"));
+    }
 }

@@ -128,15 +128,20 @@ fn clone_dir(from: &Path, to: &Path, in_target: bool, copied: &mut u64) -> io::R
             }
             clone_dir(&src, &dst, in_target || name_str == "target", copied)?;
         } else if kind.is_file() {
-            // Cells' shared objects are per-session garbage.
-            if name_str.starts_with("libcode_") {
+            // Cells' shared objects are per-session garbage. Object files in target are the
+            // inputs of an archive or link that is already done (build scripts' `out/*.o`,
+            // 7 MB for torch-sys): cargo never looks at them, a rerun build script remakes them.
+            if name_str.starts_with("libcode_") || (in_target && name_str.ends_with(".o")) {
                 continue;
             }
-            if in_target && is_immutable_artifact(&name_str) && fs::hard_link(&src, &dst).is_ok() {
+            let meta = entry.metadata()?;
+            if in_target
+                && is_immutable_artifact(&name_str, &meta)
+                && fs::hard_link(&src, &dst).is_ok()
+            {
                 continue;
             }
             *copied += fs::copy(&src, &dst)?;
-            let meta = entry.metadata()?;
             filetime::set_file_mtime(&dst, filetime::FileTime::from_last_modification_time(&meta))?;
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
@@ -146,11 +151,14 @@ fn clone_dir(from: &Path, to: &Path, in_target: bool, copied: &mut u64) -> io::R
 }
 
 /// Files that the toolchain replaces (unlink + create) rather than rewrites in place, so a hard
-/// link is never modified through another instance.
-fn is_immutable_artifact(name: &str) -> bool {
+/// link is never modified through another instance: libraries, and executables (build scripts,
+/// 25 MB of them, which a linker writes; cargo's `build-script-build` is its own hard link).
+fn is_immutable_artifact(name: &str, meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
     [".so", ".rlib", ".rmeta", ".a"]
         .iter()
         .any(|ext| name.ends_with(ext))
+        || meta.permissions().mode() & 0o111 != 0
 }
 
 #[cfg(test)]
@@ -166,6 +174,17 @@ mod tests {
         fs::create_dir_all(&deps).unwrap();
         fs::create_dir_all(from.join("target/x86_64/debug/incremental/ctx-1")).unwrap();
         fs::write(deps.join("libtch.rlib"), b"rlib").unwrap();
+        let script = from.join("target/debug/build/torch-sys-1");
+        fs::create_dir_all(script.join("out")).unwrap();
+        fs::write(script.join("build-script-build"), b"elf").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(
+            script.join("build-script-build"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        fs::write(script.join("out/torch_api.o"), b"object").unwrap();
+        fs::write(script.join("out/libtch.a"), b"archive").unwrap();
         fs::write(deps.join("tch.d"), b"dep-info").unwrap();
         fs::write(from.join("target/x86_64/debug/libcode_3.so"), b"old cell").unwrap();
         fs::write(from.join("Cargo.toml"), b"[package]").unwrap();
@@ -189,6 +208,15 @@ mod tests {
             ),
             old
         );
+        let script_to = to.join("target/debug/build/torch-sys-1");
+        for linked in ["build-script-build", "out/libtch.a"] {
+            assert_eq!(
+                fs::metadata(script_to.join(linked)).unwrap().ino(),
+                fs::metadata(script.join(linked)).unwrap().ino(),
+                "{linked}"
+            );
+        }
+        assert!(!script_to.join("out/torch_api.o").exists());
         assert!(!to.join("target/x86_64/debug/libcode_3.so").exists());
         assert!(!to.join("target/x86_64/debug/incremental").exists());
         assert_eq!(copied, ("dep-info".len() + "[package]".len()) as u64);
