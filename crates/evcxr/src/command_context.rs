@@ -915,15 +915,9 @@ impl AvailableCommand {
     }
 }
 
+// tch-kernel: pulldown-cmark's escaper instead of a hand-written one.
 fn html_escape(input: &str, out: &mut String) {
-    for ch in input.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            x => out.push(x),
-        }
-    }
+    let _ = pulldown_cmark_escape::escape_html(out, input);
 }
 
 fn text_output<T: Into<String>>(text: T) -> Result<EvalOutputs, Error> {

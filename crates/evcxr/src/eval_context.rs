@@ -1019,8 +1019,10 @@ impl EvalContext {
 
         let mut got_panic = false;
         let mut lost_variables = Vec::new();
-        static MIME_OUTPUT: Lazy<Regex> =
-            Lazy::new(|| Regex::new("EVCXR_BEGIN_CONTENT ([^ ]+)").unwrap());
+        // tch-kernel: the markers come from child-protocol, shared with the prelude's helpers.
+        static MIME_OUTPUT: Lazy<Regex> = Lazy::new(|| {
+            Regex::new(&format!("{} ([^ ]+)", child_protocol::BEGIN_CONTENT)).unwrap()
+        });
         loop {
             let line = self.child_process.recv_line()?;
             if line == runtime::EVCXR_EXECUTION_COMPLETE {
@@ -1028,8 +1030,8 @@ impl EvalContext {
             }
             if line == PANIC_NOTIFICATION {
                 got_panic = true;
-            } else if line.starts_with(evcxr_input::GET_CMD) {
-                let is_password = line.starts_with(evcxr_input::GET_CMD_PASSWORD);
+            } else if line.starts_with(child_protocol::INPUT_REQUEST) {
+                let is_password = line.starts_with(child_protocol::INPUT_REQUEST_PASSWORD);
                 let prompt = line.split(':').nth(1).unwrap_or_default().to_owned();
                 self.child_process
                     .send(&(callbacks.input_reader)(InputRequest {
@@ -1053,7 +1055,7 @@ impl EvalContext {
                 let mut content = String::new();
                 loop {
                     let line = self.child_process.recv_line()?;
-                    if line == "EVCXR_END_CONTENT" {
+                    if line == child_protocol::END_CONTENT {
                         break;
                     }
                     if line == PANIC_NOTIFICATION {

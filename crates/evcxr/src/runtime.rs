@@ -26,7 +26,7 @@ pub(crate) const FORCE_DYLIB_ENV: &str = "EVCXR_FORCE_DYLIB";
 /// are separate shared objects that cannot link to the executable's symbols. It is reset after
 /// each cell. The parent kills the child if the cell does not stop in time.
 pub static INTERRUPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-pub const INTERRUPT_COUNTER_ENV: &str = "EVCXR_INTERRUPT_COUNTER";
+pub const INTERRUPT_COUNTER_ENV: &str = child_protocol::INTERRUPT_COUNTER_ENV;
 
 #[cfg(unix)]
 fn install_interrupt_handler() {

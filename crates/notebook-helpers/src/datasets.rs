@@ -37,23 +37,6 @@ fn decode(bytes: &[u8]) -> Option<(Vec<f32>, Vec<f32>, usize, usize)> {
     Some((pixels, labels, samples, features))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_bundled_digits_decode() {
-        let (pixels, labels, n, features) = super::decode(super::DIGITS).unwrap();
-        assert_eq!((n, features), (1797, 64));
-        assert_eq!(pixels.len(), 1797 * 64);
-        assert!(pixels.iter().all(|p| (0.0..=16.0).contains(p)));
-        assert!(
-            labels
-                .iter()
-                .all(|l| (0.0..=9.0).contains(l) && l.fract() == 0.0)
-        );
-        assert_eq!(labels.iter().filter(|l| **l == 0.0).count(), 178);
-    }
-}
-
 /// CIFAR-10 in its binary format, as loaded by [`cifar10`].
 #[cfg(feature = "tch")]
 pub struct Cifar10 {
@@ -78,6 +61,23 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
     "ship",
     "truck",
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bundled_digits_decode() {
+        let (pixels, labels, n, features) = super::decode(super::DIGITS).unwrap();
+        assert_eq!((n, features), (1797, 64));
+        assert_eq!(pixels.len(), 1797 * 64);
+        assert!(pixels.iter().all(|p| (0.0..=16.0).contains(p)));
+        assert!(
+            labels
+                .iter()
+                .all(|l| (0.0..=9.0).contains(l) && l.fract() == 0.0)
+        );
+        assert_eq!(labels.iter().filter(|l| **l == 0.0).count(), 178);
+    }
+}
 
 #[cfg(feature = "tch")]
 const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;

@@ -2,6 +2,7 @@
 
 use crate::wire;
 use base64::Engine;
+use child_protocol::{BEGIN_CONTENT, END_CONTENT};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -74,10 +75,7 @@ impl<T: RichDisplay + ?Sized> EvcxrDisplay for T {
         }
         let mut out = std::io::stdout().lock();
         for (mime, content) in bundle.entries() {
-            let _ = writeln!(
-                out,
-                "EVCXR_BEGIN_CONTENT {mime}\n{content}\nEVCXR_END_CONTENT"
-            );
+            let _ = writeln!(out, "{BEGIN_CONTENT} {mime}\n{content}\n{END_CONTENT}");
         }
         let _ = out.flush();
     }
@@ -244,12 +242,11 @@ impl RichDisplay for Text {
     }
 }
 
-/// Escapes text for HTML.
+/// Escapes text for HTML (element content and attribute values).
 pub(crate) fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    let mut out = String::with_capacity(s.len());
+    let _ = pulldown_cmark_escape::escape_html(&mut out, s);
+    out
 }
 
 #[cfg(test)]

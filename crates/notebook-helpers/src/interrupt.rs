@@ -5,14 +5,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-const COUNTER_ENV: &str = "EVCXR_INTERRUPT_COUNTER";
-
+use child_protocol::INTERRUPT_COUNTER_ENV;
 /// The panic message of [`check_interrupt`]; the kernel reports it as a KeyboardInterrupt.
-pub const INTERRUPT_PANIC: &str = "KeyboardInterrupt (tch-kernel)";
+pub use child_protocol::INTERRUPT_PANIC;
 
 fn counter() -> Option<&'static AtomicUsize> {
-    let address: usize = std::env::var(COUNTER_ENV).ok()?.parse().ok()?;
-    if address == 0 || address % std::mem::align_of::<AtomicUsize>() != 0 {
+    let address: usize = std::env::var(INTERRUPT_COUNTER_ENV).ok()?.parse().ok()?;
+    if address == 0 || !address.is_multiple_of(std::mem::align_of::<AtomicUsize>()) {
         return None;
     }
     // SAFETY: the evaluation process stored the address of a static AtomicUsize there; it lives

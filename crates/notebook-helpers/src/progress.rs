@@ -251,7 +251,7 @@ impl BarState {
                 const WIDTH: usize = 20;
                 let eighths = (frac * (WIDTH * 8) as f64).round() as usize;
                 let mut bar = "█".repeat(eighths / 8);
-                if eighths % 8 > 0 && eighths / 8 < WIDTH {
+                if !eighths.is_multiple_of(8) && eighths / 8 < WIDTH {
                     bar.push([' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'][eighths % 8]);
                 }
                 let pad = WIDTH - bar.chars().count();

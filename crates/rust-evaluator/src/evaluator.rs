@@ -275,10 +275,10 @@ struct BuildDirGuard {
 
 impl Drop for BuildDirGuard {
     fn drop(&mut self) {
-        if !self.keep {
-            if let Err(e) = std::fs::remove_dir_all(&self.path) {
-                log::debug!("cannot remove {}: {e}", self.path.display());
-            }
+        if !self.keep
+            && let Err(e) = std::fs::remove_dir_all(&self.path)
+        {
+            log::debug!("cannot remove {}: {e}", self.path.display());
         }
     }
 }
@@ -338,7 +338,7 @@ impl Evaluator {
         if let Some(prelude) = &config.prelude {
             first.push_str(&format!(":dep {}\n", prelude.dependency));
         }
-        first.push_str(child_init::ITEMS_CELL);
+        first.push_str(&child_init::items_cell());
         if config.prelude.is_none() {
             first.push_str(child_init::STANDALONE_ITEMS_CELL);
         }
@@ -417,10 +417,10 @@ impl Evaluator {
         code: &str,
         input: &dyn Fn(InputRequest) -> Result<String, String>,
     ) -> Result<EvalOutput, EvalError> {
-        if self.child_needs_init {
-            if let Err(e) = self.init_child() {
-                log::warn!("{e}");
-            }
+        if self.child_needs_init
+            && let Err(e) = self.init_child()
+        {
+            log::warn!("{e}");
         }
         *self.panics.lock().unwrap_or_else(PoisonError::into_inner) = None;
         let state = &self.interrupter.0;
@@ -574,10 +574,11 @@ impl Evaluator {
     /// Documentation or type of what is under the cursor, as (plain text, HTML).
     pub fn inspect(&mut self, code: &str, byte_pos: usize) -> Option<(String, String)> {
         let word = word_at(code, byte_pos);
-        if let Ok((plain, html)) = self.ctx.hover_at(code, end_of_word(code, byte_pos)) {
-            if !plain.trim().is_empty() && plain != "No documentation found" {
-                return Some((plain, html));
-            }
+        if let Ok((plain, html)) = self.ctx.hover_at(code, end_of_word(code, byte_pos))
+            && !plain.trim().is_empty()
+            && plain != "No documentation found"
+        {
+            return Some((plain, html));
         }
         // Fall back to a variable's type, like IPython's `x?`.
         let ty = self
@@ -638,9 +639,9 @@ fn word_at(code: &str, byte_pos: usize) -> &str {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    let mut out = String::with_capacity(s.len());
+    let _ = pulldown_cmark_escape::escape_html(&mut out, s);
+    out
 }
 
 fn render_compile_errors(errors: &[evcxr::CompilationError], code: &str) -> EvalError {

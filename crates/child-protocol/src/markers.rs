@@ -1,0 +1,30 @@
+/// Starts a rich-output record on the child's stdout (display, update, clear): the record is
+/// `OUTPUT_MARKER kind US id (US mime US content)*`, every field escaped (see `escape`), so
+/// that rich output stays in order with printed text and a record is always one line.
+pub const OUTPUT_MARKER: &str = "\u{1e}tch-kernel:output\u{1e}";
+
+/// Starts a panic report on the child's stdout: `PANIC_MARKER thread US location US message`.
+pub const PANIC_MARKER: &str = "\u{1e}tch-kernel:panic\u{1e}";
+
+/// Separates the fields of a record or a report (U+001F, unit separator).
+pub const FIELD_SEP: char = '\u{1f}';
+
+/// The panic message of `check_interrupt()`: the cell stopped because the user interrupted it.
+pub const INTERRUPT_PANIC: &str = "KeyboardInterrupt (tch-kernel)";
+
+/// A cell's final value, one MIME type at a time: `BEGIN_CONTENT mime`, the content's lines,
+/// `END_CONTENT` (the evaluation engine's own format, kept for its display code).
+pub const BEGIN_CONTENT: &str = "EVCXR_BEGIN_CONTENT";
+pub const END_CONTENT: &str = "EVCXR_END_CONTENT";
+
+/// `INPUT_REQUEST:prompt` (or `INPUT_REQUEST_PASSWORD:prompt`, prompt escaped) asks the
+/// kernel for a line from the notebook; the kernel writes back `INPUT_OK` + the escaped line,
+/// or `INPUT_ERR` + the escaped reason, on the child's stdin.
+pub const INPUT_REQUEST: &str = "EVCXR_INPUT_REQUEST";
+pub const INPUT_REQUEST_PASSWORD: &str = "EVCXR_INPUT_REQUEST_PASSWORD";
+pub const INPUT_OK: &str = "ok:";
+pub const INPUT_ERR: &str = "err:";
+
+/// Environment variable holding the address of the evaluation process's interrupt counter:
+/// cells are separate shared objects and cannot link to it.
+pub const INTERRUPT_COUNTER_ENV: &str = "EVCXR_INTERRUPT_COUNTER";

@@ -1,0 +1,70 @@
+// Compiled into the first cell of every evaluation child (see child_init.rs), after the module
+// `__tch_kernel_protocol` (child-protocol's source). Functions every cell can call:
+// `input(prompt)` / `password(prompt)`, the Debug display of a cell's value, and rich output.
+
+/// Shows a cell's final value. The engine first compiles `(&value).evcxr_display()` and only on
+/// a compile error falls back to Debug formatting in a second compile; providing the method for
+/// every `Debug` type saves that second compile on most cells. It is implemented for `&T`, so
+/// that a rich `evcxr_display` for `T` itself (the prelude's, for tensors and plots) is found
+/// first.
+#[doc(hidden)]
+pub trait __TchKernelDisplay {
+    fn evcxr_display(&self);
+}
+impl<T: std::fmt::Debug + ?Sized> __TchKernelDisplay for &T {
+    fn evcxr_display(&self) {
+        // A cell ending in a loop or a `()` call shows nothing, as in Python.
+        if std::any::type_name::<T>() == "()" {
+            return;
+        }
+        use __tch_kernel_protocol::{BEGIN_CONTENT, END_CONTENT};
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{BEGIN_CONTENT} text/plain\n{:?}\n{END_CONTENT}", self);
+        let _ = out.flush();
+    }
+}
+/// Writes a rich-output record (display, update, clear) and flushes, in order with printed text.
+#[doc(hidden)]
+pub fn __tch_kernel_emit(kind: &str, id: &str, data: &[(&str, &str)]) {
+    let line = __tch_kernel_protocol::output_record(kind, id, data);
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+/// Asks the notebook user for a line of text (Jupyter `input_request`).
+/// Panics with a clear message when the frontend does not allow input (e.g. nbconvert).
+pub fn input(prompt: &str) -> String {
+    __tch_kernel_input(prompt, false)
+}
+/// Like `input`, but the frontend hides what is typed.
+pub fn password(prompt: &str) -> String {
+    __tch_kernel_input(prompt, true)
+}
+#[doc(hidden)]
+pub fn __tch_kernel_input(prompt: &str, password: bool) -> String {
+    use __tch_kernel_protocol as protocol;
+    let tag = if password {
+        protocol::INPUT_REQUEST_PASSWORD
+    } else {
+        protocol::INPUT_REQUEST
+    };
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}:{}", tag, protocol::escape(prompt));
+        let _ = out.flush();
+    }
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        panic!("input(): the kernel closed the input channel");
+    }
+    let line = line.trim_end_matches(['\n', '\r']);
+    if let Some(value) = line.strip_prefix(protocol::INPUT_OK) {
+        protocol::unescape(value)
+    } else {
+        let reason = line.strip_prefix(protocol::INPUT_ERR).unwrap_or(line);
+        panic!("input(): {}", protocol::unescape(reason))
+    }
+}

@@ -1,0 +1,36 @@
+// Compiled into the first cell of a kernel without a prelude, after items.rs. The prelude
+// (notebook-helpers) has richer versions of these with the same behaviour.
+
+/// Shows `content` (text, or base64 for binary types such as image/png) as a separate output of
+/// this cell, in order with printed text.
+pub fn display_mime(mime: &str, content: &str) {
+    __tch_kernel_emit("display", "", &[(mime, content)]);
+}
+/// Clears this cell's output; with `wait`, only when the next output arrives (no flicker).
+pub fn clear_output(wait: bool) {
+    __tch_kernel_emit(if wait { "clear-wait" } else { "clear" }, "", &[]);
+}
+/// True once the user has interrupted the running cell (the stop button).
+pub fn interrupted() -> bool {
+    // The evaluation process publishes the address of its interrupt counter (see evcxr's
+    // runtime.rs); cells are separate shared objects and cannot link to it.
+    let Some(address) = std::env::var(__tch_kernel_protocol::INTERRUPT_COUNTER_ENV)
+        .ok()
+        .and_then(|a| a.parse::<usize>().ok())
+    else {
+        return false;
+    };
+    if address == 0 || address % std::mem::align_of::<std::sync::atomic::AtomicUsize>() != 0 {
+        return false;
+    }
+    // SAFETY: the address of a static AtomicUsize in this process, which lives as long as it.
+    let counter = unsafe { &*(address as *const std::sync::atomic::AtomicUsize) };
+    counter.load(std::sync::atomic::Ordering::Relaxed) > 0
+}
+/// Stops the cell with a KeyboardInterrupt if the user interrupted it. Call it in long loops:
+/// variables defined before this cell (a model, an optimizer) are kept.
+pub fn check_interrupt() {
+    if interrupted() {
+        std::panic::panic_any(__tch_kernel_protocol::INTERRUPT_PANIC);
+    }
+}
