@@ -49,20 +49,8 @@ const CARRIED: [&str; 5] = [
 ];
 
 fn kernelspec_env(name: &str) -> Result<Vec<(String, String)>> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(d) = crate::paths::jupyter_user_data_dir() {
-        dirs.push(d.join("kernels"));
-    }
-    if let Ok(path) = std::env::var("JUPYTER_PATH") {
-        dirs.extend(std::env::split_paths(&path).map(|p| p.join("kernels")));
-    }
-    dirs.push(PathBuf::from("/usr/local/share/jupyter/kernels"));
-    dirs.push(PathBuf::from("/usr/share/jupyter/kernels"));
-    let spec = dirs
-        .iter()
-        .map(|d| d.join(name).join("kernel.json"))
-        .find(|p| p.is_file())
-        .with_context(|| format!("no kernelspec named {name} (looked in {dirs:?})"))?;
+    let spec = crate::paths::find_kernelspec(name)
+        .map_err(|dirs| anyhow::anyhow!("no kernelspec named {name} (looked in {dirs:?})"))?;
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&spec)?)
         .with_context(|| format!("reading {}", spec.display()))?;
     let env = json

@@ -70,12 +70,8 @@ pub fn validate_name(name: &str) -> Result<String> {
 }
 
 fn kernels_dir(prefix: Option<&Path>) -> Result<PathBuf> {
-    match prefix {
-        Some(p) => Ok(p.join("share/jupyter/kernels")),
-        None => crate::paths::jupyter_user_data_dir()
-            .map(|d| d.join("kernels"))
-            .context("cannot find the Jupyter data dir: set HOME or JUPYTER_DATA_DIR"),
-    }
+    crate::paths::kernels_dir(prefix)
+        .context("cannot find the Jupyter data dir: set HOME or JUPYTER_DATA_DIR")
 }
 
 pub fn install(args: &InstallArgs) -> Result<()> {

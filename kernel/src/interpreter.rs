@@ -1,8 +1,9 @@
 //! Glue between the Jupyter server and the Rust evaluator: turns cells into evaluations and
-//! evaluation results into Jupyter outcomes. Kernel-level `:` commands live here too.
+//! evaluation results into Jupyter outcomes, answers completion and inspection, and runs the
+//! kernel's own `:` commands (parsed by `notebook_export::commands`, shared with export).
 
+use crate::error_report::{RED, RESET, error_info};
 use crate::settings::Settings;
-use anyhow::Context;
 use anyhow::Result;
 use jupyter_server::wire::ConnectionInfo;
 use jupyter_server::wire::content::{
@@ -12,9 +13,8 @@ use jupyter_server::wire::content::{
 use jupyter_server::{
     ExecuteOutcome, Interpreter, KernelInfo, Publisher, ServeOptions, Startup, StdinHandle,
 };
-use rust_evaluator::{
-    DisplayEvent, EvalError, Evaluator, InputRequest, KnownNames, OutputSink, Stream,
-};
+use notebook_export::commands::{Command, GPU_REPORT_CODE};
+use rust_evaluator::{DisplayEvent, Evaluator, InputRequest, KnownNames, OutputSink, Stream};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -23,9 +23,6 @@ use std::sync::{Arc, OnceLock};
 const COMPLETION_METADATA_KEY: &str = "tch_kernel";
 const COMPLETION_FROM_ANALYZER: &str = "rust-analyzer";
 const COMPLETION_FROM_KNOWN_NAMES: &str = "known-names";
-const RED: &str = "\x1b[0;31m";
-const BOLD: &str = "\x1b[1m";
-const RESET: &str = "\x1b[0m";
 
 /// Starts the server; the evaluator is built in the background while requests are answered.
 pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) -> Result<()> {
@@ -42,22 +39,7 @@ pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) 
             })
         },
     };
-    if let Some(cache) = &settings.cache {
-        cache.collect_garbage();
-        if settings.prelude_dir.is_some() {
-            match std::fs::read_to_string(cache.prebuilt_dir().join("stamp")) {
-                Err(_) => log::warn!(
-                    "no prebuilt prelude in {}: the first cell builds tch (minutes). Run install.sh to prebuild it.",
-                    cache.root().display()
-                ),
-                Ok(stamp) if stamp != settings.build_stamp() => log::warn!(
-                    "the prebuilt prelude in {} was built for another installation:\n{stamp}this kernel rebuilds it at start (a minute or more). Re-run install.sh, or give each installation its own --cache-dir.",
-                    cache.root().display()
-                ),
-                Ok(_) => {}
-            }
-        }
-    }
+    crate::prebuild::check_prebuilt(&settings);
     let mut config = settings.evaluator_config(build_dir, false);
     let has_prelude = config.prelude.is_some();
     // Names for Tab, saved in the prebuilt dir: completion answers from them while the
@@ -70,7 +52,7 @@ pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) 
             .unwrap_or_default(),
     );
     let known = config.known_names.clone();
-    jupyter_server::serve(conn, options, move |publisher, _stdin| {
+    let stopped = jupyter_server::serve(conn, options, move |publisher, _stdin| {
         let sink = Arc::new(JupyterSink(publisher));
         let evaluator = Startup::spawn("evaluator", move || {
             let evaluator = Evaluator::start(&config, sink).map_err(|e| e.to_string())?;
@@ -84,73 +66,8 @@ pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) 
             known,
         })
     })?;
+    log::info!("stopped: {stopped:?}");
     Ok(())
-}
-
-/// `tch-kernel prebuild`: builds the prelude into the cache's `prebuilt/` for all later kernels.
-pub fn prebuild(settings: Settings) -> Result<()> {
-    let cache = settings
-        .cache
-        .clone()
-        .context("TCH_KERNEL_CACHE_DIR is not set")?;
-    settings
-        .prelude_dir
-        .as_ref()
-        .context("TCH_KERNEL_PRELUDE is not set")?;
-    let staging = cache.staging_dir();
-    let _ = std::fs::remove_dir_all(&staging);
-    // SAFETY: single-threaded so far.
-    unsafe { rust_evaluator::use_build_dir(&staging) };
-    let started = std::time::Instant::now();
-    let mut evaluator = Evaluator::start(
-        &settings.evaluator_config(staging.clone(), true),
-        Arc::new(ConsoleSink),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let check = "(Tensor::from_slice(&[1.0f32, 2.0]) * 2).sum(Kind::Float).double_value(&[])";
-    let value = evaluator
-        .eval(check, &|_| Err("no input during prebuild".into()))
-        .map_err(|e| anyhow::anyhow!("the prelude does not work: {e}"))?;
-    anyhow::ensure!(
-        value
-            .data
-            .iter()
-            .any(|(m, v)| m == "text/plain" && v == "6.0"),
-        "the prelude gave a wrong result: {:?}",
-        value.data
-    );
-    // Names for Tab while a kernel's own rust-analyzer is still warming up.
-    let names = staging.join("build").join(rust_evaluator::KNOWN_NAMES_FILE);
-    let sample = settings.prelude().map(|p| p.warm_up);
-    if let Err(e) = evaluator.save_known_names(&names, sample.as_deref()) {
-        log::warn!("cannot save completion names to {}: {e}", names.display());
-    }
-    drop(evaluator);
-    std::fs::write(staging.join("stamp"), settings.build_stamp())
-        .context("cannot write the build stamp")?;
-    cache.publish(&staging).with_context(|| {
-        format!(
-            "cannot publish the build into {}",
-            cache.prebuilt_dir().display()
-        )
-    })?;
-    println!(
-        "prelude built in {:.0?} into {}",
-        started.elapsed(),
-        cache.prebuilt_dir().display()
-    );
-    Ok(())
-}
-
-/// Prints engine output during `prebuild`.
-struct ConsoleSink;
-
-impl OutputSink for ConsoleSink {
-    fn write(&self, _stream: Stream, text: &str) {
-        eprint!("{text}");
-    }
-
-    fn display(&self, _event: DisplayEvent) {}
 }
 
 fn rustc_version() -> String {
@@ -300,10 +217,14 @@ impl Interpreter for RustInterpreter {
         _publisher: &Publisher,
         stdin: &StdinHandle,
     ) -> ExecuteOutcome {
-        if code.trim() == ":help" || code.trim() == "?" {
+        // A cell that is one of the kernel's own commands; other `:` lines go to the engine.
+        let command = Some(code.trim())
+            .filter(|c| !c.contains('\n'))
+            .and_then(Command::parse);
+        if command == Some(Command::Help) {
             return self.help();
         }
-        let code = if code.trim() == ":gpu" {
+        let code = if command == Some(Command::Gpu) {
             if !self.has_prelude {
                 return ExecuteOutcome::Error(ErrorInfo {
                     ename: "NoLibtorch".into(),
@@ -314,7 +235,7 @@ impl Interpreter for RustInterpreter {
                     ],
                 });
             }
-            "println!(\"{}\", gpu_report());"
+            GPU_REPORT_CODE
         } else {
             code
         };
@@ -442,80 +363,6 @@ fn mime_bundle(data: Vec<(String, String)>) -> MimeBundle {
         bundle.insert(mime, value);
     }
     bundle
-}
-
-fn error_info(error: EvalError) -> ErrorInfo {
-    let lost = "All variables were lost; definitions (fn, struct, use) and :dep crates are kept.";
-    match error {
-        EvalError::Compile { message, report } => ErrorInfo {
-            ename: "CompilationError".into(),
-            evalue: message,
-            traceback: report,
-        },
-        EvalError::Panic { message, location } => {
-            let mut traceback = vec![match &location {
-                Some(loc) => format!("{RED}{BOLD}thread 'main' panicked at {loc}:{RESET}"),
-                None => format!("{RED}{BOLD}thread 'main' panicked:{RESET}"),
-            }];
-            traceback.extend(message.lines().map(|l| format!("{RED}{l}{RESET}")));
-            traceback.push("Variables defined before this cell are kept.".into());
-            ErrorInfo {
-                ename: "Panic".into(),
-                evalue: message,
-                traceback,
-            }
-        }
-        EvalError::Interrupted {
-            variables_kept: true,
-        } => ErrorInfo {
-            ename: "KeyboardInterrupt".into(),
-            evalue: "the cell was interrupted".into(),
-            traceback: vec![
-                format!(
-                    "{RED}{BOLD}KeyboardInterrupt{RESET}: the cell stopped at a check for interrupts."
-                ),
-                "Variables defined before this cell are kept; those this cell defined are not."
-                    .into(),
-            ],
-        },
-        EvalError::Interrupted {
-            variables_kept: false,
-        } => ErrorInfo {
-            ename: "KeyboardInterrupt".into(),
-            evalue: "the cell was interrupted".into(),
-            traceback: vec![
-                format!("{RED}{BOLD}KeyboardInterrupt{RESET}: the cell was interrupted."),
-                format!(
-                    "It did not stop at a check for interrupts in time, so the evaluation process was restarted. {lost}\n\
-                     Long loops keep their variables when they call check_interrupt() or iterate through progress(..)."
-                ),
-            ],
-        },
-        EvalError::ProcessDied { reason } => ErrorInfo {
-            ename: "EvaluatorCrashed".into(),
-            evalue: format!("the evaluation process died: {}", reason.trim()),
-            traceback: vec![
-                format!(
-                    "{RED}{BOLD}The evaluation process died{RESET}: {}",
-                    reason.trim()
-                ),
-                format!("It was restarted. {lost}"),
-            ],
-        },
-        EvalError::VariablesLost(vars) => ErrorInfo {
-            ename: "VariablesLost".into(),
-            evalue: format!("redefining a type dropped: {}", vars.join(", ")),
-            traceback: vec![format!(
-                "A type was redefined, so these variables were dropped: {}",
-                vars.join(", ")
-            )],
-        },
-        EvalError::Other(message) => ErrorInfo {
-            ename: "Error".into(),
-            evalue: message.clone(),
-            traceback: vec![format!("{RED}{message}{RESET}")],
-        },
-    }
 }
 
 /// Jupyter cursor positions are in Unicode code points (protocol 5.2+).

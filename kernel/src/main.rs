@@ -1,10 +1,12 @@
 //! `tch-kernel`: the Jupyter kernel binary. Run by Jupyter with a connection file, or used to
 //! install and remove its own kernelspecs.
 
+mod error_report;
 mod export;
 mod install;
 mod interpreter;
 mod paths;
+mod prebuild;
 mod settings;
 
 use anyhow::{Context, Result};
@@ -82,7 +84,7 @@ fn run() -> Result<()> {
     match (cli.command, cli.connection_file) {
         (Some(Command::Install(args)), _) => install::install(&args),
         (Some(Command::Uninstall(args)), _) => install::uninstall(&args),
-        (Some(Command::Prebuild), _) => interpreter::prebuild(settings::Settings::from_env()),
+        (Some(Command::Prebuild), _) => prebuild::prebuild(settings::Settings::from_env()),
         (Some(Command::Export(args)), _) => export::export(&args),
         (None, Some(file)) => {
             let conn = jupyter_server::wire::ConnectionInfo::from_file(&file)?;
@@ -114,10 +116,10 @@ unsafe fn prepare_process_env(settings: &settings::Settings, build_dir: &std::pa
             std::env::set_var("TCH_KERNEL_EXE", exe);
         }
         let preload = settings.child_preload();
-        if !preload.is_empty() {
-            if let Ok(list) = std::env::join_paths(preload) {
-                std::env::set_var("TCH_KERNEL_CHILD_PRELOAD", list);
-            }
+        if !preload.is_empty()
+            && let Ok(list) = std::env::join_paths(preload)
+        {
+            std::env::set_var("TCH_KERNEL_CHILD_PRELOAD", list);
         }
     }
 }

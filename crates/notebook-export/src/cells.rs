@@ -1,6 +1,7 @@
 //! Cells to one program: items at the top, statements in `main`.
 
 use crate::Cell;
+use crate::commands::{Command, GPU_REPORT_CODE};
 use ra_ap_syntax::ast::{self, HasModuleItem};
 use ra_ap_syntax::{AstNode, Edition, SourceFile, TextRange};
 
@@ -33,9 +34,7 @@ pub fn convert_cells(cells: &[Cell]) -> Program {
         let mut commands = Vec::new();
         for line in cell.source.lines() {
             let trimmed = line.trim_start();
-            if trimmed.starts_with(':')
-                && trimmed[1..].starts_with(|c: char| c.is_ascii_alphabetic())
-            {
+            if trimmed.starts_with(':') && Command::parse(trimmed).is_some() {
                 commands.push(trimmed.to_owned());
                 // Keep line numbers aligned with the notebook.
                 code.push('\n');
@@ -46,22 +45,16 @@ pub fn convert_cells(cells: &[Cell]) -> Program {
         }
         let mut body = String::new();
         for command in commands {
-            let (name, rest) = command
-                .split_once(char::is_whitespace)
-                .unwrap_or((command.as_str(), ""));
-            match name {
-                ":dep" => match rest.split_once('=') {
-                    Some((krate, spec)) => {
-                        program
-                            .dependencies
-                            .push(format!("{} = {}", krate.trim(), spec.trim()))
+            match Command::parse(&command) {
+                Some(Command::Dep { name, spec }) => {
+                    if !name.is_empty() {
+                        program.dependencies.push(format!("{name} = {spec}"));
                     }
-                    None if !rest.trim().is_empty() => program
-                        .dependencies
-                        .push(format!("{} = \"*\"", rest.trim())),
-                    None => {}
-                },
-                ":gpu" => body.push_str("println!(\"{}\", gpu_report());\n"),
+                }
+                Some(Command::Gpu) => {
+                    body.push_str(GPU_REPORT_CODE);
+                    body.push('\n');
+                }
                 _ => {
                     body.push_str(&format!("// notebook command left out: {command}\n"));
                     program.notes.push(format!(
@@ -126,7 +119,7 @@ fn split_cell(code: &str) -> (String, String) {
         }
     }
     let mut statements = code.to_owned();
-    edits.sort_by(|a, b| b.0.cmp(&a.0));
+    edits.sort_by_key(|e| std::cmp::Reverse(e.0));
     for (start, end, text) in edits {
         statements.replace_range(start..end, &text);
     }

@@ -9,6 +9,7 @@
 //! `raises-exception` are left out.
 
 mod cells;
+pub mod commands;
 mod project;
 
 pub use cells::{Program, convert_cells};

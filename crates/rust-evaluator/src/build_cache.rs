@@ -15,6 +15,20 @@ use std::time::{Duration, SystemTime};
 /// Instances of other hosts (whose processes we cannot see) are removed after this long.
 const FOREIGN_INSTANCE_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// In `prebuilt/`: the settings it was built with.
+const STAMP_FILE: &str = "stamp";
+
+/// What `prebuilt/` holds, for the installation a kernel runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrebuiltState {
+    /// Nothing prebuilt: the first cell builds the prelude.
+    Missing,
+    /// Built for this installation.
+    Current,
+    /// Built for another installation, whose stamp this is: cargo rebuilds what differs.
+    Other(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct BuildCache {
     root: PathBuf,
@@ -50,8 +64,20 @@ impl BuildCache {
         ))
     }
 
-    /// Replaces `prebuilt/` with `staging` atomically; running kernels keep what they cloned.
-    pub fn publish(&self, staging: &Path) -> io::Result<()> {
+    /// Whether `prebuilt/` was built for the installation described by `stamp` (the settings a
+    /// prebuilt prelude depends on, see `publish`).
+    pub fn prebuilt_state(&self, stamp: &str) -> PrebuiltState {
+        match fs::read_to_string(self.prebuilt_dir().join(STAMP_FILE)) {
+            Err(_) => PrebuiltState::Missing,
+            Ok(found) if found == stamp => PrebuiltState::Current,
+            Ok(found) => PrebuiltState::Other(found),
+        }
+    }
+
+    /// Replaces `prebuilt/` with `staging` atomically, stamped with `stamp` (see
+    /// `prebuilt_state`); running kernels keep what they cloned.
+    pub fn publish(&self, staging: &Path, stamp: &str) -> io::Result<()> {
+        fs::write(staging.join(STAMP_FILE), stamp)?;
         let target = self.prebuilt_dir();
         let old = self
             .root
@@ -243,18 +269,26 @@ mod tests {
     }
 
     #[test]
-    fn publish_replaces_atomically() {
+    fn publish_replaces_atomically_and_stamps() {
         let dir = tempfile::tempdir().unwrap();
         let cache = BuildCache::new(dir.path());
+        assert_eq!(cache.prebuilt_state("a"), PrebuiltState::Missing);
         for round in 0..2 {
             let staging = cache.staging_dir();
             fs::create_dir_all(&staging).unwrap();
             fs::write(staging.join("round"), round.to_string()).unwrap();
-            cache.publish(&staging).unwrap();
+            cache
+                .publish(&staging, &format!("settings {round}"))
+                .unwrap();
             assert_eq!(
                 fs::read_to_string(cache.prebuilt_dir().join("round")).unwrap(),
                 round.to_string()
             );
         }
+        assert_eq!(cache.prebuilt_state("settings 1"), PrebuiltState::Current);
+        assert_eq!(
+            cache.prebuilt_state("settings 2"),
+            PrebuiltState::Other("settings 1".into())
+        );
     }
 }

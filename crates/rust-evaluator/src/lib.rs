@@ -13,7 +13,7 @@ mod evaluator;
 mod known_names;
 mod output;
 
-pub use build_cache::BuildCache;
+pub use build_cache::{BuildCache, PrebuiltState};
 pub use child_init::DisplayEvent;
 pub use completeness::{Completeness, completeness};
 pub use evaluator::{
@@ -38,11 +38,11 @@ pub fn child_process_hook() {
         // SAFETY: first thing in main, before any thread exists.
         unsafe { std::env::remove_var("EVCXR_IS_RUNTIME") };
     }
-    if std::env::var_os("EVCXR_IS_RUNTIME").is_some() {
-        if let Some(list) = std::env::var_os("TCH_KERNEL_CHILD_PRELOAD") {
-            for lib in std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()) {
-                preload(&lib);
-            }
+    if std::env::var_os("EVCXR_IS_RUNTIME").is_some()
+        && let Some(list) = std::env::var_os("TCH_KERNEL_CHILD_PRELOAD")
+    {
+        for lib in std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()) {
+            preload(&lib);
         }
     }
     evcxr::runtime_hook();
