@@ -26,13 +26,13 @@ impl History {
     /// session number. An unreadable file is logged and history stays in memory only.
     pub fn open(file: Option<PathBuf>) -> Self {
         let mut records = Vec::new();
-        if let Some(path) = &file {
-            if let Ok(f) = std::fs::File::open(path) {
-                for line in BufReader::new(f).lines().map_while(Result::ok) {
-                    // Skip lines torn by a concurrent writer rather than fail.
-                    if let Ok(r) = serde_json::from_str::<Record>(&line) {
-                        records.push(r);
-                    }
+        if let Some(path) = &file
+            && let Ok(f) = std::fs::File::open(path)
+        {
+            for line in BufReader::new(f).lines().map_while(Result::ok) {
+                // Skip lines torn by a concurrent writer rather than fail.
+                if let Ok(r) = serde_json::from_str::<Record>(&line) {
+                    records.push(r);
                 }
             }
         }

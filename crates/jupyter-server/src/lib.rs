@@ -9,7 +9,7 @@ mod publisher;
 mod startup;
 mod transport;
 
-pub use crate::core::{ExecuteOutcome, Interpreter, KernelInfo};
+pub use crate::core::{ExecuteOutcome, Interpreter, KernelInfo, Stopped};
 pub use crate::publisher::{InputError, Publisher, StdinHandle};
 pub use crate::startup::Startup;
 pub use crate::transport::{ServeOptions, serve};

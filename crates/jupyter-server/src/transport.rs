@@ -1,20 +1,18 @@
 //! The five sockets, each serviced by its own task, and the process lifecycle (startup, SIGINT,
-//! parent death, shutdown).
+//! parent death, shutdown). Requests are handled by the core ([`Dispatch`]); here they are only
+//! received, decoded and routed, and replies sent.
 
-use crate::core::{Core, Interpreter, KernelInfo, ShellEvent};
+use crate::core::{Channel, Dispatch, Engine, Flow, Interpreter, KernelInfo, ShellEvent, Stopped};
 use crate::history::History;
 use crate::publisher::{Publisher, StdinHandle};
 use crate::startup::Startup;
 use bytes::Bytes;
-use jupyter_wire::content::{
-    ExecutionState, IopubWelcome, Request, ShutdownReply, Status, StatusOnly,
-};
+use jupyter_wire::content::{ExecutionState, IopubWelcome, Status};
 use jupyter_wire::{ConnectionInfo, Message, Signer, WireError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use zeromq::{RepSocket, RouterSocket, Socket, SocketRecv, SocketSend, XPubSocket, ZmqMessage};
 
@@ -39,16 +37,14 @@ pub enum ServeError {
     Runtime(std::io::Error),
 }
 
-static EXIT: Notify = Notify::const_new();
-
-/// Ends `serve` after the current IOPub messages are flushed.
-pub(crate) fn exit_soon() {
-    EXIT.notify_one();
-}
-
-/// Binds the sockets of `conn` and serves until a shutdown request (or the parent's death).
-/// `make` builds the interpreter on a background thread while requests are already answered.
-pub fn serve<I, F>(conn: ConnectionInfo, options: ServeOptions, make: F) -> Result<(), ServeError>
+/// Binds the sockets of `conn` and serves until a shutdown request (or the parent's death), and
+/// says which. `make` builds the interpreter on a background thread while requests are already
+/// answered.
+pub fn serve<I, F>(
+    conn: ConnectionInfo,
+    options: ServeOptions,
+    make: F,
+) -> Result<Stopped, ServeError>
 where
     I: Interpreter,
     F: FnOnce(Publisher, StdinHandle) -> Result<I, String> + Send + 'static,
@@ -84,7 +80,7 @@ async fn serve_async<I, F>(
     conn: ConnectionInfo,
     options: ServeOptions,
     make: F,
-) -> Result<(), ServeError>
+) -> Result<Stopped, ServeError>
 where
     I: Interpreter,
     F: FnOnce(Publisher, StdinHandle) -> Result<I, String> + Send + 'static,
@@ -158,47 +154,63 @@ where
         Startup::spawn("interpreter", move || make(publisher, stdin))
             .map_err(ServeError::Runtime)?
     };
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (control_out_tx, control_out_rx) = unbounded_channel();
+    let dispatch = Dispatch {
+        info: options.info,
+        publisher: publisher.clone(),
+        shell_out: shell_out_tx,
+        control_out: control_out_tx,
+        interrupt: interrupt.clone(),
+        executor: events_tx.clone(),
+    };
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Stopped>();
     {
-        let core = Core::new(
-            options.info.clone(),
-            publisher.clone(),
+        let engine = Engine::new(
             stdin.clone(),
-            shell_out_tx,
             History::open(options.history_file.clone()),
             interpreter,
             events_rx,
         );
+        let dispatch = dispatch.clone();
         std::thread::Builder::new()
             .name("executor".into())
             .spawn(move || {
-                core.run();
-                let _ = done_tx.send(());
+                let _ = done_tx.send(engine.run(&dispatch));
             })
             .map_err(ServeError::Runtime)?;
     }
 
-    tokio::spawn(shell_recv_task(
-        shell_recv,
+    tokio::spawn(shell_recv_task(shell_recv, signer.clone(), events_tx));
+    let (control_send, control_recv) = control.split();
+    tokio::spawn(router_send_task(
+        control_send,
+        control_out_rx,
         signer.clone(),
-        events_tx.clone(),
+        "control",
     ));
-    tokio::spawn(control_task(
-        control,
+    let (stop_tx, mut stop_rx) = unbounded_channel::<Stopped>();
+    tokio::spawn(control_recv_task::<I>(
+        control_recv,
         signer,
-        publisher.clone(),
-        options.info,
-        interrupt.clone(),
-        events_tx,
-        done_rx,
+        dispatch,
+        stop_tx,
     ));
     tokio::spawn(sigint_task(interrupt));
-    tokio::spawn(parent_watch_task());
 
-    EXIT.notified().await;
+    let stopped = tokio::select! {
+        // A shutdown on shell, or the transport gone.
+        stopped = &mut done_rx => stopped.unwrap_or(Stopped::Disconnected),
+        // A shutdown on control: let the executor release the interpreter (its temp files),
+        // but never hang: the manager sends SIGKILL after a few seconds anyway.
+        Some(stopped) = stop_rx.recv() => {
+            let _ = tokio::time::timeout(Duration::from_secs(3), &mut done_rx).await;
+            stopped
+        }
+        () = parent_gone() => Stopped::ParentGone,
+    };
     // Let IOPub flush the shutdown reply and final status.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    Ok(())
+    Ok(stopped)
 }
 
 fn to_zmq(frames: Vec<Vec<u8>>) -> Option<ZmqMessage> {
@@ -246,22 +258,20 @@ async fn iopub_task(
                         let topic = String::from_utf8_lossy(&frame[1..]).into_owned();
                         let mut welcome = Message::new(&session, "iopub_welcome", IopubWelcome { subscription: topic.clone() }, None);
                         welcome.identities = vec![if topic.is_empty() { format!("kernel.{session}.iopub_welcome") } else { topic }.into_bytes()];
-                        if let Some(m) = to_zmq(welcome.to_frames(&signer)) {
-                            if let Err(e) = socket.send(m).await {
+                        if let Some(m) = to_zmq(welcome.to_frames(&signer))
+                            && let Err(e) = socket.send(m).await {
                                 log::warn!("iopub: cannot send welcome: {e}");
                             }
-                        }
                     }
                 }
                 Err(e) => pause_after_error("iopub", e).await,
             },
             msg = rx.recv() => match msg {
                 Some(msg) => {
-                    if let Some(m) = to_zmq(msg.to_frames(&signer)) {
-                        if let Err(e) = socket.send(m).await {
+                    if let Some(m) = to_zmq(msg.to_frames(&signer))
+                        && let Err(e) = socket.send(m).await {
                             log::warn!("iopub: send failed: {e}");
                         }
-                    }
                 }
                 None => break,
             },
@@ -297,10 +307,10 @@ async fn shell_recv_task(
     loop {
         match socket.recv().await {
             Ok(m) => {
-                if let Some(msg) = decode(from_zmq(m), &signer, "shell") {
-                    if events.send(ShellEvent::Request(msg)).is_err() {
-                        break;
-                    }
+                if let Some(msg) = decode(from_zmq(m), &signer, "shell")
+                    && events.send(ShellEvent::Request(Box::new(msg))).is_err()
+                {
+                    break;
                 }
             }
             Err(e) => pause_after_error("shell", e).await,
@@ -348,99 +358,26 @@ async fn heartbeat_task(mut socket: RepSocket) {
     }
 }
 
-/// Control requests are served here, beside a running cell: kernel_info, interrupt, shutdown.
-async fn control_task(
-    socket: RouterSocket,
+/// Control requests are dispatched here, beside a running cell (see [`Dispatch::dispatch`]).
+async fn control_recv_task<I: Interpreter>(
+    mut socket: zeromq::RouterRecvHalf,
     signer: Signer,
-    publisher: Publisher,
-    info: KernelInfo,
-    interrupt: Arc<dyn Fn() + Send + Sync>,
-    events: crossbeam_channel::Sender<ShellEvent>,
-    executor_done: tokio::sync::oneshot::Receiver<()>,
+    dispatch: Dispatch,
+    stop: tokio::sync::mpsc::UnboundedSender<Stopped>,
 ) {
-    let (mut send, mut recv) = socket.split();
-    let mut executor_done = Some(executor_done);
     loop {
-        let frames = match recv.recv().await {
-            Ok(m) => from_zmq(m),
-            Err(e) => {
-                pause_after_error("control", e).await;
-                continue;
+        match socket.recv().await {
+            Ok(m) => {
+                let Some(msg) = decode(from_zmq(m), &signer, "control") else {
+                    continue;
+                };
+                if let Flow::Stop(stopped) = dispatch.dispatch::<I>(Channel::Control, &msg, None) {
+                    let _ = stop.send(stopped);
+                }
             }
-        };
-        let Some(msg) = decode(frames, &signer, "control") else {
-            continue;
-        };
-        let session = publisher.session().to_owned();
-        let reply = |content: serde_json::Value| {
-            let t = Request::reply_type(msg.msg_type());
-            Message::new(&session, &t, content, Some(&msg))
-        };
-        publisher.send(
-            "status",
-            Status {
-                execution_state: ExecutionState::Busy,
-            },
-            Some(&msg),
-        );
-        let mut shutting_down = None;
-        let out = match Request::parse(msg.msg_type(), &msg.content) {
-            Ok(Request::KernelInfo) => Some(reply(json(info.reply()))),
-            Ok(Request::Interrupt) => {
-                interrupt();
-                Some(reply(json(StatusOnly { status: "ok" })))
-            }
-            Ok(Request::Shutdown(req)) => {
-                shutting_down = Some(req.restart);
-                publisher.send(
-                    "shutdown_reply",
-                    ShutdownReply {
-                        status: "ok",
-                        restart: req.restart,
-                    },
-                    Some(&msg),
-                );
-                Some(reply(json(ShutdownReply {
-                    status: "ok",
-                    restart: req.restart,
-                })))
-            }
-            Ok(other) => {
-                log::info!("control: ignoring {other:?}");
-                None
-            }
-            Err(e) => {
-                log::warn!("control: malformed {}: {e}", msg.msg_type());
-                None
-            }
-        };
-        if let Some(out) = out.and_then(|m| to_zmq(m.to_frames(&signer))) {
-            if let Err(e) = send.send(out).await {
-                log::warn!("control: cannot reply: {e}");
-            }
-        }
-        publisher.send(
-            "status",
-            Status {
-                execution_state: ExecutionState::Idle,
-            },
-            Some(&msg),
-        );
-        if let Some(restart) = shutting_down {
-            // Stop a running cell, let the executor release the interpreter (its temp files),
-            // but never hang: the manager sends SIGKILL after a few seconds anyway.
-            interrupt();
-            let _ = events.send(ShellEvent::Shutdown { restart });
-            if let Some(done) = executor_done.take() {
-                let _ = tokio::time::timeout(Duration::from_secs(3), done).await;
-            }
-            exit_soon();
+            Err(e) => pause_after_error("control", e).await,
         }
     }
-}
-
-fn json(v: impl serde::Serialize) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or_default()
 }
 
 /// In signal mode jupyter_client interrupts with SIGINT; without a handler it would kill us.
@@ -459,23 +396,23 @@ async fn sigint_task(interrupt: Arc<dyn Fn() + Send + Sync>) {
     }
 }
 
-/// Exit when the launching Jupyter process dies, so orphaned kernels don't hold GPU memory.
-async fn parent_watch_task() {
-    let Some(pid) = std::env::var("JPY_PARENT_PID")
+/// Resolves when the launching Jupyter process dies (never without `JPY_PARENT_PID`), so
+/// orphaned kernels don't hold GPU memory.
+async fn parent_gone() {
+    let pid = std::env::var("JPY_PARENT_PID")
         .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-    else {
-        return;
+        .and_then(|p| p.parse::<u32>().ok());
+    let proc_path = pid.map(|pid| PathBuf::from(format!("/proc/{pid}")));
+    let Some(proc_path) = proc_path.filter(|p| pid > Some(1) && p.exists()) else {
+        return std::future::pending().await;
     };
-    let proc_path = PathBuf::from(format!("/proc/{pid}"));
-    if pid <= 1 || !proc_path.exists() {
-        return;
-    }
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         if !proc_path.exists() {
-            log::warn!("parent process {pid} is gone; shutting down");
-            exit_soon();
+            log::warn!(
+                "parent process {} is gone; shutting down",
+                proc_path.display()
+            );
             return;
         }
     }
