@@ -106,6 +106,39 @@ def run(kc, code, timeout=120, **kw):
     return reply["content"], [o for o in outputs if o[0] != "status"]
 
 
+def printed(marker):
+    """A `when` for `run_interrupted`: the cell printed `marker`, so it is running."""
+    return lambda msg_type, content: msg_type == "stream" and marker in content["text"]
+
+
+def busy(msg_type, content):
+    """A `when` for `run_interrupted`: the kernel took the cell (it compiles it first)."""
+    return msg_type == "status" and content["execution_state"] == "busy"
+
+
+def run_interrupted(km, kc, code, when, interrupts=1, timeout=120):
+    """Executes `code` and interrupts it (`interrupts` times, back to back) at the first IOPub
+    message of the cell for which `when(msg_type, content)` holds: on observed state, however
+    long the compile takes. Returns what `run` returns."""
+    sent = False
+
+    def hook(msg):
+        nonlocal sent
+        if not sent and when(msg["msg_type"], msg["content"]):
+            sent = True
+            for _ in range(interrupts):
+                km.interrupt_kernel()
+
+    outputs = []
+    reply = kc.execute_interactive(
+        code,
+        output_hook=lambda m: (outputs.append((m["msg_type"], m["content"])), hook(m)),
+        timeout=timeout,
+    )
+    assert sent, "the cell ended before it was interrupted"
+    return reply["content"], [o for o in outputs if o[0] != "status"]
+
+
 def start_torch(extra_env=None):
     """Starts the libtorch kernel (environment plus `extra_env`); returns (manager, client)."""
     from jupyter_client import KernelManager

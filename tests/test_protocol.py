@@ -254,24 +254,20 @@ def _interrupt_running_cell(km, kc):
             break
     # Control and heartbeat stay live while the cell runs.
     info = kc.session.msg("kernel_info_request")
-    t = time.time()
     kc.control_channel.send(info)
     assert reply_to(kc, info["header"]["msg_id"], channel="control", timeout=10)["content"]["status"] == "ok"
-    assert time.time() - t < 5
     assert kc.hb_channel.is_beating()
-    t = time.time()
     km.interrupt_kernel()
-    reply = reply_to(kc, msg_id, timeout=30)
-    return reply["content"], time.time() - t
+    # The cell sleeps for 120 s: a reply within 30 s means the interrupt stopped it.
+    return reply_to(kc, msg_id, timeout=30)["content"]
 
 
 def test_interrupt_message_mode_stops_cell(kernel):
     km, kc = kernel
-    reply, seconds = _interrupt_running_cell(km, kc)
+    reply = _interrupt_running_cell(km, kc)
     assert reply["status"] == "error"
     assert reply["ename"] == "KeyboardInterrupt"
     assert any("variables were lost" in line.lower() for line in reply["traceback"])
-    assert seconds < 10
     assert km.is_alive()
     reply, outputs = run(kc, "6 * 7")
     assert reply["status"] == "ok"
@@ -280,8 +276,10 @@ def test_interrupt_message_mode_stops_cell(kernel):
 def test_interrupt_while_idle_keeps_variables(kernel):
     km, kc = kernel
     run(kc, "let survivor = 5;")
-    km.interrupt_kernel()
-    time.sleep(0.5)
+    # The kernelspec's interrupt_mode is "message": wait for the kernel's interrupt_reply.
+    interrupt = kc.session.msg("interrupt_request", {})
+    kc.control_channel.send(interrupt)
+    assert reply_to(kc, interrupt["header"]["msg_id"], channel="control", timeout=30)["msg_type"] == "interrupt_reply"
     reply, outputs = run(kc, "survivor")
     assert reply["status"] == "ok", reply
     assert ("execute_result", {"data": {"text/plain": "5"}, "execution_count": reply["execution_count"], "metadata": {}}) in outputs
@@ -290,7 +288,7 @@ def test_interrupt_while_idle_keeps_variables(kernel):
 def test_interrupt_signal_mode():
     km, kc = start(SIGNAL_KERNEL_NAME)
     try:
-        reply, seconds = _interrupt_running_cell(km, kc)
+        reply = _interrupt_running_cell(km, kc)
         assert reply["ename"] == "KeyboardInterrupt"
         assert km.is_alive(), "SIGINT must not kill the kernel"
         assert run(kc, "1 + 1")[0]["status"] == "ok"

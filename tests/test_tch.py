@@ -16,7 +16,8 @@ def test_prelude_is_in_scope_and_tensors_compute(tk):
     assert result(ok(tk, "Vec::<f32>::try_from(&b).unwrap()")) == ["[3.0, 5.0, 7.0]"]
     assert result(ok(tk, "b.size()")) == ["[3]"]
     assert result(ok(tk, "a.matmul(&b).double_value(&[])")) == ["34.0"]
-    assert result(ok(tk, "Device::cuda_if_available() == Device::Cpu")) == ["true"]
+    # CPU exactly when CUDA is not usable: holds on a CPU machine and on a GPU node.
+    assert result(ok(tk, "(Device::cuda_if_available() == Device::Cpu) == !Cuda::is_available()")) == ["true"]
     # Errors from libtorch come back as Rust errors, not crashes.
     assert result(ok(tk, "a.f_view([7]).is_err()")) == ["true"]
 
@@ -110,10 +111,14 @@ vs2.load({json.dumps(str(path))}).unwrap();
     assert result(ok(tk, "vs2.variables().len()")) == ["4"]
 
 
-def test_gpu_command_reports_cpu(tk):
+def test_gpu_command_reports_the_device(tk):
     text = stdout_of(ok(tk, ":gpu"))
     assert "libtorch 2.13.0" in text
-    assert "CUDA not available: running on CPU" in text
+    cuda = result(ok(tk, "Cuda::is_available()")) == ["true"]
+    if cuda:
+        assert "CUDA available:" in text and "Device::cuda_if_available() = Cuda(0)" in text, text
+    else:
+        assert "CUDA not available: running on CPU" in text, text
 
 
 def test_two_kernels_of_one_spec_run_at_once(torch_env):

@@ -152,7 +152,7 @@ fn with_static_references(type_name: &str) -> String {
         }
     }
     let mut out = wrapped;
-    edits.sort_by(|a, b| b.0.cmp(&a.0));
+    edits.sort_by_key(|e| std::cmp::Reverse(e.0));
     for (start, end, text) in edits {
         out.replace_range(start..end, text);
     }

@@ -96,10 +96,10 @@ pub fn completeness(code: &str) -> Completeness {
     if !stack.is_empty() {
         return incomplete(stack.len());
     }
-    if let Some(end) = last_significant {
-        if ends_with_continuation(&chars[..=end]) {
-            return incomplete(1);
-        }
+    if let Some(end) = last_significant
+        && ends_with_continuation(&chars[..=end])
+    {
+        return incomplete(1);
     }
     Completeness::Complete
 }
