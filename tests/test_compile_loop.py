@@ -140,3 +140,30 @@ def test_fifty_items_then_a_cell_using_them(tk):
     assert result(ok(tk, " + ".join(f"layer{i}().params()" for i in range(25)))) == [str(total)]
     ok(tk, "let l7 = layer7();")
     assert result(ok(tk, "l7.params()")) == ["56"]
+
+
+def test_cells_that_define_no_items_get_what_they_use(tk):
+    """Cells that define no items are built with the items they use only (the evcxr fork's
+    `needed_items`): what they reach through a method name, a trait impl on a prelude type, a
+    macro, a type of a stored variable, or an item of an item, is still there."""
+    ok(tk, """
+trait Doubled { fn doubled(&self) -> Tensor; }
+impl Doubled for Tensor { fn doubled(&self) -> Tensor { self * 2 } }
+macro_rules! square { ($x:expr) => { $x * $x } }
+#[derive(Debug)] struct Meter(f64);
+impl std::fmt::Display for Meter { fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result { write!(f, "{} m", self.0) } }
+fn base() -> i32 { 20 }
+fn answer() -> i32 { base() * 2 + 2 }
+""")
+    assert result(ok(tk, "Tensor::from_slice(&[1.5f32]).doubled().double_value(&[0])")) == ["3.0"]
+    assert result(ok(tk, "square!(7)")) == ["49"]
+    ok(tk, "let height = Meter(2.5);")
+    assert result(ok(tk, 'format!("{height}")')) == ['"2.5 m"']
+    assert result(ok(tk, "answer()")) == ["42"]
+    # A redefinition that breaks an item using it fails at once, and the old one stays.
+    reply, _ = run(tk, 'fn base() -> &\'static str { "twenty" }')
+    assert reply["status"] == "error", reply
+    assert result(ok(tk, "answer()")) == ["42"]
+    # A mistake in a cell is reported as usual.
+    reply, _ = run(tk, "answer() + undefined_thing")
+    assert reply["status"] == "error" and "undefined_thing" in reply["evalue"], reply
