@@ -65,17 +65,8 @@ impl CommandContext {
         self.execute_with_callbacks(to_run, &mut EvalCallbacks::default())
     }
 
-    pub fn check(&mut self, code: &str) -> Result<Vec<CompilationError>, Error> {
-        let (user_code, code_info) = CodeBlock::from_original_user_code(code);
-        let (non_command_code, state, errors) = self.prepare_for_analysis(user_code)?;
-        if !errors.is_empty() {
-            // If we've got errors while preparing, probably due to bad :dep commands, then there's
-            // no point running cargo check as it'd just give us additional follow-on errors which
-            // would be confusing.
-            return Ok(errors);
-        }
-        self.eval_context.check(non_command_code, state, &code_info)
-    }
+    // tch-kernel: no `check`: nothing called it (variable types come from the build, not
+    // from a check after rust-analyzer failed).
 
     /// tch-kernel: see [`EvalContext::warm_up_analyzer`].
     pub fn warm_up_analyzer(&mut self, code: &str) -> std::thread::JoinHandle<Result<(), Error>> {
@@ -226,10 +217,6 @@ Panic detected. Here's some useful information if you're filing a bug report.
         self.eval_context.last_source()
     }
 
-    /// Returns completions within `src` at `position`, which should be a byte offset. Note, this
-    /// function requires &mut self because it mutates internal state in order to determine
-    /// completions. It also assumes exclusive access to those resources. However there should be
-    /// any visible side effects.
     /// tch-kernel: how long completion and hover wait for rust-analyzer (see
     /// `EvalContext::set_analyzer_wait`).
     pub fn set_analyzer_wait(&mut self, wait: Option<std::time::Duration>) {
@@ -242,6 +229,10 @@ Panic detected. Here's some useful information if you're filing a bug report.
         self.eval_context.set_link_stand_in_dirs(dirs);
     }
 
+    /// Returns completions within `src` at `position`, which should be a byte offset. Note, this
+    /// function requires &mut self because it mutates internal state in order to determine
+    /// completions. It also assumes exclusive access to those resources. However there should be
+    /// any visible side effects.
     pub fn completions(&mut self, src: &str, position: usize) -> Result<Completions> {
         let (user_code, code_info) = CodeBlock::from_original_user_code(src);
         if let Some((segment, offset)) = user_code.command_containing_user_offset(position) {
@@ -594,19 +585,8 @@ Panic detected. Here's some useful information if you're filing a bug report.
                     text_output(format!("Time passes: {}", state.time_passes()))
                 },
             ),
-            AvailableCommand::new(
-                ":sccache",
-                "Set whether to use sccache (0/1).",
-                |_ctx, state, args| {
-                    state.set_sccache(args.as_ref().map(String::as_str) != Some("0"))?;
-                    if state.sccache() {
-                        state.set_allow_static_linking(true);
-                        text_output("sccache: true. Warning: dynamic linking disabled, use :cache instead to preserve dynamic linking")
-                    } else {
-                        text_output("sccache: false")
-                    }
-                },
-            ),
+            // tch-kernel: no `:sccache`: builds always use our own rustc wrapper, so it did
+            // nothing.
             AvailableCommand::new(
                 ":cache",
                 "Set cache size in MiB, or 0 to disable.",

@@ -188,6 +188,7 @@ impl CompilationError {
             json = json["message"].clone();
         }
         let mut code_origins = get_code_origins(&json, code_block);
+        // tch-kernel: keep rustc's own message before a child diagnostic replaces it.
         let top_level_message = json["message"].as_str().unwrap_or_default().to_owned();
         let top_level_origins: Vec<CodeKind> = code_origins.iter().map(|k| (*k).clone()).collect();
         let mut user_error_json = None;
@@ -232,6 +233,7 @@ impl CompilationError {
                 }
             },
             message,
+            // tch-kernel: see `top_level_message`.
             top_level_message,
             top_level_origins,
             level: json["level"].as_str().unwrap_or("").to_owned(),
@@ -261,6 +263,7 @@ impl CompilationError {
         CompilationError {
             spanned_messages: vec![spanned_message],
             spanned_helps: vec![],
+            // tch-kernel: see `top_level_message`.
             top_level_message: message.clone(),
             top_level_origins: vec![segment.kind.clone()],
             message,

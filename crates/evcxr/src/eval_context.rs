@@ -25,6 +25,7 @@ use crate::runtime;
 use crate::rust_analyzer::Completions;
 use crate::rust_analyzer::RustAnalyzer;
 use crate::rust_analyzer::TypeName;
+// tch-kernel: no `VariableInfo` (variable types come from rustc).
 use crate::toml_parse;
 use crate::use_trees::Import;
 use anyhow::Result;
@@ -43,6 +44,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::Mutex;
+// tch-kernel: the analyzer is shared with a warm-up thread; a panic there must not disable it.
 use std::sync::PoisonError;
 use std::time::Duration;
 use std::time::Instant;
@@ -59,7 +61,7 @@ pub struct EvalContext {
     committed_state: ContextState,
     stdout_sender: crossbeam_channel::Sender<String>,
     /// tch-kernel: shared with a background warm-up thread, and only used for completion and
-    /// hover; variable types come from rustc (`determine_variable_types`).
+    /// hover; variable types come from rustc (`record_binding_types`, `name_probed_types`).
     analyzer: Arc<Mutex<RustAnalyzer>>,
     /// tch-kernel: how long completion and hover wait for rust-analyzer (None: as long as it
     /// takes). A busy analyzer (warming up, or still on an earlier request) then answers
@@ -97,7 +99,7 @@ pub(crate) struct Config {
     pub(crate) time_passes: bool,
     pub(crate) linker: String,
     pub(crate) codegen_backend: Option<String>,
-    pub(crate) sccache: Option<PathBuf>,
+    // tch-kernel: no `sccache`: builds always use our own rustc wrapper (`cargo_command`).
     /// Whether to attempt to avoid network access.
     pub(crate) offline_mode: bool,
     pub(crate) toolchain: String,
@@ -145,7 +147,7 @@ impl Config {
             time_passes: false,
             linker: "system".to_owned(),
             cache_bytes: 0,
-            sccache: None,
+            // tch-kernel: no `sccache`.
             offline_mode: false,
             toolchain: String::new(),
             cargo_path: default_cargo_path()?,
@@ -161,22 +163,7 @@ impl Config {
         })
     }
 
-    pub fn set_sccache(&mut self, enabled: bool) -> Result<(), Error> {
-        if enabled {
-            if let Ok(path) = which::which("sccache") {
-                self.sccache = Some(path);
-            } else {
-                bail!("Couldn't find sccache. Try running `cargo install sccache`.");
-            }
-        } else {
-            self.sccache = None;
-        }
-        Ok(())
-    }
-
-    pub fn sccache(&self) -> bool {
-        self.sccache.is_some()
-    }
+    // tch-kernel: no `set_sccache`/`sccache` (`:sccache` is gone).
 
     pub fn set_cache_bytes(&mut self, bytes: u64) {
         self.cache_bytes = bytes;
@@ -228,6 +215,7 @@ impl Config {
             );
         }
 
+        // tch-kernel: builds run `cargo rustc` (for `-Z` flags on the cell crate only).
         if command_name == "build" || command_name == "check" || command_name == "rustc" {
             command
                 .arg("--target")
@@ -235,9 +223,10 @@ impl Config {
                 .arg("--message-format=json");
         }
 
-        // tch-kernel: always our own wrapper (so `:sccache` has no effect): the type probe
-        // needs it (see `Module::probe_types`), and a change of wrapper would change every
-        // dependency's fingerprint, so the installer's prebuild and every kernel use the same.
+        // tch-kernel: always our own wrapper, even in static mode: it records the cell crate's
+        // rustc command (`record_rustc_command`) and sets `RUSTC_BOOTSTRAP` for `-Z` flags, and
+        // a change of wrapper would change every dependency's fingerprint, so the installer's
+        // prebuild and every kernel use the same.
         command.env("RUSTC_WRAPPER", &self.subprocess_path);
         command.env(runtime::WRAP_RUSTC_ENV, "1");
         if !self.allow_static_linking {
@@ -255,13 +244,7 @@ impl Config {
         self.tmpdir.join("src")
     }
 
-    pub(crate) fn deps_dir(&self) -> PathBuf {
-        self.target_dir().join("debug").join("deps")
-    }
-
-    pub(crate) fn target_dir(&self) -> PathBuf {
-        self.common_target_dir().join(&self.target)
-    }
+    // tch-kernel: no `deps_dir`/`target_dir`: only the Windows PATH setup used them.
 
     pub(crate) fn common_target_dir(&self) -> PathBuf {
         self.tmpdir.join("target")
@@ -377,26 +360,7 @@ impl EvalContext {
         Self::with_subprocess_command(std::process::Command::new(current_exe))
     }
 
-    fn apply_platform_specific_vars(config: &Config, command: &mut std::process::Command) {
-        if cfg!(not(windows)) {
-            return;
-        }
-        // Windows doesn't support rpath, so we need to set PATH so that it
-        // knows where to find dlls.
-        let mut path_var_value = OsString::new();
-        path_var_value.push(config.deps_dir());
-        path_var_value.push(";");
-
-        let mut sysroot_command = std::process::Command::new("rustc");
-        sysroot_command.arg("--print").arg("sysroot");
-        path_var_value.push(format!(
-            "{}\\bin;",
-            String::from_utf8_lossy(&sysroot_command.output().unwrap().stdout).trim()
-        ));
-        path_var_value.push(std::env::var("PATH").unwrap_or_default());
-
-        command.env("PATH", path_var_value);
-    }
+    // tch-kernel: no `apply_platform_specific_vars` (Windows PATH setup; Linux and macOS only).
 
     #[doc(hidden)]
     pub fn new_for_testing() -> (EvalContext, EvalContextOutputs) {
@@ -424,18 +388,19 @@ impl EvalContext {
     }
 
     pub fn with_subprocess_command(
-        mut subprocess_command: std::process::Command,
+        subprocess_command: std::process::Command,
     ) -> Result<(EvalContext, EvalContextOutputs), Error> {
         let parsed_config = toml_parse::ConfigToml::find_then_parse()?;
         let tmpdir_var = parsed_config.get_tmp_dir()?;
         let tmpdir_path = tmpdir_var.get_path()?;
         let opt_tmpdir = tmpdir_var.get_opt_tmpdir();
+        // tch-kernel: shared with the warm-up thread (`warm_up_analyzer`).
         let analyzer = Arc::new(Mutex::new(RustAnalyzer::new(&tmpdir_path)?));
         let module = Module::new()?;
         let mut initial_config =
             create_initial_config(tmpdir_path, subprocess_command.get_program().into())?;
         parsed_config.update_config(&mut initial_config)?;
-        Self::apply_platform_specific_vars(&initial_config, &mut subprocess_command);
+        // tch-kernel: no Windows PATH setup here.
 
         let (stdout_sender, stdout_receiver) = crossbeam_channel::unbounded();
         let (stderr_sender, stderr_receiver) = crossbeam_channel::unbounded();
@@ -448,6 +413,7 @@ impl EvalContext {
             child_process,
             stdout_sender,
             analyzer,
+            // tch-kernel: wait for rust-analyzer until the embedder sets a limit.
             analyzer_wait: None,
             initial_config,
         };
@@ -496,19 +462,8 @@ impl EvalContext {
         self.eval_with_callbacks(user_code, state, &code_info, &mut EvalCallbacks::default())
     }
 
-    pub(crate) fn check(
-        &mut self,
-        user_code: CodeBlock,
-        mut state: ContextState,
-        code_info: &UserCodeInfo,
-    ) -> Result<Vec<CompilationError>, Error> {
-        state.config.display_final_expression = false;
-        state.config.expand_use_statements = false;
-        let user_code = state.apply(user_code, &code_info.nodes)?;
-        let code = state.analysis_code(user_code.clone());
-        let errors = self.module.check(&code, &state.config)?;
-        Ok(state.apply_custom_errors(errors, &user_code, code_info))
-    }
+    // tch-kernel: no `check` (its only caller was the removed rust-analyzer fallback in
+    // `run_statements`).
 
     /// Evaluates the supplied Rust code.
     pub(crate) fn eval_with_callbacks(
@@ -529,6 +484,7 @@ impl EvalContext {
         let mut phases = PhaseDetailsBuilder::new();
         let code_out = state.apply(user_code.clone(), &code_info.nodes)?;
 
+        // tch-kernel: no `code_info`: `run_statements` no longer falls back to `check`.
         let mut outputs = match self.run_statements(code_out, &mut state, &mut phases, callbacks) {
             error @ Err(Error::SubprocessTerminated(_)) => {
                 self.restart_child_process()?;
@@ -583,6 +539,7 @@ impl EvalContext {
             println!("=========\n{s}\n==========");
         }
 
+        // tch-kernel: through `with_analyzer`; a busy analyzer answers `analyzer_busy` at once.
         let source = code.code_string();
         let Some(mut completions) = self.with_analyzer(move |analyzer| {
             analyzer.set_source(source)?;
@@ -623,6 +580,7 @@ impl EvalContext {
         let pad_code = state.analysis_code(user_code);
         let wrapped_offset = pad_code.user_offset_to_output_offset(hover_offset)? as u32;
         let text_range = TextRange::new(wrapped_offset.into(), wrapped_offset.into());
+        // tch-kernel: through `with_analyzer`; a busy analyzer gives the fallback text.
         let source = pad_code.code_string();
         let hovers = self.with_analyzer(move |analyzer| {
             analyzer.set_source(source)?;
@@ -717,6 +675,7 @@ impl EvalContext {
             .stored_variable_states
             .clone_from(&state.variable_states);
         state.commit_old_user_code();
+        // tch-kernel: the next cell computes its own (see `referenced_words`).
         state.referenced_words = None;
         self.committed_state = state;
     }
@@ -729,6 +688,9 @@ impl EvalContext {
         callbacks: &mut EvalCallbacks,
     ) -> Result<EvalOutputs, Error> {
         self.write_cargo_toml(state)?;
+        // tch-kernel: the cell's words, so that stored variables it does not mention stay in
+        // the store (see `referenced_words`). Upstream's fallback (rust-analyzer failed to type
+        // a variable -> `check` and one round of fixes) is gone with rust-analyzer typing.
         state.referenced_words = Some(
             user_code
                 .code_string()
@@ -848,6 +810,7 @@ impl EvalContext {
             });
         }
         phases.phase_complete("Final compile");
+        // tch-kernel: name the inferred types from this build's probe warnings.
         Self::name_probed_types(state, &warnings)?;
 
         let output = self.run_and_capture_output(state, &so_file, callbacks)?;
@@ -985,13 +948,23 @@ impl EvalContext {
 
     /// tch-kernel: makes rust-analyzer load the workspace and analyse `code` (as a cell) on a
     /// background thread, so the first completion or hover is fast. Completion and hover wait
-    /// for it; evaluation does not use rust-analyzer.
+    /// for it; evaluation does not use rust-analyzer. The query is a completion at the end of
+    /// `code`, as a Tab there would ask: it type-checks the wrapper function (rendering the
+    /// locals in scope needs their types) against std and the dependencies.
     pub fn warm_up_analyzer(&mut self, code: &str) -> std::thread::JoinHandle<Result<(), Error>> {
         let mut state = self.state();
+        // The same settings as `completions`.
+        state.config.display_final_expression = false;
+        state.config.expand_use_statements = false;
         let (user_code, code_info) = CodeBlock::from_original_user_code(code);
-        let analysis_code = state
+        let end = code.len();
+        let analysis = state
             .apply(user_code, &code_info.nodes)
-            .map(|user_code| state.analysis_code(user_code).code_string());
+            .and_then(|user_code| {
+                let analysis_code = state.analysis_code(user_code);
+                let offset = analysis_code.user_offset_to_output_offset(end)?;
+                Ok((analysis_code.code_string(), offset))
+            });
         let analyzer = self.analyzer.clone();
         std::thread::spawn(move || {
             // Lowest CPU priority for this thread only (Linux nice is per thread): a training
@@ -1001,9 +974,10 @@ impl EvalContext {
             unsafe {
                 libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
             }
+            let (source, offset) = analysis?;
             let mut analyzer = analyzer.lock().unwrap_or_else(PoisonError::into_inner);
-            analyzer.set_source(analysis_code?)?;
-            analyzer.top_level_variables("evcxr_analysis_wrapper");
+            analyzer.set_source(source)?;
+            analyzer.completions(offset)?;
             Ok(())
         })
     }
@@ -1041,6 +1015,7 @@ impl EvalContext {
             if line == PANIC_NOTIFICATION {
                 got_panic = true;
             } else if line.starts_with(child_protocol::INPUT_REQUEST) {
+                // tch-kernel: markers from child-protocol (replacing `evcxr_input`).
                 let is_password = line.starts_with(child_protocol::INPUT_REQUEST_PASSWORD);
                 let prompt = line.split(':').nth(1).unwrap_or_default().to_owned();
                 self.child_process
@@ -1065,6 +1040,7 @@ impl EvalContext {
                 let mut content = String::new();
                 loop {
                     let line = self.child_process.recv_line()?;
+                    // tch-kernel: marker from child-protocol.
                     if line == child_protocol::END_CONTENT {
                         break;
                     }
@@ -1206,11 +1182,8 @@ fn fix_path() {
         && bin_dir.join("cargo").exists()
         && let Some(mut path) = std::env::var_os("PATH")
     {
-        if cfg!(windows) {
-            path.push(";");
-        } else {
-            path.push(":");
-        }
+        // tch-kernel: `:` only (no Windows).
+        path.push(":");
         path.push(bin_dir);
         // Safety: We probably aren't doing stuff on other threads while we do this.
         // Is that good enough? Probably not really. TODO: Investigate alternatives.
@@ -1412,9 +1385,7 @@ impl ContextState {
         self.config.allow_static_linking = value;
     }
 
-    pub fn set_sccache(&mut self, enabled: bool) -> Result<(), Error> {
-        self.config.set_sccache(enabled)
-    }
+    // tch-kernel: no `set_sccache` (`:sccache` is gone).
 
     pub fn set_cache_bytes(&mut self, bytes: u64) {
         self.config.set_cache_bytes(bytes)
@@ -1424,9 +1395,7 @@ impl ContextState {
         self.config.cache_bytes()
     }
 
-    pub fn sccache(&self) -> bool {
-        self.config.sccache()
-    }
+    // tch-kernel: no `sccache` (`:sccache` is gone).
 
     pub fn set_error_format(&mut self, format_str: &str) -> Result<(), Error> {
         for format in ERROR_FORMATS {
@@ -1566,9 +1535,7 @@ impl ContextState {
     /// things like usernames.
     pub(crate) fn clear_non_debug_relevant_fields(&mut self) {
         self.config.tmpdir = PathBuf::from("redacted");
-        if self.config.sccache.is_some() {
-            self.config.sccache = Some(PathBuf::from("redacted"));
-        }
+        // tch-kernel: no sccache path to redact (`:sccache` is gone).
     }
 
     fn apply_custom_errors(
@@ -1654,7 +1621,7 @@ impl ContextState {
                 && !new_state.external_deps.is_empty())
             || (self.items_by_name != new_state.items_by_name
                 && !new_state.items_by_name.is_empty())
-            || (self.config.sccache != new_state.config.sccache)
+        // tch-kernel: no sccache toggle to check (`:sccache` is gone).
     }
 
     pub(crate) fn format_cargo_deps(&self) -> String {
@@ -1715,6 +1682,7 @@ impl ContextState {
         compilation_mode: CompilationMode,
     ) -> CodeBlock {
         let mut cell = CodeBlock::new();
+        // tch-kernel: the probe's helper items, only when a variable needs its type named.
         if self.variables_to_probe().next().is_some() {
             cell = cell.generated(crate::type_probe::PROBE_ITEMS);
         }
@@ -1811,6 +1779,7 @@ impl ContextState {
         mut user_code: CodeBlock,
         compilation_mode: CompilationMode,
     ) -> CodeBlock {
+        // tch-kernel: only variables the cell mentions count (see `referenced_words`).
         let needs_variable_store = self.variable_states.keys().any(|v| self.is_referenced(v))
             || self
                 .stored_variable_states
@@ -1844,6 +1813,7 @@ impl ContextState {
                 .generated("let evcxr_variable_store = unsafe {&mut *evcxr_variable_store};")
                 .add_all(self.check_variable_statements())
                 .add_all(self.load_variable_statements());
+            // tch-kernel: the type probe statements go before the stores (they borrow).
             user_code = user_code
                 .add_all(self.type_probe_statements())
                 .add_all(self.store_variable_statements(VariableMoveState::New));
@@ -1910,6 +1880,7 @@ impl ContextState {
     fn store_variable_statements(&self, move_state: VariableMoveState) -> CodeBlock {
         let mut statements = CodeBlock::new();
         for (var_name, var_state) in &self.variable_states {
+            // tch-kernel: unmentioned variables stay in the store (see `referenced_words`).
             if var_state.move_state == move_state && self.is_referenced(var_name) {
                 // tch-kernel: an empty type name means "as rustc infers it" (see
                 // `record_binding_types`).
@@ -1955,6 +1926,7 @@ impl ContextState {
     fn check_variable_statements(&self) -> CodeBlock {
         let mut statements = CodeBlock::new().generated("{let mut vars_ok = true;");
         for (var_name, var_state) in &self.stored_variable_states {
+            // tch-kernel: unmentioned variables stay in the store (see `referenced_words`).
             if !self.is_referenced(var_name) {
                 continue;
             }
@@ -1970,6 +1942,7 @@ impl ContextState {
     fn load_variable_statements(&self) -> CodeBlock {
         let mut statements = CodeBlock::new();
         for (var_name, var_state) in &self.stored_variable_states {
+            // tch-kernel: unmentioned variables stay in the store (see `referenced_words`).
             if !self.is_referenced(var_name) {
                 continue;
             }

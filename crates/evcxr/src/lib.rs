@@ -26,6 +26,7 @@ mod runtime;
 mod rust_analyzer;
 mod statement_splitter;
 mod toml_parse;
+// tch-kernel: variable types from the cell's own build.
 mod type_probe;
 mod use_trees;
 
@@ -37,6 +38,7 @@ pub use crate::eval_context::EvalCallbacks;
 pub use crate::eval_context::EvalContext;
 pub use crate::eval_context::EvalContextOutputs;
 pub use crate::eval_context::EvalOutputs;
+// tch-kernel: lets the embedder skip the start-up warm-up eval.
 pub use crate::eval_context::SKIP_WARM_UP_EVAL_ENV;
 pub use crate::runtime::runtime_hook;
 pub use rust_analyzer::Completions;

@@ -43,14 +43,10 @@ pub(crate) const TYPE_PROBE_RUSTC_ARGS: &[&str] = &[
     "-Zwrite-long-types-to-disk=no",
 ];
 
+// tch-kernel: Linux and macOS only (Windows branches removed here and below); the link
+// stand-ins need `std::os::unix`.
 pub(crate) fn shared_object_prefix() -> &'static str {
-    if cfg!(target_os = "macos") {
-        "lib"
-    } else if cfg!(target_os = "windows") {
-        ""
-    } else {
-        "lib"
-    }
+    "lib"
 }
 
 pub(crate) fn rlib_prefix() -> &'static str {
@@ -61,9 +57,8 @@ pub(crate) fn rlib_prefix() -> &'static str {
 pub(crate) fn shared_object_extension() -> &'static str {
     if cfg!(target_os = "macos") {
         "dylib"
-    } else if cfg!(target_os = "windows") {
-        "dll"
     } else {
+        // tch-kernel: no Windows branch.
         "so"
     }
 }
@@ -100,28 +95,9 @@ fn write_file(dir: &Path, basename: &str, contents: &str) -> Result<(), Error> {
 }
 
 /// On Mac, if we copy the dylib, we get intermittent failures where we end up
-/// with the previous version of the file when we shouldn't. On windows, if
-/// rename the file, we get errors subsequently when something (perhaps the
-/// Windows linker) tries to delete the file that it expects to still be there.
+/// with the previous version of the file when we shouldn't.
 /// On Linux either renaming or copying works, but renaming should be more
-/// efficient, so we do that.
-#[cfg(windows)]
-fn rename_or_copy_so_file(src: &Path, dest: &Path) -> Result<(), Error> {
-    // Copy file by reading and writing instead of using std::fs::copy. The src
-    // is a hard-linked file and we want to make extra sure that we end up with
-    // a completely independent copy.
-    fn alt_copy(src: &Path, dest: &Path) -> Result<(), std::io::Error> {
-        use std::fs::File;
-        std::io::copy(&mut File::open(src)?, &mut File::create(dest)?)?;
-        Ok(())
-    }
-    if let Err(err) = alt_copy(src, dest) {
-        bail!("Error copying '{:?}' to '{:?}': {}", src, dest, err);
-    }
-    Ok(())
-}
-
-#[cfg(not(windows))]
+/// efficient, so we do that. tch-kernel: the Windows copy variant is removed.
 fn rename_or_copy_so_file(src: &Path, dest: &Path) -> Result<(), Error> {
     if let Err(err) = fs::rename(src, dest) {
         bail!("Error renaming '{:?}' to '{:?}': {}", src, dest, err);
@@ -347,21 +323,7 @@ impl Module {
         )
     }
 
-    pub(crate) fn check(
-        &mut self,
-        code_block: &CodeBlock,
-        config: &Config,
-    ) -> Result<Vec<CompilationError>, Error> {
-        // tch-kernel: `cargo rustc` in the build profile, not `cargo check`. A check build
-        // needs its own (metadata-only) build of every dependency, which for tch is a minute of
-        // compiling on the first error; the build profile reuses the prebuilt dependencies.
-        self.write_code(code_block, config)?;
-        match self.build_cell_crate(config, code_block, &[], None) {
-            Ok((output, _)) => Ok(errors_from_cargo_output(&output, code_block).0),
-            Err(Error::CompilationErrors(errors)) => Ok(errors),
-            Err(error) => Err(error),
-        }
-    }
+    // tch-kernel: no `check` (nothing called it once rust-analyzer stopped typing variables).
 
     /// Builds the cell crate. tch-kernel: `extra_rustc_args` go to the cell crate only, and
     /// the build's warnings are returned with the shared object (the type probe reads them).
@@ -374,6 +336,7 @@ impl Module {
         if self.last_allow_static == Some(!config.allow_static_linking) {
             // If allow_static_linking has changed, then we need to rebuild everything.
             config.cargo_command("clean").output()?;
+            // tch-kernel: the recorded rustc command is stale after a clean.
             self.direct = None;
         }
         self.last_allow_static = Some(config.allow_static_linking);
@@ -385,6 +348,7 @@ impl Module {
 
         let next_build_num = self.build_num + 1;
         let so_path_file = config.crate_dir().join(EXECUTION_SO_PATH_FILE);
+        // tch-kernel: the build command (and `EXECUTION_SO_PATH_ENV`) is `build_cell_crate`'s.
 
         match fs::remove_file(&so_path_file) {
             Ok(()) => {}
@@ -392,6 +356,8 @@ impl Module {
             Err(error) => return Err(error.into()),
         }
 
+        // tch-kernel: direct rustc when possible; a direct build names its shared object
+        // itself, and the warnings go back to the type probe.
         let (cargo_output, direct_so_file) =
             self.build_cell_crate(config, code_block, extra_rustc_args, Some(&so_path_file))?;
         if config.time_passes {
@@ -422,6 +388,7 @@ impl Module {
             crate::module::cache::cleanup(config.cache_bytes())?;
         }
 
+        // tch-kernel: with the build's warnings.
         Ok((
             SoFile {
                 path: copied_so_file,
@@ -520,6 +487,7 @@ pub(crate) fn wrap_rustc() {
 
 pub(crate) fn wrap_rustc_helper() -> Result<i32> {
     let mut command = rustc_command()?;
+    // tch-kernel: record the cell crate's rustc command for direct replay.
     record_rustc_command(&command)?;
 
     let cache_result = cache::access_cache(&command)?;
@@ -590,6 +558,7 @@ fn record_rustc_command(command: &Command) -> Result<()> {
     Ok(())
 }
 
+/// tch-kernel: reads what `record_rustc_command` wrote; `None` if it is missing or malformed.
 fn read_recorded_rustc(path: &Path, key: String) -> Option<DirectRustc> {
     let record: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).ok()?).ok()?;
     let strings = |v: &serde_json::Value| -> Option<Vec<OsString>> {
@@ -916,6 +885,7 @@ pub(crate) struct SoFile {
     pub(crate) path: PathBuf,
 }
 
+// tch-kernel: unit test of the fork's direct-rustc key.
 #[cfg(test)]
 mod tests {
     use super::without_offline;

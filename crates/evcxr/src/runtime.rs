@@ -28,7 +28,6 @@ pub(crate) const FORCE_DYLIB_ENV: &str = "EVCXR_FORCE_DYLIB";
 pub static INTERRUPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 pub const INTERRUPT_COUNTER_ENV: &str = child_protocol::INTERRUPT_COUNTER_ENV;
 
-#[cfg(unix)]
 fn install_interrupt_handler() {
     extern "C" fn on_interrupt(_signal: libc::c_int) {
         INTERRUPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -47,9 +46,6 @@ fn install_interrupt_handler() {
         );
     }
 }
-
-#[cfg(not(unix))]
-fn install_interrupt_handler() {}
 
 /// Binaries can call this just after staring. If we detect that we're actually running as a
 /// subprocess, control will not return. There are two kinds of subprocesses that we may be acting
@@ -84,6 +80,7 @@ impl Runtime {
         use std::io::BufRead;
 
         self.install_crash_handlers();
+        // tch-kernel: cooperative interrupt (see `INTERRUPTS`).
         install_interrupt_handler();
 
         let stdin = std::io::stdin();
@@ -114,9 +111,9 @@ impl Runtime {
             let user_fn = shared_object
                 .get::<extern "C" fn(*mut c_void) -> *mut c_void>(fn_name.as_bytes())?;
             self.variable_store_ptr = user_fn(self.variable_store_ptr);
-            // An interrupt the cell never looked at is not for the next cell. One that arrives
-            // while the next cell compiles (the parent sends it only while a cell is being
-            // evaluated) is kept, and stops that cell at its first check.
+            // tch-kernel: an interrupt the cell never looked at is not for the next cell. One
+            // that arrives while the next cell compiles (the parent sends it only while a cell
+            // is being evaluated) is kept, and stops that cell at its first check.
             INTERRUPTS.store(0, std::sync::atomic::Ordering::SeqCst);
         }
         println!("{EVCXR_EXECUTION_COMPLETE}");

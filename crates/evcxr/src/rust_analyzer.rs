@@ -27,7 +27,7 @@ use ra_ap_project_model::ProjectManifest;
 use ra_ap_project_model::ProjectWorkspace;
 use ra_ap_project_model::RustLibSource;
 use ra_ap_syntax::TextRange;
-use ra_ap_syntax::ast::AstNode;
+// tch-kernel: no `AstNode` import (it served `top_level_variables`).
 use ra_ap_syntax::ast::{self};
 use ra_ap_vfs as ra_vfs;
 use ra_ap_vfs::FileId;
@@ -38,7 +38,7 @@ use ra_ide::Edition;
 use ra_ide::HoverConfig;
 use ra_ide::HoverResult;
 use ra_ide::RangeInfo;
-use std::collections::HashMap;
+// tch-kernel: no `HashMap` import (it served `top_level_variables`).
 use std::convert::TryFrom;
 use std::path::Path;
 
@@ -64,14 +64,7 @@ pub enum TypeName {
     Unknown,
 }
 
-#[derive(Debug)]
-#[allow(dead_code)] // tch-kernel: evaluation takes variable types from rustc now.
-pub(crate) struct VariableInfo {
-    /// The variable's type as Rust code, or None if we couldn't determine it.
-    pub(crate) type_name: TypeName,
-    /// Whether the variable is declared as mutable.
-    pub(crate) is_mutable: bool,
-}
+// tch-kernel: no `VariableInfo`: variable types come from rustc (`type_probe.rs`).
 
 impl RustAnalyzer {
     pub(crate) fn new(root_directory: &Path) -> Result<RustAnalyzer> {
@@ -134,7 +127,8 @@ impl RustAnalyzer {
         if cargo_toml != self.last_cargo_toml {
             self.load_cargo_toml(&mut change)?;
             self.last_cargo_toml = cargo_toml;
-            // Loading read src/lib.rs from disk, which holds whatever cell was built last.
+            // tch-kernel: loading read src/lib.rs from disk, which holds whatever cell was
+            // built last; put our own source back.
             self.vfs.set_file_contents(
                 self.source_file.clone().into(),
                 Some(self.current_source.bytes().collect()),
@@ -146,71 +140,8 @@ impl RustAnalyzer {
         Ok(())
     }
 
-    /// Returns top-level variable names and their types in the specified function.
-    pub(crate) fn top_level_variables(&self, function_name: &str) -> HashMap<String, VariableInfo> {
-        use ra_ap_syntax::ast::HasModuleItem;
-        use ra_ap_syntax::ast::HasName;
-        let mut result = HashMap::new();
-        let db = self.analysis_host.raw_database();
-        let sema = ra_ide::Semantics::new(db);
-
-        let source_file = sema.parse(ra_ap_base_db::EditionedFileId::new(
-            db,
-            self.source_file_id,
-            EDITION,
-        ));
-
-        ra_ap_hir::attach_db(db, || {
-            for item in source_file.items() {
-                if let ast::Item::Fn(function) = item
-                    && function
-                        .name()
-                        .map(|n| n.text() == function_name)
-                        .unwrap_or(false)
-                {
-                    let Some(body) = function.body() else {
-                        continue;
-                    };
-                    let module = sema
-                        .scope(function.syntax())
-                        .map(|scope| scope.module())
-                        .unwrap();
-                    for statement in body.statements() {
-                        if let ast::Stmt::LetStmt(let_stmt) = statement
-                            && let Some(pat) = let_stmt.pat()
-                            && !add_variable_for_pattern(
-                                &pat,
-                                &sema,
-                                let_stmt.ty(),
-                                module,
-                                &mut result,
-                            )
-                        {
-                            // We didn't add a variable for `pat`, possibly because it's a
-                            // more complex pattern that needs destructuring. Try for each
-                            // sub pattern. This time, we ignore the explicit type, because
-                            // it applies to the whole pattern, not to its parts. Note, this
-                            // will attempt `pat` again, but that's OK, since it failed
-                            // above, so will fail again.
-                            for d in pat.syntax().descendants() {
-                                if let Some(sub_pat) = ast::Pat::cast(d) {
-                                    add_variable_for_pattern(
-                                        &sub_pat,
-                                        &sema,
-                                        None,
-                                        module,
-                                        &mut result,
-                                    );
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        });
-
-        result
-    }
+    // tch-kernel: no `top_level_variables` (see `VariableInfo` above); the analyzer warm-up
+    // asks for completions instead.
 
     fn load_cargo_toml(&mut self, change: &mut ra_hir::ChangeWithProcMacros) -> Result<()> {
         let manifest = ProjectManifest::from_manifest_file(self.cargo_toml_filename())?;
@@ -377,6 +308,7 @@ impl RustAnalyzer {
             completions,
             start_offset: range.map(|range| range.start().into()).unwrap_or(position),
             end_offset: range.map(|range| range.end().into()).unwrap_or(position),
+            // tch-kernel: an answer (see `analyzer_busy`).
             analyzer_busy: false,
         })
     }
@@ -419,62 +351,7 @@ impl RustAnalyzer {
     }
 }
 
-/// If `pat` represents a variable that is being defined, then record it in `result` and return
-/// true.
-fn add_variable_for_pattern(
-    pat: &ast::Pat,
-    sema: &ra_hir::Semantics<ra_ide::RootDatabase>,
-    explicit_type: Option<ast::Type>,
-    module: ra_hir::Module,
-    result: &mut HashMap<String, VariableInfo>,
-) -> bool {
-    use ra_ap_syntax::ast::HasName;
-    if let ast::Pat::IdentPat(ident_pat) = pat
-        && let Some(name) = ident_pat.name()
-    {
-        let type_name = get_type_name(
-            explicit_type,
-            sema.type_of_pat(pat).map(|info| info.original()),
-            sema,
-            module,
-        );
-        result.insert(
-            name.text().to_string(),
-            VariableInfo {
-                type_name,
-                is_mutable: ident_pat.mut_token().is_some(),
-            },
-        );
-        return true;
-    }
-    false
-}
-
-fn get_type_name(
-    explicit_type: Option<ast::Type>,
-    inferred_type: Option<ra_hir::Type>,
-    sema: &ra_hir::Semantics<ra_ide::RootDatabase>,
-    module: ra_hir::Module,
-) -> TypeName {
-    use ra_hir::HirDisplay;
-    if let Some(explicit_type) = explicit_type {
-        let type_name = explicit_type.syntax().text().to_string();
-        if is_type_valid(&type_name) {
-            return TypeName::Named(type_name);
-        }
-    }
-    if let Some(ty) = inferred_type {
-        if ty.is_closure() {
-            return TypeName::Closure;
-        }
-        if let Ok(type_name) = ty.display_source_code(sema.db, module.into(), true)
-            && is_type_valid(&type_name)
-        {
-            return TypeName::Named(type_name);
-        }
-    }
-    TypeName::Unknown
-}
+// tch-kernel: no `add_variable_for_pattern` or `get_type_name` (see `VariableInfo`).
 
 /// Completions found in a particular context.
 #[derive(Default)]
@@ -562,18 +439,13 @@ pub(crate) fn is_type_valid(type_name: &str) -> bool {
 #[cfg(test)]
 mod test {
     use super::RustAnalyzer;
-    use super::TypeName;
     use super::is_type_valid;
     use anyhow::Result;
 
-    impl TypeName {
-        fn named(name: &str) -> TypeName {
-            TypeName::Named(name.to_owned())
-        }
-    }
-
+    // tch-kernel: replaces upstream's `get_variable_types` (`top_level_variables` is gone).
+    // The analyzer warm-up asks for completions at the end of the cell; they must see the body.
     #[test]
-    fn get_variable_types() -> Result<()> {
+    fn completions_at_the_end_of_a_body_see_its_locals() -> Result<()> {
         let tmpdir = tempfile::tempdir()?;
         let mut ra = RustAnalyzer::new(tmpdir.path())?;
         ra.with_sysroot = false;
@@ -588,51 +460,17 @@ mod test {
             [lib]
             "#,
         )?;
-
-        ra.set_source(
-            r#"
-            struct Foo<const I: usize> {}
-            struct Point {x: u8, y: u8}
-            fn foo() {
-                let v1 = true;
-                let mut v1 = 42i32;
-                let v2 = &[false];
-                let v3: Foo<10> = Foo::<10> {};
-                {
-                    let v2 = false;
-                    let v100 = true;
-                }
-                let (v4, ..) = (42u64, 43, 44);
-                let p1 = Point {x: 1, y: 2};
-                let Point {x, y: y2} = p1;
-            }
-            fn foo2() {
-                let v9 = true;
-            }"#
-            .to_owned(),
-        )?;
-        let var_types = ra.top_level_variables("foo");
-        assert_eq!(var_types["v1"].type_name, TypeName::named("i32"));
-        assert!(var_types["v1"].is_mutable);
-        assert_eq!(var_types["v2"].type_name, TypeName::named("&[bool; 1]"));
-        assert!(!var_types["v2"].is_mutable);
-        assert_eq!(var_types["v3"].type_name, TypeName::named("Foo<10>"));
-        assert!(!var_types.contains_key("v100"));
-        assert_eq!(var_types["v4"].type_name, TypeName::named("u64"));
-        assert_eq!(var_types["x"].type_name, TypeName::named("u8"));
-        assert_eq!(var_types["y2"].type_name, TypeName::named("u8"));
-
-        ra.set_source(
-            r#"
-            fn foo() {
-                let v1 = 1u16;
-            }"#
-            .to_owned(),
-        )?;
-        let var_types = ra.top_level_variables("foo");
-        assert_eq!(var_types["v1"].type_name, TypeName::named("u16"));
-        assert!(!var_types.contains_key("v2"));
-
+        // tch-kernel: the completion position is the end of the body, as in the warm-up.
+        // The code after it is what `analysis_code` puts after the cell.
+        let source = "fn foo() -> Result<(), ()> {\n    let v1 = 42u16 + 1;\n";
+        ra.set_source(format!("{source}Ok(())\n}}"))?;
+        let completions = ra.completions(source.len())?;
+        let labels: Vec<&str> = completions
+            .completions
+            .iter()
+            .map(|c| c.label.as_str())
+            .collect();
+        assert!(labels.contains(&"v1"), "{labels:?}");
         Ok(())
     }
 

@@ -25,7 +25,7 @@ struct EvcxrToml {
     preserve_vars_on_panic: bool,
     #[serde(default = "default_value::offline_mode")]
     offline_mode: bool,
-    sccache: Option<String>,
+    // tch-kernel: no `sccache` (the command is gone); serde ignores the key in old files.
     #[serde(default = "default_value::allow_static_linking")]
     allow_static_linking: bool,
     prelude: Option<String>,
@@ -111,7 +111,7 @@ impl ConfigToml {
         config.preserve_vars_on_panic = self.evcxr.preserve_vars_on_panic;
         // config.tmpdir = self.get_tmp_dir()?.get_path()?;
         config.offline_mode = self.evcxr.offline_mode;
-        config.sccache = self.evcxr.sccache.map(PathBuf::from);
+        // tch-kernel: no `sccache`.
         config.allow_static_linking = self.evcxr.allow_static_linking;
         config.opt_level = self.evcxr.opt_level;
         Ok(())

@@ -3,7 +3,7 @@
 // Names the types of the variables a cell defines by asking rustc instead of rust-analyzer, in
 // the same build that makes the cell's shared object. The variables are stored with the type
 // rustc infers, and for each new variable `x` the cell ends with
-// `#[warn(unused_results)] { evcxr_type_of(&x); }`: the lint's warning "unused result of type
+// `#[warn(warnings, unused_results)] { evcxr_type_of(&x); }`: the lint's warning "unused result of type
 // `&T`" names `T`, with the public path it is reachable by (`tch_prelude::Tensor`,
 // `std::collections::HashMap<..>`) because that build gets `-Ztrim-diagnostic-paths=false`.
 // Integer and float fallback has happened by then, so `let n = 1` is `i32`.
