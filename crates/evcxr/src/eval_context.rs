@@ -703,6 +703,11 @@ impl EvalContext {
         // what the change breaks shows now; other cells get only the items they use.
         state.all_items = state.items_by_name != self.committed_state.items_by_name
             || state.unnamed_items != self.committed_state.unnamed_items;
+        if state.all_items {
+            // tch-kernel: and with every variable: a redefined type makes the variables of the
+            // old one unusable, and loading them is what finds out (`check_variable`).
+            state.referenced_words = None;
+        }
         // tch-kernel: variables without a type annotation are stored with the type rustc infers
         // and named from the build's own warnings (see `name_probed_types`), so no extra compile.
         Self::record_binding_types(state, &user_code);
