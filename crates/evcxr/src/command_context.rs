@@ -729,7 +729,8 @@ Panic detected. Here's some useful information if you're filing a bug report.
         for (var, ty) in self.eval_context.variables_and_types() {
             out.push_str(var);
             out.push_str(": ");
-            out.push_str(ty);
+            // tch-kernel: probed type names carry full paths (see `short_type_name`).
+            out.push_str(&crate::short_type_name(ty));
             out.push('\n');
         }
         out
@@ -742,7 +743,7 @@ Panic detected. Here's some useful information if you're filing a bug report.
             out.push_str("<tr><td>");
             html_escape(var, &mut out);
             out.push_str("</td><td>");
-            html_escape(ty, &mut out);
+            html_escape(&crate::short_type_name(ty), &mut out);
             out.push_str("</td><tr>");
         }
         out.push_str("</table>");

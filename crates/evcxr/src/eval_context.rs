@@ -272,24 +272,29 @@ static ERROR_FORMATS: &[ErrorFormat] = &[
     },
 ];
 
-const SEND_TEXT_PLAIN_DEF: &str = stringify!(
-    fn evcxr_send_text_plain(text: &str) {
-        use std::io::Write;
-        use std::io::{self};
-        fn try_send_text(text: &str) -> io::Result<()> {
-            let stdout = io::stdout();
-            let mut output = stdout.lock();
-            output.write_all(b"EVCXR_BEGIN_CONTENT text/plain\n")?;
-            output.write_all(text.as_bytes())?;
-            output.write_all(b"\nEVCXR_END_CONTENT\n")?;
-            Ok(())
-        }
-        if let Err(error) = try_send_text(text) {
-            eprintln!("Failed to send content to parent: {:?}", error);
-            std::process::exit(1);
-        }
-    }
-);
+/// tch-kernel: a function (not a `stringify!` constant) so that the markers come from
+/// child-protocol instead of being spelled out here again.
+fn send_text_plain_def() -> String {
+    use child_protocol::{BEGIN_CONTENT, END_CONTENT};
+    format!(
+        r#"fn evcxr_send_text_plain(text: &str) {{
+    use std::io::Write;
+    use std::io::{{self}};
+    fn try_send_text(text: &str) -> io::Result<()> {{
+        let stdout = io::stdout();
+        let mut output = stdout.lock();
+        output.write_all(b"{BEGIN_CONTENT} text/plain\n")?;
+        output.write_all(text.as_bytes())?;
+        output.write_all(b"\n{END_CONTENT}\n")?;
+        Ok(())
+    }}
+    if let Err(error) = try_send_text(text) {{
+        eprintln!("Failed to send content to parent: {{:?}}", error);
+        std::process::exit(1);
+    }}
+}}"#
+    )
+}
 
 const GET_TYPE_NAME_DEF: &str = stringify!(
     /// Shorten a type name. Convert "core::option::Option<alloc::string::String>" into "Option<String>".
@@ -2032,7 +2037,7 @@ impl ContextState {
                             // If that fails, we try debug format.
                             if self.config.display_types {
                                 CodeBlock::new()
-                                .generated(SEND_TEXT_PLAIN_DEF)
+                                .generated(send_text_plain_def())
                                 .generated(GET_TYPE_NAME_DEF)
                                 .generated("{ let r = &(")
                                 .with_segment(segment)
@@ -2042,7 +2047,7 @@ impl ContextState {
                                 ))
                             } else {
                                 CodeBlock::new()
-                                .generated(SEND_TEXT_PLAIN_DEF)
+                                .generated(send_text_plain_def())
                                 .generated(format!(
                                     "evcxr_send_text_plain(&format!(\"{}\",&(\n",
                                     self.config.output_format

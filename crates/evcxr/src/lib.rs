@@ -41,6 +41,8 @@ pub use crate::eval_context::EvalOutputs;
 // tch-kernel: lets the embedder skip the start-up warm-up eval.
 pub use crate::eval_context::SKIP_WARM_UP_EVAL_ENV;
 pub use crate::runtime::runtime_hook;
+// tch-kernel: how a variable's type is shown.
+pub use crate::type_probe::short_type_name;
 pub use rust_analyzer::Completions;
 
 /// Return the directory that evcxr tools should use for their configuration.

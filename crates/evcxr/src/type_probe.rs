@@ -298,3 +298,46 @@ mod tests {
         assert_eq!(classify(None), TypeName::Unknown);
     }
 }
+
+/// tch-kernel: a probed type name as people read it: without module paths
+/// (`std::option::Option<std::string::String>` is `Option<String>`). The probe's names keep
+/// their paths so that later cells' code can name the type; only what is shown drops them.
+pub fn short_type_name(type_name: &str) -> String {
+    let mut out = String::with_capacity(type_name.len());
+    let mut word = String::new();
+    let mut chars = type_name.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else if c == ':' && chars.peek() == Some(&':') {
+            // `word::` is a path prefix.
+            chars.next();
+            word.clear();
+        } else {
+            out.push_str(&word);
+            word.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&word);
+    out
+}
+
+#[cfg(test)]
+mod short_type_name_tests {
+    use super::short_type_name;
+
+    #[test]
+    fn paths_are_dropped_generics_kept() {
+        assert_eq!(
+            short_type_name("std::option::Option<std::string::String>"),
+            "Option<String>"
+        );
+        assert_eq!(
+            short_type_name("std::collections::HashMap<String, (i32, tch::Tensor)>"),
+            "HashMap<String, (i32, Tensor)>"
+        );
+        assert_eq!(short_type_name("&'static str"), "&'static str");
+        assert_eq!(short_type_name("[f64; 3]"), "[f64; 3]");
+    }
+}

@@ -586,7 +586,7 @@ impl Evaluator {
             .into_iter()
             .find(|(name, _)| *name == word)
             .map(|(_, t)| t)?;
-        let plain = format!("{word}: {ty}");
+        let plain = format!("{word}: {}", evcxr::short_type_name(&ty));
         let html = format!("<pre>{}</pre>", html_escape(&plain));
         Some((plain, html))
     }
