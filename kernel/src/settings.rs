@@ -79,6 +79,11 @@ impl Settings {
             build_dir,
             // Kernels start from the installer's build; a re-install starts from the previous one.
             seed_from: self.cache.as_ref().map(|c| c.prebuilt_dir().join("build")),
+            // The installer's prebuild goes through cargo, which checks everything.
+            seed_is_current: !keep
+                && self.cache.as_ref().is_some_and(|c| {
+                    c.prebuilt_is_current(&self.build_stamp(), &self.prelude_sources())
+                }),
             keep_build_dir: keep,
             prelude: self.prelude(),
             lockfile: self.lockfile.clone(),
@@ -90,6 +95,16 @@ impl Settings {
             // Loaded by the kernel, which completes from them before the evaluator starts.
             known_names: Default::default(),
         }
+    }
+
+    /// What the prelude is built from: the prelude crate's parent (the `crates/` dir that also
+    /// holds its path dependencies) and the lockfile.
+    fn prelude_sources(&self) -> Vec<PathBuf> {
+        self.prelude_dir
+            .iter()
+            .map(|p| p.parent().unwrap_or(p).to_owned())
+            .chain(self.lockfile.iter().cloned())
+            .collect()
     }
 
     /// What a prebuilt prelude depends on. A kernel whose stamp differs from the one in the

@@ -229,6 +229,12 @@ Panic detected. Here's some useful information if you're filing a bug report.
         self.eval_context.set_link_stand_in_dirs(dirs);
     }
 
+    /// tch-kernel: whether the first build may use the rustc record copied in with the build
+    /// dir (see `Module::trust_seeded_rustc_record`).
+    pub fn trust_seeded_rustc_record(&mut self, trusted: bool) {
+        self.eval_context.trust_seeded_rustc_record(trusted);
+    }
+
     /// Returns completions within `src` at `position`, which should be a byte offset. Note, this
     /// function requires &mut self because it mutates internal state in order to determine
     /// completions. It also assumes exclusive access to those resources. However there should be

@@ -921,6 +921,11 @@ impl EvalContext {
         self.module.set_link_stand_in_dirs(dirs);
     }
 
+    /// tch-kernel: see `Module::trust_seeded_rustc_record`.
+    pub fn trust_seeded_rustc_record(&mut self, trusted: bool) {
+        self.module.trust_seeded_rustc_record(trusted);
+    }
+
     /// tch-kernel: see `analyzer_wait`.
     pub fn set_analyzer_wait(&mut self, wait: Option<Duration>) {
         self.analyzer_wait = wait;
@@ -1349,6 +1354,8 @@ pub struct ContextState {
     /// tch-kernel: build the cell with every item (see `items_code_for`): the cell defines or
     /// redefines items, or a build with only the items it uses failed.
     all_items: bool,
+    /// tch-kernel: see `TriggerCache`.
+    item_triggers: TriggerCache,
     build_num: i32,
     pub(crate) config: Config,
 }
@@ -1368,6 +1375,7 @@ impl ContextState {
             build_num: 0,
             referenced_words: None,
             all_items: true,
+            item_triggers: TriggerCache::default(),
             config,
         }
     }
@@ -1733,7 +1741,7 @@ impl ContextState {
         for block in self.unnamed_items.iter().chain(self.attributes.values()) {
             seed.push_str(&block.code_string());
         }
-        let needed = needed_items(&self.items_by_name, &seed);
+        let needed = needed_items(&self.items_by_name, &seed, &self.item_triggers);
         let mut code = CodeBlock::new().add_all(imports);
         for (name, item) in &self.items_by_name {
             if needed.contains(name.as_str()) {
@@ -2421,6 +2429,10 @@ mod tests {
     }
 }
 
+/// tch-kernel: each item block's triggers (see `item_triggers`) with the code they were found
+/// in, shared by the states of one context.
+type TriggerCache = Arc<Mutex<HashMap<String, (String, Arc<HashSet<String>>)>>>;
+
 /// tch-kernel: identifier-like words of `code` (string literals included, for `{x}` in format
 /// strings).
 fn code_words(code: &str) -> impl Iterator<Item = &str> {
@@ -2484,15 +2496,30 @@ fn item_triggers(name: &str, code: &str) -> HashSet<String> {
 /// unnamed items) needs: those whose name or triggers appear in it, then, transitively, in the
 /// blocks needed so far. Words are matched, not resolved, so a block is sometimes taken
 /// without need, which costs only time.
-fn needed_items<'a>(items: &'a HashMap<String, CodeBlock>, seed: &str) -> HashSet<&'a str> {
-    let blocks: Vec<(&str, String, HashSet<String>)> = items
+fn needed_items<'a>(
+    items: &'a HashMap<String, CodeBlock>,
+    seed: &str,
+    cache: &TriggerCache,
+) -> HashSet<&'a str> {
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    // Parsing every block for its triggers took 7.5 ms per cell after 300 items.
+    cache.retain(|name, _| items.contains_key(name));
+    let blocks: Vec<(&str, String, Arc<HashSet<String>>)> = items
         .iter()
         .map(|(name, block)| {
             let code = block.code_string();
-            let triggers = item_triggers(name, &code);
+            let triggers = match cache.get(name) {
+                Some((cached, triggers)) if *cached == code => triggers.clone(),
+                _ => {
+                    let triggers = Arc::new(item_triggers(name, &code));
+                    cache.insert(name.clone(), (code.clone(), triggers.clone()));
+                    triggers
+                }
+            };
             (name.as_str(), code, triggers)
         })
         .collect();
+    drop(cache);
     let mut words: HashSet<&str> = code_words(seed).collect();
     let mut needed = HashSet::new();
     loop {
@@ -2535,7 +2562,7 @@ mod needed_items_tests {
 
     fn needed(seed: &str) -> Vec<String> {
         let items = items();
-        let mut names: Vec<String> = needed_items(&items, seed)
+        let mut names: Vec<String> = needed_items(&items, seed, &TriggerCache::default())
             .into_iter()
             .map(str::to_owned)
             .collect();

@@ -36,6 +36,8 @@ const EXECUTION_SO_PATH_ENV: &str = "EVCXR_EXECUTION_SO_PATH";
 /// crate (see [`DirectRustc`]).
 const RECORD_RUSTC_ENV: &str = "EVCXR_RECORD_RUSTC";
 const RECORDED_RUSTC_FILE: &str = ".evcxr-rustc-command.json";
+/// tch-kernel: the key (`Module::direct_key`) the record beside it is valid for.
+const RECORDED_RUSTC_KEY_FILE: &str = ".evcxr-rustc-command.key";
 /// tch-kernel: `-Z` flags the engine adds to the cell crate's compile (never recorded, so a
 /// replay can add or leave them out).
 pub(crate) const TYPE_PROBE_RUSTC_ARGS: &[&str] = &[
@@ -114,6 +116,10 @@ pub(crate) struct Module {
     /// tch-kernel: native library dirs whose shared objects cells link against as empty
     /// stand-ins (see `set_link_stand_in_dirs`).
     stand_in_dirs: Vec<PathBuf>,
+    /// tch-kernel: whether a record copied in with the build dir may be used (see
+    /// `trust_seeded_rustc_record`), and whether that was tried.
+    trust_seeded_record: bool,
+    seeded_record_tried: bool,
 }
 
 /// tch-kernel: the rustc command line (program, arguments, environment, directory) that cargo
@@ -164,6 +170,8 @@ impl Module {
             last_allow_static: None,
             direct: None,
             stand_in_dirs: Vec::new(),
+            trust_seeded_record: false,
+            seeded_record_tried: false,
         })
     }
 
@@ -175,6 +183,39 @@ impl Module {
     pub(crate) fn set_link_stand_in_dirs(&mut self, dirs: Vec<PathBuf>) {
         self.stand_in_dirs = dirs;
         self.direct = None;
+    }
+
+    /// tch-kernel: lets the first build use a rustc record that came with the build dir (a
+    /// kernel's build dir is a copy of the installer's, which built the same first cell), with
+    /// the installer's paths replaced by this dir's. That skips cargo for the first cell, whose
+    /// fingerprint checks of every dependency took a third of a fresh kernel's first second.
+    /// Only for a copy known to match its sources: cargo is what would notice they changed.
+    pub(crate) fn trust_seeded_rustc_record(&mut self, trusted: bool) {
+        self.trust_seeded_record = trusted;
+    }
+
+    /// tch-kernel: the copied record, moved to `config`'s crate dir, if its key then matches.
+    fn seeded_direct(&self, config: &Config, key: &str) -> Option<DirectRustc> {
+        let dir = config.crate_dir();
+        let seeded_key = fs::read_to_string(dir.join(RECORDED_RUSTC_KEY_FILE)).ok()?;
+        let mut direct = read_recorded_rustc(&dir.join(RECORDED_RUSTC_FILE), String::new())?;
+        let old = direct.cwd.to_str()?.to_owned();
+        let new = dir.to_str()?.to_owned();
+        let moved =
+            |s: &OsString| -> Option<OsString> { Some(s.to_str()?.replace(&old, &new).into()) };
+        if seeded_key.replace(&old, &new) != key {
+            return None;
+        }
+        direct.args = direct.args.iter().map(moved).collect::<Option<_>>()?;
+        direct.env = direct
+            .env
+            .iter()
+            .map(|(k, v)| Some((k.clone(), moved(v)?)))
+            .collect::<Option<_>>()?;
+        direct.cwd = dir.to_owned();
+        direct.key = key.to_owned();
+        direct.args = self.with_stand_ins(config, std::mem::take(&mut direct.args));
+        Some(direct)
     }
 
     /// tch-kernel: the directory of stand-ins for `dir`, made once per build dir.
@@ -276,6 +317,12 @@ impl Module {
         so_path_file: Option<&Path>,
     ) -> Result<(std::process::Output, Option<PathBuf>), Error> {
         let key = Self::direct_key(config);
+        if self.direct.is_none() && self.trust_seeded_record && !self.seeded_record_tried {
+            self.seeded_record_tried = true;
+            self.direct = key
+                .as_deref()
+                .and_then(|key| self.seeded_direct(config, key));
+        }
         if let (Some(key), Some(direct)) = (&key, &self.direct)
             && &direct.key == key
         {
@@ -293,6 +340,9 @@ impl Module {
             command.env(EXECUTION_SO_PATH_ENV, so_path_file);
         }
         let output = run_cargo(command, code_block)?;
+        if let Some(key) = &key {
+            let _ = fs::write(config.crate_dir().join(RECORDED_RUSTC_KEY_FILE), key);
+        }
         // Without a record (it should not happen), later cells keep going through cargo.
         self.direct = key
             .and_then(|key| read_recorded_rustc(&record_file, key))

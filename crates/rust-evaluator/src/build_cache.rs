@@ -74,6 +74,19 @@ impl BuildCache {
         }
     }
 
+    /// True when `prebuilt/` is [`PrebuiltState::Current`] for `stamp` and none of `sources`
+    /// (the prelude's crates, the lockfile; files or dirs) changed after it was published: what
+    /// cargo would otherwise have to check.
+    pub fn prebuilt_is_current(&self, stamp: &str, sources: &[PathBuf]) -> bool {
+        let Ok(published) =
+            fs::metadata(self.prebuilt_dir().join(STAMP_FILE)).and_then(|m| m.modified())
+        else {
+            return false;
+        };
+        self.prebuilt_state(stamp) == PrebuiltState::Current
+            && sources.iter().all(|dir| !changed_after(dir, published))
+    }
+
     /// Replaces `prebuilt/` with `staging` atomically, stamped with `stamp` (see
     /// `prebuilt_state`); running kernels keep what they cloned.
     pub fn publish(&self, staging: &Path, stamp: &str) -> io::Result<()> {
@@ -128,6 +141,31 @@ fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().replace(['/', '-'], "_"))
         .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// Whether `path`, or a file under it (but not in a `target` dir), was modified after `time`.
+fn changed_after(path: &Path, time: SystemTime) -> bool {
+    if path.is_file() {
+        return fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_or(true, |m| m > time);
+    }
+    let Ok(entries) = fs::read_dir(path) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let Ok(kind) = entry.file_type() else {
+            return true;
+        };
+        if kind.is_dir() {
+            entry.file_name() != "target" && changed_after(&entry.path(), time)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_or(true, |m| m > time)
+        }
+    })
 }
 
 /// Seeds `to` from `from` (see the module docs). Returns the number of bytes copied, as opposed
@@ -286,6 +324,15 @@ mod tests {
             );
         }
         assert_eq!(cache.prebuilt_state("settings 1"), PrebuiltState::Current);
+        let sources = dir.path().join("sources");
+        fs::create_dir_all(&sources).unwrap();
+        let old = filetime::FileTime::from_unix_time(1_000_000, 0);
+        fs::write(sources.join("lib.rs"), "").unwrap();
+        filetime::set_file_mtime(sources.join("lib.rs"), old).unwrap();
+        assert!(cache.prebuilt_is_current("settings 1", std::slice::from_ref(&sources)));
+        assert!(!cache.prebuilt_is_current("settings 2", std::slice::from_ref(&sources)));
+        fs::write(sources.join("lib.rs"), "// edited").unwrap();
+        assert!(!cache.prebuilt_is_current("settings 1", &[sources]));
         assert_eq!(
             cache.prebuilt_state("settings 2"),
             PrebuiltState::Other("settings 1".into())

@@ -29,6 +29,10 @@ pub struct EvaluatorConfig {
     pub build_dir: PathBuf,
     /// A prebuilt build dir (see [`crate::BuildCache`]) to seed `build_dir` from.
     pub seed_from: Option<PathBuf>,
+    /// The seed was built from the sources and settings this evaluator has (see
+    /// [`crate::BuildCache::prebuilt_is_current`]): its first cell may run rustc as the
+    /// seed's build recorded, without cargo.
+    pub seed_is_current: bool,
     /// Keep `build_dir` when the evaluator is dropped (to publish it as a prebuilt dir).
     pub keep_build_dir: bool,
     /// A crate every cell sees.
@@ -320,6 +324,7 @@ impl Evaluator {
         let (mut ctx, outputs) =
             CommandContext::new().map_err(|e| StartError::Engine(e.to_string()))?;
         ctx.set_link_stand_in_dirs(config.link_stand_in_dirs.clone());
+        ctx.trust_seeded_rustc_record(config.seed_is_current && config.seed_from.is_some());
         log::info!("engine started after {:?}", started.elapsed());
         let setup = |ctx: &mut CommandContext, command: &'static str, code: &str| {
             let t = std::time::Instant::now();
