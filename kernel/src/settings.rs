@@ -97,14 +97,27 @@ impl Settings {
         }
     }
 
-    /// What the prelude is built from: the prelude crate's parent (the `crates/` dir that also
-    /// holds its path dependencies) and the lockfile.
+    /// What the prelude is built from: its crate dir, those of its path dependencies (found
+    /// through their manifests' `path = "..."`), and the lockfile.
     fn prelude_sources(&self) -> Vec<PathBuf> {
-        self.prelude_dir
-            .iter()
-            .map(|p| p.parent().unwrap_or(p).to_owned())
-            .chain(self.lockfile.iter().cloned())
-            .collect()
+        let mut dirs: Vec<PathBuf> = self.prelude_dir.iter().cloned().collect();
+        let mut next = 0;
+        while let Some(dir) = dirs.get(next).cloned() {
+            next += 1;
+            let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+            for path in manifest.split("path = \"").skip(1) {
+                let Some(path) = path.split('"').next() else {
+                    continue;
+                };
+                let dep = dir.join(path);
+                let dep = std::fs::canonicalize(&dep).unwrap_or(dep);
+                if !dirs.contains(&dep) {
+                    dirs.push(dep);
+                }
+            }
+        }
+        dirs.extend(self.lockfile.iter().cloned());
+        dirs
     }
 
     /// What a prebuilt prelude depends on. A kernel whose stamp differs from the one in the
@@ -153,6 +166,30 @@ fn preload_from(lib: &Path, gpu: bool) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::preload_from;
+
+    #[test]
+    fn prelude_sources_follow_path_dependencies() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let settings = super::Settings {
+            prelude_dir: std::fs::canonicalize(repo.join("crates/tch-prelude")).ok(),
+            lockfile: Some(repo.join("Cargo.lock")),
+            ..super::Settings::from_env()
+        };
+        let names: Vec<String> = settings
+            .prelude_sources()
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        for crate_dir in [
+            "tch-prelude",
+            "notebook-helpers",
+            "child-protocol",
+            "Cargo.lock",
+        ] {
+            assert!(names.iter().any(|n| n == crate_dir), "{names:?}");
+        }
+        assert!(!names.iter().any(|n| n == "rust-evaluator"), "{names:?}");
+    }
 
     #[test]
     fn the_child_preloads_libtorch_cpu_and_cuda_only_with_a_driver() {

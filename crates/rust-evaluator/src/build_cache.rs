@@ -143,7 +143,8 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".to_owned())
 }
 
-/// Whether `path`, or a file under it (but not in a `target` dir), was modified after `time`.
+/// Whether `path`, or a file under it (but not in a `target` dir, and not documentation), was
+/// modified after `time`.
 fn changed_after(path: &Path, time: SystemTime) -> bool {
     if path.is_file() {
         return fs::metadata(path)
@@ -159,6 +160,8 @@ fn changed_after(path: &Path, time: SystemTime) -> bool {
         };
         if kind.is_dir() {
             entry.file_name() != "target" && changed_after(&entry.path(), time)
+        } else if entry.path().extension().is_some_and(|e| e == "md") {
+            false
         } else {
             entry
                 .metadata()
@@ -331,6 +334,8 @@ mod tests {
         filetime::set_file_mtime(sources.join("lib.rs"), old).unwrap();
         assert!(cache.prebuilt_is_current("settings 1", std::slice::from_ref(&sources)));
         assert!(!cache.prebuilt_is_current("settings 2", std::slice::from_ref(&sources)));
+        fs::write(sources.join("NOTES.md"), "docs only").unwrap();
+        assert!(cache.prebuilt_is_current("settings 1", std::slice::from_ref(&sources)));
         fs::write(sources.join("lib.rs"), "// edited").unwrap();
         assert!(!cache.prebuilt_is_current("settings 1", &[sources]));
         assert_eq!(
