@@ -12,24 +12,35 @@
 pub const VARIABLE_CHANGED_TYPE: &str = "EVCXR_VARIABLE_CHANGED_TYPE:";
 pub const USER_ERROR_OCCURRED: &str = "EVCXR_ERROR_OCCURRED";
 
+// tch-kernel: the store is a Vec searched by name, not a HashMap. This module is compiled into
+// every cell's crate, and HashMap<String, _>'s insert, remove and get were compiled with it each
+// time; a notebook holds tens of variables, not thousands.
 pub struct VariableStore {
-    variables: std::collections::HashMap<String, Box<dyn std::any::Any + 'static>>,
+    variables: Vec<(String, Box<dyn std::any::Any + 'static>)>,
 }
 
 impl VariableStore {
     pub fn new() -> VariableStore {
         VariableStore {
-            variables: std::collections::HashMap::new(),
+            variables: Vec::new(),
         }
     }
 
+    fn position(&self, name: &str) -> Option<usize> {
+        self.variables.iter().position(|(n, _)| n == name)
+    }
+
     pub fn put_variable<T: 'static>(&mut self, name: &str, value: T) {
-        self.variables.insert(name.to_owned(), Box::new(value));
+        let value: Box<dyn std::any::Any> = Box::new(value);
+        match self.position(name) {
+            Some(i) => self.variables[i].1 = value,
+            None => self.variables.push((name.to_owned(), value)),
+        }
     }
 
     pub fn check_variable<T: 'static>(&mut self, name: &str) -> bool {
-        if let Some(v) = self.variables.get(name)
-            && v.downcast_ref::<T>().is_none()
+        if let Some(i) = self.position(name)
+            && self.variables[i].1.downcast_ref::<T>().is_none()
         {
             eprintln!("The type of the variable {name} was redefined, so was lost.",);
             println!("{VARIABLE_CHANGED_TYPE}{name}");
@@ -39,8 +50,9 @@ impl VariableStore {
     }
 
     pub fn take_variable<T: 'static>(&mut self, name: &str) -> T {
-        match self.variables.remove(name) {
-            Some(v) => {
+        match self.position(name) {
+            Some(i) => {
+                let (_, v) = self.variables.swap_remove(i);
                 if let Ok(value) = v.downcast() {
                     *value
                 } else {
@@ -57,12 +69,15 @@ impl VariableStore {
         name: &str,
         create: F,
     ) -> std::sync::Arc<T> {
-        if let Some(value) = self
-            .variables
-            .entry(name.to_owned())
-            .or_insert_with(|| Box::new(std::sync::Arc::new(create())))
-            .downcast_mut()
-        {
+        let i = match self.position(name) {
+            Some(i) => i,
+            None => {
+                self.variables
+                    .push((name.to_owned(), Box::new(std::sync::Arc::new(create()))));
+                self.variables.len() - 1
+            }
+        };
+        if let Some(value) = self.variables[i].1.downcast_mut() {
             std::sync::Arc::clone(value)
         } else {
             panic!("lazy_arc {name} changed type");
@@ -70,7 +85,12 @@ impl VariableStore {
     }
 
     pub fn merge(&mut self, mut other: VariableStore) {
-        self.variables.extend(other.variables.drain());
+        for (name, value) in other.variables.drain(..) {
+            match self.position(&name) {
+                Some(i) => self.variables[i].1 = value,
+                None => self.variables.push((name, value)),
+            }
+        }
     }
 }
 
