@@ -2429,6 +2429,9 @@ mod tests {
     }
 }
 
+/// tch-kernel: in an item block's triggers: the block goes into every build.
+const ALWAYS_NEEDED: &str = "\0always";
+
 /// tch-kernel: each item block's triggers (see `item_triggers`) with the code they were found
 /// in, shared by the states of one context.
 type TriggerCache = Arc<Mutex<HashMap<String, (String, Arc<HashSet<String>>)>>>;
@@ -2452,6 +2455,12 @@ fn item_triggers(name: &str, code: &str) -> HashSet<String> {
     let file = ast::SourceFile::parse(code, crate::rust_analyzer::EDITION).tree();
     for item in file.items() {
         let assoc = match &item {
+            // An imported trait's methods are called without naming it: imports always go in
+            // (they are cheap to check).
+            ast::Item::Use(_) => {
+                triggers.insert(ALWAYS_NEEDED.to_owned());
+                None
+            }
             ast::Item::Impl(imp) => {
                 let header = match imp.assoc_item_list() {
                     Some(list) => {
@@ -2525,7 +2534,10 @@ fn needed_items<'a>(
     loop {
         let mut grew = false;
         for (name, code, triggers) in &blocks {
-            if !needed.contains(name) && triggers.iter().any(|t| words.contains(t.as_str())) {
+            if !needed.contains(name)
+                && (triggers.contains(ALWAYS_NEEDED)
+                    || triggers.iter().any(|t| words.contains(t.as_str())))
+            {
                 needed.insert(*name);
                 words.extend(code_words(code));
                 grew = true;
@@ -2553,6 +2565,7 @@ mod needed_items_tests {
                 "trait Pretty { fn show(&self); }\nimpl Pretty for i32 { fn show(&self) {} }",
             ),
             ("sq", "macro_rules! sq { ($x:expr) => { $x * $x } }"),
+            ("Write", "use std::io::Write;"),
             ("Unused", "struct Unused;\nimpl std::fmt::Display for Unused { fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result { Ok(()) } }"),
         ]
         .into_iter()
@@ -2573,13 +2586,14 @@ mod needed_items_tests {
     #[test]
     fn a_cell_gets_the_items_it_uses_and_what_they_use() {
         let wrapper = "if std::panic::catch_unwind(|| { (&(1 + 5)).evcxr_display(); }).is_err() {}";
-        assert!(needed(wrapper).is_empty(), "{:?}", needed(wrapper));
-        assert_eq!(needed("f21(3.0)"), ["S21", "f21"]);
+        // Imports always go in: an imported trait's methods are called without naming it.
+        assert_eq!(needed(wrapper), ["Write"]);
+        assert_eq!(needed("f21(3.0)"), ["S21", "Write", "f21"]);
         // A method call names only the method; a macro by its name; a format string too.
-        assert_eq!(needed("5.show()"), ["Pretty"]);
-        assert_eq!(needed("sq!(2)"), ["sq"]);
-        assert_eq!(needed("println!(\"{}\", Unused)"), ["Unused"]);
+        assert_eq!(needed("5.show()"), ["Pretty", "Write"]);
+        assert_eq!(needed("sq!(2)"), ["Write", "sq"]);
+        assert_eq!(needed("println!(\"{}\", Unused)"), ["Unused", "Write"]);
         // An impl kept with another item's block comes in with the type it is for.
-        assert_eq!(needed("let x: S21 = todo!();"), ["S21"]);
+        assert_eq!(needed("let x: S21 = todo!();"), ["S21", "Write"]);
     }
 }
