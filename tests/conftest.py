@@ -153,13 +153,18 @@ def start_torch(extra_env=None):
     return km, kc
 
 
-@pytest.fixture(scope="module")
-def tk(torch_env):
-    """One libtorch kernel per test module."""
+def torch_client():
+    """A libtorch kernel's client for a fixture to yield, shut down afterwards."""
     km, kc = start_torch()
     yield kc
     kc.stop_channels()
     km.shutdown_kernel()
+
+
+@pytest.fixture(scope="module")
+def tk(torch_env):
+    """One libtorch kernel per test module."""
+    yield from torch_client()
 
 
 def result(outputs):

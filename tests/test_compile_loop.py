@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import ok, result, run, start_torch, wait_for_analyzer
+from conftest import ok, result, run, torch_client, wait_for_analyzer
 
 SOURCE_KEY = "tch_kernel"
 
@@ -20,10 +20,8 @@ def completion(kc, code, cursor=None):
 
 @pytest.fixture
 def fresh(torch_env):
-    km, kc = start_torch()
-    yield kc
-    kc.stop_channels()
-    km.shutdown_kernel()
+    """A new libtorch kernel for each test."""
+    yield from torch_client()
 
 
 def test_tab_before_the_analyzer_is_warm_answers_from_known_names(fresh):

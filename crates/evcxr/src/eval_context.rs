@@ -697,10 +697,7 @@ impl EvalContext {
         // the store (see `referenced_words`). Upstream's fallback (rust-analyzer failed to type
         // a variable -> `check` and one round of fixes) is gone with rust-analyzer typing.
         state.referenced_words = Some(
-            user_code
-                .code_string()
-                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                .filter(|w| !w.is_empty())
+            code_words(&user_code.code_string())
                 .map(str::to_owned)
                 .collect(),
         );

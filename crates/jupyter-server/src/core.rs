@@ -154,10 +154,15 @@ impl Dispatch {
         msg: &Message,
         engine: Option<&mut Engine<I>>,
     ) -> Flow {
-        self.status(ExecutionState::Busy, msg);
-        let flow = self.handle(channel, msg, engine);
-        self.status(ExecutionState::Idle, msg);
-        flow
+        self.bracketed(msg, || self.handle(channel, msg, engine))
+    }
+
+    /// Runs `handle` between the busy and idle status of `parent` on IOPub.
+    fn bracketed<T>(&self, parent: &Message, handle: impl FnOnce() -> T) -> T {
+        self.status(ExecutionState::Busy, parent);
+        let out = handle();
+        self.status(ExecutionState::Idle, parent);
+        out
     }
 
     /// The one table of request types and their handlers.
@@ -358,9 +363,9 @@ impl<I: Interpreter> Engine<I> {
                 Flow::Continue => {}
                 Flow::Abort(queued) => {
                     for msg in queued {
-                        dispatch.status(ExecutionState::Busy, &msg);
-                        dispatch.reply(Channel::Shell, &msg, ExecuteReply::Aborted {});
-                        dispatch.status(ExecutionState::Idle, &msg);
+                        dispatch.bracketed(&msg, || {
+                            dispatch.reply(Channel::Shell, &msg, ExecuteReply::Aborted {})
+                        });
                     }
                 }
                 Flow::Stop(stopped) => return stopped,
