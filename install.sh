@@ -26,14 +26,16 @@ envs=()
 libtorch=""
 with_torch=1
 cache_dir=""
-torch_version_required="2.13.0"
+torch_version_required="2.13.0"   # what the project venv gets
+versions_table="$here/kernelspec/torch-versions.tsv"
 
 usage() {
     sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'USAGE'
 Options:
   --name NAME            kernel name (letters, digits, - . _); default rust-tch
-  --display-name TEXT    name shown in JupyterLab; default "Rust (tch-kernel)"
+  --display-name TEXT    name shown in JupyterLab; default "Rust (tch-kernel)", or with
+                         another --name "Rust (tch-kernel, PyTorch X.Y.Z)"
   --user                 install into the user's Jupyter data dir (default)
   --prefix DIR           install into DIR/share/jupyter/kernels
   --sys-prefix           install into the Python environment's prefix (of --python or the venv)
@@ -51,6 +53,26 @@ USAGE
 }
 
 die() { echo "install.sh: error: $*" >&2; exit 1; }
+
+# The PyTorch minor versions kernelspec/torch-versions.tsv lists, e.g. "2.10, 2.11, 2.13".
+supported_torch() {
+    awk -F'\t' '!/^#/ && NF >= 3 { printf "%s%s", sep, $1; sep = ", " }' "$versions_table"
+}
+
+# Sets tch_version and bypass_check (1 or empty) for PyTorch version $1 (e.g. 2.11.0+cu130),
+# or stops with the supported versions, before anything is built or registered.
+choose_tch() {
+    local version="${1%%+*}" minor row check
+    minor="$(echo "$version" | cut -d. -f1-2)"
+    row="$(awk -F'\t' -v m="$minor" '!/^#/ && $1 == m { print $2, $3 }' "$versions_table")"
+    [ -n "$row" ] || die "PyTorch $version is not supported (in $libtorch); supported are PyTorch $(supported_torch): install one of them into the environment, or pass --libtorch DIR"
+    read -r tch_version check <<< "$row"
+    bypass_check=""
+    # torch-sys accepts only the X.Y.0 it was made for; patch releases keep the ABI.
+    if [ "$check" = bypass ] || [ "$version" != "$minor.0" ]; then
+        bypass_check=1
+    fi
+}
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -131,12 +153,9 @@ if [ "$with_torch" = 1 ]; then
     fi
     [ -f "$libtorch/lib/libtorch_cpu.so" ] || die "$libtorch/lib/libtorch_cpu.so not found: not a libtorch (or PyTorch) installation"
     [ -d "$libtorch/include/torch" ] || die "$libtorch/include/torch not found: this libtorch has no C++ headers"
-    case "$torch_version" in
-        "$torch_version_required"|"$torch_version_required"+*) ;;
-        "") echo "warning: cannot tell the version of $libtorch; tch 0.26 needs $torch_version_required" >&2 ;;
-        *) die "tch 0.26 needs PyTorch/libtorch $torch_version_required, found $torch_version in $libtorch" ;;
-    esac
-    echo "==> libtorch ${torch_version:-?} in $libtorch"
+    [ -n "$torch_version" ] || die "cannot tell the version of the libtorch in $libtorch (no build-version file): supported are PyTorch $(supported_torch)"
+    choose_tch "$torch_version"
+    echo "==> libtorch $torch_version in $libtorch: tch $tch_version${bypass_check:+ (version check of torch-sys bypassed)}"
 fi
 
 # --- Build ----------------------------------------------------------------------------------
@@ -153,18 +172,54 @@ if [ "$with_torch" = 1 ]; then
     cache_dir="${cache_dir:-${XDG_CACHE_HOME:-$HOME/.cache}/tch-kernel/$lower_name}"
     mkdir -p "$cache_dir" || die "cannot create the cache dir $cache_dir"
     cache_dir="$(cd "$cache_dir" && pwd)"
+    # The prelude's lockfile for this kernel: the workspace's, with tch moved to the release
+    # chosen for this libtorch (cargo keeps every other crate at its locked version).
+    lock_dir="$cache_dir/prelude-lock"
+    mkdir -p "$lock_dir/src"
+    : > "$lock_dir/src/lib.rs"
+    cat > "$lock_dir/Cargo.toml" <<TOML
+# Written by install.sh: pins the tch release for torch $torch_version (kernelspec/torch-versions.tsv).
+[package]
+name = "tch-kernel-prelude-lock"
+version = "0.0.0"
+edition = "2024"
+publish = false
+
+[dependencies]
+tch-prelude = { path = "$here/crates/tch-prelude" }
+tch = "=$tch_version"
+torch-sys = "=$tch_version"
+
+[workspace]
+TOML
+    cp "$here/Cargo.lock" "$lock_dir/Cargo.lock"
+    if [ -n "$prefix" ] || [ "$sys_prefix" = 1 ]; then
+        # A shared install (a course's, a group's): its users may not read this user's
+        # ~/.cargo, so the crates cells and rust-analyzer read live in the cache dir, which they
+        # read and only this user writes.
+        export CARGO_HOME="$cache_dir/cargo-home"
+    fi
+    echo "==> fetching tch $tch_version and its crates${CARGO_HOME:+ into $CARGO_HOME}"
+    (cd "$lock_dir" && cargo fetch --quiet) || die "cannot fetch tch $tch_version (needs crates.io once, or a filled cargo cache)"
     kernel_env=(
         "LIBTORCH=$libtorch"
         "TCH_KERNEL_TORCH_VERSION=$torch_version"
+        "TCH_KERNEL_TCH_VERSION=$tch_version"
         "TCH_KERNEL_CACHE_DIR=$cache_dir"
         "TCH_KERNEL_PRELUDE=$here/crates/tch-prelude"
-        "TCH_KERNEL_LOCKFILE=$here/Cargo.lock"
+        "TCH_KERNEL_LOCKFILE=$lock_dir/Cargo.lock"
     )
+    # torch-sys reads it in its build script, so cells and exported programs need it too.
+    [ -n "$bypass_check" ] && kernel_env+=("LIBTORCH_BYPASS_VERSION_CHECK=1")
     echo "==> building the tch prelude into $cache_dir (once; a few minutes the first time)"
     env "${kernel_env[@]}" "LD_LIBRARY_PATH=$libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$bin" prebuild \
         || die "building the prelude failed (see above)"
     # Jupyter expands ${LD_LIBRARY_PATH} from the server's environment when the kernel starts.
     kernel_env+=('LD_LIBRARY_PATH='"$libtorch"'/lib:${LD_LIBRARY_PATH}')
+    # The prelude only links with the rustc that built it: kernels use that toolchain, whatever
+    # is first on a user's PATH.
+    kernel_env+=('PATH='"$(rustc --print sysroot)"'/bin:${PATH}')
+    [ -n "${CARGO_HOME:-}" ] && kernel_env+=("CARGO_HOME=$CARGO_HOME")
 fi
 for kv in "${kernel_env[@]}"; do
     envs=(--env "$kv" "${envs[@]}")
@@ -173,7 +228,12 @@ done
 # --- Kernelspec -------------------------------------------------------------------------------
 resolve_prefix
 args=(install --name "$name" --interrupt-mode "$interrupt_mode")
-[ -n "$display_name" ] && args+=(--display-name "$display_name") || args+=(--display-name "Rust (tch-kernel)")
+if [ -z "$display_name" ]; then
+    display_name="Rust (tch-kernel)"
+    # Side by side, kernels of several environments differ by their PyTorch.
+    [ "$name" != rust-tch ] && [ -n "$torch_version" ] && display_name="Rust (tch-kernel, PyTorch ${torch_version%%+*})"
+fi
+args+=(--display-name "$display_name")
 "$bin" "${args[@]}" "${prefix_args[@]}" "${envs[@]}"
 
 jupyter=""
@@ -188,4 +248,4 @@ if [ -n "$jupyter" ] && [ -z "$prefix" ]; then
 elif [ -n "$prefix" ]; then
     echo "note: add $prefix/share/jupyter to JUPYTER_PATH so Jupyter finds this kernel"
 fi
-echo "Done. Start JupyterLab (e.g. $venv/bin/jupyter lab) and pick \"${display_name:-Rust (tch-kernel)}\"."
+echo "Done. Start JupyterLab (e.g. $venv/bin/jupyter lab) and pick \"$display_name\"."

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from make_cifar_sample import write as write_cifar_sample
+
 REPO = Path(__file__).resolve().parent.parent
 KERNEL_BIN = Path(os.environ.get("TCH_KERNEL_BIN", REPO / "target" / "release" / "tch-kernel"))
 KERNEL_NAME = "tch-kernel-test"
@@ -196,3 +198,19 @@ def wait_for_analyzer(kc, code="let warm_up_probe = 1; warm_up_pr", deadline_s=6
             return reply
         time.sleep(0.2)
     raise AssertionError("rust-analyzer never answered a completion")
+
+
+@pytest.fixture(scope="session")
+def notebook_env(tmp_path_factory):
+    """Small settings for CI: a CIFAR-10 sample in the real binary format, one or two epochs,
+    outputs (checkpoints, MLPerf logs, the exported job) in a temp dir."""
+    root = tmp_path_factory.mktemp("notebooks")
+    env = dict(os.environ)
+    env.update({
+        "CIFAR10_DIR": str(write_cifar_sample(root / "cifar-10-batches-bin")),
+        "RUN_DIR": str(root / "runs"),
+        "EPOCHS": "2",
+        "BENCH_STEPS": "3",
+        "BATCH_SIZE": "64",
+    })
+    return env

@@ -101,9 +101,13 @@ def fake_libtorch(root, version):
 def test_wrong_or_missing_torch_is_a_clear_error(tmp_path):
     r = install("--libtorch", str(tmp_path / "nowhere"), data_dir=tmp_path, torch=True)
     assert r.returncode != 0 and "no such directory" in r.stderr
-    old = fake_libtorch(tmp_path / "libtorch-2.12", "2.12.0")
-    r = install("--libtorch", str(old), data_dir=tmp_path, torch=True)
-    assert r.returncode != 0 and "needs PyTorch/libtorch 2.13.0, found 2.12.0" in r.stderr
+    supported = [line.split("\t")[0] for line in (REPO / "kernelspec" / "torch-versions.tsv").read_text().splitlines()
+                 if line and not line.startswith("#")]
+    for version in ["2.9.1", "3.0.0"]:
+        old = fake_libtorch(tmp_path / f"libtorch-{version}", version)
+        r = install("--libtorch", str(old), data_dir=tmp_path, torch=True)
+        assert r.returncode != 0 and f"PyTorch {version} is not supported" in r.stderr, r.stderr
+        assert "supported are PyTorch " + ", ".join(supported) in r.stderr, r.stderr
     not_torch = tmp_path / "empty"
     not_torch.mkdir()
     r = install("--libtorch", str(not_torch), data_dir=tmp_path, torch=True)

@@ -10,7 +10,6 @@ import nbformat
 import pytest
 
 from conftest import REPO, TORCH_KERNEL_NAME
-from make_cifar_sample import write as write_cifar_sample
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
@@ -20,28 +19,12 @@ def _needs_torch(torch_env):
     """The notebooks use tch, like the kernel users install."""
 
 
-@pytest.fixture(scope="session")
-def notebook_env(tmp_path_factory):
-    """Small settings for CI: a CIFAR-10 sample in the real binary format, one or two epochs,
-    outputs (checkpoints, MLPerf logs, the exported job) in a temp dir."""
-    root = tmp_path_factory.mktemp("notebooks")
-    env = dict(os.environ)
-    env.update({
-        "CIFAR10_DIR": str(write_cifar_sample(root / "cifar-10-batches-bin")),
-        "RUN_DIR": str(root / "runs"),
-        "EPOCHS": "2",
-        "BENCH_STEPS": "3",
-        "BATCH_SIZE": "64",
-    })
-    return env
-
-
-def execute(notebook, out_dir, env=None):
+def execute(notebook, out_dir, env=None, kernel_name=TORCH_KERNEL_NAME):
     jupyter = Path(sys.executable).parent / "jupyter"
     subprocess.run(
         [
             str(jupyter), "nbconvert", "--to", "notebook", "--execute", str(notebook),
-            f"--ExecutePreprocessor.kernel_name={TORCH_KERNEL_NAME}",
+            f"--ExecutePreprocessor.kernel_name={kernel_name}",
             "--ExecutePreprocessor.timeout=600",
             "--output-dir", str(out_dir),
         ],

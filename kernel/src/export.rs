@@ -40,10 +40,15 @@ pub struct ExportArgs {
 }
 
 /// The kernelspec variables a batch job needs to see the same software.
-const CARRIED: [&str; 5] = [
+const CARRIED: [&str; 8] = [
     "LIBTORCH",
+    // A shared install's crates (install.sh): the job builds offline from them.
+    "CARGO_HOME",
     "LD_LIBRARY_PATH",
     "TCH_KERNEL_TORCH_VERSION",
+    "TCH_KERNEL_TCH_VERSION",
+    // torch-sys's build script reads it: the job's `cargo build` must see what the kernel's did.
+    "LIBTORCH_BYPASS_VERSION_CHECK",
     "OMP_NUM_THREADS",
     "TORCH_CUDA_ARCH_LIST",
 ];

@@ -7,6 +7,8 @@
 //! | `TCH_KERNEL_LOCKFILE` | Cargo.lock that pins the prelude's dependencies |
 //! | `LIBTORCH` | the libtorch the prelude was built against |
 //! | `TCH_KERNEL_TORCH_VERSION` | its version, for the banner and `:gpu` |
+//! | `TCH_KERNEL_TCH_VERSION` | the tch release the prelude is built on (export pins it) |
+//! | `LIBTORCH_BYPASS_VERSION_CHECK` | set when that tch release was made for another torch |
 //! | `TCH_KERNEL_OPT_LEVEL` | rustc opt-level for cells (default 1) |
 //! | `TCH_KERNEL_LINKER` | `system` (default), `lld` or `mold` |
 //! | `CARGO_NET_OFFLINE` | `true`: cells never touch the network |
@@ -35,7 +37,7 @@ pub struct Settings {
 impl Settings {
     pub fn from_env() -> Settings {
         Settings {
-            cache: var("TCH_KERNEL_CACHE_DIR").map(BuildCache::new),
+            cache: var("TCH_KERNEL_CACHE_DIR").map(|root| own_instances(BuildCache::new(root))),
             prelude_dir: var("TCH_KERNEL_PRELUDE").map(PathBuf::from),
             lockfile: var("TCH_KERNEL_LOCKFILE").map(PathBuf::from),
             libtorch: var("LIBTORCH").map(PathBuf::from),
@@ -151,6 +153,42 @@ impl Settings {
         let gpu = Path::new("/proc/driver/nvidia/version").exists();
         preload_from(&libtorch.join("lib"), gpu)
     }
+}
+
+/// A cache this user cannot write (a course's, installed by its teacher) is used read-only: the
+/// kernel's build dir goes to the user's own cache instead.
+fn own_instances(cache: BuildCache) -> BuildCache {
+    if cache.instances_writable() {
+        return cache;
+    }
+    let Some(base) = var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|h| Path::new(&h).join(".cache")))
+    else {
+        return cache;
+    };
+    let key: String = cache
+        .root()
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let own = cache
+        .clone()
+        .with_instances_in(base.join("tch-kernel").join("shared").join(key));
+    log::info!(
+        "{} is read-only here: build dirs go to {}",
+        cache.root().display(),
+        own.instance_dir().display()
+    );
+    own
 }
 
 fn preload_from(lib: &Path, gpu: bool) -> Vec<PathBuf> {

@@ -116,6 +116,21 @@ pub fn export(
         .to_string()
         .replace('\\', "\\\\")
         .replace('"', "\\\"");
+    let lock = match &options.lockfile {
+        Some(lock) => Some(
+            std::fs::read_to_string(lock).map_err(|source| ExportError::Read {
+                path: lock.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    // The torch-sys release the kernel's lockfile holds: the one built for its libtorch.
+    let torch_sys = lock
+        .as_deref()
+        .and_then(|lock| locked_version(lock, "torch-sys"))
+        .map(|v| format!("={v}"))
+        .unwrap_or_else(|| "*".to_owned());
     let mut manifest = format!(
         "# Exported from {source_name} by `tch-kernel export`.\n\
          [package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
@@ -123,7 +138,7 @@ pub fn export(
          # The kernel's prelude: the same tch, helpers and versions as in the notebook.\n\
          tch-prelude = {{ path = \"{prelude}\" }}\n\
          # A direct dependency, so build.rs sees libtorch's location (DEP_TCH_LIBTORCH_LIB).\n\
-         torch-sys = \"=0.26.0\"\n"
+         torch-sys = \"{torch_sys}\"\n"
     );
     for dep in &program.dependencies {
         manifest.push_str(dep);
@@ -131,12 +146,8 @@ pub fn export(
     }
     manifest.push_str("\n[profile.release]\nopt-level = 3\n\n# Not part of any enclosing workspace.\n[workspace]\n");
     files.push(write("Cargo.toml", &manifest)?);
-    if let Some(lock) = &options.lockfile {
-        let text = std::fs::read_to_string(lock).map_err(|source| ExportError::Read {
-            path: lock.clone(),
-            source,
-        })?;
-        files.push(write("Cargo.lock", &text)?);
+    if let Some(text) = &lock {
+        files.push(write("Cargo.lock", text)?);
     }
     files.push(write("build.rs", BUILD_RS)?);
 
@@ -162,6 +173,19 @@ pub fn export(
         files,
         notes: program.notes,
     })
+}
+
+/// The version of package `name` in a Cargo.lock, when it holds exactly one.
+fn locked_version(lock: &str, name: &str) -> Option<String> {
+    let wanted = format!("name = \"{name}\"");
+    let mut versions = lock.split("[[package]]").filter_map(|entry| {
+        let mut lines = entry.lines().map(str::trim);
+        lines.find(|l| *l == wanted)?;
+        let version = lines.find_map(|l| l.strip_prefix("version = "))?;
+        Some(version.trim_matches('"').to_owned())
+    });
+    let first = versions.next()?;
+    versions.next().is_none().then_some(first)
 }
 
 /// tch's own link flags, which only reach tch's examples: without them `--as-needed` drops
@@ -252,6 +276,16 @@ fn sbatch(name: &str, source_name: &str, out_dir: &Path, options: &ExportOptions
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_locked_torch_sys_release_is_pinned() {
+        let lock = "[[package]]\nname = \"tch\"\nversion = \"0.24.0\"\n\n\
+                    [[package]]\nname = \"torch-sys\"\nversion = \"0.24.0\"\nsource = \"x\"\n";
+        assert_eq!(locked_version(lock, "torch-sys").as_deref(), Some("0.24.0"));
+        assert_eq!(locked_version(lock, "zip"), None);
+        let two = format!("{lock}\n[[package]]\nname = \"torch-sys\"\nversion = \"0.26.0\"\n");
+        assert_eq!(locked_version(&two, "torch-sys"), None, "ambiguous");
+    }
 
     #[test]
     fn names_are_valid_crate_names() {

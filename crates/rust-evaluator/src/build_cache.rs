@@ -6,6 +6,10 @@
 //! `.rlib`, `.rmeta`, `.a`) are hard-linked, everything cargo may rewrite is copied with its
 //! mtime, so cargo sees the dependencies as fresh and no two kernels ever write the same file.
 //! (A shared target dir would rely on cargo's file lock, which does not work on NFS homes.)
+//!
+//! A course installs one cache for all its students: they cannot write it, so their instances
+//! live in a directory of their own ([`BuildCache::with_instances_in`]) and are seeded from the
+//! shared `prebuilt/`, which they only read.
 
 use std::fs;
 use std::io;
@@ -32,11 +36,35 @@ pub enum PrebuiltState {
 #[derive(Debug, Clone)]
 pub struct BuildCache {
     root: PathBuf,
+    /// Where running kernels' build dirs go: `root/instances` unless moved.
+    instances: PathBuf,
 }
 
 impl BuildCache {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        BuildCache { root: root.into() }
+        let root = root.into();
+        BuildCache {
+            instances: root.join("instances"),
+            root,
+        }
+    }
+
+    /// The same cache with kernels' build dirs in `dir` (for a cache this user cannot write).
+    pub fn with_instances_in(self, dir: impl Into<PathBuf>) -> Self {
+        BuildCache {
+            instances: dir.into(),
+            ..self
+        }
+    }
+
+    /// Whether this process can create its build dir where [`BuildCache::instance_dir`] says.
+    pub fn instances_writable(&self) -> bool {
+        let probe = self
+            .instances
+            .join(format!(".probe-{}-{}", hostname(), std::process::id()));
+        let ok = fs::create_dir_all(&probe).is_ok();
+        let _ = fs::remove_dir(&probe);
+        ok
     }
 
     pub fn root(&self) -> &Path {
@@ -50,8 +78,7 @@ impl BuildCache {
 
     /// This process's private build dir.
     pub fn instance_dir(&self) -> PathBuf {
-        self.root
-            .join("instances")
+        self.instances
             .join(format!("{}-{}", hostname(), std::process::id()))
     }
 
@@ -108,7 +135,7 @@ impl BuildCache {
     /// Removes build dirs left by kernels that died without cleaning up: same-host instances
     /// whose process is gone, and other hosts' instances untouched for a week.
     pub fn collect_garbage(&self) {
-        let Ok(entries) = fs::read_dir(self.root.join("instances")) else {
+        let Ok(entries) = fs::read_dir(&self.instances) else {
             return;
         };
         let host = hostname();
@@ -202,9 +229,12 @@ fn clone_dir(from: &Path, to: &Path, in_target: bool, copied: &mut u64) -> io::R
                 continue;
             }
             let meta = entry.metadata()?;
+            // Another user's prebuilt files cannot be hard-linked (fs.protected_hardlinks);
+            // a symbolic link to them is as good, since nothing writes through either.
             if in_target
                 && is_immutable_artifact(&name_str, &meta)
-                && fs::hard_link(&src, &dst).is_ok()
+                && (fs::hard_link(&src, &dst).is_ok()
+                    || (!owned_by_me(&meta) && std::os::unix::fs::symlink(&src, &dst).is_ok()))
             {
                 continue;
             }
@@ -215,6 +245,12 @@ fn clone_dir(from: &Path, to: &Path, in_target: bool, copied: &mut u64) -> io::R
         }
     }
     Ok(())
+}
+
+fn owned_by_me(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    meta.uid() == unsafe { libc::geteuid() }
 }
 
 /// Files that the toolchain replaces (unlink + create) rather than rewrites in place, so a hard
@@ -287,6 +323,23 @@ mod tests {
         assert!(!to.join("target/x86_64/debug/libcode_3.so").exists());
         assert!(!to.join("target/x86_64/debug/incremental").exists());
         assert_eq!(copied, ("dep-info".len() + "[package]".len()) as u64);
+    }
+
+    #[test]
+    fn instances_can_live_outside_a_shared_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("own");
+        let cache = BuildCache::new(dir.path().join("shared")).with_instances_in(&own);
+        assert!(cache.instance_dir().starts_with(&own));
+        assert_eq!(cache.prebuilt_dir(), dir.path().join("shared/prebuilt"));
+        assert!(cache.instances_writable());
+        let dead = own.join(format!("{}-999999999", hostname()));
+        fs::create_dir_all(&dead).unwrap();
+        cache.collect_garbage();
+        assert!(
+            !dead.exists(),
+            "garbage is collected where the instances are"
+        );
     }
 
     #[test]

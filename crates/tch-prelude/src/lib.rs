@@ -20,15 +20,22 @@ pub use tch::{
 // Display, plots, images, progress bars and interrupt checks (see notebook-helpers).
 pub use notebook_helpers::*;
 
-/// The tch release this prelude is built on.
-pub const TCH_VERSION: &str = "0.26.0";
+/// The tch release this prelude is built on and the libtorch it runs with, as the installer
+/// chose them (the prelude builds on several tch releases; see kernelspec/torch-versions.tsv).
+pub fn versions() -> (String, String) {
+    let get = |name: &str| std::env::var(name).unwrap_or_else(|_| "(unknown)".to_owned());
+    (
+        get("TCH_KERNEL_TCH_VERSION"),
+        get("TCH_KERNEL_TORCH_VERSION"),
+    )
+}
 
 /// CUDA devices, versions and scheduler context, as `:gpu` prints them.
 pub fn gpu_report() -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let torch = std::env::var("TCH_KERNEL_TORCH_VERSION").unwrap_or_else(|_| "2.13.0".to_owned());
-    let _ = writeln!(out, "libtorch {torch} (tch {})", TCH_VERSION);
+    let (tch, torch) = versions();
+    let _ = writeln!(out, "libtorch {torch} (tch {tch})");
     let cuda = tch::Cuda::is_available();
     let count = tch::Cuda::device_count();
     if cuda {
