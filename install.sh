@@ -26,6 +26,7 @@ envs=()
 libtorch=""
 with_torch=1
 cache_dir=""
+tch_override=""
 torch_version_required="2.13.0"   # what the project venv gets
 versions_table="$here/kernelspec/torch-versions.tsv"
 
@@ -42,6 +43,9 @@ Options:
   --python PATH          use this Python env (its torch, and its Jupyter if any) instead of a venv
   --libtorch DIR         use an unpacked libtorch (DIR/lib/libtorch_cpu.so) instead of PyTorch's
   --no-torch             a plain Rust kernel, without libtorch and the tch prelude
+  --tch VERSION          build on this tch release instead of the one the table of supported
+                         PyTorch versions names (kernelspec/torch-versions.tsv), with tch's
+                         version check bypassed: for trying a PyTorch not supported yet
   --cache-dir DIR        build cache for this kernel (default ~/.cache/tch-kernel/NAME);
                          put it on scratch when $HOME is small
   --venv DIR             where to create the project venv (default: ./.venv)
@@ -85,6 +89,7 @@ while [ $# -gt 0 ]; do
         --venv) venv="${2:?--venv needs a directory}"; shift 2 ;;
         --no-venv) make_venv=0; shift ;;
         --libtorch) libtorch="${2:?--libtorch needs a directory}"; shift 2 ;;
+        --tch) tch_override="${2:?--tch needs a tch version, e.g. 0.26.0}"; shift 2 ;;
         --no-torch) with_torch=0; shift ;;
         --cache-dir) cache_dir="${2:?--cache-dir needs a directory}"; shift 2 ;;
         --env) envs+=("--env" "${2:?--env needs KEY=VALUE}"); shift 2 ;;
@@ -154,7 +159,13 @@ if [ "$with_torch" = 1 ]; then
     [ -f "$libtorch/lib/libtorch_cpu.so" ] || die "$libtorch/lib/libtorch_cpu.so not found: not a libtorch (or PyTorch) installation"
     [ -d "$libtorch/include/torch" ] || die "$libtorch/include/torch not found: this libtorch has no C++ headers"
     [ -n "$torch_version" ] || die "cannot tell the version of the libtorch in $libtorch (no build-version file): supported are PyTorch $(supported_torch)"
-    choose_tch "$torch_version"
+    if [ -n "$tch_override" ]; then
+        tch_version="$tch_override"
+        bypass_check=1
+        echo "warning: tch $tch_version for PyTorch $torch_version was chosen by --tch: not a tested pair (see kernelspec/torch-versions.tsv)" >&2
+    else
+        choose_tch "$torch_version"
+    fi
     echo "==> libtorch $torch_version in $libtorch: tch $tch_version${bypass_check:+ (version check of torch-sys bypassed)}"
 fi
 
