@@ -212,5 +212,6 @@ def notebook_env(tmp_path_factory):
         "EPOCHS": "2",
         "BENCH_STEPS": "3",
         "BATCH_SIZE": "64",
+        "RESNET50_BATCH": "4",
     })
     return env

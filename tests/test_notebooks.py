@@ -123,4 +123,10 @@ def test_benchmark_notebook_writes_a_compliant_mlperf_log(tmp_path, notebook_env
     )
     assert check.returncode == 0 and "SUCCESS" in check.stdout + check.stderr, check.stdout + check.stderr
     results = (tmp_path / "runs" / "results.jsonl").read_text().splitlines()
-    assert json.loads(results[-1])["images_per_second"] > 0
+    result = json.loads(results[-1])
+    assert result["images_per_second"] > 0
+    # ResNet-50 beside ResNet-9, on CIFAR-10-sized and ImageNet-sized inputs.
+    assert result["resnet50_batch_size"] == 4
+    assert result["resnet50_images_per_second"]["32"] > 0 and result["resnet50_images_per_second"]["224"] > 0, result
+    html = [o for c in executed["cells"] if c["id"] == "c12" for o in c["outputs"] if o["output_type"] == "execute_result"]
+    assert "ResNet-50 images/s, 224x224" in html[0]["data"]["text/html"]

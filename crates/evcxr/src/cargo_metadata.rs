@@ -49,6 +49,9 @@ pub(crate) fn validate_dep(dep: &str, dep_config: &str, config: &Config) -> Resu
 
     [dependencies]
     {dep} = {dep_config}
+
+    # tch-kernel: never part of an enclosing workspace.
+    [workspace]
     "#
         ),
     )?;

@@ -503,6 +503,9 @@ codegen-units = 4
 
 [dependencies]
 {}
+
+# tch-kernel: never part of an enclosing workspace (a cache dir may be inside a checkout).
+[workspace]
 "#,
             CRATE_NAME,
             state.opt_level(),
