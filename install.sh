@@ -158,7 +158,8 @@ if [ "$with_torch" = 1 ]; then
     fi
     [ -f "$libtorch/lib/libtorch_cpu.so" ] || die "$libtorch/lib/libtorch_cpu.so not found: not a libtorch (or PyTorch) installation"
     [ -d "$libtorch/include/torch" ] || die "$libtorch/include/torch not found: this libtorch has no C++ headers"
-    [ -n "$torch_version" ] || die "cannot tell the version of the libtorch in $libtorch (no build-version file): supported are PyTorch $(supported_torch)"
+    [ -n "$torch_version" ] || [ -n "$tch_override" ] \
+        || die "cannot tell the version of the libtorch in $libtorch (no build-version file): supported are PyTorch $(supported_torch); --tch VERSION chooses a tch release anyway"
     if [ -n "$tch_override" ]; then
         tch_version="$tch_override"
         bypass_check=1

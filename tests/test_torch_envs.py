@@ -269,3 +269,21 @@ def test_a_course_install_serves_another_user(course_kernel):
     assert all(p.owner() == STUDENT for p in own.rglob("*")), "only the student's files"
     assert not any(p.owner() == STUDENT for p in SHARED_CACHE.rglob("*")), "nothing of the student's in the course cache"
     assert before == snapshot(), "the prebuilt prelude and the crates were only read"
+
+
+def test_an_export_pins_that_tch_release(course_kernel, tmp_path):
+    env = course_kernel["env"]
+    out = tmp_path / "job"
+    r = subprocess.run([str(KERNEL_BIN), "export", "--kernel", OTHER_NAME, str(REPO / "notebooks" / "02-first-classifier.ipynb"), str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    manifest = (out / "Cargo.toml").read_text()
+    assert f'torch-sys = "={env["TCH_KERNEL_TCH_VERSION"]}"' in manifest, manifest
+    sbatch = (out / "job.sbatch").read_text()
+    assert f"export CARGO_HOME='{env['CARGO_HOME']}'" in sbatch, sbatch
+    # The project resolves offline from the course's crates, to the kernel's tch.
+    meta = subprocess.run(["cargo", "metadata", "--offline", "--format-version", "1"], cwd=out, capture_output=True, text=True,
+                          env=dict(os.environ, CARGO_HOME=env["CARGO_HOME"]))
+    assert meta.returncode == 0, meta.stderr
+    versions = {p["name"]: p["version"] for p in json.loads(meta.stdout)["packages"]}
+    assert versions["tch"] == env["TCH_KERNEL_TCH_VERSION"], versions
