@@ -7,9 +7,11 @@ kernels and history. The binary is `$TCH_KERNEL_BIN` or the release build in thi
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -215,3 +217,39 @@ def notebook_env(tmp_path_factory):
         "RESNET50_BATCH": "4",
     })
     return env
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A real one-node Slurm (tests/local-slurm.sh), up for the whole session; its environment
+    for clients (SLURM_CONF)."""
+    if os.geteuid() != 0:
+        pytest.skip("a local Slurm needs root (slurmd starts jobs as their users); CI runs as root")
+    missing = [b for b in ("munged", "slurmctld", "slurmd", "sbatch") if not shutil.which(b)]
+    if missing:
+        pytest.skip(f"Slurm is not installed (no {', '.join(missing)}): tests/run.sh installs slurmctld, slurmd, slurm-client and munge when run as root")
+    directory = _STATE / "slurm"
+    script = REPO / "tests" / "local-slurm.sh"
+    subprocess.run([str(script), "start", str(directory)], check=True, capture_output=True, text=True)
+    try:
+        yield {"SLURM_CONF": str(directory / "slurm.conf")}
+    finally:
+        subprocess.run([str(script), "stop", str(directory)], check=False)
+
+
+def job_state(job_id, slurm_env):
+    out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True,
+                         env=dict(os.environ, **slurm_env)).stdout
+    fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
+    return fields.get("JobState", "UNKNOWN"), fields
+
+
+def wait_for_job(job_id, slurm_env, timeout_s=900):
+    """Polls the controller until the job has ended; returns its final state and fields."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state, fields = job_state(job_id, slurm_env)
+        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"):
+            return state, fields
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {state} after {timeout_s} s")

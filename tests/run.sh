@@ -7,6 +7,13 @@ python="${TCH_KERNEL_PYTHON:-$repo/.venv/bin/python}"
 [ -x "$python" ] || { echo "tests/run.sh: $python not found: run ./install.sh first" >&2; exit 1; }
 
 cd "$repo"
+# The Slurm tests start a real one-node cluster (tests/local-slurm.sh). As root (as in CI) the
+# packages are installed when missing; elsewhere those tests skip and say why.
+if [ "$(id -u)" = 0 ] && ! command -v slurmctld >/dev/null && command -v apt-get >/dev/null; then
+    echo "==> installing Slurm and munge for the Slurm tests"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null; } \
+        || echo "tests/run.sh: could not install Slurm; the Slurm tests will skip" >&2
+fi
 # Release profile: reuses what install.sh built instead of compiling evcxr twice.
 cargo test --release --locked   # default members: the prelude is built by install.sh
 cargo build --release --locked -p tch-kernel

@@ -150,6 +150,7 @@ pub fn export(
         files.push(write("Cargo.lock", text)?);
     }
     files.push(write("build.rs", BUILD_RS)?);
+    files.push(write(".cargo/config.toml", &cargo_config(&options.env))?);
 
     let main = format!(
         "//! Exported from {source_name} by `tch-kernel export`: the notebook's items first, then its\n\
@@ -173,6 +174,25 @@ pub fn export(
         files,
         notes: program.notes,
     })
+}
+
+/// What torch-sys's build script reads, from the kernel's environment.
+const BUILD_ENV: [&str; 2] = ["LIBTORCH", "LIBTORCH_BYPASS_VERSION_CHECK"];
+
+/// `.cargo/config.toml`: the kernel's libtorch for the build, so a plain `cargo build` works in a
+/// shell that has none of the kernel's environment. The binary finds libtorch through its rpath.
+fn cargo_config(env: &[(String, String)]) -> String {
+    let mut text = String::from(
+        "# Written by `tch-kernel export`: the libtorch of the kernel the notebook ran in.\n[env]\n",
+    );
+    for (key, value) in env.iter().filter(|(k, _)| BUILD_ENV.contains(&k.as_str())) {
+        text.push_str(&format!("{key} = {}\n", toml_string(value)));
+    }
+    text
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The version of package `name` in a Cargo.lock, when it holds exactly one.
@@ -263,7 +283,9 @@ fn sbatch(name: &str, source_name: &str, out_dir: &Path, options: &ExportOptions
     );
     lines.push("cargo build --release --offline".into());
     lines.push("status=0".into());
-    lines.push(format!("srun ./target/release/{name} || status=$?"));
+    lines.push(format!(
+        "srun \"${{CARGO_TARGET_DIR:-target}}/release/{name}\" || status=$?"
+    ));
     lines.push(format!("if [ \"$status\" -eq {RESUME_EXIT_CODE} ]; then"));
     lines.push("    echo \"stopped before the time limit with a checkpoint in $CHECKPOINT_DIR: resubmitting\"".into());
     lines.push("    sbatch --dependency=afterany:\"$SLURM_JOB_ID\" job.sbatch".into());
@@ -276,6 +298,28 @@ fn sbatch(name: &str, source_name: &str, out_dir: &Path, options: &ExportOptions
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_build_sees_the_kernels_libtorch() {
+        let env = [
+            ("LIBTORCH".to_owned(), "/sw/torch \"2.11\"".to_owned()),
+            ("LD_LIBRARY_PATH".to_owned(), "/x".to_owned()),
+            ("LIBTORCH_BYPASS_VERSION_CHECK".to_owned(), "1".to_owned()),
+        ];
+        let config = cargo_config(&env);
+        assert!(
+            config.contains("[env]\nLIBTORCH = \"/sw/torch \\\"2.11\\\"\"\n"),
+            "{config}"
+        );
+        assert!(
+            config.contains("LIBTORCH_BYPASS_VERSION_CHECK = \"1\"\n"),
+            "{config}"
+        );
+        assert!(
+            !config.contains("LD_LIBRARY_PATH"),
+            "the binary has an rpath"
+        );
+    }
 
     #[test]
     fn the_locked_torch_sys_release_is_pinned() {
