@@ -44,3 +44,54 @@ def test_an_exported_notebook_runs_as_a_batch_job(slurm, torch_env, notebook_env
     notebook = execute(REPO / "notebooks" / "02-first-classifier.ipynb", tmp_path, dict(notebook_env, RUN_DIR=str(tmp_path / "nb-run")))
     text = "".join(streams(c) for c in notebook["cells"] if c["cell_type"] == "code")
     assert accuracy_in(log) == accuracy_in(text), log[-3000:]
+
+
+def export_and_build(notebook, project, slurm, torch_env, *options):
+    r = subprocess.run([str(KERNEL_BIN), "export", str(notebook), str(project), "--kernel", TORCH_KERNEL_NAME, *options],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    env = dict(shell_env(), **slurm)
+    cache = torch_env.get("TCH_KERNEL_CACHE_DIR")
+    if cache:
+        env["CARGO_TARGET_DIR"] = os.path.join(cache, "export-test-target")
+    build = subprocess.run(["cargo", "build", "--release"], cwd=project, env=env, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-5000:]
+    return env
+
+
+def final_weights(text):
+    lines = [line for line in text.splitlines() if line.startswith("final weights: ")]
+    assert len(lines) == 1, text[-3000:]
+    return lines[0]
+
+
+def test_a_job_at_its_time_limit_checkpoints_resubmits_itself_and_finishes(slurm, torch_env, tmp_path):
+    """8 epochs of 10 s in jobs of 2 minutes with SIGUSR1 50 s before the limit: Slurm's timer
+    sends it 40-70 s into a job, so the first job stops with a checkpoint and later ones resume."""
+    project = tmp_path / "resumable"
+    env = export_and_build(REPO / "tests" / "notebooks" / "resumable-training.ipynb", project, slurm, torch_env,
+                           "--time", "00:02:00", "--signal-seconds", "50", "--cpus-per-task", "1")
+    binary = os.path.join(env.get("CARGO_TARGET_DIR", str(project / "target")), "release", "resumable-training")
+    # The same training without interruptions, for comparison.
+    straight = subprocess.run([binary], cwd=project, capture_output=True, text=True, timeout=600,
+                              env=dict(env, EPOCHS="8", CHECKPOINT_DIR=str(tmp_path / "straight")))
+    assert straight.returncode == 0, straight.stderr
+    env.update(EPOCHS="8", SECONDS_PER_EPOCH="10")
+    job = subprocess.run(["sbatch", "--parsable", "job.sbatch"], cwd=project, env=env, capture_output=True, text=True)
+    assert job.returncode == 0, job.stderr
+    chain, job_id = [], job.stdout.strip().split(";")[0]
+    while job_id:
+        assert len(chain) < 8, chain
+        state, fields = wait_for_job(job_id, slurm)
+        log = (project / f"resumable-training-{job_id}.out").read_text()
+        chain.append((job_id, state, log))
+        assert state == "COMPLETED", log[-3000:]
+        resubmitted = [line.split()[-1] for line in log.splitlines() if line.startswith("Submitted batch job ")]
+        job_id = resubmitted[0] if resubmitted else None
+    first, last = chain[0][2], chain[-1][2]
+    assert len(chain) >= 2, first
+    assert "starting at epoch 0" in first and "stopping after epoch" in first and "resubmitting" in first, first
+    stopped_at = int(first.split("stopping after epoch ")[1].split()[0])
+    assert f"starting at epoch {stopped_at}" in chain[1][2], chain[1][2]
+    # Checkpointed weights, per-epoch data order and a stateless optimizer: the same numbers.
+    assert final_weights(last) == final_weights(straight.stdout)

@@ -211,6 +211,8 @@ fn locked_version(lock: &str, name: &str) -> Option<String> {
 /// tch's own link flags, which only reach tch's examples: without them `--as-needed` drops
 /// libtorch_cuda and the program silently runs on the CPU (see tch-rs #980, #907).
 const BUILD_RS: &str = r#"fn main() {
+    // Not on every change in the project dir (job logs and checkpoints are written there).
+    println!("cargo:rerun-if-changed=build.rs");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath={lib}");
     }
