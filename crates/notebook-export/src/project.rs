@@ -385,7 +385,7 @@ mod tests {
             "#SBATCH --signal=USR1@120",
             "export LIBTORCH='/env/torch'",
             "export LD_LIBRARY_PATH='/env/torch/lib'\"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\"",
-            "srun ./target/release/train",
+            "srun \"${CARGO_TARGET_DIR:-target}/release/train\"",
         ] {
             assert!(job.contains(needle), "{needle} missing from\n{job}");
         }
