@@ -4,6 +4,7 @@ as the notebook."""
 
 import os
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -61,8 +62,21 @@ def test_exported_program_builds_and_gives_the_notebooks_result(exported, torch_
     env["RUN_DIR"] = str(tmp_path / "batch-run")
     run = subprocess.run([str(target / "release" / "nb-02-first-classifier")], cwd=exported, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    # Outside a notebook, rich outputs print as text.
-    assert "<PNG image" in run.stdout and "images [1797, 1, 8, 8]" in run.stdout
+    # Outside a notebook, pictures and tables go to files in RUN_DIR, named by cell, and the log
+    # says where; the rest prints as text.
+    assert "images [1797, 1, 8, 8]" in run.stdout
+    outputs = Path(env["RUN_DIR"]) / "outputs"
+    named = [line.rsplit(" -> ", 1) for line in run.stdout.splitlines() if " -> " + str(outputs) in line]
+    assert named and sorted(Path(path).name for _, path in named) == sorted(p.name for p in outputs.iterdir()), run.stdout
+    assert all(text.startswith("<") and Path(path).stat().st_size > 0 for text, path in named), named
+    kinds = {Path(path).suffix for _, path in named}
+    assert {".png", ".svg"} <= kinds, named
+    for _, path in named:
+        if path.endswith(".png"):
+            assert Path(path).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        elif path.endswith(".svg"):
+            ET.parse(path)
+    assert all(Path(path).name.startswith("cell-") for _, path in named)
     notebook = execute(REPO / "notebooks" / "02-first-classifier.ipynb", tmp_path, dict(os.environ, RUN_DIR=str(tmp_path / "nb-run")))
     text = "".join(streams(c) for c in notebook["cells"] if c["cell_type"] == "code")
     assert accuracy_in(run.stdout) == accuracy_in(text)

@@ -71,8 +71,9 @@ pub fn convert_cells(cells: &[Cell]) -> Program {
         }
         body.push_str(&statements);
         if !body.trim().is_empty() {
+            // Names the files this cell's plots, images and tables are saved to.
             program.body.push_str(&format!(
-                "    // cell {number}\n{}\n",
+                "    // cell {number}\n    tch_prelude::batch::cell({number});\n{}\n",
                 indent(body.trim_end())
             ));
         }

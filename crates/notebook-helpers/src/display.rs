@@ -68,9 +68,7 @@ impl<T: RichDisplay + ?Sized> EvcxrDisplay for T {
     fn evcxr_display(&self) {
         let bundle = self.mime_bundle();
         if !wire::in_kernel() {
-            if let Some(text) = bundle.get("text/plain") {
-                println!("{text}");
-            }
+            wire::emit("result", "", bundle.entries());
             return;
         }
         let mut out = std::io::stdout().lock();

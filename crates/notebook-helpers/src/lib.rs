@@ -18,6 +18,7 @@
 //! Output travels to the kernel as one-line records on stdout ([`wire`]), so it stays in order
 //! with `println!`.
 
+mod batch_output;
 mod checkpoint;
 pub mod datasets;
 mod display;
@@ -29,9 +30,10 @@ pub mod wire;
 
 /// For programs exported with `tch-kernel export`: the Debug display of a final value, which
 /// in the kernel comes from the kernel itself (so it is not in the prelude's root, where the two
-/// would clash).
+/// would clash), and the cell marks that name the files outputs are saved to.
 #[doc(hidden)]
 pub mod batch {
+    pub use crate::batch_output::{cell, outputs_dir};
     pub use crate::display::DebugFallback;
 }
 #[cfg(feature = "tch")]

@@ -11,12 +11,10 @@ pub fn in_kernel() -> bool {
 }
 
 /// Writes a record and flushes, so it is ordered with everything printed before it. Outside a
-/// kernel: the text/plain part as a line (nothing for `clear`).
+/// kernel: pictures and tables to files, the rest as text (see `batch_output`).
 pub(crate) fn emit(kind: &str, id: &str, data: &[(String, String)]) {
     if !in_kernel() {
-        if let Some((_, text)) = data.iter().find(|(m, _)| m == "text/plain") {
-            println!("{text}");
-        }
+        crate::batch_output::show(kind, id, data);
         return;
     }
     let data: Vec<(&str, &str)> = data.iter().map(|(m, c)| (m.as_str(), c.as_str())).collect();
