@@ -21,20 +21,20 @@ def _needs_torch(torch_env):
 
 def execute(notebook, out_dir, env=None, kernel_name=TORCH_KERNEL_NAME):
     jupyter = Path(sys.executable).parent / "jupyter"
-    subprocess.run(
+    r = subprocess.run(
         [
             str(jupyter), "nbconvert", "--to", "notebook", "--execute", str(notebook),
             f"--ExecutePreprocessor.kernel_name={kernel_name}",
             "--ExecutePreprocessor.timeout=600",
             "--output-dir", str(out_dir),
         ],
-        check=True,
         capture_output=True,
         text=True,
         env=env,
         # Like JupyterLab: the kernel starts in the notebook's directory.
         cwd=notebook.parent,
     )
+    assert r.returncode == 0, f"{notebook.name} on {kernel_name}:\n{r.stderr[-6000:]}"
     return nbformat.read(out_dir / notebook.name, as_version=4)
 
 

@@ -154,7 +154,9 @@ def test_a_tensor_cell_trains(other):
 
 
 def test_a_workshop_notebook_runs(tmp_path, notebook_env):
-    executed = test_notebooks.execute(REPO / "notebooks" / "02-first-classifier.ipynb", tmp_path, notebook_env, kernel_name=OTHER_NAME)
+    # notebook_env may date from before the course's prefix joined JUPYTER_PATH.
+    env = dict(notebook_env, JUPYTER_PATH=os.environ["JUPYTER_PATH"])
+    executed = test_notebooks.execute(REPO / "notebooks" / "02-first-classifier.ipynb", tmp_path, env, kernel_name=OTHER_NAME)
     text = "".join(test_notebooks.streams(c) for c in executed["cells"] if c["cell_type"] == "code")
     assert float(text.split("test accuracy: ")[1].split()[0]) > 0.9, text
 
