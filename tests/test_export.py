@@ -55,7 +55,7 @@ def test_exported_program_builds_and_gives_the_notebooks_result(exported, torch_
     # checkout); a cold build compiles tch (a few minutes on 2 cores).
     cache = torch_env.get("TCH_KERNEL_CACHE_DIR")
     if cache:
-        env["CARGO_TARGET_DIR"] = str(Path(cache) / "export-test-target")
+        env["CARGO_TARGET_DIR"] = str(Path(cache) / "jobs-target")
     build = subprocess.run(["cargo", "build", "--release"], cwd=exported, env=env, capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-5000:]
     target = Path(env.get("CARGO_TARGET_DIR", exported / "target"))

@@ -31,7 +31,7 @@ def test_an_exported_notebook_runs_as_a_batch_job(slurm, torch_env, notebook_env
     env = dict(shell_env(), **slurm)
     cache = torch_env.get("TCH_KERNEL_CACHE_DIR")
     if cache:  # the target dir test_export.py builds in (tch compiles once)
-        env["CARGO_TARGET_DIR"] = os.path.join(cache, "export-test-target")
+        env["CARGO_TARGET_DIR"] = os.path.join(cache, "jobs-target")
     build = subprocess.run(["cargo", "build", "--release"], cwd=project, env=env, capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-5000:]
     env["RUN_DIR"] = str(tmp_path / "batch-run")
@@ -53,7 +53,7 @@ def export_and_build(notebook, project, slurm, torch_env, *options):
     env = dict(shell_env(), **slurm)
     cache = torch_env.get("TCH_KERNEL_CACHE_DIR")
     if cache:
-        env["CARGO_TARGET_DIR"] = os.path.join(cache, "export-test-target")
+        env["CARGO_TARGET_DIR"] = os.path.join(cache, "jobs-target")
     build = subprocess.run(["cargo", "build", "--release"], cwd=project, env=env, capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-5000:]
     return env
@@ -95,3 +95,19 @@ def test_a_job_at_its_time_limit_checkpoints_resubmits_itself_and_finishes(slurm
     assert f"starting at epoch {stopped_at}" in chain[1][2], chain[1][2]
     # Checkpointed weights, per-epoch data order and a stateless optimizer: the same numbers.
     assert final_weights(last) == final_weights(straight.stdout)
+
+
+def test_notebook_05_submits_a_job_from_a_cell_and_shows_it_live(slurm, torch_env, notebook_env, tmp_path):
+    env = dict(notebook_env, **slurm, RUN_DIR=str(tmp_path / "runs"))
+    executed = execute(REPO / "notebooks" / "05-from-notebook-to-slurm.ipynb", tmp_path, env)
+    cells = {c["id"]: c for c in executed["cells"]}
+    assert "not submitted" not in streams(cells["c06b"]), cells["c06b"]["outputs"]
+    # The wait cell's status output, as the last update left it.
+    shown = [o for o in cells["c06c"]["outputs"] if o["output_type"] == "display_data"]
+    assert shown, cells["c06c"]["outputs"]
+    status = shown[-1]["data"]["text/plain"]
+    assert status.startswith("job ") and "nb-02-first-classifier: completed in" in status, status
+    assert "completed in" in shown[-1]["data"]["text/html"]
+    assert "ended: completed" in streams(cells["c06c"])
+    result = [o for o in cells["c06d"]["outputs"] if o["output_type"] == "execute_result"]
+    assert "test accuracy" in result[0]["data"]["text/plain"], cells["c06d"]["outputs"]

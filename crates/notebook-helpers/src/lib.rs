@@ -12,6 +12,7 @@
 //!   [`image`] / [`image_grid`] for `[C,H,W]` / `[N,C,H,W]` tensors.
 //!
 //! - [`Checkpoint`] and [`stop_on_signals`]: resume training after a batch job's time limit.
+//! - [`submit`] a notebook as a Slurm job from a cell; the [`Job`] shows its status live.
 //! - [`digits`]: the UCI handwritten digits, bundled (no download).
 //! - [`MlLog`]: MLPerf-style `:::MLLOG` lines with the official keys ([`mllog_keys`]).
 //!
@@ -23,6 +24,7 @@ mod checkpoint;
 pub mod datasets;
 mod display;
 mod interrupt;
+mod jobs;
 pub mod mllog;
 mod plot;
 mod progress;
@@ -54,10 +56,12 @@ pub use display::{
 #[cfg(feature = "tch")]
 pub use image::{image, image_grid};
 pub use interrupt::{INTERRUPT_PANIC, check_interrupt, interrupted};
+pub use jobs::{Job, JobError, Submit, submit};
 pub use mllog::{MlLog, keys as mllog_keys};
 pub use plot::{ConfusionMatrix, Histogram, LinePlot, LiveChart, PlotError, ScatterPlot};
 pub use progress::{Postfix, Progress, progress, progress_postfix};
 /// JSON values for MLLOG metadata and values: `json!({"epoch_num": 1})`.
 pub use serde_json::{self, Value as JsonValue, json};
+pub use slurm_client::{JobId, JobInfo, JobState};
 #[cfg(feature = "tch")]
 pub use tensor::{tensor_html, tensor_text};

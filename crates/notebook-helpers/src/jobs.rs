@@ -1,0 +1,466 @@
+//! Slurm jobs from a cell, as submitit does for Python: [`submit`] exports a notebook with
+//! `tch-kernel export`, builds it, and `sbatch`es it; the [`Job`] it returns shows its status
+//! (pending / running on NODE / completed, elapsed) and the tail of its log, updated in place
+//! while [`Job::wait`] runs.
+//!
+//! ```ignore
+//! let job = submit(Submit::notebook("02-first-classifier.ipynb").gres("gpu:1").time("00:30:00"))?;
+//! job.wait()?;                 // live status line and log tail; the stop button stops waiting
+//! let log = job.result()?;     // the log, or an error naming how the job ended
+//! ```
+
+use crate::display::{DisplayHandle, MimeBundle, RichDisplay};
+use pulldown_cmark_escape::{FmtWriter, escape_html};
+use slurm_client::{JobId, JobInfo, JobState, SlurmError};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How often [`Job::wait`] asks Slurm (`scontrol`) about the job.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Log lines a job's display shows.
+const TAIL_LINES: usize = 8;
+
+/// What to submit and how: the `sbatch` options of `tch-kernel export`, plus a constraint and
+/// environment for the job.
+#[derive(Clone, Debug, Default)]
+pub struct Submit {
+    notebook: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    export_args: Vec<String>,
+    sbatch_args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Submit {
+    /// The notebook this kernel runs (JupyterLab tells the kernel its path); save it first.
+    pub fn this_notebook() -> Submit {
+        Submit::default()
+    }
+
+    /// A named notebook (a path relative to the kernel's directory, usually the notebook's).
+    pub fn notebook(path: impl Into<PathBuf>) -> Submit {
+        Submit {
+            notebook: Some(path.into()),
+            ..Submit::default()
+        }
+    }
+
+    fn export_arg(mut self, flag: &str, value: impl ToString) -> Submit {
+        self.export_args.push(flag.to_owned());
+        self.export_args.push(value.to_string());
+        self
+    }
+
+    pub fn partition(self, partition: &str) -> Submit {
+        self.export_arg("--partition", partition)
+    }
+    /// E.g. `gpu:1` or `gpu:a100:1`.
+    pub fn gres(self, gres: &str) -> Submit {
+        self.export_arg("--gres", gres)
+    }
+    /// `HH:MM:SS` or minutes.
+    pub fn time(self, time: &str) -> Submit {
+        self.export_arg("--time", time)
+    }
+    pub fn cpus_per_task(self, cpus: u32) -> Submit {
+        self.export_arg("--cpus-per-task", cpus)
+    }
+    /// E.g. `32G`.
+    pub fn mem(self, mem: &str) -> Submit {
+        self.export_arg("--mem", mem)
+    }
+    pub fn account(self, account: &str) -> Submit {
+        self.export_arg("--account", account)
+    }
+    /// Seconds before the time limit at which the program gets SIGUSR1 to checkpoint.
+    pub fn signal_seconds(self, seconds: u32) -> Submit {
+        self.export_arg("--signal-seconds", seconds)
+    }
+    /// Node features the job needs (`sbatch --constraint`), e.g. a GPU type: `a100`.
+    pub fn constraint(mut self, features: &str) -> Submit {
+        self.sbatch_args.push(format!("--constraint={features}"));
+        self
+    }
+    /// Any other `sbatch` option, e.g. `--qos=debug`.
+    pub fn sbatch_option(mut self, option: &str) -> Submit {
+        self.sbatch_args.push(option.to_owned());
+        self
+    }
+    /// An environment variable for the job (the notebook's settings: `EPOCHS`, `LR`, ...).
+    pub fn env(mut self, key: &str, value: impl ToString) -> Submit {
+        self.env.push((key.to_owned(), value.to_string()));
+        self
+    }
+    /// Where the exported project goes (default `$RUN_DIR/jobs/<notebook name>`).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Submit {
+        self.dir = Some(dir.into());
+        self
+    }
+}
+
+#[derive(Debug)]
+pub enum JobError {
+    /// Nothing says which notebook to submit.
+    NoNotebook,
+    /// Not in a tch-kernel cell (the kernel's binary is needed to export).
+    NoKernel,
+    Export(String),
+    Build(String),
+    Slurm(SlurmError),
+    /// The job ended without completing.
+    Ended {
+        state: String,
+        log_tail: String,
+    },
+    /// The user interrupted a wait; the job goes on.
+    Interrupted,
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobError::NoNotebook => write!(
+                f,
+                "which notebook? The kernel was not told its notebook's path: use Submit::notebook(\"NAME.ipynb\")"
+            ),
+            JobError::NoKernel => write!(
+                f,
+                "submit() runs `tch-kernel export`, which only a tch-kernel cell can find (TCH_KERNEL_EXE)"
+            ),
+            JobError::Export(e) => write!(f, "exporting the notebook failed: {e}"),
+            JobError::Build(e) => write!(f, "building the exported program failed:\n{e}"),
+            JobError::Slurm(e) => write!(f, "{e}"),
+            JobError::Ended { state, log_tail } => {
+                write!(f, "the job ended {state}; the end of its log:\n{log_tail}")
+            }
+            JobError::Interrupted => write!(f, "stopped waiting (the job goes on)"),
+        }
+    }
+}
+
+impl std::error::Error for JobError {}
+
+impl From<SlurmError> for JobError {
+    fn from(e: SlurmError) -> Self {
+        JobError::Slurm(e)
+    }
+}
+
+/// A submitted job. When it resubmits itself at its time limit (the exported job script does,
+/// after a checkpoint), the `Job` follows the chain to the newest job.
+#[derive(Debug)]
+pub struct Job {
+    name: String,
+    dir: PathBuf,
+    /// The jobs of the chain so far, the newest last.
+    chain: Mutex<Vec<JobId>>,
+}
+
+/// Exports the notebook, builds it (the first time this compiles tch: minutes), and submits it.
+pub fn submit(options: Submit) -> Result<Job, JobError> {
+    let notebook = options
+        .notebook
+        .clone()
+        .or_else(|| std::env::var_os("JPY_SESSION_NAME").map(PathBuf::from))
+        .ok_or(JobError::NoNotebook)?;
+    let exe = std::env::var_os("TCH_KERNEL_EXE").ok_or(JobError::NoKernel)?;
+    let stem = notebook
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "notebook".to_owned());
+    let dir = options.dir.clone().unwrap_or_else(|| {
+        let run_dir = std::env::var_os("RUN_DIR").unwrap_or_else(|| "runs".into());
+        Path::new(&run_dir).join("jobs").join(&stem)
+    });
+    let status = DisplayHandle::new();
+    status.display(&crate::Text(format!(
+        "exporting {} to {}",
+        notebook.display(),
+        dir.display()
+    )));
+    let export = std::process::Command::new(&exe)
+        .arg("export")
+        .arg(&notebook)
+        .arg(&dir)
+        .args(&options.export_args)
+        .output()
+        .map_err(|e| JobError::Export(e.to_string()))?;
+    if !export.status.success() {
+        return Err(JobError::Export(
+            String::from_utf8_lossy(&export.stderr).trim().to_owned(),
+        ));
+    }
+    let name = exported_name(&dir).ok_or_else(|| {
+        JobError::Export(format!("no package name in {}/Cargo.toml", dir.display()))
+    })?;
+    status.update(&crate::Text(format!(
+        "building {name} (cargo build --release in {})",
+        dir.display()
+    )));
+    let mut env = options.env.clone();
+    // Every submission builds in one target dir, so only the first compiles tch.
+    if let Some(cache) = std::env::var_os("TCH_KERNEL_CACHE_DIR")
+        && std::env::var_os("CARGO_TARGET_DIR").is_none()
+    {
+        let target = Path::new(&cache).join("jobs-target");
+        env.push(("CARGO_TARGET_DIR".into(), target.display().to_string()));
+    }
+    let build = std::process::Command::new("cargo")
+        .args(["build", "--release"])
+        .current_dir(&dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .map_err(|e| JobError::Build(e.to_string()))?;
+    if !build.status.success() {
+        let stderr = String::from_utf8_lossy(&build.stderr);
+        return Err(JobError::Build(tail_of(&stderr, 30)));
+    }
+    let id = slurm_client::sbatch(Path::new("job.sbatch"), &dir, &options.sbatch_args, &env)?;
+    status.update(&crate::Text(format!("submitted {name} as job {id}")));
+    Ok(Job {
+        name,
+        dir,
+        chain: Mutex::new(vec![id]),
+    })
+}
+
+fn exported_name(dir: &Path) -> Option<String> {
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).ok()?;
+    let line = manifest.lines().find(|l| l.starts_with("name = "))?;
+    Some(line["name = ".len()..].trim_matches('"').to_owned())
+}
+
+fn tail_of(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Job {
+    /// The newest job of the chain.
+    pub fn id(&self) -> JobId {
+        self.chain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .cloned()
+            .unwrap_or_else(|| JobId(String::new()))
+    }
+
+    /// Every job of the chain (the first submission, then each resubmission).
+    pub fn ids(&self) -> Vec<JobId> {
+        self.chain.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The exported project, where the job runs and writes its log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What Slurm says about the newest job now.
+    pub fn info(&self) -> Result<JobInfo, JobError> {
+        let id = self.id();
+        let mut jobs = slurm_client::show_job(&id)?;
+        Ok(jobs.remove(0))
+    }
+
+    /// The newest job's log file (`%x-%j.out` in the project dir).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("{}-{}.out", self.name, self.id()))
+    }
+
+    /// The newest job's log so far (empty before it starts).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Cancels the newest job (so the chain ends).
+    pub fn cancel(&self) -> Result<(), JobError> {
+        Ok(slurm_client::scancel(&self.id())?)
+    }
+
+    /// Waits until the job, and any job it resubmitted, has ended, showing its status and log
+    /// tail in place. The stop button stops waiting, not the job.
+    pub fn wait(&self) -> Result<JobInfo, JobError> {
+        let handle = crate::display(self);
+        loop {
+            let info = self.info()?;
+            handle.update(self);
+            if info.state.is_finished() {
+                match self.resubmitted() {
+                    Some(next) => self
+                        .chain
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(next),
+                    None => return Ok(info),
+                }
+                continue;
+            }
+            let step = std::time::Instant::now();
+            while step.elapsed() < POLL_INTERVAL {
+                if crate::interrupted() {
+                    return Err(JobError::Interrupted);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Waits (see [`Job::wait`]); the last job's log when it completed, else an error saying
+    /// how it ended, with the end of its log.
+    pub fn result(&self) -> Result<String, JobError> {
+        let info = self.wait()?;
+        let log = self.log();
+        if matches!(info.state, JobState::Completed | JobState::Gone) {
+            Ok(log)
+        } else {
+            Err(JobError::Ended {
+                state: info.state.name().to_owned(),
+                log_tail: tail_of(&log, 20),
+            })
+        }
+    }
+
+    /// The job the newest one submitted before it ended (the resume after a checkpoint).
+    fn resubmitted(&self) -> Option<JobId> {
+        let log = self.log();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("Submitted batch job "))?;
+        let id = JobId(line["Submitted batch job ".len()..].trim().to_owned());
+        (!self.ids().contains(&id)).then_some(id)
+    }
+
+    fn status_line(&self, info: &Result<JobInfo, JobError>) -> String {
+        let chain = self.ids();
+        let resumed = if chain.len() > 1 {
+            format!(" (resubmission {} of job {})", chain.len() - 1, chain[0])
+        } else {
+            String::new()
+        };
+        let what = match info {
+            Err(e) => format!("status unknown: {e}"),
+            Ok(info) => match &info.state {
+                JobState::Pending => match &info.reason {
+                    Some(reason) => format!("pending ({reason})"),
+                    None => "pending".to_owned(),
+                },
+                JobState::Running => format!("running on {}, {}", info.nodes, info.run_time),
+                JobState::Completed => format!("completed in {}", info.run_time),
+                state if state.is_finished() && state != &JobState::Gone => format!(
+                    "{} after {} (exit code {})",
+                    state.name(),
+                    info.run_time,
+                    info.exit_code
+                ),
+                state => format!("{} {}", state.name(), info.run_time),
+            },
+        };
+        format!("job {} {}{resumed}: {what}", self.id(), self.name)
+    }
+}
+
+impl RichDisplay for Job {
+    fn mime_bundle(&self) -> MimeBundle {
+        let status = self.status_line(&self.info());
+        let tail = tail_of(&self.log(), TAIL_LINES);
+        let mut html = String::from("<div class=\"tch-kernel-job\"><b>");
+        let _ = escape_html(FmtWriter(&mut html), &status);
+        html.push_str("</b>");
+        if !tail.is_empty() {
+            html.push_str("<pre style=\"margin:0.3em 0 0 0\">");
+            let _ = escape_html(FmtWriter(&mut html), &tail);
+            html.push_str("</pre>");
+        }
+        html.push_str("</div>");
+        let text = if tail.is_empty() {
+            status
+        } else {
+            format!("{status}\n{tail}")
+        };
+        MimeBundle::new()
+            .with("text/plain", text)
+            .with("text/html", html)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(dir: &Path, ids: &[&str]) -> Job {
+        Job {
+            name: "digits".into(),
+            dir: dir.to_owned(),
+            chain: Mutex::new(ids.iter().map(|i| JobId(i.to_string())).collect()),
+        }
+    }
+
+    #[test]
+    fn a_resubmission_in_the_log_continues_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = job(dir.path(), &["7"]);
+        std::fs::write(
+            dir.path().join("digits-7.out"),
+            "epoch 6 done\nresubmitting\nSubmitted batch job 8\n",
+        )
+        .unwrap();
+        assert_eq!(first.resubmitted(), Some(JobId("8".into())));
+        let done = job(dir.path(), &["7", "8"]);
+        std::fs::write(dir.path().join("digits-8.out"), "final weights: [1.0]\n").unwrap();
+        assert_eq!(done.resubmitted(), None);
+        assert_eq!(done.log_path(), dir.path().join("digits-8.out"));
+    }
+
+    #[test]
+    fn the_status_line_says_where_and_how_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job(dir.path(), &["7", "8"]);
+        let info = slurm_client::parse_job_line(
+            "JobId=8 JobName=digits JobState=RUNNING Reason=None NodeList=gpu17 RunTime=00:01:23 ExitCode=0:0",
+        )
+        .unwrap();
+        assert_eq!(
+            j.status_line(&Ok(info)),
+            "job 8 digits (resubmission 1 of job 7): running on gpu17, 00:01:23"
+        );
+        let pending = slurm_client::parse_job_line(
+            "JobId=8 JobName=digits JobState=PENDING Reason=Resources NodeList=(null) RunTime=00:00:00",
+        )
+        .unwrap();
+        assert!(
+            j.status_line(&Ok(pending))
+                .ends_with(": pending (Resources)")
+        );
+        let failed = slurm_client::parse_job_line(
+            "JobId=8 JobName=digits JobState=FAILED Reason=NonZeroExitCode NodeList=gpu17 RunTime=00:00:05 ExitCode=1:0",
+        )
+        .unwrap();
+        assert!(
+            j.status_line(&Ok(failed))
+                .ends_with(": failed after 00:00:05 (exit code 1:0)")
+        );
+    }
+
+    #[test]
+    fn options_become_export_and_sbatch_arguments() {
+        let s = Submit::notebook("a.ipynb")
+            .gres("gpu:a100:1")
+            .time("00:10:00")
+            .constraint("h100")
+            .env("LR", 0.1);
+        assert_eq!(
+            s.export_args,
+            ["--gres", "gpu:a100:1", "--time", "00:10:00"]
+        );
+        assert_eq!(s.sbatch_args, ["--constraint=h100"]);
+        assert_eq!(s.env, [("LR".to_owned(), "0.1".to_owned())]);
+    }
+}
