@@ -10,43 +10,10 @@ from test_export import accuracy_in, shell_env
 from test_notebooks import execute, streams
 
 
-def test_the_local_cluster_runs_a_job(slurm, tmp_path):
-    env = dict(os.environ, **slurm)
-    job = subprocess.run(["sbatch", "--parsable", "--output", str(tmp_path / "out-%j.txt"), "--wrap", "echo hello from job $SLURM_JOB_ID"],
-                         env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert job.returncode == 0, job.stderr
-    job_id = job.stdout.strip().split(";")[0]
-    state, fields = wait_for_job(job_id, slurm)
-    assert state == "COMPLETED", fields
-    assert (tmp_path / f"out-{job_id}.txt").read_text().strip() == f"hello from job {job_id}"
-
-
-def test_an_exported_notebook_runs_as_a_batch_job(slurm, torch_env, notebook_env, tmp_path):
-    project = tmp_path / "digits-job"
-    r = subprocess.run([str(KERNEL_BIN), "export", str(REPO / "notebooks" / "02-first-classifier.ipynb"), str(project),
-                        "--kernel", TORCH_KERNEL_NAME, "--time", "00:15:00", "--cpus-per-task", "1"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    # A login node's shell: none of the kernel's environment, only the cluster's.
-    env = dict(shell_env(), **slurm)
-    cache = torch_env.get("TCH_KERNEL_CACHE_DIR")
-    if cache:  # the target dir test_export.py builds in (tch compiles once)
-        env["CARGO_TARGET_DIR"] = os.path.join(cache, "jobs-target")
-    build = subprocess.run(["cargo", "build", "--release"], cwd=project, env=env, capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-5000:]
-    env["RUN_DIR"] = str(tmp_path / "batch-run")
-    job = subprocess.run(["sbatch", "--parsable", "job.sbatch"], cwd=project, env=env, capture_output=True, text=True)
-    assert job.returncode == 0, job.stderr
-    job_id = job.stdout.strip().split(";")[0]
-    state, fields = wait_for_job(job_id, slurm)
-    log = (project / f"nb-02-first-classifier-{job_id}.out").read_text()
-    assert state == "COMPLETED", log[-3000:]
-    notebook = execute(REPO / "notebooks" / "02-first-classifier.ipynb", tmp_path, dict(notebook_env, RUN_DIR=str(tmp_path / "nb-run")))
-    text = "".join(streams(c) for c in notebook["cells"] if c["cell_type"] == "code")
-    assert accuracy_in(log) == accuracy_in(text), log[-3000:]
-
-
 def export_and_build(notebook, project, slurm, torch_env, *options):
+    """Exports `notebook` with the libtorch kernel's environment and builds it as a user would on
+    a login node: `cargo build --release` in a shell with none of the kernel's environment.
+    Returns that shell's environment (plus the cluster's)."""
     r = subprocess.run([str(KERNEL_BIN), "export", str(notebook), str(project), "--kernel", TORCH_KERNEL_NAME, *options],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -57,6 +24,35 @@ def export_and_build(notebook, project, slurm, torch_env, *options):
     build = subprocess.run(["cargo", "build", "--release"], cwd=project, env=env, capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-5000:]
     return env
+
+
+def sbatch(args, cwd, env):
+    """Submits; the job id."""
+    job = subprocess.run(["sbatch", "--parsable", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert job.returncode == 0, job.stderr
+    return job.stdout.strip().split(";")[0]
+
+
+def test_the_local_cluster_runs_a_job(slurm, tmp_path):
+    env = dict(os.environ, **slurm)
+    job_id = sbatch(["--output", str(tmp_path / "out-%j.txt"), "--wrap", "echo hello from job $SLURM_JOB_ID"], tmp_path, env)
+    state, fields = wait_for_job(job_id, slurm)
+    assert state == "COMPLETED", fields
+    assert (tmp_path / f"out-{job_id}.txt").read_text().strip() == f"hello from job {job_id}"
+
+
+def test_an_exported_notebook_runs_as_a_batch_job(slurm, torch_env, notebook_env, tmp_path):
+    project = tmp_path / "digits-job"
+    env = export_and_build(REPO / "notebooks" / "02-first-classifier.ipynb", project, slurm, torch_env,
+                           "--time", "00:15:00", "--cpus-per-task", "1")
+    env["RUN_DIR"] = str(tmp_path / "batch-run")
+    job_id = sbatch(["job.sbatch"], project, env)
+    state, fields = wait_for_job(job_id, slurm)
+    log = (project / f"nb-02-first-classifier-{job_id}.out").read_text()
+    assert state == "COMPLETED", log[-3000:]
+    notebook = execute(REPO / "notebooks" / "02-first-classifier.ipynb", tmp_path, dict(notebook_env, RUN_DIR=str(tmp_path / "nb-run")))
+    text = "".join(streams(c) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert accuracy_in(log) == accuracy_in(text), log[-3000:]
 
 
 def final_weights(text):
@@ -77,9 +73,7 @@ def test_a_job_at_its_time_limit_checkpoints_resubmits_itself_and_finishes(slurm
                               env=dict(env, EPOCHS="8", CHECKPOINT_DIR=str(tmp_path / "straight")))
     assert straight.returncode == 0, straight.stderr
     env.update(EPOCHS="8", SECONDS_PER_EPOCH="10")
-    job = subprocess.run(["sbatch", "--parsable", "job.sbatch"], cwd=project, env=env, capture_output=True, text=True)
-    assert job.returncode == 0, job.stderr
-    chain, job_id = [], job.stdout.strip().split(";")[0]
+    chain, job_id = [], sbatch(["job.sbatch"], project, env)
     while job_id:
         assert len(chain) < 8, chain
         state, fields = wait_for_job(job_id, slurm)
