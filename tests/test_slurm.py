@@ -105,3 +105,12 @@ def test_notebook_05_submits_a_job_from_a_cell_and_shows_it_live(slurm, torch_en
     assert "ended: completed" in streams(cells["c06c"])
     result = [o for o in cells["c06d"]["outputs"] if o["output_type"] == "execute_result"]
     assert "test accuracy" in result[0]["data"]["text/plain"], cells["c06d"]["outputs"]
+    # The sweep: notebook 04 as a job array over two batch sizes, and results() over its runs.
+    assert "not submitted" not in streams(cells["c06f"]), cells["c06f"]["outputs"]
+    sweep_status = [o for o in cells["c06g"]["outputs"] if o["output_type"] == "display_data"][-1]["data"]["text/plain"]
+    assert sweep_status.startswith("array job ") and "(2 tasks): 2 completed" in sweep_status, sweep_status
+    table = [o for o in cells["c06g"]["outputs"] if o["output_type"] == "execute_result"][0]["data"]
+    rows = table["text/plain"].splitlines()
+    assert rows[0] == "device | job | status | time to train | accuracy | images/s" and len(rows) == 3, rows
+    assert all(row.startswith("CPU") and float(row.split(" | ")[-1]) > 0 for row in rows[1:]), rows
+    assert "<svg" in table["text/html"]

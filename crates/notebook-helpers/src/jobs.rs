@@ -156,10 +156,114 @@ pub struct Job {
     dir: PathBuf,
     /// The jobs of the chain so far, the newest last.
     chain: Mutex<Vec<JobId>>,
+    /// For a [`sweep`]: how many array tasks.
+    tasks: Option<usize>,
+}
+
+/// An exported and built notebook, ready to submit.
+struct Prepared {
+    name: String,
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+    status: DisplayHandle,
 }
 
 /// Exports the notebook, builds it (the first time this compiles tch: minutes), and submits it.
 pub fn submit(options: Submit) -> Result<Job, JobError> {
+    let ready = prepare(&options)?;
+    let id = slurm_client::sbatch(
+        Path::new("job.sbatch"),
+        &ready.dir,
+        &options.sbatch_args,
+        &ready.env,
+    )?;
+    ready.status.update(&crate::Text(format!(
+        "submitted {} as job {id}",
+        ready.name
+    )));
+    Ok(Job {
+        name: ready.name,
+        dir: ready.dir,
+        chain: Mutex::new(vec![id]),
+        tasks: None,
+    })
+}
+
+/// Submits the notebook once per setting, as one Slurm job array (`sbatch --array`): task `i`
+/// runs with the environment variables of `settings[i]` (one learning rate each, say), after
+/// one export and one build. Each task logs to `NAME-ARRAYID_TASK.out`. For one GPU type per
+/// job, submit once per type instead (`.constraint("a100")`, ...): an array's tasks share
+/// their options.
+pub fn sweep<K: ToString, V: ToString>(
+    options: Submit,
+    settings: Vec<Vec<(K, V)>>,
+) -> Result<Job, JobError> {
+    if settings.is_empty() {
+        return Err(JobError::Export(
+            "a sweep needs at least one setting".into(),
+        ));
+    }
+    let ready = prepare(&options)?;
+    let script = ready.dir.join("job.sbatch");
+    let job_script = std::fs::read_to_string(&script)
+        .map_err(|e| JobError::Export(format!("{}: {e}", script.display())))?;
+    let settings: Vec<Vec<(String, String)>> = settings
+        .into_iter()
+        .map(|s| {
+            s.into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect();
+    std::fs::write(
+        ready.dir.join("sweep.sbatch"),
+        sweep_script(&job_script, &settings),
+    )
+    .map_err(|e| JobError::Export(e.to_string()))?;
+    let mut args = vec![
+        format!("--array=0-{}", settings.len() - 1),
+        "--output=%x-%A_%a.out".to_owned(),
+    ];
+    args.extend(options.sbatch_args.iter().cloned());
+    let id = slurm_client::sbatch(Path::new("sweep.sbatch"), &ready.dir, &args, &ready.env)?;
+    ready.status.update(&crate::Text(format!(
+        "submitted {} as array job {id} ({} tasks)",
+        ready.name,
+        settings.len()
+    )));
+    Ok(Job {
+        name: ready.name,
+        dir: ready.dir,
+        chain: Mutex::new(vec![id]),
+        tasks: Some(settings.len()),
+    })
+}
+
+/// `job.sbatch` with each array task's settings exported first.
+fn sweep_script(job_script: &str, settings: &[Vec<(String, String)>]) -> String {
+    let mut block = String::from(
+        "# One setting per array task (written by sweep()).\ncase \"${SLURM_ARRAY_TASK_ID:-}\" in\n",
+    );
+    for (i, setting) in settings.iter().enumerate() {
+        let exports: Vec<String> = setting
+            .iter()
+            .filter(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+            .map(|(k, v)| format!("export {k}='{}'", v.replace('\'', "'\\''")))
+            .collect();
+        block.push_str(&format!("    {i}) {} ;;\n", exports.join("; ")));
+    }
+    block.push_str("esac\n");
+    match job_script.split_once("set -euo pipefail\n") {
+        Some((head, rest)) => format!("{head}set -euo pipefail\n{block}{rest}"),
+        None => format!("{job_script}\n{block}"),
+    }
+}
+
+fn prepare(options: &Submit) -> Result<Prepared, JobError> {
+    // Before minutes of building: is there a cluster to submit to?
+    slurm_client::ping()?;
     let notebook = options
         .notebook
         .clone()
@@ -217,12 +321,11 @@ pub fn submit(options: Submit) -> Result<Job, JobError> {
         let stderr = String::from_utf8_lossy(&build.stderr);
         return Err(JobError::Build(tail_of(&stderr, 30)));
     }
-    let id = slurm_client::sbatch(Path::new("job.sbatch"), &dir, &options.sbatch_args, &env)?;
-    status.update(&crate::Text(format!("submitted {name} as job {id}")));
-    Ok(Job {
+    Ok(Prepared {
         name,
         dir,
-        chain: Mutex::new(vec![id]),
+        env,
+        status,
     })
 }
 
@@ -262,11 +365,23 @@ impl Job {
         &self.dir
     }
 
-    /// What Slurm says about the newest job now.
+    /// What Slurm says about the newest job now (of a sweep: about its first task record).
     pub fn info(&self) -> Result<JobInfo, JobError> {
-        let id = self.id();
-        let mut jobs = slurm_client::show_job(&id)?;
-        Ok(jobs.remove(0))
+        Ok(self.task_infos()?.remove(0))
+    }
+
+    /// What Slurm says about each record of the job: one for a plain job; for a sweep, one per
+    /// started task plus one for the tasks still pending together.
+    pub fn task_infos(&self) -> Result<Vec<JobInfo>, JobError> {
+        Ok(slurm_client::show_job(&self.id())?)
+    }
+
+    /// A sweep task's log.
+    pub fn task_log(&self, task: usize) -> String {
+        let path = self
+            .dir
+            .join(format!("{}-{}_{task}.out", self.name, self.id()));
+        std::fs::read_to_string(path).unwrap_or_default()
     }
 
     /// The newest job's log file (`%x-%j.out` in the project dir).
@@ -274,9 +389,16 @@ impl Job {
         self.dir.join(format!("{}-{}.out", self.name, self.id()))
     }
 
-    /// The newest job's log so far (empty before it starts).
+    /// The newest job's log so far (empty before it starts); of a sweep, every task's log,
+    /// each under a `== task N ==` line.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        match self.tasks {
+            Some(n) => (0..n)
+                .map(|t| format!("== task {t} ==\n{}", self.task_log(t)))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            None => std::fs::read_to_string(self.log_path()).unwrap_or_default(),
+        }
     }
 
     /// Cancels the newest job (so the chain ends).
@@ -289,9 +411,18 @@ impl Job {
     pub fn wait(&self) -> Result<JobInfo, JobError> {
         let handle = crate::display(self);
         loop {
-            let info = self.info()?;
+            let infos = self.task_infos()?;
             handle.update(self);
-            if info.state.is_finished() {
+            if infos.iter().all(|i| i.state.is_finished()) {
+                let Some(info) = infos.into_iter().next_back() else {
+                    return Err(JobError::Slurm(SlurmError::Unexpected {
+                        command: format!("scontrol show job {}", self.id()),
+                        output: String::new(),
+                    }));
+                };
+                if self.tasks.is_some() {
+                    return Ok(info);
+                }
                 match self.resubmitted() {
                     Some(next) => self
                         .chain
@@ -317,7 +448,12 @@ impl Job {
     pub fn result(&self) -> Result<String, JobError> {
         let info = self.wait()?;
         let log = self.log();
-        if matches!(info.state, JobState::Completed | JobState::Gone) {
+        let ended = |s: &JobState| matches!(s, JobState::Completed | JobState::Gone);
+        let all_completed = match self.tasks {
+            Some(_) => self.task_infos()?.iter().all(|i| ended(&i.state)),
+            None => ended(&info.state),
+        };
+        if all_completed {
             Ok(log)
         } else {
             Err(JobError::Ended {
@@ -329,6 +465,9 @@ impl Job {
 
     /// The job the newest one submitted before it ended (the resume after a checkpoint).
     fn resubmitted(&self) -> Option<JobId> {
+        if self.tasks.is_some() {
+            return None;
+        }
         let log = self.log();
         let line = log
             .lines()
@@ -336,6 +475,39 @@ impl Job {
             .find(|l| l.starts_with("Submitted batch job "))?;
         let id = JobId(line["Submitted batch job ".len()..].trim().to_owned());
         (!self.ids().contains(&id)).then_some(id)
+    }
+
+    /// `array job 49 NAME (4 tasks): 1 running, 2 pending, 1 completed`.
+    fn sweep_line(&self, tasks: usize, infos: &Result<Vec<JobInfo>, JobError>) -> String {
+        let what = match infos {
+            Err(e) => format!("status unknown: {e}"),
+            Ok(infos) => {
+                let mut counts: Vec<(String, usize)> = Vec::new();
+                for info in infos {
+                    // A pending record stands for a range of tasks, e.g. `ArrayTaskId=2-3`.
+                    let n = info
+                        .fields
+                        .get("ArrayTaskId")
+                        .map(|r| task_count(r))
+                        .unwrap_or(1);
+                    let name = info.state.name().to_owned();
+                    match counts.iter_mut().find(|(s, _)| *s == name) {
+                        Some((_, c)) => *c += n,
+                        None => counts.push((name, n)),
+                    }
+                }
+                counts
+                    .iter()
+                    .map(|(s, n)| format!("{n} {s}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        format!(
+            "array job {} {} ({tasks} tasks): {what}",
+            self.id(),
+            self.name
+        )
     }
 
     fn status_line(&self, info: &Result<JobInfo, JobError>) -> String {
@@ -367,10 +539,43 @@ impl Job {
     }
 }
 
+/// How many tasks `ArrayTaskId` names: `3`, `0-3`, `0-3%2`, `1,4-5`.
+fn task_count(ids: &str) -> usize {
+    ids.split('%')
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => match (a.parse::<usize>(), b.parse::<usize>()) {
+                (Ok(a), Ok(b)) if b >= a => b - a + 1,
+                _ => 1,
+            },
+            None => 1,
+        })
+        .sum()
+}
+
 impl RichDisplay for Job {
     fn mime_bundle(&self) -> MimeBundle {
-        let status = self.status_line(&self.info());
-        let tail = tail_of(&self.log(), TAIL_LINES);
+        let (status, tail) = match self.tasks {
+            Some(n) => {
+                // The last line of each task's log.
+                let lasts: Vec<String> = (0..n)
+                    .filter_map(|t| {
+                        let log = self.task_log(t);
+                        log.lines()
+                            .rev()
+                            .find(|l| !l.trim().is_empty())
+                            .map(|l| format!("task {t}: {l}"))
+                    })
+                    .collect();
+                (self.sweep_line(n, &self.task_infos()), lasts.join("\n"))
+            }
+            None => (
+                self.status_line(&self.info()),
+                tail_of(&self.log(), TAIL_LINES),
+            ),
+        };
         let mut html = String::from("<div class=\"tch-kernel-job\"><b>");
         let _ = escape_html(FmtWriter(&mut html), &status);
         html.push_str("</b>");
@@ -400,6 +605,7 @@ mod tests {
             name: "digits".into(),
             dir: dir.to_owned(),
             chain: Mutex::new(ids.iter().map(|i| JobId(i.to_string())).collect()),
+            tasks: None,
         }
     }
 
@@ -447,6 +653,33 @@ mod tests {
             j.status_line(&Ok(failed))
                 .ends_with(": failed after 00:00:05 (exit code 1:0)")
         );
+    }
+
+    #[test]
+    fn a_sweep_exports_each_tasks_settings_and_counts_its_tasks() {
+        let script = "#!/bin/bash\n#SBATCH --job-name=x\nset -euo pipefail\nsrun ./x\n";
+        let settings = vec![
+            vec![("LR".to_owned(), "0.1".to_owned())],
+            vec![
+                ("LR".to_owned(), "it's".to_owned()),
+                ("bad key".to_owned(), "x".to_owned()),
+            ],
+        ];
+        let out = sweep_script(script, &settings);
+        assert!(
+            out.contains("set -euo pipefail\n# One setting per array task"),
+            "{out}"
+        );
+        assert!(out.contains("    0) export LR='0.1' ;;\n"), "{out}");
+        assert!(
+            out.contains("    1) export LR='it'\\''s' ;;\n"),
+            "quoted, bad keys dropped: {out}"
+        );
+        assert!(out.ends_with("esac\nsrun ./x\n"));
+        assert_eq!(task_count("3"), 1);
+        assert_eq!(task_count("0-3"), 4);
+        assert_eq!(task_count("2-3%1"), 2);
+        assert_eq!(task_count("1,4-5"), 3);
     }
 
     #[test]

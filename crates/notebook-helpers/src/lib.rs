@@ -28,6 +28,7 @@ mod jobs;
 pub mod mllog;
 mod plot;
 mod progress;
+mod results;
 pub mod wire;
 
 /// For programs exported with `tch-kernel export`: the Debug display of a final value, which
@@ -56,10 +57,11 @@ pub use display::{
 #[cfg(feature = "tch")]
 pub use image::{image, image_grid};
 pub use interrupt::{INTERRUPT_PANIC, check_interrupt, interrupted};
-pub use jobs::{Job, JobError, Submit, submit};
+pub use jobs::{Job, JobError, Submit, submit, sweep};
 pub use mllog::{MlLog, keys as mllog_keys};
-pub use plot::{ConfusionMatrix, Histogram, LinePlot, LiveChart, PlotError, ScatterPlot};
+pub use plot::{BarChart, ConfusionMatrix, Histogram, LinePlot, LiveChart, PlotError, ScatterPlot};
 pub use progress::{Postfix, Progress, progress, progress_postfix};
+pub use results::{RunResult, RunResults, results};
 /// JSON values for MLLOG metadata and values: `json!({"epoch_num": 1})`.
 pub use serde_json::{self, Value as JsonValue, json};
 pub use slurm_client::{JobId, JobInfo, JobState};

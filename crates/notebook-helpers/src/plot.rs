@@ -809,3 +809,94 @@ mod tests {
         assert!((m.accuracy() - 0.75).abs() < 1e-12);
     }
 }
+
+/// Bars with labels, e.g. images per second per GPU type.
+///
+/// ```ignore
+/// BarChart::new().title("ResNet-9").y_label("images/s").bar("A100", 21000.0).bar("H100", 35000.0)
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct BarChart {
+    title: String,
+    y_label: String,
+    size: (u32, u32),
+    bars: Vec<(String, f64)>,
+}
+
+impl Default for BarChart {
+    fn default() -> Self {
+        BarChart::new()
+    }
+}
+
+impl BarChart {
+    pub fn new() -> BarChart {
+        BarChart {
+            title: String::new(),
+            y_label: String::new(),
+            size: (640, 400),
+            bars: Vec::new(),
+        }
+    }
+
+    pub fn y_label(mut self, label: impl Into<String>) -> Self {
+        self.y_label = label.into();
+        self
+    }
+
+    /// One bar; non-finite values are drawn as empty.
+    pub fn bar(mut self, label: impl Into<String>, value: f64) -> Self {
+        self.bars.push((label.into(), value));
+        self
+    }
+}
+
+impl Chart for BarChart {
+    fn size(&self) -> (u32, u32) {
+        self.size
+    }
+
+    fn describe(&self) -> String {
+        format!("<BarChart {}: {} bars>", self.title, self.bars.len())
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
+        let n = self.bars.len().max(1) as i32;
+        let value = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
+        let top = self.bars.iter().map(|(_, v)| value(*v)).fold(0.0, f64::max);
+        let top = if top > 0.0 { top * 1.1 } else { 1.0 };
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0..n).into_segmented(), 0.0..top)
+            .map_err(err)?;
+        let labels: Vec<String> = self.bars.iter().map(|(l, _)| l.clone()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .y_desc(&self.y_label)
+            .x_labels(labels.len().max(1))
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(err)?;
+        for (i, (_, v)) in self.bars.iter().enumerate() {
+            chart
+                .draw_series(
+                    plotters::series::Histogram::vertical(&chart)
+                        .margin(12)
+                        .style(color(i).mix(0.85).filled())
+                        .data([(i as i32, value(*v))]),
+                )
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+chart_api!(BarChart);

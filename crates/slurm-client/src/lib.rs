@@ -264,6 +264,21 @@ pub fn show_job(id: &JobId) -> Result<Vec<JobInfo>, SlurmError> {
     }
 }
 
+/// Checks that the Slurm controller answers (`scontrol ping`).
+pub fn ping() -> Result<(), SlurmError> {
+    let mut command = Command::new("scontrol");
+    command.arg("ping");
+    let out = run(command)?;
+    if out.contains("is UP") {
+        Ok(())
+    } else {
+        Err(SlurmError::Failed {
+            command: "scontrol ping".into(),
+            stderr: out,
+        })
+    }
+}
+
 /// Cancels a job (all of an array's tasks).
 pub fn scancel(id: &JobId) -> Result<(), SlurmError> {
     let mut command = Command::new("scancel");
