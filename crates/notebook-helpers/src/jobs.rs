@@ -267,7 +267,7 @@ fn prepare(options: &Submit) -> Result<Prepared, JobError> {
     let notebook = options
         .notebook
         .clone()
-        .or_else(|| std::env::var_os("JPY_SESSION_NAME").map(PathBuf::from))
+        .or_else(this_notebook_path)
         .ok_or(JobError::NoNotebook)?;
     let exe = std::env::var_os("TCH_KERNEL_EXE").ok_or(JobError::NoKernel)?;
     let stem = notebook
@@ -327,6 +327,16 @@ fn prepare(options: &Submit) -> Result<Prepared, JobError> {
         env,
         status,
     })
+}
+
+/// The notebook JupyterLab runs this kernel for (`JPY_SESSION_NAME`). It may be relative to
+/// the server's root; the kernel runs in the notebook's directory, where its file name is.
+fn this_notebook_path() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os("JPY_SESSION_NAME")?);
+    if path.is_relative() && !path.exists() {
+        return path.file_name().map(PathBuf::from);
+    }
+    Some(path)
 }
 
 fn exported_name(dir: &Path) -> Option<String> {
