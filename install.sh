@@ -223,6 +223,25 @@ TOML
     )
     # torch-sys reads it in its build script, so cells and exported programs need it too.
     [ -n "$bypass_check" ] && kernel_env+=("LIBTORCH_BYPASS_VERSION_CHECK=1")
+    # torch-sys compiles tch's C++ shim with -std=c++17, and PyTorch 2.14's headers require
+    # C++20: a compiler wrapper in the cache dir raises the standard (CXX reaches torch-sys's
+    # build script through the cc crate, for cells and exported programs alike).
+    if grep -qs "C++20 or later" "$libtorch/include/torch/csrc/api/include/torch/all.h"; then
+        real_cxx="$(command -v "${CXX:-c++}")" || die "no C++ compiler (c++) for tch's C++ shim"
+        cat > "$cache_dir/cxx20" <<CXX
+#!/usr/bin/env bash
+# Written by install.sh: this PyTorch's headers need C++20; torch-sys asks for C++17.
+args=()
+for arg in "\$@"; do
+    [ "\$arg" = -std=c++17 ] && arg=-std=c++20
+    args+=("\$arg")
+done
+exec "$real_cxx" "\${args[@]}"
+CXX
+        chmod 755 "$cache_dir/cxx20"
+        kernel_env+=("CXX=$cache_dir/cxx20")
+        echo "==> this PyTorch needs C++20: tch's shim is compiled through $cache_dir/cxx20"
+    fi
     echo "==> building the tch prelude into $cache_dir (once; a few minutes the first time)"
     env "${kernel_env[@]}" "LD_LIBRARY_PATH=$libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$bin" prebuild \
         || die "building the prelude failed (see above)"

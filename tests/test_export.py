@@ -68,7 +68,7 @@ def test_exported_program_builds_and_gives_the_notebooks_result(exported, torch_
     outputs = Path(env["RUN_DIR"]) / "outputs"
     named = [line.rsplit(" -> ", 1) for line in run.stdout.splitlines() if " -> " + str(outputs) in line]
     assert named and sorted(Path(path).name for _, path in named) == sorted(p.name for p in outputs.iterdir()), run.stdout
-    assert all(text.startswith("<") and Path(path).stat().st_size > 0 for text, path in named), named
+    assert all(text and Path(path).stat().st_size > 0 for text, path in named), named
     kinds = {Path(path).suffix for _, path in named}
     assert {".png", ".svg"} <= kinds, named
     for _, path in named:

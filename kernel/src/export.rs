@@ -40,8 +40,10 @@ pub struct ExportArgs {
 }
 
 /// The kernelspec variables a batch job needs to see the same software.
-const CARRIED: [&str; 8] = [
+const CARRIED: [&str; 9] = [
     "LIBTORCH",
+    // install.sh's C++20 compiler wrapper, where the libtorch needs it.
+    "CXX",
     // A shared install's crates (install.sh): the job builds offline from them.
     "CARGO_HOME",
     "LD_LIBRARY_PATH",

@@ -9,6 +9,7 @@
 //! | `TCH_KERNEL_TORCH_VERSION` | its version, for the banner and `:gpu` |
 //! | `TCH_KERNEL_TCH_VERSION` | the tch release the prelude is built on (export pins it) |
 //! | `LIBTORCH_BYPASS_VERSION_CHECK` | set when that tch release was made for another torch |
+//! | `CXX` | install.sh's C++20 wrapper, for a PyTorch whose headers need C++20 |
 //! | `TCH_KERNEL_OPT_LEVEL` | rustc opt-level for cells (default 1) |
 //! | `TCH_KERNEL_LINKER` | `system` (default), `lld` or `mold` |
 //! | `CARGO_NET_OFFLINE` | `true`: cells never touch the network |

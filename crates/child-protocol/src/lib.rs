@@ -19,6 +19,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_counter_belongs_to_the_process_that_set_it() {
+        assert_eq!(counter_address(&counter_value(4096)), Some(4096));
+        let other = format!("{}:4096", std::process::id().wrapping_add(1));
+        assert_eq!(
+            counter_address(&other),
+            None,
+            "inherited by a child process"
+        );
+        assert_eq!(counter_address("4096"), None);
+        assert_eq!(counter_address("x:y"), None);
+    }
+
+    #[test]
     fn escape_round_trip() {
         let s = "a:b%c\nd\re\u{1f}f%3A";
         assert_eq!(unescape(&escape(s)), s);

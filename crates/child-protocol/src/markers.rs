@@ -25,6 +25,23 @@ pub const INPUT_REQUEST_PASSWORD: &str = "EVCXR_INPUT_REQUEST_PASSWORD";
 pub const INPUT_OK: &str = "ok:";
 pub const INPUT_ERR: &str = "err:";
 
-/// Environment variable holding the address of the evaluation process's interrupt counter:
-/// cells are separate shared objects and cannot link to it.
+/// Environment variable holding `PID:ADDRESS`: the evaluation process's id and the address of
+/// its interrupt counter (cells are separate shared objects and cannot link to it). A program a
+/// cell starts inherits the variable; the id tells it that the counter is not its own, and that
+/// it runs outside a kernel (see `counter_address`).
 pub const INTERRUPT_COUNTER_ENV: &str = "EVCXR_INTERRUPT_COUNTER";
+
+/// The value of [`INTERRUPT_COUNTER_ENV`] for the counter at `address` in this process.
+pub fn counter_value(address: usize) -> String {
+    format!("{}:{address}", std::process::id())
+}
+
+/// The counter's address when `value` (of [`INTERRUPT_COUNTER_ENV`]) was set by this process.
+pub fn counter_address(value: &str) -> Option<usize> {
+    let (pid, address) = value.split_once(':')?;
+    if pid.parse::<u32>().ok()? != std::process::id() {
+        return None;
+    }
+    address.parse().ok()
+}
+

@@ -40,9 +40,13 @@ fn install_interrupt_handler() {
         action.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut action.sa_mask);
         libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
+        // tch-kernel: tagged with this process's id, so that programs a cell starts (which
+        // inherit the variable) do not take the counter for theirs.
         std::env::set_var(
             INTERRUPT_COUNTER_ENV,
-            (&INTERRUPTS as *const std::sync::atomic::AtomicUsize as usize).to_string(),
+            child_protocol::counter_value(
+                &INTERRUPTS as *const std::sync::atomic::AtomicUsize as usize,
+            ),
         );
     }
 }

@@ -9,8 +9,10 @@ use child_protocol::INTERRUPT_COUNTER_ENV;
 /// The panic message of [`check_interrupt`]; the kernel reports it as a KeyboardInterrupt.
 pub use child_protocol::INTERRUPT_PANIC;
 
+/// The evaluation process's counter; `None` outside a kernel, and in a program a cell started
+/// (it inherits the variable, but the counter is in another process).
 fn counter() -> Option<&'static AtomicUsize> {
-    let address: usize = std::env::var(INTERRUPT_COUNTER_ENV).ok()?.parse().ok()?;
+    let address = child_protocol::counter_address(&std::env::var(INTERRUPT_COUNTER_ENV).ok()?)?;
     if address == 0 || !address.is_multiple_of(std::mem::align_of::<AtomicUsize>()) {
         return None;
     }

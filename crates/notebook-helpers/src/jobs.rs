@@ -17,6 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// The evaluation process's own variables: a build or a job started from a cell must not take
+/// them for its own (the program would think it runs in a kernel).
+const KERNEL_ONLY_ENV: [&str; 3] = [
+    "EVCXR_IS_RUNTIME",
+    child_protocol::INTERRUPT_COUNTER_ENV,
+    "TCH_KERNEL_CHILD_PRELOAD",
+];
+
 /// How often [`Job::wait`] asks Slurm (`scontrol`) about the job.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Log lines a job's display shows.
@@ -176,6 +184,7 @@ pub fn submit(options: Submit) -> Result<Job, JobError> {
         &ready.dir,
         &options.sbatch_args,
         &ready.env,
+        &KERNEL_ONLY_ENV,
     )?;
     ready.status.update(&crate::Text(format!(
         "submitted {} as job {id}",
@@ -225,7 +234,13 @@ pub fn sweep<K: ToString, V: ToString>(
         "--output=%x-%A_%a.out".to_owned(),
     ];
     args.extend(options.sbatch_args.iter().cloned());
-    let id = slurm_client::sbatch(Path::new("sweep.sbatch"), &ready.dir, &args, &ready.env)?;
+    let id = slurm_client::sbatch(
+        Path::new("sweep.sbatch"),
+        &ready.dir,
+        &args,
+        &ready.env,
+        &KERNEL_ONLY_ENV,
+    )?;
     ready.status.update(&crate::Text(format!(
         "submitted {} as array job {id} ({} tasks)",
         ready.name,
@@ -311,12 +326,15 @@ fn prepare(options: &Submit) -> Result<Prepared, JobError> {
         let target = Path::new(&cache).join("jobs-target");
         env.push(("CARGO_TARGET_DIR".into(), target.display().to_string()));
     }
-    let build = std::process::Command::new("cargo")
+    let mut cargo = std::process::Command::new("cargo");
+    cargo
         .args(["build", "--release"])
         .current_dir(&dir)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .map_err(|e| JobError::Build(e.to_string()))?;
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    for name in KERNEL_ONLY_ENV {
+        cargo.env_remove(name);
+    }
+    let build = cargo.output().map_err(|e| JobError::Build(e.to_string()))?;
     if !build.status.success() {
         let stderr = String::from_utf8_lossy(&build.stderr);
         return Err(JobError::Build(tail_of(&stderr, 30)));

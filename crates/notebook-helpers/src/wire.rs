@@ -5,9 +5,17 @@ use std::io::Write;
 
 /// True inside a tch-kernel (evcxr) evaluation process. Outside one (a program exported with
 /// `tch-kernel export`, a batch job) output is printed as plain text instead of records.
+/// A program started from a cell inherits the evaluation process's environment; the interrupt
+/// counter's variable names that process, so such a program knows it is outside.
 pub fn in_kernel() -> bool {
     static IN_KERNEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *IN_KERNEL.get_or_init(|| std::env::var_os("EVCXR_IS_RUNTIME").is_some())
+    *IN_KERNEL.get_or_init(|| {
+        std::env::var_os("EVCXR_IS_RUNTIME").is_some()
+            && std::env::var(child_protocol::INTERRUPT_COUNTER_ENV)
+                .ok()
+                .and_then(|v| child_protocol::counter_address(&v))
+                .is_some()
+    })
 }
 
 /// Writes a record and flushes, so it is ordered with everything printed before it. Outside a

@@ -206,12 +206,14 @@ fn run(mut command: Command) -> Result<String, SlurmError> {
 }
 
 /// Submits `script` from `dir` with extra `sbatch` options (they override the script's
-/// `#SBATCH` lines) and extra environment for the job.
+/// `#SBATCH` lines), extra environment for the job, and variables of this process the job must
+/// not inherit (`sbatch` passes the whole environment on).
 pub fn sbatch(
     script: &Path,
     dir: &Path,
     options: &[String],
     env: &[(String, String)],
+    unset: &[&str],
 ) -> Result<JobId, SlurmError> {
     let mut command = Command::new("sbatch");
     command
@@ -220,6 +222,9 @@ pub fn sbatch(
         .arg(script)
         .current_dir(dir);
     command.envs(env.iter().map(|(k, v)| (k, v)));
+    for name in unset {
+        command.env_remove(name);
+    }
     let out = run(command)?;
     // `--parsable` prints `ID` or `ID;CLUSTER`.
     let id = out.trim().split(';').next().unwrap_or("").to_owned();

@@ -16,7 +16,7 @@ pub fn interrupted() -> bool {
     // runtime.rs); cells are separate shared objects and cannot link to it.
     let Some(address) = std::env::var(__tch_kernel_protocol::INTERRUPT_COUNTER_ENV)
         .ok()
-        .and_then(|a| a.parse::<usize>().ok())
+        .and_then(|a| __tch_kernel_protocol::counter_address(&a))
     else {
         return false;
     };
