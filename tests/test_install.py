@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from conftest import KERNEL_BIN, REPO
 
 
 def install(*args, data_dir, extra_env=None, torch=False):
@@ -108,6 +108,11 @@ def test_wrong_or_missing_torch_is_a_clear_error(tmp_path):
         r = install("--libtorch", str(old), data_dir=tmp_path, torch=True)
         assert r.returncode != 0 and f"PyTorch {version} is not supported" in r.stderr, r.stderr
         assert "supported are PyTorch " + ", ".join(supported) in r.stderr, r.stderr
+    # The binary's own install runs the same installer for a libtorch kernel.
+    old = tmp_path / "libtorch-2.9.1"
+    env = dict(os.environ, JUPYTER_DATA_DIR=str(tmp_path))
+    r = subprocess.run([str(KERNEL_BIN), "install", "--name", "old-torch", "--libtorch", str(old)], env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "PyTorch 2.9.1 is not supported" in r.stderr, r.stderr
     not_torch = tmp_path / "empty"
     not_torch.mkdir()
     r = install("--libtorch", str(not_torch), data_dir=tmp_path, torch=True)

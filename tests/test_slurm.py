@@ -2,10 +2,12 @@
 exported with `tch-kernel export` builds with a plain `cargo build --release`, runs under
 `sbatch`, and prints the notebook's own result."""
 
+import json
 import os
 import subprocess
+import time
 
-from conftest import KERNEL_BIN, REPO, TORCH_KERNEL_NAME, wait_for_job
+from conftest import KERNEL_BIN, REPO, TORCH_KERNEL_NAME, ok, result, start_torch, stdout_of, wait_for_job
 from test_export import accuracy_in, shell_env
 from test_notebooks import execute, streams
 
@@ -114,3 +116,27 @@ def test_notebook_05_submits_a_job_from_a_cell_and_shows_it_live(slurm, torch_en
     assert rows[0] == "device | job | status | time to train | accuracy | images/s" and len(rows) == 3, rows
     assert all(row.startswith("CPU") and float(row.split(" | ")[-1]) > 0 for row in rows[1:]), rows
     assert "<svg" in table["text/html"]
+
+
+def test_a_job_submitted_from_a_cell_can_be_cancelled(slurm, torch_env, tmp_path):
+    """submit() from a cell, the job observed running, cancel(), and result() says how it ended."""
+    km, kc = start_torch(dict(slurm, RUN_DIR=str(tmp_path / "runs")))
+    try:
+        notebook = REPO / "tests" / "notebooks" / "resumable-training.ipynb"
+        ok(kc, f'let job = submit(Submit::notebook({json.dumps(str(notebook))}).time("00:10:00").cpus_per_task(1)'
+               f'.env("SECONDS_PER_EPOCH", 60).env("CHECKPOINT_DIR", {json.dumps(str(tmp_path / "ckpt"))})).unwrap();')
+        job_id = result(ok(kc, "job.id().to_string()"))[0].strip('"')
+        # Running: its log says it started its first epoch's wait.
+        log = tmp_path / "runs" / "jobs" / "resumable-training" / f"resumable-training-{job_id}.out"
+        deadline = time.monotonic() + 300
+        while not (log.exists() and "starting at epoch 0" in log.read_text(errors="replace")):
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.5)
+        ok(kc, "job.cancel().unwrap();")
+        ended = stdout_of(ok(kc, 'println!("{}", job.result().unwrap_err());'))
+        assert ended.startswith("the job ended cancelled"), ended
+        state, _ = wait_for_job(job_id, slurm)
+        assert state == "CANCELLED"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel()

@@ -37,6 +37,20 @@ pub struct InstallArgs {
     /// Replace an existing kernelspec of that name even if another tool wrote it.
     #[arg(long)]
     pub force: bool,
+    /// A kernel on this Python environment's PyTorch: runs the installer of this binary's
+    /// checkout (install.sh), which picks the tch release for it and prebuilds the prelude.
+    #[arg(long, conflicts_with = "libtorch")]
+    pub python: Option<PathBuf>,
+    /// A kernel on an unpacked libtorch (see --python).
+    #[arg(long)]
+    pub libtorch: Option<PathBuf>,
+    /// The kernel's build cache (with --python or --libtorch).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Build on this tch release instead of the one for the PyTorch found (with --python or
+    /// --libtorch).
+    #[arg(long)]
+    pub tch: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -69,6 +83,60 @@ pub fn validate_name(name: &str) -> Result<String> {
     Ok(name.to_ascii_lowercase())
 }
 
+/// A libtorch kernel needs its prelude built for that libtorch: that is install.sh's job, in the
+/// checkout this binary was built in (`target/release/tch-kernel`).
+fn run_installer(args: &InstallArgs) -> Result<()> {
+    if args.kernel_binary.is_some() || args.force {
+        bail!("--kernel-binary and --force do not go with --python or --libtorch");
+    }
+    let exe = std::fs::canonicalize(std::env::current_exe()?)?;
+    let script = exe
+        .ancestors()
+        .nth(3)
+        .map(|root| root.join("install.sh"))
+        .filter(|s| s.is_file())
+        .with_context(|| {
+            format!(
+                "--python and --libtorch run install.sh of the checkout {} was built in, which is not there any more",
+                exe.display()
+            )
+        })?;
+    let mut command = std::process::Command::new(&script);
+    command.args([
+        "--name",
+        &args.name,
+        "--interrupt-mode",
+        &args.interrupt_mode,
+    ]);
+    let paths = [
+        ("--python", &args.python),
+        ("--libtorch", &args.libtorch),
+        ("--prefix", &args.prefix),
+        ("--cache-dir", &args.cache_dir),
+    ];
+    for (flag, value) in paths {
+        if let Some(path) = value {
+            command.arg(flag).arg(path);
+        }
+    }
+    let texts = [("--display-name", &args.display_name), ("--tch", &args.tch)];
+    for (flag, value) in texts {
+        if let Some(text) = value {
+            command.args([flag, text]);
+        }
+    }
+    for pair in &args.env {
+        command.args(["--env", pair]);
+    }
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    if !status.success() {
+        bail!("{} failed (its error is above)", script.display());
+    }
+    Ok(())
+}
+
 fn kernels_dir(prefix: Option<&Path>) -> Result<PathBuf> {
     crate::paths::kernels_dir(prefix)
         .context("cannot find the Jupyter data dir: set HOME or JUPYTER_DATA_DIR")
@@ -76,6 +144,12 @@ fn kernels_dir(prefix: Option<&Path>) -> Result<PathBuf> {
 
 pub fn install(args: &InstallArgs) -> Result<()> {
     let name = validate_name(&args.name)?;
+    if args.python.is_some() || args.libtorch.is_some() {
+        return run_installer(args);
+    }
+    if args.cache_dir.is_some() || args.tch.is_some() {
+        bail!("--cache-dir and --tch go with --python or --libtorch (a kernel with libtorch)");
+    }
     let binary = match &args.kernel_binary {
         Some(b) => b.clone(),
         None => std::env::current_exe().context("cannot locate this executable")?,
@@ -195,6 +269,10 @@ mod tests {
             interrupt_mode: "message".into(),
             kernel_binary: Some(exe.clone()),
             force: false,
+            python: None,
+            libtorch: None,
+            cache_dir: None,
+            tch: None,
         };
         install(&args("Demo")).unwrap();
         let spec_dir = prefix.join("share/jupyter/kernels/demo");
