@@ -39,18 +39,14 @@ pub struct ExportArgs {
     signal_seconds: u32,
 }
 
-/// The kernelspec variables a batch job needs to see the same software.
-const CARRIED: [&str; 9] = [
-    "LIBTORCH",
-    // install.sh's C++20 compiler wrapper, where the libtorch needs it.
-    "CXX",
+/// The kernelspec variables a batch job needs to see the same software, besides what its build
+/// needs (`notebook_export::BUILD_ENV`).
+const CARRIED: [&str; 6] = [
     // A shared install's crates (install.sh): the job builds offline from them.
     "CARGO_HOME",
     "LD_LIBRARY_PATH",
     "TCH_KERNEL_TORCH_VERSION",
     "TCH_KERNEL_TCH_VERSION",
-    // torch-sys's build script reads it: the job's `cargo build` must see what the kernel's did.
-    "LIBTORCH_BYPASS_VERSION_CHECK",
     "OMP_NUM_THREADS",
     "TORCH_CUDA_ARCH_LIST",
 ];
@@ -80,8 +76,9 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     let prelude_dir = get("TCH_KERNEL_PRELUDE").map(PathBuf::from).context(
         "TCH_KERNEL_PRELUDE is not set: run `export` from a notebook cell, or pass --kernel NAME (a kernel installed with libtorch)",
     )?;
-    let carried = CARRIED
+    let carried = notebook_export::BUILD_ENV
         .iter()
+        .chain(&CARRIED)
         .filter_map(|key| {
             let value = get(key)?;
             // From a running kernel, LD_LIBRARY_PATH is expanded; keep only the libtorch part.

@@ -13,7 +13,7 @@ pub mod commands;
 mod project;
 
 pub use cells::{Program, convert_cells};
-pub use project::{ExportOptions, Exported, SlurmOptions, export};
+pub use project::{BUILD_ENV, ExportOptions, Exported, SlurmOptions, export};
 
 use serde::Deserialize;
 use std::path::PathBuf;

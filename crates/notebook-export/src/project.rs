@@ -177,8 +177,8 @@ pub fn export(
 }
 
 /// What torch-sys's build script reads, from the kernel's environment (`CXX`: install.sh's
-/// C++20 wrapper for a PyTorch whose headers need it).
-const BUILD_ENV: [&str; 3] = ["LIBTORCH", "LIBTORCH_BYPASS_VERSION_CHECK", "CXX"];
+/// C++20 wrapper for a PyTorch whose headers need it). The exporter must carry them.
+pub const BUILD_ENV: [&str; 3] = ["LIBTORCH", "LIBTORCH_BYPASS_VERSION_CHECK", "CXX"];
 
 /// `.cargo/config.toml`: the kernel's libtorch for the build, so a plain `cargo build` works in a
 /// shell that has none of the kernel's environment. The binary finds libtorch through its rpath.

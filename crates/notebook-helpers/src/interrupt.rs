@@ -11,7 +11,7 @@ pub use child_protocol::INTERRUPT_PANIC;
 
 /// The evaluation process's counter; `None` outside a kernel, and in a program a cell started
 /// (it inherits the variable, but the counter is in another process).
-fn counter() -> Option<&'static AtomicUsize> {
+pub(crate) fn counter() -> Option<&'static AtomicUsize> {
     let address = child_protocol::counter_address(&std::env::var(INTERRUPT_COUNTER_ENV).ok()?)?;
     if address == 0 || !address.is_multiple_of(std::mem::align_of::<AtomicUsize>()) {
         return None;
