@@ -47,7 +47,7 @@ class TchKernelConformance(jupyter_kernel_test.KernelTests):
     supported_history_operations = ("tail", "range", "search")
 
     code_inspect_sample = "String::new"
-    code_clear_output = 'println!("gone"); clear_output(false);'
+    code_clear_output = 'println!("gone"); clear_output();'
 
 
 class TchKernelIopubWelcome(jupyter_kernel_test.IopubWelcomeTests):

@@ -51,10 +51,10 @@ def test_display_mid_cell_keeps_order_with_printed_text(k):
     _, kc = k
     outs = outputs_of(kc, """
 println!("one");
-display(&Html("<b>two</b>".into()));
+display(Html("<b>two</b>"));
 println!("three");
-display(&Markdown("**four**".into()));
-display(&Text("five".into()));
+display(Markdown("**four**"));
+display(Text("five"));
 display_debug(&vec![6, 7]);
 println!("eight");
 """)
@@ -71,7 +71,7 @@ println!("eight");
 def test_update_display_data_carries_the_same_display_id(k):
     _, kc = k
     outs = outputs_of(kc, """
-let h = display(&Markdown("step 0".into()));
+let h = display(Markdown("step 0"));
 for i in 1..=3 { h.update(&Markdown(format!("step {i}"))); }
 h.id().to_string()
 """)
@@ -83,13 +83,13 @@ h.id().to_string()
     assert [u["data"]["text/markdown"] for u in updates] == ["step 1", "step 2", "step 3"]
     assert result(outs) == [repr(display_id).replace("'", '"')]
     # The handle lives on: a later cell updates the output of an earlier one.
-    outs = outputs_of(kc, 'h.update(&Markdown("later".into()));')
+    outs = outputs_of(kc, 'h.update(&Markdown("later"));')
     assert [(t, c["transient"]["display_id"]) for t, c in outs] == [("update_display_data", display_id)]
 
 
 def test_clear_output(k):
     _, kc = k
-    outs = outputs_of(kc, 'println!("gone"); clear_output(true); println!("kept");')
+    outs = outputs_of(kc, 'println!("gone"); clear_output_wait(); println!("kept");')
     assert [t for t, _ in outs] == ["stream", "clear_output", "stream"]
     assert outs[1][1]["wait"] is True
 

@@ -13,11 +13,12 @@ use jupyter_server::wire::content::{
 use jupyter_server::{
     ExecuteOutcome, Interpreter, KernelInfo, Publisher, ServeOptions, Startup, StdinHandle,
 };
-use notebook_export::commands::{Command, GPU_REPORT_CODE};
+use notebook_export::commands::{Command, GPU_REPORT_CODE, vars_table_code};
 use rust_evaluator::{DisplayEvent, Evaluator, InputRequest, KnownNames, OutputSink, Stream};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// `complete_reply` metadata: `{"tch_kernel": {"source": "rust-analyzer" | "known-names"}}`.
 const COMPLETION_METADATA_KEY: &str = "tch_kernel";
@@ -64,6 +65,7 @@ pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) 
             evaluator,
             has_prelude,
             known,
+            timing: Timing::default(),
         })
     })?;
     log::info!("stopped: {stopped:?}");
@@ -149,6 +151,70 @@ struct RustInterpreter {
     has_prelude: bool,
     /// Completion names saved by the installer, for Tab before the evaluator has started.
     known: Arc<KnownNames>,
+    timing: Timing,
+}
+
+/// What `:timing` shows: the compile and run time of every cell that ran, and whether each
+/// later cell prints its own.
+#[derive(Default)]
+struct Timing {
+    print_each: bool,
+    cells: Vec<(u64, Duration, Duration)>,
+}
+
+impl Timing {
+    fn line(compile: Duration, run: Duration) -> String {
+        format!(
+            "compile {:.2} s · run {:.2} s\n",
+            compile.as_secs_f64(),
+            run.as_secs_f64()
+        )
+    }
+
+    /// `:timing [on|off]`: sets printing (a bare `:timing` turns it on) and shows the table.
+    fn command(&mut self, arg: &str) -> ExecuteOutcome {
+        match arg {
+            "" | "on" => self.print_each = true,
+            "off" => self.print_each = false,
+            other => {
+                return ExecuteOutcome::Error(ErrorInfo {
+                    ename: "UsageError".into(),
+                    evalue: format!(":timing takes on or off, not {other:?}"),
+                    traceback: vec![format!(
+                        "{RED}:timing{RESET} takes `on`, `off` or nothing (on)."
+                    )],
+                });
+            }
+        }
+        let state = if self.print_each {
+            "on: each cell ends with its compile and run time (:timing off stops it)"
+        } else {
+            "off"
+        };
+        let mut text = format!("Timing {state}.\n");
+        let mut html = format!("<p>Timing {state}.</p>");
+        if !self.cells.is_empty() {
+            text.push_str("cell   compile      run\n");
+            html.push_str(
+                "<table><thead><tr><th>cell</th><th>compile (s)</th><th>run (s)</th></tr></thead><tbody>",
+            );
+            for (count, compile, run) in &self.cells {
+                let (c, r) = (compile.as_secs_f64(), run.as_secs_f64());
+                text.push_str(&format!("[{count}]{:>12.2} s{r:>8.2} s\n", c));
+                html.push_str(&format!(
+                    "<tr><td>[{count}]</td><td>{c:.2}</td><td>{r:.2}</td></tr>"
+                ));
+            }
+            html.push_str("</tbody></table>");
+        }
+        let mut result = MimeBundle::new();
+        result.insert("text/plain".into(), Value::String(text.trim_end().into()));
+        result.insert("text/html".into(), Value::String(html));
+        ExecuteOutcome::Ok {
+            result: Some(result),
+            payload: vec![],
+        }
+    }
 }
 
 const HELP_INTRO: &str = "\
@@ -160,8 +226,9 @@ Cells
   input(prompt) / password(prompt) read a line from the notebook.
 
 Showing things (with the tch prelude)
-  display(&x) -> handle; handle.update(&y)      Html(..), Markdown(..), Svg(..), Png(..), Text(..)
-  a Tensor as the last value: PyTorch's text and an HTML summary
+  display(x) or display(&x) -> handle; handle.update(&y); clear_output(), clear_output_wait()
+  Html(\"<b>hi</b>\"), Markdown(..), Svg(..), Png(bytes), Text(..): &str or String
+  a Tensor as the last value: an HTML summary with PyTorch's text under it
   LinePlot, ScatterPlot, Histogram, ConfusionMatrix (SVG; .to_png()), LiveChart
   image(&t) / image_grid(&t, columns)           progress(iter), progress_postfix(text)
   MlLog (MLPerf-style logs), Checkpoint, digits(), cifar10(dir)
@@ -176,7 +243,8 @@ Batch jobs: tch-kernel export NOTEBOOK.ipynb OUTDIR --partition P --gres gpu:TYP
 Kernel commands
   :help          this text
   :gpu           libtorch version, CUDA availability and devices
-  :vars          variables and their types
+  :vars          variables: name, type and a short value
+  :timing [on|off]  compile and run time of each cell (a bare :timing turns it on)
   :dep NAME = \"VERSION\"   add a crate (needs a registry or a vendored source)
   :opt LEVEL     rustc opt-level for later cells (0, 1, 2, 3, s, z)
 
@@ -213,16 +281,18 @@ impl Interpreter for RustInterpreter {
     fn execute(
         &mut self,
         code: &str,
-        _count: u64,
-        _publisher: &Publisher,
+        count: u64,
+        publisher: &Publisher,
         stdin: &StdinHandle,
     ) -> ExecuteOutcome {
         // A cell that is one of the kernel's own commands; other `:` lines go to the engine.
         let command = Some(code.trim())
             .filter(|c| !c.contains('\n'))
             .and_then(Command::parse);
-        if command == Some(Command::Help) {
-            return self.help();
+        match command {
+            Some(Command::Help) => return self.help(),
+            Some(Command::Timing(arg)) => return self.timing.command(arg),
+            _ => {}
         }
         let code = if command == Some(Command::Gpu) {
             if !self.has_prelude {
@@ -254,8 +324,20 @@ impl Interpreter for RustInterpreter {
                 });
             }
         };
+        if command == Some(Command::Vars) {
+            return vars(evaluator, self.has_prelude);
+        }
         match evaluator.eval(code, &input) {
             Ok(output) => {
+                self.timing
+                    .cells
+                    .push((count, output.compile_time, output.run_time));
+                if self.timing.print_each {
+                    publisher.stream(
+                        StreamName::Stdout,
+                        &Timing::line(output.compile_time, output.run_time),
+                    );
+                }
                 let result = (!output.data.is_empty()).then(|| to_bundle(output.data));
                 ExecuteOutcome::Ok {
                     result,
@@ -339,6 +421,31 @@ impl Interpreter for RustInterpreter {
                 indent: None,
             },
         }
+    }
+}
+
+/// `:vars`: with the prelude, a table with each variable's short value (one small compile);
+/// otherwise, or if that cell fails to build, the engine's table of names and types.
+fn vars(evaluator: &mut Evaluator, has_prelude: bool) -> ExecuteOutcome {
+    let no_input = |_: InputRequest| Err("no input while listing variables".to_owned());
+    let variables = evaluator.variables_for_display();
+    let mut output = None;
+    if has_prelude && !variables.is_empty() {
+        match evaluator.eval(&vars_table_code(&variables), &no_input) {
+            Ok(o) => output = Some(o),
+            Err(e) => log::debug!(":vars with values failed, listing types only: {e}"),
+        }
+    }
+    let output = match output {
+        Some(o) => Ok(o),
+        None => evaluator.eval(":vars", &no_input),
+    };
+    match output {
+        Ok(o) => ExecuteOutcome::Ok {
+            result: Some(to_bundle(o.data)),
+            payload: vec![],
+        },
+        Err(e) => ExecuteOutcome::Error(error_info(e)),
     }
 }
 

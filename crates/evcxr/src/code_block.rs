@@ -9,6 +9,7 @@ use crate::statement_splitter;
 use anyhow::Result;
 use anyhow::anyhow;
 use once_cell::sync::Lazy;
+use ra_ap_syntax::AstNode;
 use ra_ap_syntax::SyntaxNode;
 use regex::Regex;
 use statement_splitter::OriginalUserCode;
@@ -253,6 +254,14 @@ impl CodeBlock {
                         code,
                     );
                     nodes.push(node);
+                }
+                // tch-kernel: a cell may end in `let x = ..` without `;`, as a Python user
+                // writes it; the `;` is added rather than reported (in terms of what follows).
+                if let Some(last) = nodes.last()
+                    && ra_ap_syntax::ast::LetStmt::can_cast(last.kind())
+                    && !last.text().to_string().trim_end().ends_with(';')
+                {
+                    code_block = code_block.generated(";");
                 }
                 break;
             }

@@ -512,7 +512,7 @@ impl EvalContext {
         // conclude that variable changes are now applied.
         self.commit_state(state);
 
-        phases.phase_complete("Execution");
+        phases.phase_complete(EXECUTION_PHASE);
         outputs.phases = phases.phases;
 
         Ok(outputs)
@@ -1211,6 +1211,12 @@ fn type_is_fully_specified(ty: &ast::Type) -> bool {
         .any(|n| n.kind() == SyntaxKind::INFER_TYPE)
 }
 
+/// tch-kernel: what the error for a variable that holds a borrow says after its name.
+pub const BORROWED_VARIABLE: &str = "borrows another value, so it cannot be kept for later cells";
+
+/// tch-kernel: the name of the phase that runs a compiled cell (every other phase compiles).
+pub const EXECUTION_PHASE: &str = "Execution";
+
 #[derive(Debug)]
 pub struct PhaseDetails {
     pub name: String,
@@ -1607,11 +1613,8 @@ impl ContextState {
                 return None;
             }
             "E0597" => {
-                format!(
-                    "The variable `{variable_name}` contains a reference with a non-static lifetime so\n\
-                    can't be persisted. You can prevent this error by making sure that the\n\
-                    variable goes out of scope - i.e. wrapping the code in {{}}."
-                )
+                // tch-kernel: in plain words (the embedder adds a hint that matches on it).
+                format!("`{variable_name}` {BORROWED_VARIABLE}.")
             }
             _ => {
                 return Some(error.clone());

@@ -34,6 +34,8 @@ pub use crate::command_context::CommandContext;
 pub use crate::errors::CompilationError;
 pub use crate::errors::Error;
 pub use crate::errors::Theme;
+pub use crate::eval_context::BORROWED_VARIABLE;
+pub use crate::eval_context::EXECUTION_PHASE;
 pub use crate::eval_context::EvalCallbacks;
 pub use crate::eval_context::EvalContext;
 pub use crate::eval_context::EvalContextOutputs;

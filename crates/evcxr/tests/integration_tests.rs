@@ -199,11 +199,16 @@ fn save_and_restore_variables() {
     );
 }
 
+// tch-kernel: a cell may end in a `let` without `;` (the `;` is added); a `let` without `;`
+// before more code is still an error about the `;`.
 #[test]
 fn missing_semicolon_on_let_stmt() {
     let mut e = new_context();
     eval_and_unwrap(&mut e, "mod foo {pub mod bar { pub struct Baz {} }}");
-    match e.execute("let v1 = foo::bar::Baz {}") {
+    eval_and_unwrap(&mut e, "let v1 = foo::bar::Baz {}");
+    eval_and_unwrap(&mut e, "let v2 = 40 + 2\n  // a comment after it\n");
+    assert_eq!(eval_and_unwrap(&mut e, "v2"), text_plain("42"));
+    match e.execute("let v3 = 1\nlet v4 = 2;") {
         Err(Error::CompilationErrors(e)) => {
             assert!(e.first().unwrap().message().contains(';'));
         }

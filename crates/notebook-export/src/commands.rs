@@ -4,6 +4,18 @@
 /// The Rust a `:gpu` cell runs (the prelude's report of libtorch, CUDA and devices).
 pub const GPU_REPORT_CODE: &str = "println!(\"{}\", gpu_report());";
 
+/// The Rust a `:vars` cell runs in a kernel with the prelude: a table of every variable's name,
+/// type and short value (see notebook-helpers' `kernel_vars`). `vars` are (name, type).
+pub fn vars_table_code(vars: &[(String, String)]) -> String {
+    let rows: String = vars
+        .iter()
+        .map(|(name, ty)| format!("({name:?}, {ty:?}, (&&&&Short(&{name})).short()),\n"))
+        .collect();
+    format!(
+        "{{\nuse ::tch_prelude::kernel_vars::{{Short, ViaDebug as _, ViaKnown as _, ViaNothing as _, ViaRich as _}};\n::tch_prelude::kernel_vars::table(vec![\n{rows}])\n}}"
+    )
+}
+
 /// A `:` command line of a cell.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command<'a> {
@@ -11,6 +23,11 @@ pub enum Command<'a> {
     Help,
     /// `:gpu`: libtorch, CUDA availability and devices.
     Gpu,
+    /// `:vars`: variables with their types and short values.
+    Vars,
+    /// `:timing` (`on`, `off`, or nothing): the compile and run time of every cell so far, and
+    /// of each later cell under it.
+    Timing(&'a str),
     /// `:dep NAME = SPEC` (a bare `:dep NAME` means any version): a crate for later cells.
     Dep { name: &'a str, spec: &'a str },
     /// Anything else (`:vars`, `:opt 2`, ...), left to the evaluation engine.
@@ -32,6 +49,8 @@ impl<'a> Command<'a> {
         Some(match name {
             "help" => Command::Help,
             "gpu" => Command::Gpu,
+            "vars" => Command::Vars,
+            "timing" => Command::Timing(args.trim()),
             "dep" => match args.split_once('=') {
                 Some((krate, spec)) => Command::Dep {
                     name: krate.trim(),
@@ -70,7 +89,9 @@ mod tests {
                 spec: "\"*\""
             })
         );
-        assert_eq!(Command::parse(":vars"), Some(Command::Engine(":vars")));
+        assert_eq!(Command::parse(":vars"), Some(Command::Vars));
+        assert_eq!(Command::parse(":timing off"), Some(Command::Timing("off")));
+        assert_eq!(Command::parse(":opt 2"), Some(Command::Engine(":opt 2")));
         assert_eq!(Command::parse("::std::f64::consts::PI"), None);
         assert_eq!(Command::parse("let x = 1;"), None);
     }

@@ -95,9 +95,11 @@ impl<T: std::fmt::Debug + ?Sized> DebugFallback for &T {
     }
 }
 
-/// Shows `value` now, as a separate output of this cell, in order with printed text. The
-/// handle updates that output in place later (`update_display_data`).
-pub fn display<T: RichDisplay + ?Sized>(value: &T) -> DisplayHandle {
+/// Shows `value` now, as a separate output of this cell, in order with printed text: a value
+/// (`display(Html("<b>hi</b>"))`, `display(t)`) or a reference (`display(&t)`, which keeps `t`).
+/// The handle updates that output in place later (`update_display_data`); as a cell's last
+/// value it shows nothing, as in IPython.
+pub fn display<T: RichDisplay>(value: T) -> DisplayHandle {
     let handle = DisplayHandle::new();
     handle.display(value);
     handle
@@ -105,7 +107,7 @@ pub fn display<T: RichDisplay + ?Sized>(value: &T) -> DisplayHandle {
 
 /// Shows any `Debug` value as text, like a cell's last value.
 pub fn display_debug<T: std::fmt::Debug + ?Sized>(value: &T) -> DisplayHandle {
-    display(&Text(format!("{value:?}")))
+    display(Text(format!("{value:?}")))
 }
 
 /// Shows raw content of one MIME type (base64 for binary types).
@@ -113,9 +115,15 @@ pub fn display_mime(mime: &str, content: &str) {
     wire::emit("display", "", &[(mime.to_owned(), content.to_owned())]);
 }
 
-/// Clears this cell's output; with `wait`, only when the next output arrives (no flicker).
-pub fn clear_output(wait: bool) {
-    wire::emit(if wait { "clear-wait" } else { "clear" }, "", &[]);
+/// Clears this cell's output now.
+pub fn clear_output() {
+    wire::emit("clear", "", &[]);
+}
+
+/// Clears this cell's output when the next output arrives, so a redrawn plot does not flicker
+/// (IPython's `clear_output(wait=True)`).
+pub fn clear_output_wait() {
+    wire::emit("clear-wait", "", &[]);
 }
 
 /// One output that can be shown and then updated in place, like IPython's
@@ -149,28 +157,32 @@ impl DisplayHandle {
         &self.id
     }
 
-    /// Shows `value` as a new output carrying this handle's id.
-    pub fn display<T: RichDisplay + ?Sized>(&self, value: &T) {
+    /// Shows `value` (or `&value`) as a new output carrying this handle's id.
+    pub fn display<T: RichDisplay>(&self, value: T) {
         wire::emit("display", &self.id, value.mime_bundle().entries());
     }
 
-    /// Replaces every output shown with this handle's id, wherever it is in the notebook.
-    pub fn update<T: RichDisplay + ?Sized>(&self, value: &T) {
+    /// Replaces every output shown with this handle's id, wherever it is in the notebook:
+    /// `handle.update(Markdown(format!("step {i}")))`, or `handle.update(&plot)`.
+    pub fn update<T: RichDisplay>(&self, value: T) {
         wire::emit("update", &self.id, value.mime_bundle().entries());
     }
 }
 
-/// HTML, shown rendered.
+// The wrappers hold any text (`Html("<b>hi</b>")`, `Html(format!(..))`); `String` is the default
+// so that `Html` alone names the type in a signature.
+
+/// HTML, shown rendered: `display(Html("<b>hi</b>"))`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Html(pub String);
+pub struct Html<S = String>(pub S);
 
 /// Markdown, shown rendered (with LaTeX math in `$..$`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Markdown(pub String);
+pub struct Markdown<S = String>(pub S);
 
 /// An SVG image (the document text).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Svg(pub String);
+pub struct Svg<S = String>(pub S);
 
 /// A PNG image (the encoded file).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,29 +190,37 @@ pub struct Png(pub Vec<u8>);
 
 /// Plain text, shown as is (a `String` as a cell's last value shows quoted, like its Debug).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Text(pub String);
+pub struct Text<S = String>(pub S);
 
-impl RichDisplay for Html {
+impl<S: AsRef<str>> RichDisplay for Html<S> {
     fn mime_bundle(&self) -> MimeBundle {
         MimeBundle::new()
             .with("text/plain", "<HTML>")
-            .with("text/html", self.0.clone())
+            .with("text/html", self.0.as_ref())
     }
 }
 
-impl RichDisplay for Markdown {
+impl<S: AsRef<str>> RichDisplay for Markdown<S> {
     fn mime_bundle(&self) -> MimeBundle {
         MimeBundle::new()
-            .with("text/plain", self.0.clone())
-            .with("text/markdown", self.0.clone())
+            .with("text/plain", self.0.as_ref())
+            .with("text/markdown", self.0.as_ref())
     }
 }
 
-impl RichDisplay for Svg {
+impl<S: AsRef<str>> RichDisplay for Svg<S> {
     fn mime_bundle(&self) -> MimeBundle {
         MimeBundle::new()
             .with("text/plain", "<SVG image>")
-            .with("image/svg+xml", self.0.clone())
+            .with("image/svg+xml", self.0.as_ref())
+    }
+}
+
+/// A handle as a cell's last value (`display(..)` without `;`) shows nothing: the output it
+/// names is already there.
+impl RichDisplay for DisplayHandle {
+    fn mime_bundle(&self) -> MimeBundle {
+        MimeBundle::new()
     }
 }
 
@@ -234,9 +254,9 @@ impl RichDisplay for Png {
     }
 }
 
-impl RichDisplay for Text {
+impl<S: AsRef<str>> RichDisplay for Text<S> {
     fn mime_bundle(&self) -> MimeBundle {
-        MimeBundle::new().with("text/plain", self.0.clone())
+        MimeBundle::new().with("text/plain", self.0.as_ref())
     }
 }
 

@@ -186,10 +186,9 @@ pub fn submit(options: Submit) -> Result<Job, JobError> {
         &ready.env,
         &KERNEL_ONLY_ENV,
     )?;
-    ready.status.update(&crate::Text(format!(
-        "submitted {} as job {id}",
-        ready.name
-    )));
+    ready
+        .status
+        .update(crate::Text(format!("submitted {} as job {id}", ready.name)));
     Ok(Job {
         name: ready.name,
         dir: ready.dir,
@@ -241,7 +240,7 @@ pub fn sweep<K: ToString, V: ToString>(
         &ready.env,
         &KERNEL_ONLY_ENV,
     )?;
-    ready.status.update(&crate::Text(format!(
+    ready.status.update(crate::Text(format!(
         "submitted {} as array job {id} ({} tasks)",
         ready.name,
         settings.len()
@@ -294,7 +293,7 @@ fn prepare(options: &Submit) -> Result<Prepared, JobError> {
         Path::new(&run_dir).join("jobs").join(&stem)
     });
     let status = DisplayHandle::new();
-    status.display(&crate::Text(format!(
+    status.display(crate::Text(format!(
         "exporting {} to {}",
         notebook.display(),
         dir.display()
@@ -314,7 +313,7 @@ fn prepare(options: &Submit) -> Result<Prepared, JobError> {
     let name = exported_name(&dir).ok_or_else(|| {
         JobError::Export(format!("no package name in {}/Cargo.toml", dir.display()))
     })?;
-    status.update(&crate::Text(format!(
+    status.update(crate::Text(format!(
         "building {name} (cargo build --release in {})",
         dir.display()
     )));

@@ -25,6 +25,9 @@ pub mod datasets;
 mod display;
 mod interrupt;
 mod jobs;
+/// What `:vars` compiles to show each variable's short value.
+#[doc(hidden)]
+pub mod kernel_vars;
 pub mod mllog;
 mod plot;
 mod progress;
@@ -52,7 +55,7 @@ pub use datasets::CIFAR10_CLASSES;
 pub use datasets::{Cifar10, cifar10, digits};
 pub use display::{
     DisplayHandle, EvcxrDisplay, Html, Markdown, MimeBundle, Png, RichDisplay, Svg, Text,
-    clear_output, display, display_debug, display_mime,
+    clear_output, clear_output_wait, display, display_debug, display_mime,
 };
 #[cfg(feature = "tch")]
 pub use image::{image, image_grid};

@@ -164,7 +164,7 @@ fn format_values(p: &Preview) -> String {
     rec(p, &cells, width, 0, 0, "tensor(".len())
 }
 
-fn dtype_name(kind: Kind) -> &'static str {
+pub(crate) fn dtype_name(kind: Kind) -> &'static str {
     match kind {
         Kind::Uint8 => "torch.uint8",
         Kind::Int8 => "torch.int8",
@@ -183,7 +183,7 @@ fn dtype_name(kind: Kind) -> &'static str {
     }
 }
 
-fn device_name(device: Device) -> String {
+pub(crate) fn device_name(device: Device) -> String {
     match device {
         Device::Cpu => "cpu".into(),
         Device::Cuda(i) => format!("cuda:{i}"),
@@ -217,7 +217,7 @@ pub fn tensor_text(t: &Tensor) -> String {
 }
 
 /// The HTML summary: a header line, min/max/mean for floating tensors, and the values (a table
-/// for one and two dimensions, PyTorch's text otherwise).
+/// for one and two dimensions, followed by PyTorch's text; only the text otherwise).
 pub fn tensor_html(t: &Tensor) -> String {
     if !t.defined() {
         return "<code>tensor(&lt;undefined&gt;)</code>".into();
@@ -275,6 +275,11 @@ pub fn tensor_html(t: &Tensor) -> String {
             html.push_str("</tr>");
         }
         html.push_str("</table>");
+        // PyTorch users look for its text too: it goes under the table.
+        html.push_str(&format!(
+            "<pre style=\"margin-top:0.3em\">{}</pre>",
+            html_escape(&tensor_text(t))
+        ));
         html
     } else {
         format!("<pre>{}</pre>", html_escape(&tensor_text(t)))

@@ -94,8 +94,12 @@ impl PanicReport {
     /// Where the panic happened, unless it is inside the generated cell crate (meaningless to
     /// the user, whose code is shown with the error instead).
     pub(crate) fn user_location(&self) -> Option<&str> {
-        (!self.location.is_empty() && !self.location.starts_with("src/lib.rs"))
-            .then_some(self.location.as_str())
+        (!self.location.is_empty()
+            && !self.location.starts_with("src/lib.rs")
+            // Inside a crate from the registry (tch's wrappers of libtorch, mostly): a path
+            // a newcomer cannot use; the message says what went wrong.
+            && !self.location.contains("/registry/src/"))
+        .then_some(self.location.as_str())
     }
 
     pub(crate) fn describe(&self) -> String {

@@ -2,6 +2,7 @@
 
 use crate::build_cache;
 use crate::child_init::{self, INPUT_ERR, INPUT_OK, PanicReport};
+use crate::hints;
 use crate::known_names::{self, KnownNames};
 use crate::output::{Forwarder, OutputSink, Stream};
 use evcxr::{CommandContext, EvalCallbacks};
@@ -179,6 +180,9 @@ impl std::fmt::Display for EvalError {
 pub struct EvalOutput {
     pub data: Vec<(String, String)>,
     pub elapsed: Option<Duration>,
+    /// Time spent compiling the cell (every attempt) and running it, for `:timing`.
+    pub compile_time: Duration,
+    pub run_time: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -470,15 +474,21 @@ impl Evaluator {
                 }
                 Some(p) => Err(EvalError::Panic {
                     location: p.user_location().map(str::to_owned),
-                    message: p.message,
+                    message: panic_message(p.message),
                 }),
                 None => {
                     let mut data: Vec<(String, String)> =
                         outputs.content_by_mime_type.into_iter().collect();
                     data.sort();
+                    let (run, compile): (Vec<_>, Vec<_>) = outputs
+                        .phases
+                        .iter()
+                        .partition(|p| p.name == evcxr::EXECUTION_PHASE);
                     Ok(EvalOutput {
                         data,
                         elapsed: outputs.timing,
+                        compile_time: compile.iter().map(|p| p.duration).sum(),
+                        run_time: run.iter().map(|p| p.duration).sum(),
                     })
                 }
             },
@@ -596,6 +606,15 @@ impl Evaluator {
         Some((plain, html))
     }
 
+    /// Variables kept between cells, with their types as people read them (`Tensor`, not
+    /// `tch_prelude::Tensor`).
+    pub fn variables_for_display(&self) -> Vec<(String, String)> {
+        self.ctx
+            .variables_and_types()
+            .map(|(n, t)| (n.to_owned(), evcxr::short_type_name(t)))
+            .collect()
+    }
+
     /// Variables kept between cells, with their types.
     pub fn variables(&self) -> Vec<(String, String)> {
         self.ctx
@@ -649,6 +668,38 @@ fn html_escape(s: &str) -> String {
     out
 }
 
+/// How a hint line starts and ends (bold cyan, as rustc's `help` is shown in colour).
+const HINT_STYLE: &str = "\x1b[1;36m";
+const HINT_RESET: &str = "\x1b[0m";
+
+/// An error's message, labels and helps in one text, for `hints` to match on.
+fn error_text(error: &evcxr::CompilationError) -> String {
+    let mut text = error.message();
+    for m in error.spanned_messages().iter().chain(error.help_spanned()) {
+        text.push('\n');
+        text.push_str(&m.label);
+    }
+    for h in error.help() {
+        text.push('\n');
+        text.push_str(&h);
+    }
+    text
+}
+
+/// A panic's message as the notebook shows it: a libtorch error as its first lines (the whole
+/// text, with libtorch's C++ backtrace, goes to the kernel's log at debug level, and stays in
+/// the notebook when that level is on).
+fn panic_message(message: String) -> String {
+    match hints::libtorch_error(&message) {
+        Some(short) if !log::log_enabled!(log::Level::Debug) => short,
+        Some(_) => {
+            log::debug!("libtorch error in full: {message}");
+            message
+        }
+        None => message,
+    }
+}
+
 fn render_compile_errors(errors: &[evcxr::CompilationError], code: &str) -> EvalError {
     let name = "cell".to_owned();
     let mut report = Vec::new();
@@ -673,6 +724,11 @@ fn render_compile_errors(errors: &[evcxr::CompilationError], code: &str) -> Eval
                 report.push(error.message());
                 report.extend(error.help().into_iter().map(|h| format!("help: {h}")));
             }
+        }
+        if error.level() == "error"
+            && let Some(hint) = hints::compile_hint(error.code(), &error_text(error))
+        {
+            report.push(format!("{HINT_STYLE}hint{HINT_RESET}: {hint}"));
         }
     }
     let message = errors

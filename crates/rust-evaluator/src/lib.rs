@@ -10,6 +10,7 @@ mod build_cache;
 mod child_init;
 mod completeness;
 mod evaluator;
+mod hints;
 mod known_names;
 mod output;
 

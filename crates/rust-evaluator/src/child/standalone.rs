@@ -6,9 +6,13 @@
 pub fn display_mime(mime: &str, content: &str) {
     __tch_kernel_emit("display", "", &[(mime, content)]);
 }
-/// Clears this cell's output; with `wait`, only when the next output arrives (no flicker).
-pub fn clear_output(wait: bool) {
-    __tch_kernel_emit(if wait { "clear-wait" } else { "clear" }, "", &[]);
+/// Clears this cell's output now.
+pub fn clear_output() {
+    __tch_kernel_emit("clear", "", &[]);
+}
+/// Clears this cell's output when the next output arrives (no flicker).
+pub fn clear_output_wait() {
+    __tch_kernel_emit("clear-wait", "", &[]);
 }
 /// True once the user has interrupted the running cell (the stop button).
 pub fn interrupted() -> bool {
