@@ -112,6 +112,15 @@ fn split_cell(code: &str) -> (String, String) {
             }
         }
     }
+    // A cell may end in `let x = ..` without `;`, as the kernel accepts.
+    if let Some(ast::Stmt::LetStmt(last)) = list.statements().last()
+        && last.semicolon_token().is_none()
+    {
+        let (_, end) = local(last.syntax().text_range());
+        if end <= code.len() {
+            edits.push((end, end, ";".to_owned()));
+        }
+    }
     if let Some(tail) = list.tail_expr() {
         let (start, end) = local(tail.syntax().text_range());
         if end <= code.len() {
@@ -197,6 +206,12 @@ mod tests {
         assert!(!p.body.contains("panic!"));
         assert!(p.body.contains("gpu_report()"));
         assert!(p.notes[0].contains("raises-exception"));
+    }
+
+    #[test]
+    fn a_last_let_without_semicolon_gets_one() {
+        let p = convert_cells(&[code("let a = 1;\nlet t = a + 2"), code("t")]);
+        assert!(p.body.contains("let t = a + 2;"), "{}", p.body);
     }
 
     #[test]
