@@ -224,12 +224,46 @@ def test_check_interrupt_in_a_plain_loop(k):
     assert int(result(ok(kc, "counter"))[0]) > 0
 
 
+def test_every_loop_a_cell_writes_stops_at_an_interrupt(k):
+    """No check_interrupt() and no progress bar: the kernel polls in every loop of cell code,
+    in statements, in functions and methods defined in cells, and in closures."""
+    km, kc = k
+    ok(kc, "let mut spins = 0u64;\nlet model = Tensor::ones([3], (Kind::Float, Device::Cpu));")
+    ok(kc, "fn busy(n: &mut u64) { while *n < u64::MAX { *n = n.wrapping_add(1); } }\n"
+           "struct Worker;\nimpl Worker { fn run(&self, n: &mut u64) { for i in 0.. { *n = i; } } }")
+    cells = [
+        'println!("running"); loop {}',
+        'println!("running"); loop { spins = spins.wrapping_add(1); }',
+        'println!("running"); for step in 0..u64::MAX { spins = step; }',
+        'println!("running"); busy(&mut spins);',
+        'println!("running"); Worker.run(&mut spins);',
+        'println!("running"); { let spin = |n: &mut u64| loop { *n += 1; }; spin(&mut spins); }',
+    ]
+    for cell in cells:
+        reply, _ = run_interrupted(km, kc, cell, printed("running"))
+        assert reply["ename"] == "KeyboardInterrupt", (cell, reply)
+        assert any("kept" in line for line in reply["traceback"]), (cell, reply)
+        assert result(ok(kc, "model.sum(Kind::Float).double_value(&[])")) == ["3.0"], cell
+    # Counters the loops updated are kept too.
+    assert int(result(ok(kc, "spins"))[0]) > 0
+
+
+def test_compile_errors_in_loops_point_at_the_code_as_written(k):
+    _, kc = k
+    reply, _ = run(kc, "for i in 0..3 { let x: bool = i; }")
+    assert reply["status"] == "error"
+    text = "\n".join(reply["traceback"])
+    assert "cell:1:31" in text, text
+    assert "__tch" not in text and "poll" not in text
+
+
 def test_a_cell_that_never_checks_is_stopped_by_a_restart():
     # Its own kernel: the restart loses every variable.
     km, kc = start_torch({"TCH_KERNEL_INTERRUPT_GRACE": "1"})
     try:
         ok(kc, "let kept = 1;")
-        never_checks = 'println!("running"); loop { std::thread::sleep(std::time::Duration::from_millis(10)); }'
+        # One long native call: no loop of the cell's own comes round to poll.
+        never_checks = 'println!("running"); std::thread::sleep(std::time::Duration::from_secs(3600));'
         reply, _ = run_interrupted(km, kc, never_checks, printed("running"))
         assert reply["ename"] == "KeyboardInterrupt"
         assert any("restarted" in line for line in reply["traceback"])

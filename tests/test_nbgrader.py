@@ -1,7 +1,7 @@
 """A course graded with the real nbgrader: the example course in examples/nbgrader-course is
-released to students, and four submissions are autograded (correct, one wrong answer, one
-panicking answer, one that does not compile, and the released version unchanged). Each
-question is scored on its own, as under ipykernel."""
+released to students, and submissions are autograded: correct, a wrong answer, a panicking
+one, one that does not compile, an endless loop (stopped by nbgrader's cell timeout), and the
+released version unchanged. Each question is scored on its own, as under ipykernel."""
 
 import csv
 import json
@@ -74,6 +74,9 @@ SUBMISSIONS = {
     # Returns a Tensor where an f64 is due: the cell does not compile, so mean_square is not
     # defined; questions 2 and 3 still count.
     "broken": ({**CORRECT, "q1-answer": "t.square().mean(Kind::Double)"}, {**POINTS, "q1-tests": 0}),
+    # An endless loop: nbgrader's cell timeout interrupts it, the loop stops at its poll, and
+    # the set-up cell's variables are still there for the later questions.
+    "endless": ({**CORRECT, "q1-answer": "let mut s = 0.0;\n    loop { s += 1.0; }"}, {**POINTS, "q1-tests": 0}),
     # The released notebook unchanged: every answer is todo!().
     "untouched": ({}, {k: 0 for k in POINTS}),
 }
@@ -98,7 +101,8 @@ def graded(tmp_path_factory, torch_env):
         target = course / "submitted" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
         target.parent.mkdir(parents=True)
         target.write_text(json.dumps(nb))
-    nbgrader(course, "autograde", ASSIGNMENT, "--create", "--force")
+    # A short cell timeout, for the endless loop; every other cell takes a second or two.
+    nbgrader(course, "autograde", ASSIGNMENT, "--create", "--force", "--Execute.timeout=20")
     nbgrader(course, "export")
     with open(course / "grades.csv") as f:
         grades = {row["student_id"]: row for row in csv.DictReader(f)}

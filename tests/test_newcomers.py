@@ -10,7 +10,7 @@ from conftest import ok, result, run, start_torch
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Names of the engine's own code: none may reach a message a user sees.
-INTERNAL = re.compile(r"evcxr|__tch|variable_store|tch_kernel_protocol")
+INTERNAL = re.compile(r"(?i)evcxr|__tch|variable_store|tch_kernel_protocol")
 
 
 def displays(outputs):
@@ -131,6 +131,8 @@ def test_no_internal_name_in_errors_a_beginner_makes(k):
         "t.size(",
         "fn f( {",
         "let v: Vec<i32> = vec![1, 2]\nv",
+        "let add_one = |x: i32| x + 1;",
+        "fn make() -> impl std::fmt::Debug { 1 }\nlet m = make();",
     ]:
         reply, _ = run(k, code)
         assert reply["status"] == "error", code
@@ -192,6 +194,7 @@ def test_help_lists_every_command_and_the_display_calls(k):
     text = reply["payload"][0]["data"]["text/plain"]
     for word in [":vars", ":timing", ":gpu", ":dep", ":help", "clear_output()", 'Html("<b>hi</b>")']:
         assert word in text, word
+    assert not INTERNAL.search(text), INTERNAL.search(text)
 
 
 def test_a_cell_that_succeeds_writes_nothing_to_stderr(k):

@@ -8,8 +8,26 @@ pub const RED: &str = "\x1b[0;31m";
 pub const BOLD: &str = "\x1b[1m";
 pub const RESET: &str = "\x1b[0m";
 
+/// What a restart of the evaluation process took, and what it kept.
+fn lost_variables(lost: &[String]) -> String {
+    let kept = "Definitions (fn, struct, use) and :dep crates are kept; run the cells that define \
+                the variables again.";
+    match lost {
+        [] => format!("No variables were lost (none were defined). {kept}"),
+        names => format!(
+            "Lost: {} ({} variable{}). {kept}",
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            names.len(),
+            if names.len() == 1 { "" } else { "s" }
+        ),
+    }
+}
+
 pub fn error_info(error: EvalError) -> ErrorInfo {
-    let lost = "All variables were lost; definitions (fn, struct, use) and :dep crates are kept.";
     match error {
         EvalError::Compile { message, report } => ErrorInfo {
             ename: "CompilationError".into(),
@@ -31,31 +49,33 @@ pub fn error_info(error: EvalError) -> ErrorInfo {
         }
         EvalError::Interrupted {
             variables_kept: true,
+            ..
         } => ErrorInfo {
             ename: "KeyboardInterrupt".into(),
             evalue: "the cell was interrupted".into(),
             traceback: vec![
-                format!(
-                    "{RED}{BOLD}KeyboardInterrupt{RESET}: the cell stopped at a check for interrupts."
-                ),
+                format!("{RED}{BOLD}KeyboardInterrupt{RESET}: the cell stopped where it was."),
                 "Variables defined before this cell are kept; those this cell defined are not."
                     .into(),
             ],
         },
         EvalError::Interrupted {
             variables_kept: false,
+            lost,
         } => ErrorInfo {
             ename: "KeyboardInterrupt".into(),
             evalue: "the cell was interrupted".into(),
             traceback: vec![
                 format!("{RED}{BOLD}KeyboardInterrupt{RESET}: the cell was interrupted."),
                 format!(
-                    "It did not stop at a check for interrupts in time, so the evaluation process was restarted. {lost}\n\
-                     Long loops keep their variables when they call check_interrupt() or iterate through progress(..)."
+                    "It was inside one long call that does not come back to the cell's code (a \
+                     native function, a sleep, a blocking read), so the evaluation process was \
+                     restarted. {}",
+                    lost_variables(&lost)
                 ),
             ],
         },
-        EvalError::ProcessDied { reason } => ErrorInfo {
+        EvalError::ProcessDied { reason, lost } => ErrorInfo {
             ename: "EvaluatorCrashed".into(),
             evalue: format!("the evaluation process died: {}", reason.trim()),
             traceback: vec![
@@ -63,7 +83,7 @@ pub fn error_info(error: EvalError) -> ErrorInfo {
                     "{RED}{BOLD}The evaluation process died{RESET}: {}",
                     reason.trim()
                 ),
-                format!("It was restarted. {lost}"),
+                format!("It was restarted. {}", lost_variables(&lost)),
             ],
         },
         EvalError::VariablesLost(vars) => ErrorInfo {

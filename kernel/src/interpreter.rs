@@ -233,10 +233,11 @@ Showing things (with the tch prelude)
   image(&t) / image_grid(&t, columns)           progress(iter), progress_postfix(text)
   MlLog (MLPerf-style logs), Checkpoint, digits(), cifar10(dir)
 
-Interrupt (■) stops a loop over progress(..) or one calling check_interrupt() at its next step,
-keeping every earlier variable. A cell that does not check within a few seconds (or a second ■)
-is stopped by restarting the evaluation process: variables are lost; definitions and
-dependencies are kept. A panic only fails its cell: earlier variables are kept.
+Interrupt (■) stops every loop of cell code (for, while, loop; in functions and closures too)
+at its next iteration, keeping every earlier variable; check_interrupt() stops anywhere else.
+Code stuck in one long call (a sleep, a big native op) is stopped after a few seconds (or at a
+second ■) by restarting the evaluation process: the error names the variables lost; definitions
+and dependencies are kept. A panic only fails its cell: earlier variables are kept.
 
 Batch jobs: tch-kernel export NOTEBOOK.ipynb OUTDIR --partition P --gres gpu:TYPE:N --time T
 
@@ -248,7 +249,7 @@ Kernel commands
   :dep NAME = \"VERSION\"   add a crate (needs a registry or a vendored source)
   :opt LEVEL     rustc opt-level for later cells (0, 1, 2, 3, s, z)
 
-Engine commands (evcxr)
+More commands (the evaluation engine's)
 ";
 
 impl RustInterpreter {

@@ -33,6 +33,9 @@ pub struct Settings {
     /// How long an interrupted cell gets to reach a check for interrupts before the child is
     /// restarted (`TCH_KERNEL_INTERRUPT_GRACE`, seconds).
     pub interrupt_grace: std::time::Duration,
+    /// Insert an interrupt poll into every loop of cell code (`TCH_KERNEL_LOOP_POLL=0` turns it
+    /// off: for the benchmark that measures what it costs).
+    pub poll_loops: bool,
 }
 
 impl Settings {
@@ -53,6 +56,7 @@ impl Settings {
                     .filter(|s: &f64| s.is_finite() && *s >= 0.0)
                     .unwrap_or(3.0),
             ),
+            poll_loops: var("TCH_KERNEL_LOOP_POLL").is_none_or(|v| v != "0"),
         }
     }
 
@@ -93,6 +97,7 @@ impl Settings {
             // Not for the installer's prebuild, which only compiles.
             warm_up_analyzer: !keep,
             interrupt_grace: self.interrupt_grace,
+            poll_loops: self.poll_loops,
             // The prelude dylib loads libtorch; cells need not read its libraries to link.
             link_stand_in_dirs: self.libtorch.iter().map(|l| l.join("lib")).collect(),
             // Loaded by the kernel, which completes from them before the evaluator starts.

@@ -418,7 +418,7 @@ Panic detected. Here's some useful information if you're filing a bug report.
                 },
             )
             .disable_in_analysis(),
-            AvailableCommand::new(":version", "Print Evcxr version", |_ctx, _state, _args| {
+            AvailableCommand::new(":version", "Print the evaluation engine's version", |_ctx, _state, _args| {
                 text_output(env!("CARGO_PKG_VERSION"))
             }),
             AvailableCommand::new(

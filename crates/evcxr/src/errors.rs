@@ -315,6 +315,21 @@ impl CompilationError {
         }
     }
 
+    /// tch-kernel: moves every span with `position(line, column)`, for an embedder that
+    /// compiled other code than the user wrote (with calls inserted) and shows the original.
+    pub fn map_positions(&mut self, position: &dyn Fn(usize, usize) -> (usize, usize)) {
+        for message in self
+            .spanned_messages
+            .iter_mut()
+            .chain(self.spanned_helps.iter_mut())
+        {
+            if let Some(span) = &mut message.span {
+                (span.start_line, span.start_column) = position(span.start_line, span.start_column);
+                (span.end_line, span.end_column) = position(span.end_line, span.end_column);
+            }
+        }
+    }
+
     pub fn spanned_messages(&self) -> &[SpannedMessage] {
         &self.spanned_messages[..]
     }

@@ -881,11 +881,10 @@ impl EvalContext {
             let type_name = match crate::type_probe::classify(rustc_type.as_deref()) {
                 TypeName::Named(x) => x,
                 TypeName::Closure => bail!(
-                    "The variable `{}` is a closure, which cannot be persisted.\n\
-                     You can however persist closures if you box them. e.g.:\n\
-                     let f: Box<dyn Fn()> = Box::new(|| {{println!(\"foo\")}});\n\
-                     Alternatively, you can prevent evcxr from attempting to persist\n\
-                     the variable by wrapping your code in braces.",
+                    // tch-kernel: in plain words, without the engine's name.
+                    "The variable `{}` is a closure, which cannot be kept for later cells.\n\
+                     A boxed closure can: let f: Box<dyn Fn(i32) -> i32> = Box::new(|x| x + 1);\n\
+                     Or use it only in this cell, inside braces: {{ let f = |x| x + 1; f(2) }}",
                     variable_name
                 ),
                 TypeName::Unknown => match rustc_type {
@@ -1175,11 +1174,10 @@ impl EvalContext {
 
 fn non_persistable_type_error(variable_name: &str, actual_type: &str) -> Result<(), Error> {
     bail!(
-        "The variable `{}` has type `{}` which cannot be persisted.\n\
-             You might be able to fix this by creating a `Box<dyn YourType>`. e.g.\n\
-             let v: Box<dyn core::fmt::Debug> = Box::new(foo());\n\
-             Alternatively, you can prevent evcxr from attempting to persist\n\
-             the variable by wrapping your code in braces.",
+        // tch-kernel: in plain words, without the engine's name.
+        "The variable `{}` has type `{}`, which cannot be kept for later cells.\n\
+             A boxed trait object can: let v: Box<dyn std::fmt::Debug> = Box::new(foo());\n\
+             Or use it only in this cell, inside braces: {{ let v = foo(); ... }}",
         variable_name,
         actual_type
     );

@@ -4,6 +4,7 @@ use crate::build_cache;
 use crate::child_init::{self, INPUT_ERR, INPUT_OK, PanicReport};
 use crate::hints;
 use crate::known_names::{self, KnownNames};
+use crate::loop_poll;
 use crate::output::{Forwarder, OutputSink, Stream};
 use evcxr::{CommandContext, EvalCallbacks};
 use std::path::{Path, PathBuf};
@@ -45,6 +46,8 @@ pub struct EvaluatorConfig {
     /// How long an interrupted cell may take to reach a `check_interrupt()` before the child
     /// is killed (and variables lost).
     pub interrupt_grace: Duration,
+    /// Insert an interrupt poll at the top of every loop body in cells (see `loop_poll`).
+    pub poll_loops: bool,
     /// Native library dirs whose shared objects the prelude dylib already brings into the
     /// child (libtorch's `lib/`): cells link against empty stand-ins of them, not the real
     /// (900 MB) files.
@@ -144,14 +147,17 @@ pub enum EvalError {
         message: String,
         location: Option<String>,
     },
-    /// Stopped on request: at a `check_interrupt()` (variables of earlier cells kept), or by
-    /// restarting the child (all variables gone).
+    /// Stopped on request: at a poll in a loop or a `check_interrupt()` (variables of earlier
+    /// cells kept), or by restarting the child (`lost`: the variables that were gone with it).
     Interrupted {
         variables_kept: bool,
+        lost: Vec<String>,
     },
-    /// The child died (segfault, abort, `exit`) and was restarted, so variables are gone.
+    /// The child died (segfault, abort, `exit`) and was restarted; `lost` are the variables
+    /// that were defined before the cell.
     ProcessDied {
         reason: String,
+        lost: Vec<String>,
     },
     /// Redefining a type dropped variables of the old type.
     VariablesLost(Vec<String>),
@@ -164,7 +170,7 @@ impl std::fmt::Display for EvalError {
             EvalError::Compile { message, .. } => write!(f, "{message}"),
             EvalError::Panic { message, .. } => write!(f, "{message}"),
             EvalError::Interrupted { .. } => write!(f, "interrupted"),
-            EvalError::ProcessDied { reason } => write!(f, "{reason}"),
+            EvalError::ProcessDied { reason, .. } => write!(f, "{reason}"),
             EvalError::VariablesLost(v) => write!(
                 f,
                 "variables lost after a type was redefined: {}",
@@ -271,6 +277,7 @@ pub struct Evaluator {
     child_needs_init: bool,
     /// Names for completion while rust-analyzer cannot answer (see `known_names`).
     known: Arc<KnownNames>,
+    poll_loops: bool,
     /// Declared last: removed after the engine (and its child) is gone.
     _build_dir: BuildDirGuard,
 }
@@ -400,6 +407,7 @@ impl Evaluator {
             interrupter,
             child_needs_init: false,
             known: config.known_names.clone(),
+            poll_loops: config.poll_loops,
             _build_dir: build_dir,
         })
     }
@@ -451,7 +459,16 @@ impl Evaluator {
                 }
             },
         };
-        let result = self.ctx.execute_with_callbacks(code, &mut callbacks);
+        // What a crash of the child would take with it.
+        let defined_before: Vec<String> = self.variables().into_iter().map(|(n, _)| n).collect();
+        let instrumented = if self.poll_loops {
+            loop_poll::instrument(code)
+        } else {
+            loop_poll::Instrumented::unchanged(code)
+        };
+        let result = self
+            .ctx
+            .execute_with_callbacks(&instrumented.code, &mut callbacks);
         if let Ok(outputs) = &result {
             log_phases(outputs);
         }
@@ -470,6 +487,7 @@ impl Evaluator {
                 Some(p) if p.message == child_init::INTERRUPT_PANIC => {
                     Err(EvalError::Interrupted {
                         variables_kept: true,
+                        lost: Vec::new(),
                     })
                 }
                 Some(p) => Err(EvalError::Panic {
@@ -494,15 +512,25 @@ impl Evaluator {
             },
             Err(evcxr::Error::SubprocessTerminated(reason)) => {
                 self.child_needs_init = true;
+                let mut lost = defined_before;
+                lost.sort();
                 if interrupted {
                     Err(EvalError::Interrupted {
                         variables_kept: false,
+                        lost,
                     })
                 } else {
-                    Err(EvalError::ProcessDied { reason })
+                    Err(EvalError::ProcessDied { reason, lost })
                 }
             }
-            Err(evcxr::Error::CompilationErrors(errors)) => {
+            Err(evcxr::Error::CompilationErrors(mut errors)) => {
+                if !instrumented.is_unchanged() {
+                    for error in &mut errors {
+                        error.map_positions(&|line, column| {
+                            instrumented.original_position(line, column)
+                        });
+                    }
+                }
                 Err(render_compile_errors(&errors, code))
             }
             Err(evcxr::Error::TypeRedefinedVariablesLost(vars)) => {

@@ -12,6 +12,7 @@ mod completeness;
 mod evaluator;
 mod hints;
 mod known_names;
+mod loop_poll;
 mod output;
 
 pub use build_cache::{BuildCache, PrebuiltState};

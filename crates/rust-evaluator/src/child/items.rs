@@ -68,3 +68,44 @@ pub fn __tch_kernel_input(prompt: &str, password: bool) -> String {
         panic!("input(): {}", protocol::unescape(reason))
     }
 }
+/// Called at the top of every loop body in cell code (the kernel inserts the call): an
+/// interrupt (■) then stops the loop as `check_interrupt()` does, keeping earlier variables.
+/// One relaxed load per iteration; the counter's address is looked up once per cell.
+#[doc(hidden)]
+#[inline(always)]
+pub fn __tch_kernel_poll() {
+    use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+    static COUNTER: AtomicPtr<AtomicUsize> = AtomicPtr::new(std::ptr::null_mut());
+    let mut counter = COUNTER.load(Ordering::Relaxed);
+    if counter.is_null() {
+        counter = __tch_kernel_find_counter();
+        COUNTER.store(counter, Ordering::Relaxed);
+    }
+    // SAFETY: the address of a static AtomicUsize of this process (or of NO_COUNTER below).
+    if unsafe { &*counter }.load(Ordering::Relaxed) != 0 {
+        __tch_kernel_stop();
+    }
+}
+#[doc(hidden)]
+#[cold]
+#[inline(never)]
+pub fn __tch_kernel_find_counter() -> *mut std::sync::atomic::AtomicUsize {
+    use std::sync::atomic::AtomicUsize;
+    static NO_COUNTER: AtomicUsize = AtomicUsize::new(0);
+    // The evaluation process publishes the address of its interrupt counter (see evcxr's
+    // runtime.rs); cells are separate shared objects and cannot link to it.
+    std::env::var(__tch_kernel_protocol::INTERRUPT_COUNTER_ENV)
+        .ok()
+        .and_then(|a| __tch_kernel_protocol::counter_address(&a))
+        .filter(|a| *a != 0 && a % std::mem::align_of::<AtomicUsize>() == 0)
+        .map_or(&NO_COUNTER as *const AtomicUsize, |a| a as *const AtomicUsize) as *mut AtomicUsize
+}
+#[doc(hidden)]
+#[cold]
+#[inline(never)]
+pub fn __tch_kernel_stop() {
+    // A loop in a `drop` that runs while a panic unwinds must not panic again (that aborts).
+    if !std::thread::panicking() {
+        std::panic::panic_any(__tch_kernel_protocol::INTERRUPT_PANIC);
+    }
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""What the interrupt poll in every loop of a cell costs: tight numeric loops timed inside the
+cell (compile time excluded), in a kernel that polls against one started with
+TCH_KERNEL_LOOP_POLL=0, in the same run, alternating. Prints the ratio of medians per loop;
+the goal is at most 1.03.
+
+    .venv/bin/python bench/loop_poll.py [--kernel rust-tch] [--runs 7]
+"""
+
+import argparse
+import os
+import re
+import statistics
+
+from jupyter_client import KernelManager
+
+SETUP = "let data: Vec<f64> = (0..4_000_000).map(|i| (i % 1000) as f64 * 0.001).collect();\nlet n = 200usize;\nlet a: Vec<f64> = (0..n * n).map(|i| (i % 7) as f64).collect();"
+
+# (name, cell body; each prints `elapsed <seconds>` for its loop only). `{i}` makes each run a
+# new cell, as in a notebook.
+LOOPS = [
+    ("for over a range (integer recurrence)",
+     "let t = std::time::Instant::now();\nlet mut x = {i}u64;\n"
+     "for k in 0..60_000_000u64 { x = x.wrapping_mul(6364136223846793005).wrapping_add(k); }\n"
+     "println!(\"elapsed {} {}\", t.elapsed().as_secs_f64(), x);"),
+    ("for over a Vec (sum of squares)",
+     "let t = std::time::Instant::now();\nlet mut s = {i}.0;\n"
+     "for _ in 0..10 { for v in &data { s += v * v; } }\n"
+     "println!(\"elapsed {} {}\", t.elapsed().as_secs_f64(), s > 0.0);"),
+    ("while (Collatz steps)",
+     "let t = std::time::Instant::now();\nlet mut steps = 0u64;\nlet mut m = 1u64 + {i};\n"
+     "while m < 3_000_000 { let mut c = m; while c != 1 { c = if c % 2 == 0 { c / 2 } else { 3 * c + 1 }; steps += 1; } m += 1; }\n"
+     "println!(\"elapsed {} {}\", t.elapsed().as_secs_f64(), steps % 2);"),
+    ("nested for (naive 200x200 matmul)",
+     "let t = std::time::Instant::now();\nlet mut c = vec![0.0f64; n * n];\n"
+     "for _ in 0..{reps} { for r in 0..n { for k in 0..n { let x = a[r * n + k]; for j in 0..n { c[r * n + j] += x * a[k * n + j]; } } } }\n"
+     "println!(\"elapsed {} {}\", t.elapsed().as_secs_f64(), c[{i} % (n * n)] > 0.0);"),
+]
+
+
+def start(kernel, env_extra):
+    km = KernelManager(kernel_name=kernel)
+    env = dict(os.environ)
+    env.update(env_extra)
+    km.start_kernel(env=env)
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=300)
+    return km, kc
+
+
+def elapsed(kc, code):
+    out = []
+    reply = kc.execute_interactive(
+        code,
+        timeout=900,
+        output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None,
+    )
+    if reply["content"]["status"] != "ok":
+        raise RuntimeError(f"{code!r} failed: {reply['content']}")
+    match = re.search(r"elapsed ([0-9.e-]+)", "".join(out))
+    return float(match.group(1))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kernel", default="rust-tch")
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    kernels = {
+        "poll": start(args.kernel, {}),
+        "no poll": start(args.kernel, {"TCH_KERNEL_LOOP_POLL": "0"}),
+    }
+    try:
+        for _, kc in kernels.values():
+            kc.execute_interactive(SETUP, timeout=900)
+        print(f"loop poll overhead ({args.runs} runs each, alternating; ratio of medians, goal <= 1.03)")
+        worst = 0.0
+        for name, body in LOOPS:
+            times = {k: [] for k in kernels}
+            for i in range(args.runs):
+                for k, (_, kc) in kernels.items():
+                    times[k].append(elapsed(kc, body.replace("{i}", str(i + 1)).replace("{reps}", "3")))
+            ratio = statistics.median(times["poll"]) / statistics.median(times["no poll"])
+            worst = max(worst, ratio)
+            print(f"  {name:<42} {ratio:5.3f}x  (median {statistics.median(times['no poll']):.3f} s without the poll)")
+        print(f"  worst {worst:.3f}x")
+    finally:
+        for km, kc in kernels.values():
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,391 @@
+//! Every loop a cell writes stops at ■: before a cell is compiled, a call to the interrupt poll
+//! (`child/items.rs`) goes at the top of the body of each `loop`, `while` and `for` in it, in
+//! statements and in the functions, methods and closures it defines. An interrupt then stops
+//! the loop as `check_interrupt()` does, and the variables of earlier cells are kept.
+//!
+//! A `for` loop is cut into chunks of [`CHUNK`] items with one poll each, so its inner loop is
+//! still vectorised; `while` and `loop` (and a `for` with a `break`) poll at every iteration.
+//! Compile errors are mapped back to the cell as written ([`Instrumented::original_position`]).
+
+use ra_ap_syntax::ast::{self, HasAttrs, HasLoopBody};
+use ra_ap_syntax::{AstNode, Edition, SourceFile, SyntaxKind, SyntaxNode};
+use std::ops::Range;
+
+/// The call inserted into loop bodies. A path from the crate root, so that it resolves inside
+/// modules too; the function is in every cell's crate.
+pub(crate) const POLL_CALL: &str = "crate::__tch_kernel_poll();";
+
+/// How many iterations of a `for` loop run between two polls. A `for` loop is cut into chunks
+/// of this many items (`Iterator::take` on its iterator), and the poll runs once per chunk, so
+/// the loop inside a chunk stays as the optimiser likes it (vectorised, unrolled).
+pub(crate) const CHUNK: usize = 4096;
+
+/// A cell's code with the polls inserted, and how its positions map back.
+pub(crate) struct Instrumented {
+    pub(crate) code: String,
+    /// (start in `code`, start in the original, length, copied from the original): the pieces
+    /// `code` is made of, in order. A generated piece maps to the original offset it stands at.
+    pieces: Vec<(usize, usize, usize, bool)>,
+    original: String,
+}
+
+impl Instrumented {
+    /// `code` as it is (polls turned off).
+    pub(crate) fn unchanged(code: &str) -> Instrumented {
+        Instrumented {
+            code: code.to_owned(),
+            pieces: Vec::new(),
+            original: code.to_owned(),
+        }
+    }
+
+    pub(crate) fn is_unchanged(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// The (1-based line, 1-based column) in the original cell of a position in the
+    /// instrumented code, as rustc's diagnostics give them.
+    pub(crate) fn original_position(&self, line: usize, column: usize) -> (usize, usize) {
+        if self.is_unchanged() {
+            return (line, column);
+        }
+        let offset = offset_of(&self.code, line, column);
+        let piece = self
+            .pieces
+            .iter()
+            .rev()
+            .find(|(out, ..)| *out <= offset)
+            .copied();
+        let original = match piece {
+            Some((out, orig, len, true)) => orig + (offset - out).min(len),
+            Some((_, orig, _, false)) => orig,
+            None => 0,
+        };
+        line_column(&self.original, original.min(self.original.len()))
+    }
+}
+
+/// The byte offset of a 1-based (line, character column) in `text`.
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let line_start = if line <= 1 {
+        0
+    } else {
+        text.match_indices('\n')
+            .nth(line - 2)
+            .map_or(text.len(), |(i, _)| i + 1)
+    };
+    let rest = &text[line_start..];
+    line_start
+        + rest
+            .char_indices()
+            .nth(column.saturating_sub(1))
+            .map_or(rest.len(), |(i, _)| i)
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+/// Inserts the polls into every loop of `code` that may call them.
+pub(crate) fn instrument(code: &str) -> Instrumented {
+    const HEAD: &str = "fn __tch_kernel_cell() {\n";
+    let wrapped = format!("{HEAD}{code}\n}}");
+    let file = SourceFile::parse(&wrapped, Edition::Edition2024).tree();
+    let local = |offset: usize| offset.checked_sub(HEAD.len()).filter(|o| *o <= code.len());
+    let mut loops: Vec<Loop> = file
+        .syntax()
+        .descendants()
+        .filter_map(|node| Loop::of(&node, &local))
+        .collect();
+    loops.sort_by_key(|l| (l.range.start, std::cmp::Reverse(l.range.end)));
+    let mut out = Builder::default();
+    emit(code, 0..code.len(), &loops, &mut out);
+    if out.pieces.iter().all(|p| p.3) {
+        return Instrumented::unchanged(code);
+    }
+    Instrumented {
+        code: out.code,
+        pieces: out.pieces,
+        original: code.to_owned(),
+    }
+}
+
+/// A loop to instrument: its whole range (label included), and how.
+struct Loop {
+    range: Range<usize>,
+    how: How,
+}
+
+enum How {
+    /// A poll right after the body's `{` (`loop`, `while let`, and a `for` or `while` whose
+    /// body has a `break`, which would only leave the chunk).
+    Poll { at: usize },
+    /// A `while COND { BODY }` cut into chunks: the offsets of its condition and the body's
+    /// `{` end.
+    WhileChunks { cond: Range<usize>, body: usize },
+    /// A `for` loop cut into chunks: `LABEL: for PAT in EXPR { BODY }`, with the offsets of
+    /// `for`, the pattern, the iterable, and the body's inside (after `{`, before `}`).
+    Chunks {
+        for_keyword: usize,
+        pat: Range<usize>,
+        expr: Range<usize>,
+        body: Range<usize>,
+    },
+}
+
+impl Loop {
+    fn of(node: &SyntaxNode, local: &dyn Fn(usize) -> Option<usize>) -> Option<Loop> {
+        let body = match node.kind() {
+            SyntaxKind::LOOP_EXPR => ast::LoopExpr::cast(node.clone())?.loop_body(),
+            SyntaxKind::WHILE_EXPR => ast::WhileExpr::cast(node.clone())?.loop_body(),
+            SyntaxKind::FOR_EXPR => ast::ForExpr::cast(node.clone())?.loop_body(),
+            _ => None,
+        }?;
+        let list = body.stmt_list()?;
+        if in_const_context(node) || list.attrs().next().is_some() {
+            return None;
+        }
+        let at = local(usize::from(list.l_curly_token()?.text_range().end()))?;
+        let range = local(usize::from(node.text_range().start()))?
+            ..local(usize::from(node.text_range().end()))?;
+        let range_of = |r: ra_ap_syntax::TextRange| {
+            Some(local(usize::from(r.start()))?..local(usize::from(r.end()))?)
+        };
+        let has_break = body
+            .syntax()
+            .descendants()
+            .any(|n| n.kind() == SyntaxKind::BREAK_EXPR);
+        let while_chunks = ast::WhileExpr::cast(node.clone()).and_then(|w| {
+            let cond = w.condition()?;
+            let is_let = cond
+                .syntax()
+                .descendants()
+                .any(|n| n.kind() == SyntaxKind::LET_EXPR);
+            (!has_break && !is_let).then_some(())?;
+            Some(How::WhileChunks {
+                cond: range_of(cond.syntax().text_range())?,
+                body: at,
+            })
+        });
+        let chunks = ast::ForExpr::cast(node.clone()).and_then(|f| {
+            let close = local(usize::from(list.r_curly_token()?.text_range().start()))?;
+            (!has_break && f.in_token().is_some()).then_some(())?;
+            Some(How::Chunks {
+                for_keyword: range_of(f.for_token()?.text_range())?.start,
+                pat: range_of(f.pat()?.syntax().text_range())?,
+                expr: range_of(f.iterable()?.syntax().text_range())?,
+                body: at..close,
+            })
+        });
+        Some(Loop {
+            range,
+            how: chunks.or(while_chunks).unwrap_or(How::Poll { at }),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    code: String,
+    pieces: Vec<(usize, usize, usize, bool)>,
+}
+
+impl Builder {
+    fn original(&mut self, code: &str, range: Range<usize>) {
+        if range.start < range.end {
+            self.pieces
+                .push((self.code.len(), range.start, range.len(), true));
+            self.code.push_str(&code[range]);
+        }
+    }
+
+    fn generated(&mut self, text: &str, at: usize) {
+        self.pieces.push((self.code.len(), at, text.len(), false));
+        self.code.push_str(text);
+    }
+}
+
+/// Copies `range` of `code` with its loops (sorted, outermost first) instrumented.
+fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
+    let mut pos = range.start;
+    let mut i = 0;
+    while i < loops.len() {
+        let l = &loops[i];
+        if l.range.start < pos || l.range.end > range.end {
+            i += 1;
+            continue;
+        }
+        let inner_end = i
+            + 1
+            + loops[i + 1..]
+                .iter()
+                .take_while(|m| m.range.start < l.range.end)
+                .count();
+        let inner = &loops[i + 1..inner_end];
+        out.original(code, pos..l.range.start);
+        match &l.how {
+            How::Poll { at } => {
+                emit(code, l.range.start..*at, inner, out);
+                out.generated(POLL_CALL, *at);
+                emit(code, *at..l.range.end, inner, out);
+            }
+            How::WhileChunks { cond, body } => {
+                // 'c: loop { poll; n = 0; LABEL: while n < CHUNK && (COND) {n += 1; BODY}
+                //   if n < CHUNK { break } }
+                // COND is evaluated exactly as often as before: not when a chunk is full.
+                out.generated(
+                    &format!("loop {{ {POLL_CALL} let mut __tch_n = 0usize; "),
+                    l.range.start,
+                );
+                emit(code, l.range.start..cond.start, inner, out);
+                out.generated(&format!("__tch_n < {CHUNK} && ("), cond.start);
+                emit(code, cond.clone(), inner, out);
+                out.generated(")", cond.end);
+                emit(code, cond.end..*body, inner, out);
+                out.generated("__tch_n += 1;", *body);
+                emit(code, *body..l.range.end, inner, out);
+                out.generated(
+                    &format!(" if __tch_n < {CHUNK} {{ break; }} }}"),
+                    l.range.end,
+                );
+            }
+            How::Chunks {
+                for_keyword,
+                pat,
+                expr,
+                body,
+            } => {
+                // As `for` desugars (a match, so that EXPR's temporaries live through the
+                // loop), with a poll every CHUNK items:
+                //   match IntoIterator::into_iter(EXPR) { mut it => 'c: loop { poll; n = 0;
+                //     LABEL: while n < CHUNK { match it.next() { Some(PAT) => {n += 1; BODY}
+                //       None => break 'c, } } } }
+                // The user's label goes on the `while`, so `continue 'label` takes the next
+                // item. A labelled chunk loop per loop: nested ones get their own label.
+                let chunks = format!("'__tch_chunks{}", l.range.start);
+                out.generated("match ::std::iter::IntoIterator::into_iter(", l.range.start);
+                emit(code, expr.clone(), inner, out);
+                out.generated(
+                    &format!(
+                        ") {{ mut __tch_it => {chunks}: loop {{ {POLL_CALL} let mut __tch_n = 0usize; "
+                    ),
+                    l.range.start,
+                );
+                emit(code, l.range.start..*for_keyword, inner, out);
+                out.generated(
+                    &format!(
+                        "while __tch_n < {CHUNK} {{ match ::std::iter::Iterator::next(&mut __tch_it) {{ ::std::option::Option::Some("
+                    ),
+                    *for_keyword,
+                );
+                emit(code, pat.clone(), inner, out);
+                out.generated(") => {__tch_n += 1;", body.start);
+                emit(code, body.clone(), inner, out);
+                emit(code, body.end..l.range.end, inner, out);
+                out.generated(
+                    &format!(" ::std::option::Option::None => break {chunks}, }} }} }} }}"),
+                    l.range.end,
+                );
+            }
+        }
+        pos = l.range.end;
+        i = inner_end;
+    }
+    out.original(code, pos..range.end);
+}
+
+/// Inside a `const fn`, a `const` or `static` item or a `const { }` block, where no ordinary
+/// function may be called.
+fn in_const_context(node: &SyntaxNode) -> bool {
+    node.ancestors().any(|a| match a.kind() {
+        SyntaxKind::CONST | SyntaxKind::STATIC | SyntaxKind::CONST_ARG => true,
+        SyntaxKind::BLOCK_EXPR => {
+            ast::BlockExpr::cast(a).is_some_and(|b| b.const_token().is_some())
+        }
+        SyntaxKind::FN => ast::Fn::cast(a).is_some_and(|f| f.const_token().is_some()),
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn polls(code: &str) -> usize {
+        instrument(code).code.matches(POLL_CALL).count()
+    }
+
+    #[test]
+    fn every_kind_of_loop_gets_a_poll() {
+        let code = "let mut n = 0;\nfor i in 0..3 { n += i; }\nwhile n > 0 {\n    n -= 1;\n}\n'outer: loop { break 'outer; }\nlet f = |v: Vec<i32>| { for x in v {} };\nfn g() { loop { return; } }\nimpl S { fn h(&self) { while let Some(_) = None::<i32> {} } }";
+        assert_eq!(polls(code), 6);
+        let out = instrument(code).code;
+        assert!(
+            out.contains("match ::std::iter::IntoIterator::into_iter(0..3) { mut __tch_it => '__tch_chunks15: loop { crate::__tch_kernel_poll(); let mut __tch_n = 0usize; while __tch_n < 4096 { match ::std::iter::Iterator::next(&mut __tch_it) { ::std::option::Option::Some(i) => {__tch_n += 1; n += i; } ::std::option::Option::None => break '__tch_chunks15, } } } }"),
+            "{out}"
+        );
+        assert!(
+            out.contains("loop { crate::__tch_kernel_poll(); let mut __tch_n = 0usize; while __tch_n < 4096 && (n > 0) {__tch_n += 1;\n    n -= 1;\n} if __tch_n < 4096 { break; } }"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_for_with_a_break_polls_each_iteration_and_labels_stay() {
+        let out = instrument("for i in 0..9 { if i == 3 { break; } }").code;
+        assert_eq!(
+            out,
+            "for i in 0..9 {crate::__tch_kernel_poll(); if i == 3 { break; } }"
+        );
+        let out = instrument("'rows: for r in 0..2 { for c in 0..2 { continue 'rows; } }").code;
+        assert!(out.contains("'rows: while __tch_n < 4096"), "{out}");
+        assert_eq!(out.matches(POLL_CALL).count(), 2, "{out}");
+    }
+
+    #[test]
+    fn const_contexts_and_code_without_loops_are_left_alone() {
+        assert_eq!(
+            polls("const fn f() -> u32 { let mut i = 0; while i < 3 { i += 1; } i }"),
+            0
+        );
+        assert_eq!(
+            polls("const N: u32 = { let mut i = 0; loop { break i; } };"),
+            0
+        );
+        assert_eq!(polls("let x = 1 + 1;\nx"), 0);
+        assert!(instrument("let x = 1;").is_unchanged());
+        // Loops written inside a macro call are tokens, not parsed: left as they are.
+        assert_eq!(
+            polls("println!(\"{}\", { let mut s = 0; for i in 0..3 { s += i; } s });"),
+            0
+        );
+    }
+
+    #[test]
+    fn positions_map_back_to_the_cell_as_written() {
+        let code =
+            "let a = 1;\nfor i in v.iter() { let x: u8 = *i; }\nwhile a > 2 { let y: u8 = a; }";
+        let inst = instrument(code);
+        let find = |text: &str, pat: &str| {
+            let at = text.find(pat).unwrap();
+            line_column(text, at)
+        };
+        for pat in ["*i; }", "v.iter()", "a; }", "let a"] {
+            let (line, column) = find(&inst.code, pat);
+            assert_eq!(
+                inst.original_position(line, column),
+                find(code, pat),
+                "{pat}"
+            );
+        }
+        // Inside generated code: where it stands in the cell.
+        let (line, column) = find(&inst.code, "__tch_n += 1;");
+        assert_eq!(inst.original_position(line, column), find(code, " let x"));
+    }
+}
