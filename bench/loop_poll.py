@@ -19,10 +19,15 @@ SETUP = "let data: Vec<f64> = (0..4_000_000).map(|i| (i % 1000) as f64 * 0.001).
 # (name, cell body; each prints `elapsed <seconds>` for its loop only). `{i}` makes each run a
 # new cell, as in a notebook.
 LOOPS = [
+    # A recurrence LLVM rewrites algebraically when it sees the whole counted loop.
     ("for over a range (integer recurrence)",
      "let t = std::time::Instant::now();\nlet mut x = {i}u64;\n"
      "for k in 0..60_000_000u64 { x = x.wrapping_mul(6364136223846793005).wrapping_add(k); }\n"
      "println!(\"elapsed {} {}\", t.elapsed().as_secs_f64(), x);"),
+    ("for over a range (float arithmetic)",
+     "let t = std::time::Instant::now();\nlet mut s = {i}.0f64;\n"
+     "for k in 0..40_000_000u64 { s += ((k % 7) as f64).sqrt() * 0.5; }\n"
+     "println!(\"elapsed {} {}\", t.elapsed().as_secs_f64(), s);"),
     ("for over a Vec (sum of squares)",
      "let t = std::time::Instant::now();\nlet mut s = {i}.0;\n"
      "for _ in 0..10 { for v in &data { s += v * v; } }\n"

@@ -16,20 +16,8 @@ pub fn clear_output_wait() {
 }
 /// True once the user has interrupted the running cell (the stop button).
 pub fn interrupted() -> bool {
-    // The evaluation process publishes the address of its interrupt counter (see evcxr's
-    // runtime.rs); cells are separate shared objects and cannot link to it.
-    let Some(address) = std::env::var(__tch_kernel_protocol::INTERRUPT_COUNTER_ENV)
-        .ok()
-        .and_then(|a| __tch_kernel_protocol::counter_address(&a))
-    else {
-        return false;
-    };
-    if address == 0 || address % std::mem::align_of::<std::sync::atomic::AtomicUsize>() != 0 {
-        return false;
-    }
-    // SAFETY: the address of a static AtomicUsize in this process, which lives as long as it.
-    let counter = unsafe { &*(address as *const std::sync::atomic::AtomicUsize) };
-    counter.load(std::sync::atomic::Ordering::Relaxed) > 0
+    // SAFETY: the address of a static AtomicUsize of this process (see items.rs).
+    unsafe { &*__tch_kernel_find_counter() }.load(std::sync::atomic::Ordering::Relaxed) > 0
 }
 /// Stops the cell with a KeyboardInterrupt if the user interrupted it. Call it in long loops:
 /// variables defined before this cell (a model, an optimizer) are kept.
