@@ -161,6 +161,18 @@ def test_the_full_libtorch_error_stays_available_at_debug_level(torch_env):
         km.shutdown_kernel(now=True)
 
 
+def test_an_error_returned_by_question_mark_fails_the_cell(k):
+    # As raising does in Python: an error output, not a line on stderr and an `ok`.
+    ok(k, "let before = 1;")
+    reply, outs = run(k, 'let n: i32 = "seven".parse()?;\nprintln!("not reached");')
+    assert reply["status"] == "error" and reply["ename"] == "Error", reply
+    assert reply["evalue"] == "invalid digit found in string"
+    assert not [c for t, c in outs if t == "stream"], outs
+    assert result(ok(k, "before")) == ["1"]
+    reply, _ = run(k, "let u = Tensor::zeros([2], (Kind::Float, Device::Cpu)).f_view([3])?;")
+    assert reply["evalue"] == "libtorch: shape '[3]' is invalid for input of size 2", reply["evalue"]
+
+
 def test_vars_lists_name_type_and_a_short_value(k):
     ok(k, "let losses = vec![0.5f64, 0.25];\nlet model = nn::VarStore::new(Device::Cpu);\nlet _l = nn::linear(model.root() / \"fc\", 3, 2, Default::default());\nstruct Opaque;\nlet opaque = Opaque;")
     data = result_data(ok(k, ":vars"))

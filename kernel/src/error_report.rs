@@ -47,6 +47,18 @@ pub fn error_info(error: EvalError) -> ErrorInfo {
                 traceback,
             }
         }
+        EvalError::ErrorReturned { message } => {
+            let mut traceback = vec![format!(
+                "{RED}{BOLD}Error{RESET}: a `?` in this cell returned an error:"
+            )];
+            traceback.extend(message.lines().map(|l| format!("{RED}{l}{RESET}")));
+            traceback.push("Variables defined before this cell are kept.".into());
+            ErrorInfo {
+                ename: "Error".into(),
+                evalue: message,
+                traceback,
+            }
+        }
         EvalError::Interrupted {
             variables_kept: true,
             ..

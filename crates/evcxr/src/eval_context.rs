@@ -1034,9 +1034,16 @@ impl EvalContext {
                         prompt,
                         is_password,
                     }))?;
-            } else if line == evcxr_internal_runtime::USER_ERROR_OCCURRED {
+            } else if let Some(message) =
+                line.strip_prefix(evcxr_internal_runtime::USER_ERROR_OCCURRED)
+            {
                 // A question mark operator in user code triggered an early
                 // return. Any newly defined variables won't have been stored.
+                // tch-kernel: the error's text follows the marker (escaped), so the embedder
+                // can fail the cell with it rather than print it to stderr.
+                output.user_error = Some(evcxr_internal_runtime::unescape_line(
+                    message.strip_prefix(' ').unwrap_or(message),
+                ));
                 state
                     .variable_states
                     .retain(|_variable_name, variable_state| {
@@ -1249,6 +1256,9 @@ pub struct EvalOutputs {
     pub content_by_mime_type: HashMap<String, String>,
     pub timing: Option<Duration>,
     pub phases: Vec<PhaseDetails>,
+    /// tch-kernel: the error a `?` in the cell returned early with (formatted as `:efmt`
+    /// says). The cell stopped there; variables it defined are not kept.
+    pub user_error: Option<String>,
 }
 
 impl EvalOutputs {
@@ -1257,6 +1267,7 @@ impl EvalOutputs {
             content_by_mime_type: HashMap::new(),
             timing: None,
             phases: Vec::new(),
+            user_error: None,
         }
     }
 
@@ -1289,6 +1300,7 @@ impl EvalOutputs {
             (t1, t2) => t1.or(t2),
         };
         self.phases.append(&mut other.phases);
+        self.user_error = self.user_error.take().or(other.user_error);
     }
 }
 
@@ -1774,18 +1786,21 @@ impl ContextState {
             struct EvcxrUserCodeError {{}}
             impl<T: {}> From<T> for EvcxrUserCodeError {{
                 fn from(error: T) -> Self {{
-                    eprintln!("{}", error);
                     {}
                     EvcxrUserCodeError {{}}
                 }}
             }}
         "#,
             self.config.error_fmt.format_trait,
-            self.config.error_fmt.format_str,
+            // tch-kernel: the error goes to the parent with the marker (on stdout, in order
+            // with the cell's output), not to stderr.
             if for_analysis {
-                ""
+                "let _ = error;".to_owned()
             } else {
-                "println!(\"{}\", evcxr_internal_runtime::USER_ERROR_OCCURRED);"
+                format!(
+                    "println!(\"{{}} {{}}\", evcxr_internal_runtime::USER_ERROR_OCCURRED, evcxr_internal_runtime::escape_line(&format!(\"{}\", error)));",
+                    self.config.error_fmt.format_str
+                )
             }
         ))
     }

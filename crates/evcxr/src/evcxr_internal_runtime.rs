@@ -12,6 +12,30 @@
 pub const VARIABLE_CHANGED_TYPE: &str = "EVCXR_VARIABLE_CHANGED_TYPE:";
 pub const USER_ERROR_OCCURRED: &str = "EVCXR_ERROR_OCCURRED";
 
+/// tch-kernel: text on one line (`\\` and `\n` escaped), for the error after
+/// [`USER_ERROR_OCCURRED`].
+pub fn escape_line(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// The text [`escape_line`] escaped.
+pub fn unescape_line(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 // tch-kernel: the store is a Vec searched by name, not a HashMap. This module is compiled into
 // every cell's crate, and HashMap<String, _>'s insert, remove and get were compiled with it each
 // time; a notebook holds tens of variables, not thousands.

@@ -147,6 +147,11 @@ pub enum EvalError {
         message: String,
         location: Option<String>,
     },
+    /// A `?` in the cell returned this error (its Display form). Variables defined before the
+    /// cell are kept.
+    ErrorReturned {
+        message: String,
+    },
     /// Stopped on request: at a poll in a loop or a `check_interrupt()` (variables of earlier
     /// cells kept), or by restarting the child (`lost`: the variables that were gone with it).
     Interrupted {
@@ -169,6 +174,7 @@ impl std::fmt::Display for EvalError {
         match self {
             EvalError::Compile { message, .. } => write!(f, "{message}"),
             EvalError::Panic { message, .. } => write!(f, "{message}"),
+            EvalError::ErrorReturned { message } => write!(f, "{message}"),
             EvalError::Interrupted { .. } => write!(f, "interrupted"),
             EvalError::ProcessDied { reason, .. } => write!(f, "{reason}"),
             EvalError::VariablesLost(v) => write!(
@@ -493,6 +499,9 @@ impl Evaluator {
                 Some(p) => Err(EvalError::Panic {
                     location: p.user_location().map(str::to_owned),
                     message: panic_message(p.message),
+                }),
+                None if outputs.user_error.is_some() => Err(EvalError::ErrorReturned {
+                    message: panic_message(outputs.user_error.unwrap_or_default()),
                 }),
                 None => {
                     let mut data: Vec<(String, String)> =

@@ -163,8 +163,16 @@ fn mixes_numbers(text: &str) -> bool {
 /// C++ message and then "Exception raised from ..." and some 25 stack frames, Debug-escaped
 /// onto one line. None when the message is not one.
 pub(crate) fn libtorch_error(message: &str) -> Option<String> {
-    let start = message.find("Torch(\"")? + "Torch(\"".len();
-    let inner = unescape_debug(&message[start..]);
+    let inner = match message.find("Torch(\"") {
+        // A panic of `unwrap()`: the error's Debug form, escaped onto one line.
+        Some(at) => unescape_debug(&message[at + "Torch(\"".len()..]),
+        // The error's Display form (returned by a `?`), on several lines.
+        None if message.contains("\nException raised from") => message
+            .strip_prefix("Internal torch error: ")
+            .unwrap_or(message)
+            .to_owned(),
+        None => return None,
+    };
     let cut = ["\nException raised from", "\nframe #"]
         .iter()
         .filter_map(|m| inner.find(m))
@@ -277,6 +285,11 @@ mod tests {
             "libtorch: shape '[7]' is invalid for input of size 6"
         );
         assert!(libtorch_error("index out of bounds").is_none());
+        let display = "Internal torch error: shape '[3]' is invalid for input of size 2\nException raised from infer_size_impl at x.h:1\nframe #0: y";
+        assert_eq!(
+            libtorch_error(display).unwrap(),
+            "libtorch: shape '[3]' is invalid for input of size 2"
+        );
         let dtype = "Torch(\"expected m1 and m2 to have the same dtype, but got: double != float\\nException raised from x\")";
         assert!(libtorch_error(dtype).unwrap().contains("to_kind"));
     }
