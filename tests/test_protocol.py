@@ -2,8 +2,11 @@
 channel, execution counts, stop-on-error aborts, panics and crashes, interrupts (message and
 signal mode), stdin, shutdown/restart, bad signatures and malformed frames."""
 
+import os
+import signal
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import zmq
@@ -379,3 +382,46 @@ def test_ipc_transport():
     finally:
         kc.stop_channels()
         km.shutdown_kernel()
+
+
+def _children(pid):
+    """Pids of the processes `pid` started (all its threads' children)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid):
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return False
+
+
+def test_the_evaluation_process_does_not_outlive_a_killed_kernel():
+    # Jupyter's forced shutdown is SIGKILL; a kernel whose client died exits while its cell
+    # runs. Either way an endless cell must not go on in an orphaned evaluation process.
+    km, kc = start()
+    try:
+        ok_reply, _ = run(kc, "let warm = 1;")
+        assert ok_reply["status"] == "ok"
+        kernel_pid = km.provisioner.process.pid
+        children = _children(kernel_pid)
+        assert children, "the kernel has no evaluation process"
+        msg_id = kc.execute('println!("spinning"); loop {}')
+        while True:
+            msg = kc.get_iopub_msg(timeout=120)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                break
+        os.kill(kernel_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while any(_alive(c) for c in children):
+            assert time.monotonic() < deadline, f"evaluation process {children} outlived the kernel"
+            time.sleep(0.2)
+    finally:
+        kc.stop_channels()
+        km.cleanup_resources()

@@ -51,6 +51,29 @@ fn install_interrupt_handler() {
     }
 }
 
+/// tch-kernel: the child must not outlive the kernel. A kernel that is killed (Jupyter's forced
+/// shutdown), or that exits while a cell runs (its client gone), would leave the child running
+/// that cell for ever: an endless loop at 100% of a core, or a GPU's memory held. A thread
+/// checks once a second that the parent is still the one that started this process.
+fn watch_parent() {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let spawned = std::thread::Builder::new()
+        .name("parent-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                // SAFETY: as above; _exit ends the process without running anything else.
+                if unsafe { libc::getppid() } != parent {
+                    unsafe { libc::_exit(0) };
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("cannot watch the parent process: {e}");
+    }
+}
+
 /// Binaries can call this just after staring. If we detect that we're actually running as a
 /// subprocess, control will not return. There are two kinds of subprocesses that we may be acting
 /// as (1) the process that loads and runs the user code and (2) a wrapper around rustc.
@@ -86,6 +109,7 @@ impl Runtime {
         self.install_crash_handlers();
         // tch-kernel: cooperative interrupt (see `INTERRUPTS`).
         install_interrupt_handler();
+        watch_parent();
 
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
