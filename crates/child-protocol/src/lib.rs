@@ -28,6 +28,8 @@ mod tests {
             "inherited by a child process"
         );
         assert_eq!(counter_address("4096"), None);
+        assert_eq!(counter_address(&counter_value(0)), None, "null");
+        assert_eq!(counter_address(&counter_value(4097)), None, "misaligned");
         assert_eq!(counter_address("x:y"), None);
     }
 

@@ -36,12 +36,15 @@ pub fn counter_value(address: usize) -> String {
     format!("{}:{address}", std::process::id())
 }
 
-/// The counter's address when `value` (of [`INTERRUPT_COUNTER_ENV`]) was set by this process.
+/// The counter's address when `value` (of [`INTERRUPT_COUNTER_ENV`]) was set by this process
+/// and names a place an `AtomicUsize` can be (not null, aligned).
 pub fn counter_address(value: &str) -> Option<usize> {
     let (pid, address) = value.split_once(':')?;
     if pid.parse::<u32>().ok()? != std::process::id() {
         return None;
     }
-    address.parse().ok()
+    let address: usize = address.parse().ok()?;
+    (address != 0 && address.is_multiple_of(std::mem::align_of::<std::sync::atomic::AtomicUsize>()))
+        .then_some(address)
 }
 

@@ -257,9 +257,11 @@ impl CodeBlock {
                 }
                 // tch-kernel: a cell may end in `let x = ..` without `;`, as a Python user
                 // writes it; the `;` is added rather than reported (in terms of what follows).
-                if let Some(last) = nodes.last()
-                    && ra_ap_syntax::ast::LetStmt::can_cast(last.kind())
-                    && !last.text().to_string().trim_end().ends_with(';')
+                if let Some(last) = nodes
+                    .last()
+                    .cloned()
+                    .and_then(ra_ap_syntax::ast::LetStmt::cast)
+                    && last.semicolon_token().is_none()
                 {
                     code_block = code_block.generated(";");
                 }

@@ -498,10 +498,10 @@ impl Evaluator {
                 }
                 Some(p) => Err(EvalError::Panic {
                     location: p.user_location().map(str::to_owned),
-                    message: panic_message(p.message),
+                    message: shown_error(p.message),
                 }),
                 None if outputs.user_error.is_some() => Err(EvalError::ErrorReturned {
-                    message: panic_message(outputs.user_error.unwrap_or_default()),
+                    message: shown_error(outputs.user_error.unwrap_or_default()),
                 }),
                 None => {
                     let mut data: Vec<(String, String)> =
@@ -723,10 +723,11 @@ fn error_text(error: &evcxr::CompilationError) -> String {
     text
 }
 
-/// A panic's message as the notebook shows it: a libtorch error as its first lines (the whole
+/// A panic's message, or the error a `?` returned, as the notebook shows it: a libtorch error
+/// as its first lines (the whole
 /// text, with libtorch's C++ backtrace, goes to the kernel's log at debug level, and stays in
 /// the notebook when that level is on).
-fn panic_message(message: String) -> String {
+fn shown_error(message: String) -> String {
     match hints::libtorch_error(&message) {
         Some(short) if !log::log_enabled!(log::Level::Debug) => short,
         Some(_) => {
