@@ -135,7 +135,9 @@ if [ "$make_venv" = 1 ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/kernelspec/python-requirements.txt"
     if [ "$with_torch" = 1 ] && [ -z "$libtorch" ]; then
         echo "==> installing torch==$torch_version_required into $venv (about 5 GB the first time)"
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$torch_version_required"
+        # No copy of the 3 GB of wheels in pip's cache: $HOME is small on clusters, and the
+        # installed files are all that is used.
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir "torch==$torch_version_required"
     fi
 fi
 if [ -n "$python" ]; then

@@ -62,10 +62,12 @@ def other_python():
     if probe is None or probe.returncode != 0 or not probe.stdout.startswith(OTHER_TORCH):
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(env)], check=True)
         pip = subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"torch=={OTHER_TORCH}"],
+            # No cached copy of the wheels: the disk holds two torch installs already.
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-cache-dir", f"torch=={OTHER_TORCH}"],
             capture_output=True, text=True,
         )
-        assert pip.returncode == 0, f"pip install torch=={OTHER_TORCH} failed (it needs PyPI once):\n{pip.stderr[-3000:]}"
+        free_gb = shutil.disk_usage(env).free / 1e9
+        assert pip.returncode == 0, f"pip install torch=={OTHER_TORCH} failed (it needs PyPI once, and about 5 GB; {free_gb:.1f} GB free):\n{pip.stderr[-3000:]}"
     return python
 
 
