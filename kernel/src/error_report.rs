@@ -2,16 +2,33 @@
 //! colored) traceback, saying what was kept and what was lost.
 
 use jupyter_server::wire::content::ErrorInfo;
-use rust_evaluator::EvalError;
+use rust_evaluator::{EvalError, RestoreReport};
 
 pub const RED: &str = "\x1b[0;31m";
 pub const BOLD: &str = "\x1b[1m";
 pub const RESET: &str = "\x1b[0m";
 
-/// What a restart of the evaluation process took, and what it kept.
-fn lost_variables(lost: &[String]) -> String {
+/// What a restart of the evaluation process took, what came back from the snapshot, and what
+/// it kept.
+fn lost_variables(lost: &[String], restored: Option<&RestoreReport>) -> String {
     let kept = "Definitions (fn, struct, use) and :dep crates are kept; run the cells that define \
                 the variables again.";
+    if let Some(report) = restored.filter(|r| !r.is_empty()) {
+        let mut text = format!("{}", report).trim_end().to_owned();
+        if !lost.is_empty() {
+            text.push_str(&format!(
+                "\nLost (not in the snapshot): {}.",
+                lost.iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        return format!(
+            "{text}\nDefinitions (fn, struct, use) and :dep crates are kept. The restored values \
+             are those after the last cell that finished."
+        );
+    }
     match lost {
         [] => format!("No variables were lost (none were defined). {kept}"),
         names => format!(
@@ -74,6 +91,7 @@ pub fn error_info(error: EvalError) -> ErrorInfo {
         EvalError::Interrupted {
             variables_kept: false,
             lost,
+            restored,
         } => ErrorInfo {
             ename: "KeyboardInterrupt".into(),
             evalue: "the cell was interrupted".into(),
@@ -83,11 +101,15 @@ pub fn error_info(error: EvalError) -> ErrorInfo {
                     "It was inside one long call that does not come back to the cell's code (a \
                      native function, a sleep, a blocking read), so the evaluation process was \
                      restarted. {}",
-                    lost_variables(&lost)
+                    lost_variables(&lost, restored.as_ref())
                 ),
             ],
         },
-        EvalError::ProcessDied { reason, lost } => ErrorInfo {
+        EvalError::ProcessDied {
+            reason,
+            lost,
+            restored,
+        } => ErrorInfo {
             ename: "EvaluatorCrashed".into(),
             evalue: format!("the evaluation process died: {}", reason.trim()),
             traceback: vec![
@@ -95,7 +117,10 @@ pub fn error_info(error: EvalError) -> ErrorInfo {
                     "{RED}{BOLD}The evaluation process died{RESET}: {}",
                     reason.trim()
                 ),
-                format!("It was restarted. {}", lost_variables(&lost)),
+                format!(
+                    "It was restarted. {}",
+                    lost_variables(&lost, restored.as_ref())
+                ),
             ],
         },
         EvalError::VariablesLost(vars) => ErrorInfo {

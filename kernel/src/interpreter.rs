@@ -236,8 +236,10 @@ Showing things (with the tch prelude)
 Interrupt (■) stops every loop of cell code (for, while, loop; in functions and closures too)
 at its next iteration, keeping every earlier variable; check_interrupt() stops anywhere else.
 Code stuck in one long call (a sleep, a big native op) is stopped after a few seconds (or at a
-second ■) by restarting the evaluation process: the error names the variables lost; definitions
-and dependencies are kept. A panic only fails its cell: earlier variables are kept.
+second ■) by restarting the evaluation process. Variables come back from the snapshot taken
+after each cell (tensors, VarStores, plain data): automatically after a restart or a crash, and
+with :restore after Kernel > Restart or in a new session. Definitions and dependencies are
+kept. A panic only fails its cell: earlier variables are kept.
 
 Batch jobs: tch-kernel export NOTEBOOK.ipynb OUTDIR --partition P --gres gpu:TYPE:N --time T
 
@@ -245,6 +247,9 @@ Kernel commands
   :help          this text
   :gpu           libtorch version, CUDA availability and devices
   :vars          variables: name, type and a short value
+  :restore       the variables saved before the evaluation process was restarted or the
+                 kernel started (tensors, VarStores, plain data); after a crash it is automatic
+  :snapshot      where this notebook's snapshots are and what they hold
   :timing [on|off]  compile and run time of each cell (a bare :timing turns it on)
   :dep NAME = \"VERSION\"   add a crate (needs a registry or a vendored source)
   :opt LEVEL     rustc opt-level for later cells (0, 1, 2, 3, s, z)
@@ -325,8 +330,17 @@ impl Interpreter for RustInterpreter {
                 });
             }
         };
-        if command == Some(Command::Vars) {
-            return vars(evaluator, self.has_prelude);
+        match command {
+            Some(Command::Vars) => return vars(evaluator, self.has_prelude),
+            Some(Command::Restore) => return restore(evaluator, publisher),
+            Some(Command::Snapshot) => {
+                publisher.stream(StreamName::Stdout, &evaluator.snapshot_status());
+                return ExecuteOutcome::Ok {
+                    result: None,
+                    payload: vec![],
+                };
+            }
+            _ => {}
         }
         match evaluator.eval(code, &input) {
             Ok(output) => {
@@ -446,6 +460,20 @@ fn vars(evaluator: &mut Evaluator, has_prelude: bool) -> ExecuteOutcome {
             result: Some(to_bundle(o.data)),
             payload: vec![],
         },
+        Err(e) => ExecuteOutcome::Error(error_info(e)),
+    }
+}
+
+/// `:restore`: what came back from the last snapshot (its loaders' lines stream first).
+fn restore(evaluator: &mut Evaluator, publisher: &Publisher) -> ExecuteOutcome {
+    match evaluator.restore() {
+        Ok(report) => {
+            publisher.stream(StreamName::Stdout, &format!("{report}"));
+            ExecuteOutcome::Ok {
+                result: None,
+                payload: vec![],
+            }
+        }
         Err(e) => ExecuteOutcome::Error(error_info(e)),
     }
 }

@@ -88,7 +88,8 @@ fn run() -> Result<()> {
         (Some(Command::Export(args)), _) => export::export(&args),
         (None, Some(file)) => {
             let conn = jupyter_server::wire::ConnectionInfo::from_file(&file)?;
-            let settings = settings::Settings::from_env();
+            let mut settings = settings::Settings::from_env();
+            settings.use_snapshots_for(&file);
             let build_dir = settings.build_dir();
             // SAFETY: no thread has been started yet (the server starts below).
             unsafe { prepare_process_env(&settings, &build_dir) };
@@ -114,6 +115,10 @@ unsafe fn prepare_process_env(settings: &settings::Settings, build_dir: &std::pa
         // Cells can run `tch-kernel export` (see notebooks/05-from-notebook-to-slurm).
         if let Ok(exe) = std::env::current_exe() {
             std::env::set_var("TCH_KERNEL_EXE", exe);
+        }
+        // The evaluation process writes its snapshots there (rust-evaluator's `snapshot`).
+        if let Some(snapshots) = &settings.snapshots {
+            std::env::set_var(rust_evaluator::SNAPSHOT_DIR_ENV, snapshots.live_dir());
         }
         let preload = settings.child_preload();
         if !preload.is_empty()

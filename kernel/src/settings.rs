@@ -13,8 +13,10 @@
 //! | `TCH_KERNEL_OPT_LEVEL` | rustc opt-level for cells (default 1) |
 //! | `TCH_KERNEL_LINKER` | `system` (default), `lld` or `mold` |
 //! | `CARGO_NET_OFFLINE` | `true`: cells never touch the network |
+//! | `TCH_KERNEL_SNAPSHOTS` | `off`: no snapshots of variables; a dir: keep them there (scratch), not in the cache |
+//! | `JPY_SESSION_NAME` | the notebook's path (Jupyter Server sets it): its snapshots' key |
 
-use rust_evaluator::{BuildCache, EvaluatorConfig, Prelude};
+use rust_evaluator::{BuildCache, EvaluatorConfig, Prelude, SnapshotConfig};
 use std::path::{Path, PathBuf};
 
 fn var(name: &str) -> Option<String> {
@@ -36,6 +38,8 @@ pub struct Settings {
     /// Insert an interrupt poll into every loop of cell code (`TCH_KERNEL_LOOP_POLL=0` turns it
     /// off: for the benchmark that measures what it costs).
     pub poll_loops: bool,
+    /// This notebook's variable snapshots (see [`Settings::use_snapshots_for`]).
+    pub snapshots: Option<SnapshotConfig>,
 }
 
 impl Settings {
@@ -57,7 +61,33 @@ impl Settings {
                     .unwrap_or(3.0),
             ),
             poll_loops: var("TCH_KERNEL_LOOP_POLL").is_none_or(|v| v != "0"),
+            snapshots: None,
         }
+    }
+
+    /// Snapshots for the notebook this kernel serves: the one Jupyter Server names
+    /// (`JPY_SESSION_NAME`), else this kernel's connection file (which a restart by the client
+    /// keeps). Needs the prelude; off with `TCH_KERNEL_SNAPSHOTS=off`.
+    pub fn use_snapshots_for(&mut self, connection_file: &Path) {
+        let choice = var("TCH_KERNEL_SNAPSHOTS");
+        if self.prelude_dir.is_none() || choice.as_deref().is_some_and(|v| v == "off" || v == "0") {
+            return;
+        }
+        let base = match (choice, &self.cache) {
+            (Some(dir), _) => PathBuf::from(dir),
+            (None, Some(cache)) => cache.snapshots_dir(),
+            (None, None) => return,
+        };
+        let notebook = var("JPY_SESSION_NAME").unwrap_or_else(|| {
+            let file = std::fs::canonicalize(connection_file)
+                .unwrap_or_else(|_| connection_file.to_owned());
+            format!("{}{}", rust_evaluator::CONNECTION_FILE_KEY, file.display())
+        });
+        self.snapshots = Some(SnapshotConfig {
+            dir: base.join(snapshot_key(&notebook)),
+            notebook,
+            prelude_path: "::tch_prelude".to_owned(),
+        });
     }
 
     /// This kernel's private build dir: in the cache when there is one, else under $TMPDIR.
@@ -102,6 +132,7 @@ impl Settings {
             link_stand_in_dirs: self.libtorch.iter().map(|l| l.join("lib")).collect(),
             // Loaded by the kernel, which completes from them before the evaluator starts.
             known_names: Default::default(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
@@ -163,6 +194,29 @@ impl Settings {
 
 /// A cache this user cannot write (a course's, installed by its teacher) is used read-only: the
 /// kernel's build dir goes to the user's own cache instead.
+/// A notebook's snapshot directory name: its file name (for people looking) and a hash of its
+/// whole path (FNV-1a: stable across builds, unlike std's hasher), so two notebooks never share.
+fn snapshot_key(notebook: &str) -> String {
+    let hash = notebook.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let stem: String = Path::new(notebook)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(60)
+        .collect();
+    format!("{stem}-{hash:016x}")
+}
+
 fn own_instances(cache: BuildCache) -> BuildCache {
     if cache.instances_writable() {
         return cache;

@@ -11,6 +11,9 @@
 include!("markers.rs");
 include!("fields.rs");
 
+/// Snapshots of variables (not in [`SOURCE`]: cells get the store's own copy of the types).
+pub mod snapshot;
+
 /// This crate's definitions as Rust source, for a module of the cell crate.
 pub const SOURCE: &str = concat!(include_str!("markers.rs"), include_str!("fields.rs"));
 

@@ -85,6 +85,11 @@ impl CommandContext {
         self.eval_context.reset_config();
     }
 
+    /// tch-kernel: see `EvalContext::variable_is_mut`.
+    pub fn variable_is_mut(&self, name: &str) -> bool {
+        self.eval_context.variable_is_mut(name)
+    }
+
     pub fn defined_item_names(&self) -> impl Iterator<Item = &str> {
         self.eval_context.defined_item_names()
     }
@@ -221,6 +226,12 @@ Panic detected. Here's some useful information if you're filing a bug report.
     /// `EvalContext::set_analyzer_wait`).
     pub fn set_analyzer_wait(&mut self, wait: Option<std::time::Duration>) {
         self.eval_context.set_analyzer_wait(wait);
+    }
+
+    /// tch-kernel: the macro naming each variable's snapshot saver (see
+    /// `Config::snapshot_saver_macro`).
+    pub fn set_snapshot_saver_macro(&mut self, path: Option<String>) {
+        self.eval_context.set_snapshot_saver_macro(path);
     }
 
     /// tch-kernel: native library dirs cells link against as empty stand-ins (see

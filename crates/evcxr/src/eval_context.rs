@@ -114,6 +114,9 @@ pub(crate) struct Config {
     pub(crate) allow_static_linking: bool,
     pub(crate) build_envs: HashMap<String, String>,
     subprocess_path: PathBuf,
+    /// tch-kernel: the path of a macro that, given `&value`, names the snapshot saver for the
+    /// value's type (`Saver` in `evcxr_internal_runtime`); none: variables are not snapshotted.
+    pub(crate) snapshot_saver_macro: Option<String>,
 }
 
 fn create_initial_config(tmpdir: PathBuf, subprocess_path: PathBuf) -> Result<Config> {
@@ -160,6 +163,7 @@ impl Config {
             subprocess_path,
             codegen_backend: None,
             build_envs: Default::default(),
+            snapshot_saver_macro: None,
         })
     }
 
@@ -631,6 +635,14 @@ impl EvalContext {
             .map(|(v, t)| (v.as_str(), t.type_name.as_str()))
     }
 
+    /// tch-kernel: whether each variable was bound `mut` (a restored one is bound the same).
+    pub fn variable_is_mut(&self, name: &str) -> bool {
+        self.committed_state
+            .variable_states
+            .get(name)
+            .is_some_and(|v| v.is_mut)
+    }
+
     pub fn defined_item_names(&self) -> impl Iterator<Item = &str> {
         self.committed_state
             .items_by_name
@@ -910,6 +922,12 @@ impl EvalContext {
             }
         }
         Ok(())
+    }
+
+    /// tch-kernel: see `Config::snapshot_saver_macro`.
+    pub fn set_snapshot_saver_macro(&mut self, path: Option<String>) {
+        self.initial_config.snapshot_saver_macro.clone_from(&path);
+        self.committed_state.config.snapshot_saver_macro = path;
     }
 
     /// tch-kernel: see `Module::set_link_stand_in_dirs`.
@@ -1920,14 +1938,18 @@ impl ContextState {
                 } else {
                     format!("::<{}>", var_state.type_name)
                 };
-                statements.pack_variable(
-                    var_name.clone(),
-                    format!(
-                        // Note, we use stringify instead of quoting ourselves since it results in
-                        // better errors if the user forgets to close a double-quote in their code.
+                // Note, we use stringify instead of quoting ourselves since it results in
+                // better errors if the user forgets to close a double-quote in their code.
+                let statement = match &self.config.snapshot_saver_macro {
+                    // tch-kernel: with the snapshot saver for the variable's type.
+                    Some(saver) => format!(
+                        "evcxr_variable_store.put_saved_variable{turbofish}(stringify!({var_name}), Some({saver}!(&{var_name})), {var_name});",
+                    ),
+                    None => format!(
                         "evcxr_variable_store.put_variable{turbofish}(stringify!({var_name}), {var_name});",
                     ),
-                );
+                };
+                statements.pack_variable(var_name.clone(), statement);
             }
         }
         statements

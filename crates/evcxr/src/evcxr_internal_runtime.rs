@@ -36,11 +36,28 @@ pub fn unescape_line(line: &str) -> String {
     out
 }
 
+/// tch-kernel: what the store keeps with a variable to snapshot it (see child-protocol's
+/// `snapshot`, whose `SnapshotSaver` is this same type: a test of the evcxr crate checks it).
+pub type Saver = fn(&dyn std::any::Any) -> SaverWrite;
+pub type SaverWrite = Box<dyn FnOnce(&std::path::Path) -> Result<u64, String>>;
+
+/// tch-kernel: a variable, with its snapshot saver and whether a cell stored it since the last
+/// snapshot. `repr(C)`: the evaluation process reads the store that cells built (each cell and
+/// the process compile this file on their own).
+#[repr(C)]
+pub struct StoredVariable {
+    pub name: String,
+    pub value: Box<dyn std::any::Any + 'static>,
+    pub saver: Option<Saver>,
+    pub changed: bool,
+}
+
 // tch-kernel: the store is a Vec searched by name, not a HashMap. This module is compiled into
 // every cell's crate, and HashMap<String, _>'s insert, remove and get were compiled with it each
 // time; a notebook holds tens of variables, not thousands.
+#[repr(C)]
 pub struct VariableStore {
-    variables: Vec<(String, Box<dyn std::any::Any + 'static>)>,
+    pub variables: Vec<StoredVariable>,
 }
 
 impl VariableStore {
@@ -51,20 +68,32 @@ impl VariableStore {
     }
 
     fn position(&self, name: &str) -> Option<usize> {
-        self.variables.iter().position(|(n, _)| n == name)
+        self.variables.iter().position(|v| v.name == name)
     }
 
     pub fn put_variable<T: 'static>(&mut self, name: &str, value: T) {
+        self.put_saved_variable(name, None, value);
+    }
+
+    /// tch-kernel: stores a variable with the saver chosen for its type (chosen from a
+    /// reference to the value, before it moves here: hence the order).
+    pub fn put_saved_variable<T: 'static>(&mut self, name: &str, saver: Option<Saver>, value: T) {
         let value: Box<dyn std::any::Any> = Box::new(value);
+        let stored = StoredVariable {
+            name: name.to_owned(),
+            value,
+            saver,
+            changed: true,
+        };
         match self.position(name) {
-            Some(i) => self.variables[i].1 = value,
-            None => self.variables.push((name.to_owned(), value)),
+            Some(i) => self.variables[i] = stored,
+            None => self.variables.push(stored),
         }
     }
 
     pub fn check_variable<T: 'static>(&mut self, name: &str) -> bool {
         if let Some(i) = self.position(name)
-            && self.variables[i].1.downcast_ref::<T>().is_none()
+            && self.variables[i].value.downcast_ref::<T>().is_none()
         {
             eprintln!("The type of the variable {name} was redefined, so was lost.",);
             println!("{VARIABLE_CHANGED_TYPE}{name}");
@@ -76,7 +105,7 @@ impl VariableStore {
     pub fn take_variable<T: 'static>(&mut self, name: &str) -> T {
         match self.position(name) {
             Some(i) => {
-                let (_, v) = self.variables.swap_remove(i);
+                let v = self.variables.swap_remove(i).value;
                 if let Ok(value) = v.downcast() {
                     *value
                 } else {
@@ -96,12 +125,11 @@ impl VariableStore {
         let i = match self.position(name) {
             Some(i) => i,
             None => {
-                self.variables
-                    .push((name.to_owned(), Box::new(std::sync::Arc::new(create()))));
+                self.put_variable(name, std::sync::Arc::new(create()));
                 self.variables.len() - 1
             }
         };
-        if let Some(value) = self.variables[i].1.downcast_mut() {
+        if let Some(value) = self.variables[i].value.downcast_mut() {
             std::sync::Arc::clone(value)
         } else {
             panic!("lazy_arc {name} changed type");
@@ -109,10 +137,10 @@ impl VariableStore {
     }
 
     pub fn merge(&mut self, mut other: VariableStore) {
-        for (name, value) in other.variables.drain(..) {
-            match self.position(&name) {
-                Some(i) => self.variables[i].1 = value,
-                None => self.variables.push((name, value)),
+        for stored in other.variables.drain(..) {
+            match self.position(&stored.name) {
+                Some(i) => self.variables[i] = stored,
+                None => self.variables.push(stored),
             }
         }
     }

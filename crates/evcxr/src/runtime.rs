@@ -86,9 +86,168 @@ pub fn runtime_hook() {
     }
 }
 
+// tch-kernel: the store's saver type is child-protocol's (checked here, at compile time).
+const _: fn(child_protocol::snapshot::SnapshotSaver) -> crate::evcxr_internal_runtime::Saver =
+    |saver| saver;
+
+/// tch-kernel: snapshots of the variables (child-protocol's `snapshot`). After each cell, the
+/// savers of the variables it stored run here (cheap: shallow copies), then a forked copy of
+/// this process writes the files, so the next cell starts at once: the fork sees the variables
+/// as they were when the cell ended, whatever the next cell does to them.
+struct Snapshots {
+    dir: std::path::PathBuf,
+    /// The fork still writing the last snapshot, if any.
+    writer: Option<libc::pid_t>,
+    cells: u64,
+}
+
+impl Snapshots {
+    fn from_env() -> Option<Snapshots> {
+        let dir = std::path::PathBuf::from(std::env::var_os(
+            child_protocol::snapshot::SNAPSHOT_DIR_ENV,
+        )?);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!("snapshots are off: cannot create {}: {e}", dir.display());
+            return None;
+        }
+        Some(Snapshots {
+            dir,
+            writer: None,
+            cells: 0,
+        })
+    }
+
+    fn take(&mut self, store: &mut crate::evcxr_internal_runtime::VariableStore) {
+        self.cells += 1;
+        if let Some(pid) = self.writer {
+            let mut status = 0;
+            // SAFETY: pid is our own child; WNOHANG never blocks.
+            match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+                // Still writing: what this cell changed is written by a later snapshot.
+                0 => return,
+                r if r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => {}
+                _ => {
+                    // It failed or was killed: write everything again.
+                    for v in &mut store.variables {
+                        v.changed = true;
+                    }
+                }
+            }
+            self.writer = None;
+        }
+        let names: Vec<String> = store.variables.iter().map(|v| v.name.clone()).collect();
+        let mut writes = Vec::new();
+        for v in &mut store.variables {
+            let (true, Some(saver)) = (v.changed, v.saver) else {
+                continue;
+            };
+            v.changed = false;
+            let value: &dyn std::any::Any = &*v.value;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| saver(value))) {
+                Ok(write) => writes.push((v.name.clone(), write)),
+                Err(_) => eprintln!("snapshot: the saver of `{}` panicked", v.name),
+            }
+        }
+        if writes.is_empty() && self.cells > 1 {
+            return;
+        }
+        // SAFETY: the fork runs only the writes (which read memory and write files), std's file
+        // calls and malloc (whose locks glibc's fork takes care of), then `_exit`s.
+        match unsafe { libc::fork() } {
+            -1 => {
+                eprintln!("snapshot: fork failed: {}", std::io::Error::last_os_error());
+                for v in &mut store.variables {
+                    v.changed = true;
+                }
+            }
+            0 => {
+                let code = write_snapshot(&self.dir, writes, &names, self.cells);
+                // SAFETY: ends the fork without running this process's exit handlers.
+                unsafe { libc::_exit(code) }
+            }
+            pid => self.writer = Some(pid),
+        }
+    }
+}
+
+/// In the fork: writes each changed variable's file (to a temporary name, then renamed), removes
+/// the files of variables that are gone, then the status line. Returns the exit code.
+fn write_snapshot(
+    dir: &std::path::Path,
+    writes: Vec<(String, crate::evcxr_internal_runtime::SaverWrite)>,
+    names: &[String],
+    cell: u64,
+) -> i32 {
+    use child_protocol::snapshot::{SNAPSHOT_EXT, SNAPSHOT_LOCK, SNAPSHOT_STATUS};
+    use std::os::fd::AsRawFd;
+    // Not the kernel's pipes: what this process says goes to the directory's log.
+    if let Ok(log) = std::fs::File::create(dir.join("log")) {
+        // SAFETY: dup2 onto stdout and stderr, which this process no longer shares.
+        unsafe {
+            libc::dup2(log.as_raw_fd(), 1);
+            libc::dup2(log.as_raw_fd(), 2);
+        }
+    }
+    let Ok(lock) = std::fs::File::create(dir.join(SNAPSHOT_LOCK)) else {
+        return 2;
+    };
+    // SAFETY: a valid descriptor; released when this process exits.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    let started = std::time::Instant::now();
+    let (mut bytes, mut written, mut failed) = (0u64, 0usize, 0usize);
+    for (name, write) in writes {
+        let path = dir.join(format!("{name}.{SNAPSHOT_EXT}"));
+        let tmp = dir.join(format!("{name}.{SNAPSHOT_EXT}.tmp"));
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(&tmp))) {
+            Ok(Ok(n)) => match std::fs::rename(&tmp, &path) {
+                Ok(()) => {
+                    bytes += n;
+                    written += 1;
+                }
+                Err(e) => {
+                    eprintln!("{name}: {e}");
+                    failed += 1;
+                }
+            },
+            Ok(Err(e)) => {
+                eprintln!("{name}: {e}");
+                let _ = std::fs::remove_file(&tmp);
+                failed += 1;
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(&tmp);
+                failed += 1;
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let gone = path.extension().is_some_and(|e| e == SNAPSHOT_EXT)
+                && path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .is_some_and(|stem| !names.iter().any(|n| n == stem));
+            if gone {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    let status = format!(
+        "cell {cell}: {written} variables written, {bytes} bytes, {} ms, {failed} failed\n",
+        started.elapsed().as_millis()
+    );
+    let tmp = dir.join(format!("{SNAPSHOT_STATUS}.tmp"));
+    if std::fs::write(&tmp, status).is_ok() {
+        let _ = std::fs::rename(&tmp, dir.join(SNAPSHOT_STATUS));
+    }
+    i32::from(failed > 0)
+}
+
 struct Runtime {
     shared_objects: Vec<libloading::Library>,
     variable_store_ptr: *mut std::os::raw::c_void,
+    snapshots: Option<Snapshots>,
     // Our variable store is permitted to contain non-Send types (e.g. Rc), therefore we need to be
     // non-Send as well.
     _phantom_rc: PhantomData<Rc<()>>,
@@ -99,6 +258,7 @@ impl Runtime {
         Runtime {
             shared_objects: Vec::new(),
             variable_store_ptr: std::ptr::null_mut(),
+            snapshots: Snapshots::from_env(),
             _phantom_rc: PhantomData,
         }
     }
@@ -146,6 +306,14 @@ impl Runtime {
         }
         println!("{EVCXR_EXECUTION_COMPLETE}");
         self.shared_objects.push(shared_object);
+        // tch-kernel: after the kernel has the cell's end, so its reply is not delayed.
+        let store = self.variable_store_ptr as *mut crate::evcxr_internal_runtime::VariableStore;
+        if let Some(snapshots) = &mut self.snapshots
+            && !store.is_null()
+        {
+            // SAFETY: the store cells built and handed back; no cell runs now.
+            snapshots.take(unsafe { &mut *store });
+        }
         Ok(())
     }
 

@@ -25,6 +25,10 @@ pub enum Command<'a> {
     Gpu,
     /// `:vars`: variables with their types and short values.
     Vars,
+    /// `:restore`: the variables of the last snapshot an earlier evaluation process left.
+    Restore,
+    /// `:snapshot`: where this notebook's snapshots are and what they hold.
+    Snapshot,
     /// `:timing` (`on`, `off`, or nothing): the compile and run time of every cell so far, and
     /// of each later cell under it.
     Timing(&'a str),
@@ -50,6 +54,8 @@ impl<'a> Command<'a> {
             "help" => Command::Help,
             "gpu" => Command::Gpu,
             "vars" => Command::Vars,
+            "restore" => Command::Restore,
+            "snapshot" => Command::Snapshot,
             "timing" => Command::Timing(args.trim()),
             "dep" => match args.split_once('=') {
                 Some((krate, spec)) => Command::Dep {
@@ -90,6 +96,8 @@ mod tests {
             })
         );
         assert_eq!(Command::parse(":vars"), Some(Command::Vars));
+        assert_eq!(Command::parse(":restore"), Some(Command::Restore));
+        assert_eq!(Command::parse(":snapshot"), Some(Command::Snapshot));
         assert_eq!(Command::parse(":timing off"), Some(Command::Timing("off")));
         assert_eq!(Command::parse(":opt 2"), Some(Command::Engine(":opt 2")));
         assert_eq!(Command::parse("::std::f64::consts::PI"), None);

@@ -62,23 +62,6 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
     "truck",
 ];
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_bundled_digits_decode() {
-        let (pixels, labels, n, features) = super::decode(super::DIGITS).unwrap();
-        assert_eq!((n, features), (1797, 64));
-        assert_eq!(pixels.len(), 1797 * 64);
-        assert!(pixels.iter().all(|p| (0.0..=16.0).contains(p)));
-        assert!(
-            labels
-                .iter()
-                .all(|l| (0.0..=9.0).contains(l) && l.fract() == 0.0)
-        );
-        assert_eq!(labels.iter().filter(|l| **l == 0.0).count(), 178);
-    }
-}
-
 #[cfg(feature = "tch")]
 const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;
 
@@ -125,4 +108,21 @@ pub fn cifar10(dir: impl AsRef<std::path::Path>) -> std::io::Result<Cifar10> {
         test_images,
         test_labels,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bundled_digits_decode() {
+        let (pixels, labels, n, features) = super::decode(super::DIGITS).unwrap();
+        assert_eq!((n, features), (1797, 64));
+        assert_eq!(pixels.len(), 1797 * 64);
+        assert!(pixels.iter().all(|p| (0.0..=16.0).contains(p)));
+        assert!(
+            labels
+                .iter()
+                .all(|l| (0.0..=9.0).contains(l) && l.fract() == 0.0)
+        );
+        assert_eq!(labels.iter().filter(|l| **l == 0.0).count(), 178);
+    }
 }

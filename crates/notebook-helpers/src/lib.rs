@@ -44,6 +44,11 @@ pub mod batch {
 }
 #[cfg(feature = "tch")]
 mod image;
+/// Snapshots of variables: the savers the kernel keeps with each and the loaders `:restore`
+/// compiles.
+#[cfg(feature = "tch")]
+#[doc(hidden)]
+pub mod snapshot;
 #[cfg(feature = "tch")]
 mod tensor;
 

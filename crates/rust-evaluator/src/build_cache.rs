@@ -71,6 +71,16 @@ impl BuildCache {
         &self.root
     }
 
+    /// Where notebooks' variable snapshots go: next to the kernels' build dirs, which this user
+    /// can write (see `SnapshotConfig`).
+    pub fn snapshots_dir(&self) -> PathBuf {
+        if self.instances == self.root.join("instances") {
+            self.root.join("snapshots")
+        } else {
+            self.instances.join("snapshots")
+        }
+    }
+
     /// The installer's build, shared read-only by every kernel of this kernelspec.
     pub fn prebuilt_dir(&self) -> PathBuf {
         self.root.join("prebuilt")
@@ -133,8 +143,26 @@ impl BuildCache {
     }
 
     /// Removes build dirs left by kernels that died without cleaning up: same-host instances
-    /// whose process is gone, and other hosts' instances untouched for a week.
+    /// whose process is gone, and other hosts' instances untouched for a week; and notebooks'
+    /// snapshots no kernel will read again (see `snapshot::is_stale`).
     pub fn collect_garbage(&self) {
+        let age = |entry: &fs::DirEntry| {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+        };
+        for entry in fs::read_dir(self.snapshots_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if crate::snapshot::is_stale(&entry.path(), age(&entry)) {
+                log::info!("removing old snapshots {}", entry.path().display());
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
         let Ok(entries) = fs::read_dir(&self.instances) else {
             return;
         };
@@ -149,12 +177,7 @@ impl BuildCache {
                     pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
                 })
             } else {
-                entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
-                    .is_some_and(|age| age > FOREIGN_INSTANCE_MAX_AGE)
+                age(&entry).is_some_and(|age| age > FOREIGN_INSTANCE_MAX_AGE)
             };
             if stale {
                 log::info!("removing stale build dir {}", entry.path().display());

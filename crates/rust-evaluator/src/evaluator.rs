@@ -6,6 +6,7 @@ use crate::hints;
 use crate::known_names::{self, KnownNames};
 use crate::loop_poll;
 use crate::output::{Forwarder, OutputSink, Stream};
+use crate::snapshot::{RestoreReport, SnapshotConfig};
 use evcxr::{CommandContext, EvalCallbacks};
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -55,6 +56,10 @@ pub struct EvaluatorConfig {
     /// Names to complete from while rust-analyzer cannot answer (see `known_names`), as saved
     /// by [`Evaluator::save_known_names`] at install.
     pub known_names: Arc<KnownNames>,
+    /// Snapshots of the variables after each cell, restored after a crash and by `:restore`
+    /// (needs the prelude's savers; the evaluation process reads its directory from
+    /// [`child_protocol::snapshot::SNAPSHOT_DIR_ENV`]).
+    pub snapshots: Option<SnapshotConfig>,
 }
 
 /// A crate made available to every cell at start-up.
@@ -154,15 +159,18 @@ pub enum EvalError {
     },
     /// Stopped on request: at a poll in a loop or a `check_interrupt()` (variables of earlier
     /// cells kept), or by restarting the child (`lost`: the variables that were gone with it).
+    /// `restored`: what came back from the snapshot after a restart (`None`: no snapshots).
     Interrupted {
         variables_kept: bool,
         lost: Vec<String>,
+        restored: Option<RestoreReport>,
     },
     /// The child died (segfault, abort, `exit`) and was restarted; `lost` are the variables
-    /// that were defined before the cell.
+    /// that were defined before the cell and did not come back from the snapshot (`restored`).
     ProcessDied {
         reason: String,
         lost: Vec<String>,
+        restored: Option<RestoreReport>,
     },
     /// Redefining a type dropped variables of the old type.
     VariablesLost(Vec<String>),
@@ -284,6 +292,11 @@ pub struct Evaluator {
     /// Names for completion while rust-analyzer cannot answer (see `known_names`).
     known: Arc<KnownNames>,
     poll_loops: bool,
+    snapshots: Option<SnapshotConfig>,
+    /// Where a notice that is not a cell's own output goes (a process that died while idle).
+    sink: Arc<dyn OutputSink>,
+    /// A restore is running (a crash during it is not followed by another).
+    restoring: bool,
     /// Declared last: removed after the engine (and its child) is gone.
     _build_dir: BuildDirGuard,
 }
@@ -341,6 +354,18 @@ impl Evaluator {
         let (mut ctx, outputs) =
             CommandContext::new().map_err(|e| StartError::Engine(e.to_string()))?;
         ctx.set_link_stand_in_dirs(config.link_stand_in_dirs.clone());
+        // Snapshots need the prelude's savers.
+        let snapshots = config
+            .snapshots
+            .clone()
+            .filter(|_| config.prelude.is_some());
+        if let Some(snapshots) = &snapshots {
+            ctx.set_snapshot_saver_macro(Some(snapshots.saver_macro()));
+            // What the last kernel on this notebook saved, for `:restore`.
+            if let Err(e) = snapshots.keep_last() {
+                log::warn!("snapshots: cannot keep the last ones: {e}");
+            }
+        }
         ctx.trust_seeded_rustc_record(config.seed_is_current && config.seed_from.is_some());
         log::info!("engine started after {:?}", started.elapsed());
         let setup = |ctx: &mut CommandContext, command: &'static str, code: &str| {
@@ -392,7 +417,7 @@ impl Evaluator {
 
         let panics = Arc::new(Mutex::new(None));
         let stdout = Forwarder::spawn(outputs.stdout, Stream::Stdout, sink.clone(), panics.clone());
-        let stderr = Forwarder::spawn(outputs.stderr, Stream::Stderr, sink, panics.clone());
+        let stderr = Forwarder::spawn(outputs.stderr, Stream::Stderr, sink.clone(), panics.clone());
         let interrupter = Interrupter(Arc::new(InterruptState {
             running: AtomicBool::new(false),
             requested: AtomicBool::new(false),
@@ -414,6 +439,9 @@ impl Evaluator {
             child_needs_init: false,
             known: config.known_names.clone(),
             poll_loops: config.poll_loops,
+            snapshots,
+            sink,
+            restoring: false,
             _build_dir: build_dir,
         })
     }
@@ -440,6 +468,7 @@ impl Evaluator {
         code: &str,
         input: &dyn Fn(InputRequest) -> Result<String, String>,
     ) -> Result<EvalOutput, EvalError> {
+        self.restart_if_died_while_idle();
         if self.child_needs_init
             && let Err(e) = self.init_child()
         {
@@ -494,6 +523,7 @@ impl Evaluator {
                     Err(EvalError::Interrupted {
                         variables_kept: true,
                         lost: Vec::new(),
+                        restored: None,
                     })
                 }
                 Some(p) => Err(EvalError::Panic {
@@ -504,6 +534,7 @@ impl Evaluator {
                     message: shown_error(outputs.user_error.unwrap_or_default()),
                 }),
                 None => {
+                    self.record_snapshot_types();
                     let mut data: Vec<(String, String)> =
                         outputs.content_by_mime_type.into_iter().collect();
                     data.sort();
@@ -521,15 +552,31 @@ impl Evaluator {
             },
             Err(evcxr::Error::SubprocessTerminated(reason)) => {
                 self.child_needs_init = true;
-                let mut lost = defined_before;
+                let restored = self.restore_after_restart();
+                let mut lost: Vec<String> = defined_before
+                    .into_iter()
+                    .filter(|name| {
+                        !restored.as_ref().is_some_and(|r| {
+                            r.restored
+                                .iter()
+                                .chain(&r.not_restored)
+                                .any(|(n, _)| n == name)
+                        })
+                    })
+                    .collect();
                 lost.sort();
                 if interrupted {
                     Err(EvalError::Interrupted {
                         variables_kept: false,
                         lost,
+                        restored,
                     })
                 } else {
-                    Err(EvalError::ProcessDied { reason, lost })
+                    Err(EvalError::ProcessDied {
+                        reason,
+                        lost,
+                        restored,
+                    })
                 }
             }
             Err(evcxr::Error::CompilationErrors(mut errors)) => {
@@ -546,6 +593,101 @@ impl Evaluator {
                 Err(EvalError::VariablesLost(vars))
             }
             Err(evcxr::Error::Message(m)) => Err(EvalError::Other(m)),
+        }
+    }
+
+    /// Evcxr's names for the variables' types, for a later restore (after each cell).
+    fn record_snapshot_types(&self) {
+        let Some(snapshots) = &self.snapshots else {
+            return;
+        };
+        let variables: Vec<(String, String, bool)> = self
+            .variables()
+            .into_iter()
+            .map(|(n, t)| {
+                let is_mut = self.ctx.variable_is_mut(&n);
+                (n, t, is_mut)
+            })
+            .collect();
+        if let Err(e) = snapshots.record_types(&variables) {
+            log::warn!("snapshots: cannot record the variables' types: {e}");
+        }
+    }
+
+    /// A child that died between cells (killed, out of memory while a thread ran) is restarted
+    /// before the next cell, which then runs with what the snapshot restores; a notice on
+    /// stderr says so.
+    fn restart_if_died_while_idle(&mut self) {
+        let status = match self.ctx.process_handle().lock() {
+            Ok(mut child) => child.try_wait().ok().flatten(),
+            Err(_) => None,
+        };
+        let Some(status) = status else {
+            return;
+        };
+        // The engine finds the child gone when it sends it work, and starts a new one.
+        let defined: Vec<String> = self.variables().into_iter().map(|(n, _)| n).collect();
+        match self.ctx.execute(child_init::PANIC_HOOK_CELL) {
+            Err(evcxr::Error::SubprocessTerminated(_)) => {}
+            other => log::warn!("restarting a dead child: {:?}", other.err()),
+        }
+        self.child_needs_init = true;
+        let mut notice = format!(
+            "The evaluation process had died since the last cell ({status}); it was restarted.\n"
+        );
+        match self.restore_after_restart() {
+            Some(report) if !report.is_empty() => notice.push_str(&report.to_string()),
+            _ if defined.is_empty() => {}
+            _ => notice.push_str(&format!("Lost: {}.\n", defined.join(", "))),
+        }
+        self.sink.write(Stream::Stderr, &notice);
+    }
+
+    /// After the child died: keeps what it saved, and restores it into the new child.
+    fn restore_after_restart(&mut self) -> Option<RestoreReport> {
+        let snapshots = self.snapshots.as_ref()?;
+        if let Err(e) = snapshots.keep_last() {
+            log::warn!("snapshots: cannot keep the last ones: {e}");
+        }
+        if self.restoring {
+            return None;
+        }
+        Some(self.restore().unwrap_or_else(|e| RestoreReport {
+            restored: Vec::new(),
+            not_restored: vec![("(all)".into(), format!("the restore failed: {e}"))],
+        }))
+    }
+
+    /// Brings back the variables of the last snapshot kept from an earlier evaluation process
+    /// (`:restore`): tensors, `VarStore`s (into an existing one of the same name, by variable
+    /// name) and plain data, each saying what it is, and what cannot come back with why.
+    pub fn restore(&mut self) -> Result<RestoreReport, EvalError> {
+        let Some(snapshots) = &self.snapshots else {
+            return Err(EvalError::Other(
+                "snapshots are off in this kernel (they need the tch prelude and a cache dir)"
+                    .into(),
+            ));
+        };
+        let items: Vec<String> = self.ctx.defined_item_names().map(str::to_owned).collect();
+        let plan = snapshots.plan(&self.variables(), &items);
+        if !plan.code.is_empty() {
+            self.restoring = true;
+            let result = self.eval(&plan.code, &|_| Err("no input while restoring".into()));
+            self.restoring = false;
+            result?;
+        }
+        Ok(RestoreReport {
+            restored: plan.restored,
+            not_restored: plan.not_restored,
+        })
+    }
+
+    /// What `:snapshot` shows: where this notebook's snapshots are, and what they hold.
+    pub fn snapshot_status(&self) -> String {
+        match &self.snapshots {
+            Some(s) => s.describe(),
+            None => "Snapshots are off in this kernel (they need the tch prelude and a cache dir)."
+                .into(),
         }
     }
 

@@ -14,9 +14,11 @@ mod hints;
 mod known_names;
 mod loop_poll;
 mod output;
+mod snapshot;
 
 pub use build_cache::{BuildCache, PrebuiltState};
 pub use child_init::DisplayEvent;
+pub use child_protocol::snapshot::SNAPSHOT_DIR_ENV;
 pub use completeness::{Completeness, completeness};
 pub use evaluator::{
     Completions, EvalError, EvalOutput, Evaluator, EvaluatorConfig, InputRequest, Interrupter,
@@ -24,6 +26,7 @@ pub use evaluator::{
 };
 pub use known_names::{KNOWN_NAMES_FILE, KnownNames};
 pub use output::{OutputSink, Stream};
+pub use snapshot::{CONNECTION_FILE_KEY, RestoreReport, SnapshotConfig};
 
 /// Must be the first call in `main` of any binary that creates an [`Evaluator`]: the same
 /// executable is re-launched as the evaluation child (and as a rustc wrapper), and this call
