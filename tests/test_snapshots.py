@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,43 @@ def test_without_snapshots_the_commands_say_so(torch_env, tmp_path):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def memory_cgroup(name):
+    """A new memory cgroup (v1's memory controller, else v2's with memory enabled) and the file
+    that sets its limit; skips where this test may not make one (not root, no controller)."""
+    v1, v2 = Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup")
+    if (v1 / "memory.limit_in_bytes").exists():
+        group, limit_file = v1 / name, "memory.limit_in_bytes"
+    elif "memory" in (v2 / "cgroup.subtree_control").read_text() if (v2 / "cgroup.subtree_control").exists() else False:
+        group, limit_file = v2 / name, "memory.max"
+    else:
+        pytest.skip("no memory cgroup controller to limit a process with")
+    try:
+        group.mkdir(exist_ok=True)
+    except OSError as e:
+        pytest.skip(f"cannot create a memory cgroup: {e}")
+    return group, group / limit_file
+
+
+def test_a_kill_for_memory_says_so_and_restores(torch_env, tmp_path):
+    group, limit = memory_cgroup(f"tch-kernel-test-{os.getpid()}")
+    km, kc = start(tmp_path, "big.ipynb")
+    try:
+        ok(kc, "let kept = Tensor::arange(5, (Kind::Int64, Device::Cpu));")
+        wait_saved(kc, ["kept"])
+        # The evaluation process alone goes into a cgroup with a 256 MiB limit, as a Slurm job's
+        # processes are; memory it already holds is not counted there.
+        pid = result(ok(kc, "std::process::id()"))[0]
+        limit.write_text(str(256 << 20))
+        (group / "cgroup.procs").write_text(pid)
+        reply, _ = run(kc, "let big = Tensor::ones([400_000_000], (Kind::Float, Device::Cpu));\nbig.sum(Kind::Float)", timeout=300)
+        message = error_text(reply)
+        assert reply["ename"] == "OutOfMemory", message
+        assert "the limit is 256.0 MiB" in message and "was in use at the most" in message, message
+        assert "Restored from the snapshot" in message and "kept: Tensor [5] Int64" in message, message
+        assert result(ok(kc, "kept.sum(Kind::Int64).int64_value(&[])")) == ["10"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        group.rmdir()

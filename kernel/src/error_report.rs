@@ -109,6 +109,27 @@ pub fn error_info(error: EvalError) -> ErrorInfo {
             reason,
             lost,
             restored,
+            out_of_memory: Some(why),
+        } => ErrorInfo {
+            ename: "OutOfMemory".into(),
+            evalue: format!("out of memory: {why}"),
+            traceback: vec![
+                format!("{RED}{BOLD}Out of memory{RESET}: {why}."),
+                format!(
+                    "The evaluation process was restarted ({}). {}",
+                    reason.trim(),
+                    lost_variables(&lost, restored.as_ref())
+                ),
+                "Free tensors you no longer need, use smaller batches, or ask the job for more \
+                 memory (sbatch --mem)."
+                    .into(),
+            ],
+        },
+        EvalError::ProcessDied {
+            reason,
+            lost,
+            restored,
+            out_of_memory: None,
         } => ErrorInfo {
             ename: "EvaluatorCrashed".into(),
             evalue: format!("the evaluation process died: {}", reason.trim()),

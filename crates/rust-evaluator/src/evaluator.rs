@@ -5,6 +5,7 @@ use crate::child_init::{self, INPUT_ERR, INPUT_OK, PanicReport};
 use crate::hints;
 use crate::known_names::{self, KnownNames};
 use crate::loop_poll;
+use crate::memory::{self, MemoryWatch};
 use crate::output::{Forwarder, OutputSink, Stream};
 use crate::snapshot::{RestoreReport, SnapshotConfig};
 use evcxr::{CommandContext, EvalCallbacks};
@@ -167,10 +168,14 @@ pub enum EvalError {
     },
     /// The child died (segfault, abort, `exit`) and was restarted; `lost` are the variables
     /// that were defined before the cell and did not come back from the snapshot (`restored`).
+    ///
+    /// `out_of_memory`: it was killed for memory (the limit and what was in use), or an
+    /// allocation failed.
     ProcessDied {
         reason: String,
         lost: Vec<String>,
         restored: Option<RestoreReport>,
+        out_of_memory: Option<String>,
     },
     /// Redefining a type dropped variables of the old type.
     VariablesLost(Vec<String>),
@@ -286,6 +291,8 @@ pub struct Evaluator {
     stdout: Forwarder,
     stderr: Forwarder,
     panics: Arc<Mutex<Option<PanicReport>>>,
+    /// Set by the stderr forwarder when Rust's allocator reports a failed allocation.
+    alloc_failed: Arc<AtomicU64>,
     interrupter: Interrupter,
     /// A new child process needs its panic hook before running user code.
     child_needs_init: bool,
@@ -416,8 +423,21 @@ impl Evaluator {
         }
 
         let panics = Arc::new(Mutex::new(None));
-        let stdout = Forwarder::spawn(outputs.stdout, Stream::Stdout, sink.clone(), panics.clone());
-        let stderr = Forwarder::spawn(outputs.stderr, Stream::Stderr, sink.clone(), panics.clone());
+        let alloc_failed = Arc::new(AtomicU64::new(0));
+        let stdout = Forwarder::spawn(
+            outputs.stdout,
+            Stream::Stdout,
+            sink.clone(),
+            panics.clone(),
+            alloc_failed.clone(),
+        );
+        let stderr = Forwarder::spawn(
+            outputs.stderr,
+            Stream::Stderr,
+            sink.clone(),
+            panics.clone(),
+            alloc_failed.clone(),
+        );
         let interrupter = Interrupter(Arc::new(InterruptState {
             running: AtomicBool::new(false),
             requested: AtomicBool::new(false),
@@ -435,6 +455,7 @@ impl Evaluator {
             stdout,
             stderr,
             panics,
+            alloc_failed,
             interrupter,
             child_needs_init: false,
             known: config.known_names.clone(),
@@ -494,6 +515,13 @@ impl Evaluator {
                 }
             },
         };
+        let memory = self
+            .ctx
+            .process_handle()
+            .lock()
+            .map(|child| MemoryWatch::before_cell(child.id()))
+            .ok();
+        self.alloc_failed.store(0, Ordering::SeqCst);
         // What a crash of the child would take with it.
         let defined_before: Vec<String> = self.variables().into_iter().map(|(n, _)| n).collect();
         let instrumented = if self.poll_loops {
@@ -528,7 +556,10 @@ impl Evaluator {
                 }
                 Some(p) => Err(EvalError::Panic {
                     location: p.user_location().map(str::to_owned),
-                    message: shown_error(p.message),
+                    message: match memory::allocation_note(&p.message) {
+                        Some(note) => format!("{}\n{note}", shown_error(p.message)),
+                        None => shown_error(p.message),
+                    },
                 }),
                 None if outputs.user_error.is_some() => Err(EvalError::ErrorReturned {
                     message: shown_error(outputs.user_error.unwrap_or_default()),
@@ -552,6 +583,9 @@ impl Evaluator {
             },
             Err(evcxr::Error::SubprocessTerminated(reason)) => {
                 self.child_needs_init = true;
+                let alloc_failed =
+                    Some(self.alloc_failed.load(Ordering::SeqCst)).filter(|n| *n > 0);
+                let out_of_memory = memory.and_then(|m| m.out_of_memory(alloc_failed));
                 let restored = self.restore_after_restart();
                 let mut lost: Vec<String> = defined_before
                     .into_iter()
@@ -576,6 +610,7 @@ impl Evaluator {
                         reason,
                         lost,
                         restored,
+                        out_of_memory,
                     })
                 }
             }

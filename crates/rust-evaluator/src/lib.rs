@@ -13,6 +13,7 @@ mod evaluator;
 mod hints;
 mod known_names;
 mod loop_poll;
+mod memory;
 mod output;
 mod snapshot;
 

@@ -4,6 +4,7 @@
 
 use crate::child_init::{DisplayEvent, OUTPUT_MARKER, PANIC_MARKER, PanicReport};
 use crossbeam_channel::{Receiver, Sender, select};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,7 @@ impl Forwarder {
         stream: Stream,
         sink: Arc<dyn OutputSink>,
         panics: Arc<Mutex<Option<PanicReport>>>,
+        alloc_failed: Arc<AtomicU64>,
     ) -> Forwarder {
         let (barrier_tx, barrier_rx) = crossbeam_channel::unbounded::<Sender<()>>();
         let name = format!("forward-{stream:?}").to_lowercase();
@@ -43,6 +45,7 @@ impl Forwarder {
                 stream,
                 sink,
                 panics,
+                alloc_failed,
                 last_write: Instant::now(),
             };
             loop {
@@ -97,6 +100,8 @@ struct Batch {
     stream: Stream,
     sink: Arc<dyn OutputSink>,
     panics: Arc<Mutex<Option<PanicReport>>>,
+    /// The size in Rust's "memory allocation of N bytes failed" (then the process aborts).
+    alloc_failed: Arc<AtomicU64>,
     last_write: Instant,
 }
 
@@ -130,6 +135,14 @@ impl Batch {
                 self.text.push('\n');
             }
             return;
+        }
+        if self.stream == Stream::Stderr
+            && let Some(bytes) = line
+                .strip_prefix("memory allocation of ")
+                .and_then(|rest| rest.strip_suffix(" bytes failed"))
+                .and_then(|n| n.parse::<u64>().ok())
+        {
+            self.alloc_failed.store(bytes, Ordering::SeqCst);
         }
         self.text.push_str(line);
         self.text.push('\n');
