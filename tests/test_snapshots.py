@@ -144,6 +144,24 @@ def test_an_interrupt_that_restarts_the_process_keeps_the_variables(torch_env, t
         km.shutdown_kernel(now=True)
 
 
+def test_a_cell_that_ends_while_the_last_snapshot_is_written_is_the_one_restored(torch_env, tmp_path):
+    km, kc = start(tmp_path, "quick.ipynb")
+    try:
+        # 256 MiB take a while to write; the next cell ends before that and changes `n`.
+        ok(kc, "let big = Tensor::ones([67_108_864], (Kind::Float, Device::Cpu));\nlet mut n = 1u32;")
+        ok(kc, "n += 1;\nlet marker = true;")
+        # The files are written in the variables' order, so once `marker` is there, so are the
+        # others as this cell left them.
+        wait_saved(kc, ["big", "n", "marker"])
+        pid = int(result(ok(kc, "std::process::id()"))[0])
+        os.kill(pid, signal.SIGKILL)
+        wait_gone(pid)
+        assert result(ok(kc, "(n, marker, big.sum(Kind::Double).double_value(&[]))")) == ["(2, true, 67108864.0)"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 def test_restore_after_the_client_restarts_the_kernel_and_notebooks_never_mix(trained, tmp_path):
     km, kc, state, loss = trained
     km.restart_kernel(now=True)

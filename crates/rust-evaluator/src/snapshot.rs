@@ -96,20 +96,40 @@ fn write_types(dir: &Path, types: &BTreeMap<String, (String, bool)>) -> io::Resu
     std::fs::rename(tmp, dir.join(TYPES_FILE))
 }
 
+/// How long a new evaluation process waits for the last one's writer to finish a snapshot
+/// (which goes on after the process died) before it takes the files as they are.
+const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Holds the directory's lock (waiting for a snapshot being written) until dropped.
 struct DirLock {
     _file: std::fs::File,
 }
 
 impl DirLock {
-    fn take(dir: &Path) -> io::Result<DirLock> {
+    /// The lock, or None after [`WRITER_WAIT`] (a writer that is stuck: each file it finished
+    /// is whole, the others are the earlier ones).
+    fn take(dir: &Path) -> io::Result<Option<DirLock>> {
         use std::os::fd::AsRawFd;
         let file = std::fs::File::create(dir.join(SNAPSHOT_LOCK))?;
-        // SAFETY: a valid descriptor; the lock goes with the file.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error());
+        let end = std::time::Instant::now() + WRITER_WAIT;
+        loop {
+            // SAFETY: a valid descriptor; the lock goes with the file.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Some(DirLock { _file: file }));
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::WouldBlock {
+                return Err(error);
+            }
+            if std::time::Instant::now() > end {
+                log::warn!(
+                    "snapshots: the last writer still holds {}; going on",
+                    dir.display()
+                );
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        Ok(DirLock { _file: file })
     }
 }
 
