@@ -183,6 +183,53 @@ mod tests {
     }
 
     #[test]
+    fn range_chunks_cover_every_item_once_at_every_edge() {
+        fn half_open<T: child_code::__TchKernelChunk + PartialOrd + std::fmt::Debug>(
+            lo: T,
+            hi: T,
+        ) -> Vec<(T, T)> {
+            let (mut lo, mut chunks) = (lo, Vec::new());
+            while lo < hi {
+                let top = child_code::__tch_kernel_chunk_end(lo, hi);
+                chunks.push((lo, top));
+                lo = top;
+            }
+            chunks
+        }
+        assert_eq!(
+            half_open(0u32, 10_000),
+            [(0, 4096), (4096, 8192), (8192, 10_000)]
+        );
+        assert_eq!(half_open(250u8, 255), [(250, 255)]);
+        assert_eq!(half_open(0u8, 255), [(0, 255)]);
+        assert_eq!(half_open(-100i8, 100), [(-100, 100)]);
+        assert_eq!(half_open(i64::MIN, i64::MIN + 8192).len(), 2);
+        assert_eq!(
+            half_open(i64::MAX - 5, i64::MAX),
+            [(i64::MAX - 5, i64::MAX)]
+        );
+        assert_eq!(
+            half_open(0u128, u128::MAX).len(),
+            1,
+            "beyond i128: one chunk"
+        );
+        // Inclusive: the last item of each chunk, up to `end` itself.
+        let mut lo = 0u8;
+        let mut lasts = Vec::new();
+        loop {
+            let last = child_code::__tch_kernel_chunk_last(lo, u8::MAX);
+            lasts.push(last);
+            if last == u8::MAX {
+                break;
+            }
+            lo = last + 1;
+        }
+        assert_eq!(lasts, [255]);
+        assert_eq!(child_code::__tch_kernel_chunk_last(5usize, 5), 5);
+        assert_eq!(child_code::__tch_kernel_chunk_last(0usize, 10_000), 4095);
+    }
+
+    #[test]
     fn the_cells_code_compiles_and_speaks_the_protocol() {
         // Not in a kernel: no interrupt counter.
         assert!(!child_code::interrupted());

@@ -4,10 +4,13 @@
 //! the loop as `check_interrupt()` does, and the variables of earlier cells are kept.
 //!
 //! A `for` loop is cut into chunks of [`CHUNK`] items with one poll each, so its inner loop is
-//! still vectorised; `while` and `loop` (and a `for` with a `break`) poll at every iteration.
+//! still vectorised: a loop over an integer range (`0..n`, `1..=steps`) into sub-ranges, each a
+//! plain counted loop, any other `for` by taking items from its iterator in a bounded `while`.
+//! `while` is chunked the same way; `loop` (and a `for` or `while` with a `break`) polls at
+//! every iteration.
 //! Compile errors are mapped back to the cell as written ([`Instrumented::original_position`]).
 
-use ra_ap_syntax::ast::{self, HasAttrs, HasLoopBody};
+use ra_ap_syntax::ast::{self, HasAttrs, HasLoopBody, RangeItem};
 use ra_ap_syntax::{AstNode, Edition, SourceFile, SyntaxKind, SyntaxNode};
 use std::ops::Range;
 
@@ -129,6 +132,15 @@ enum How {
     /// A `while COND { BODY }` cut into chunks: the offsets of its condition and the body's
     /// `{` end.
     WhileChunks { cond: Range<usize>, body: usize },
+    /// A `for` over an integer range cut into sub-ranges: `LABEL: for PAT in A..B { BODY }`
+    /// (or `A..=B`), with the offsets of `for`, the pattern, the range, and the body's `{`.
+    RangeChunks {
+        for_keyword: usize,
+        pat: Range<usize>,
+        range: Range<usize>,
+        inclusive: bool,
+        body: usize,
+    },
     /// A `for` loop cut into chunks: `LABEL: for PAT in EXPR { BODY }`, with the offsets of
     /// `for`, the pattern, the iterable, and the body's inside (after `{`, before `}`).
     Chunks {
@@ -173,6 +185,25 @@ impl Loop {
                 body: at,
             })
         });
+        let range_chunks = ast::ForExpr::cast(node.clone()).and_then(|f| {
+            let ast::Expr::RangeExpr(range) = f.iterable()? else {
+                return None;
+            };
+            let (start, end) = (range.start()?, range.end()?);
+            // Only a range with an integer literal end is surely one of integers (the kind the
+            // chunk helper is for): the type of `a..b` is not known before type inference.
+            (!has_break
+                && f.in_token().is_some()
+                && (is_integer_literal(&start) || is_integer_literal(&end)))
+            .then_some(())?;
+            Some(How::RangeChunks {
+                for_keyword: range_of(f.for_token()?.text_range())?.start,
+                pat: range_of(f.pat()?.syntax().text_range())?,
+                range: range_of(range.syntax().text_range())?,
+                inclusive: range.op_kind()? == ast::RangeOp::Inclusive,
+                body: at,
+            })
+        });
         let chunks = ast::ForExpr::cast(node.clone()).and_then(|f| {
             let close = local(usize::from(list.r_curly_token()?.text_range().start()))?;
             (!has_break && f.in_token().is_some()).then_some(())?;
@@ -185,9 +216,25 @@ impl Loop {
         });
         Some(Loop {
             range,
-            how: chunks.or(while_chunks).unwrap_or(How::Poll { at }),
+            how: range_chunks
+                .or(chunks)
+                .or(while_chunks)
+                .unwrap_or(How::Poll { at }),
         })
     }
+}
+
+/// `3`, `0usize`, `-1`: an integer literal, possibly negated.
+fn is_integer_literal(expr: &ast::Expr) -> bool {
+    let literal = match expr {
+        ast::Expr::PrefixExpr(p) if p.op_kind() == Some(ast::UnaryOp::Neg) => match p.expr() {
+            Some(ast::Expr::Literal(l)) => l,
+            _ => return false,
+        },
+        ast::Expr::Literal(l) => l.clone(),
+        _ => return false,
+    };
+    matches!(literal.kind(), ast::LiteralKind::IntNumber(_))
 }
 
 #[derive(Default)]
@@ -252,6 +299,65 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 emit(code, *body..l.range.end, inner, out);
                 out.generated(
                     &format!(" if __tch_n < {CHUNK} {{ break; }} }}"),
+                    l.range.end,
+                );
+            }
+            How::RangeChunks {
+                for_keyword,
+                pat,
+                range,
+                inclusive,
+                body,
+            } => {
+                // The range evaluated once, as `for` does, then sub-ranges of CHUNK:
+                //   { let r = A..B; let (mut lo, hi) = (r.start, r.end);
+                //     while lo < hi { poll; let top = chunk_end(lo, hi);
+                //       LABEL: for PAT in lo..top { BODY } lo = top; } }
+                // and for `A..=B` (whose end may be the type's MAX):
+                //   { let (mut lo, hi) = (A..=B).into_inner(); if lo <= hi { loop { poll;
+                //       let top = chunk_last(lo, hi); LABEL: for PAT in lo..=top { BODY }
+                //       if top == hi { break } lo = top + 1; } } }
+                // The user's label goes on the inner `for`, so `continue 'label` takes the next
+                // item (a body with a `break` is not chunked).
+                out.generated(
+                    if *inclusive {
+                        "{ let (mut __tch_lo, __tch_hi) = ("
+                    } else {
+                        "{ let __tch_range = "
+                    },
+                    l.range.start,
+                );
+                emit(code, range.clone(), inner, out);
+                out.generated(
+                    &if *inclusive {
+                        format!(
+                            ").into_inner(); if __tch_lo <= __tch_hi {{ loop {{ {POLL_CALL} let __tch_top = crate::__tch_kernel_chunk_last(__tch_lo, __tch_hi); "
+                        )
+                    } else {
+                        format!(
+                            "; let (mut __tch_lo, __tch_hi) = (__tch_range.start, __tch_range.end); while __tch_lo < __tch_hi {{ {POLL_CALL} let __tch_top = crate::__tch_kernel_chunk_end(__tch_lo, __tch_hi); "
+                        )
+                    },
+                    l.range.start,
+                );
+                emit(code, l.range.start..*for_keyword, inner, out);
+                out.generated("for ", *for_keyword);
+                emit(code, pat.clone(), inner, out);
+                out.generated(
+                    if *inclusive {
+                        " in __tch_lo..=__tch_top {"
+                    } else {
+                        " in __tch_lo..__tch_top {"
+                    },
+                    *body,
+                );
+                emit(code, *body..l.range.end, inner, out);
+                out.generated(
+                    if *inclusive {
+                        " if __tch_top == __tch_hi { break; } __tch_lo = __tch_top + 1; } } }"
+                    } else {
+                        " __tch_lo = __tch_top; } }"
+                    },
                     l.range.end,
                 );
             }
@@ -323,11 +429,21 @@ mod tests {
 
     #[test]
     fn every_kind_of_loop_gets_a_poll() {
-        let code = "let mut n = 0;\nfor i in 0..3 { n += i; }\nwhile n > 0 {\n    n -= 1;\n}\n'outer: loop { break 'outer; }\nlet f = |v: Vec<i32>| { for x in v {} };\nfn g() { loop { return; } }\nimpl S { fn h(&self) { while let Some(_) = None::<i32> {} } }";
-        assert_eq!(polls(code), 6);
+        let code = "let mut n = 0;\nfor i in 0..3 { n += i; }\nwhile n > 0 {\n    n -= 1;\n}\n'outer: loop { break 'outer; }\nlet f = |v: Vec<i32>| { for x in v {} };\nfn g() { loop { return; } }\nimpl S { fn h(&self) { while let Some(_) = None::<i32> {} } }\nfor j in a..b {}\nfor k in 1..=n { n += k; }";
+        assert_eq!(polls(code), 8);
         let out = instrument(code).code;
         assert!(
-            out.contains("match ::std::iter::IntoIterator::into_iter(0..3) { mut __tch_it => '__tch_chunks15: loop { crate::__tch_kernel_poll(); let mut __tch_n = 0usize; while __tch_n < 4096 { match ::std::iter::Iterator::next(&mut __tch_it) { ::std::option::Option::Some(i) => {__tch_n += 1; n += i; } ::std::option::Option::None => break '__tch_chunks15, } } } }"),
+            out.contains("{ let __tch_range = 0..3; let (mut __tch_lo, __tch_hi) = (__tch_range.start, __tch_range.end); while __tch_lo < __tch_hi { crate::__tch_kernel_poll(); let __tch_top = crate::__tch_kernel_chunk_end(__tch_lo, __tch_hi); for i in __tch_lo..__tch_top { n += i; } __tch_lo = __tch_top; } }"),
+            "{out}"
+        );
+        assert!(
+            out.contains("match ::std::iter::IntoIterator::into_iter(v) { mut __tch_it => '__tch_chunks124: loop { crate::__tch_kernel_poll(); let mut __tch_n = 0usize; while __tch_n < 4096 { match ::std::iter::Iterator::next(&mut __tch_it) { ::std::option::Option::Some(x) => {__tch_n += 1;} ::std::option::Option::None => break '__tch_chunks124, } } } }"),
+            "{out}"
+        );
+        // A range of unknown type goes through its iterator; one ending in a literal, by ranges.
+        assert!(out.contains("into_iter(a..b)"), "{out}");
+        assert!(
+            out.contains("{ let (mut __tch_lo, __tch_hi) = (1..=n).into_inner(); if __tch_lo <= __tch_hi { loop { crate::__tch_kernel_poll(); let __tch_top = crate::__tch_kernel_chunk_last(__tch_lo, __tch_hi); for k in __tch_lo..=__tch_top { n += k; } if __tch_top == __tch_hi { break; } __tch_lo = __tch_top + 1; } } }"),
             "{out}"
         );
         assert!(
@@ -344,7 +460,7 @@ mod tests {
             "for i in 0..9 {crate::__tch_kernel_poll(); if i == 3 { break; } }"
         );
         let out = instrument("'rows: for r in 0..2 { for c in 0..2 { continue 'rows; } }").code;
-        assert!(out.contains("'rows: while __tch_n < 4096"), "{out}");
+        assert!(out.contains("'rows: for r in __tch_lo..__tch_top"), "{out}");
         assert_eq!(out.matches(POLL_CALL).count(), 2, "{out}");
     }
 

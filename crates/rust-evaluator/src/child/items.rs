@@ -68,6 +68,43 @@ pub fn __tch_kernel_input(prompt: &str, password: bool) -> String {
         panic!("input(): {}", protocol::unescape(reason))
     }
 }
+/// The end of the next chunk of an integer range loop `for i in start..end`, which the kernel
+/// cuts into sub-ranges of at most 4096 with one poll each: each stays a counted loop that the
+/// optimiser sees whole.
+#[doc(hidden)]
+#[inline(always)]
+pub fn __tch_kernel_chunk_end<T: __TchKernelChunk>(start: T, end: T) -> T {
+    start.__tch_chunk_end(end)
+}
+/// The last item of the next chunk of `for i in start..=end` (`start <= end`).
+#[doc(hidden)]
+#[inline(always)]
+pub fn __tch_kernel_chunk_last<T: __TchKernelChunk>(start: T, end: T) -> T {
+    start.__tch_chunk_last(end)
+}
+#[doc(hidden)]
+pub trait __TchKernelChunk: Copy {
+    fn __tch_chunk_end(self, end: Self) -> Self;
+    fn __tch_chunk_last(self, end: Self) -> Self;
+}
+// One impl for every integer type, through i128 (no macro: evcxr keeps a macro's expansion in
+// the cell that ran it). A u128 beyond i128 is one chunk to the end.
+impl<T: Copy + TryInto<i128> + TryFrom<i128>> __TchKernelChunk for T {
+    #[inline(always)]
+    fn __tch_chunk_end(self, end: Self) -> Self {
+        match (self.try_into(), end.try_into()) {
+            (Ok(lo), Ok(hi)) if hi - lo > 4096 => T::try_from(lo + 4096).unwrap_or(end),
+            _ => end,
+        }
+    }
+    #[inline(always)]
+    fn __tch_chunk_last(self, end: Self) -> Self {
+        match (self.try_into(), end.try_into()) {
+            (Ok(lo), Ok(hi)) if hi - lo >= 4096 => T::try_from(lo + 4095).unwrap_or(end),
+            _ => end,
+        }
+    }
+}
 /// Called at the top of every loop body in cell code (the kernel inserts the call): an
 /// interrupt (■) then stops the loop as `check_interrupt()` does, keeping earlier variables.
 /// One relaxed load per iteration; the counter's address is looked up once per cell.
