@@ -70,8 +70,13 @@ pub use mllog::{MlLog, keys as mllog_keys};
 pub use plot::{BarChart, ConfusionMatrix, Histogram, LinePlot, LiveChart, PlotError, ScatterPlot};
 pub use progress::{Postfix, Progress, progress, progress_postfix};
 pub use results::{RunResult, RunResults, results};
+/// serde, for a notebook's own types in snapshots (see [`snapshot::SnapshotData`]).
+#[cfg(feature = "tch")]
+pub use serde;
 /// JSON values for MLLOG metadata and values: `json!({"epoch_num": 1})`.
 pub use serde_json::{self, Value as JsonValue, json};
 pub use slurm_client::{JobId, JobInfo, JobState};
+#[cfg(feature = "tch")]
+pub use snapshot::SnapshotData;
 #[cfg(feature = "tch")]
 pub use tensor::{tensor_html, tensor_text};

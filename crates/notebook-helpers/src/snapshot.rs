@@ -54,12 +54,73 @@ impl ViaTch for &&&Probe<VarStore> {
     }
 }
 
-/// Values with serde's traits, written with bincode.
+/// Plain data a snapshot keeps (written with bincode through serde's traits): numbers, `bool`,
+/// `char`, `String`, and vectors, arrays, options, boxes, maps, sets and tuples of them.
+///
+/// A marker rather than "anything with serde's traits": the saver is chosen by method
+/// resolution, which does not see lifetimes, so `&str` (which has the traits only for
+/// `'static` data) would be chosen and then fail to compile. A type of the notebook's own can
+/// join with `impl SnapshotData for MyType {}` when it derives the prelude's serde
+/// (`#[derive(serde::Serialize, serde::Deserialize)] #[serde(crate = "tch_prelude::serde")]`).
+pub trait SnapshotData: serde::Serialize + serde::de::DeserializeOwned + 'static {}
+
+macro_rules! snapshot_data {
+    ($($t:ty),*) => {$(impl SnapshotData for $t {})*};
+}
+snapshot_data!(
+    (),
+    bool,
+    char,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    f32,
+    f64,
+    String,
+    serde_json::Value
+);
+impl<T: SnapshotData> SnapshotData for Vec<T> {}
+impl<T: SnapshotData> SnapshotData for std::collections::VecDeque<T> {}
+impl<T: SnapshotData> SnapshotData for Option<T> {}
+impl<T: SnapshotData> SnapshotData for Box<T> {}
+impl<T: SnapshotData, const N: usize> SnapshotData for [T; N] where
+    [T; N]: serde::Serialize + serde::de::DeserializeOwned
+{
+}
+impl<K: SnapshotData + Eq + std::hash::Hash, V: SnapshotData> SnapshotData
+    for std::collections::HashMap<K, V>
+{
+}
+impl<K: SnapshotData + Ord, V: SnapshotData> SnapshotData for std::collections::BTreeMap<K, V> {}
+impl<T: SnapshotData + Eq + std::hash::Hash> SnapshotData for std::collections::HashSet<T> {}
+impl<T: SnapshotData + Ord> SnapshotData for std::collections::BTreeSet<T> {}
+macro_rules! snapshot_tuples {
+    ($(($($t:ident),+)),*) => {$(impl<$($t: SnapshotData),+> SnapshotData for ($($t,)+) {})*};
+}
+snapshot_tuples!(
+    (A),
+    (A, B),
+    (A, B, C),
+    (A, B, C, D),
+    (A, B, C, D, E),
+    (A, B, C, D, E, F)
+);
+
+/// Plain data ([`SnapshotData`]), written with bincode.
 pub trait ViaData {
     fn saver(&self) -> SnapshotSaver;
 }
 
-impl<T: serde::Serialize + serde::de::DeserializeOwned + 'static> ViaData for &&Probe<T> {
+impl<T: SnapshotData> ViaData for &&Probe<T> {
     fn saver(&self) -> SnapshotSaver {
         save_data::<T>
     }
@@ -296,8 +357,12 @@ pub fn unsaved_reason(name: &str) -> String {
         "a closure".into()
     } else if name.starts_with("tch::nn::") || name.contains("tch::CModule") {
         "a model or layer: run the cell that builds it again (its weights come back with its VarStore, by `:restore`)".into()
+    } else if name.starts_with('&') || name.contains("<&") || name.contains(", &") {
+        "it holds a reference: only owned data is saved".into()
     } else {
-        format!("its type (`{name}`) has no serde Serialize and Deserialize")
+        format!(
+            "`{name}` is not plain data a snapshot keeps (numbers, strings, and vectors, maps, options and tuples of them)"
+        )
     }
 }
 
@@ -500,7 +565,21 @@ mod tests {
         assert_eq!(kind(__tch_snapshot_saver!(&v), &v).kind, SnapshotKind::Data);
         let header = kind(__tch_snapshot_saver!(&s), &s);
         assert_eq!(header.kind, SnapshotKind::Unsaved);
-        assert!(header.reason.contains("serde"), "{}", header.reason);
+        assert!(
+            header.reason.contains("not plain data"),
+            "{}",
+            header.reason
+        );
+        let word: &'static str = "tch";
+        let header = kind(__tch_snapshot_saver!(&word), &word);
+        assert!(header.reason.contains("reference"), "{}", header.reason);
+        let n = 41;
+        assert_eq!(kind(__tch_snapshot_saver!(&n), &n).kind, SnapshotKind::Data);
+        let map: std::collections::HashMap<String, (Vec<f32>, Option<u8>)> = Default::default();
+        assert_eq!(
+            kind(__tch_snapshot_saver!(&map), &map).kind,
+            SnapshotKind::Data
+        );
         let opt = tch::nn::Sgd::default();
         assert_eq!(
             kind(__tch_snapshot_saver!(&opt), &opt).kind,

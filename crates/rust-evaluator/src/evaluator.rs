@@ -654,7 +654,12 @@ impl Evaluator {
     /// stderr says so.
     fn restart_if_died_while_idle(&mut self) {
         let status = match self.ctx.process_handle().lock() {
-            Ok(mut child) => child.try_wait().ok().flatten(),
+            Ok(mut child) => match child.try_wait() {
+                // A killed process whose threads are still exiting is a zombie that cannot be
+                // reaped yet: it will be in a moment.
+                Ok(None) if is_zombie(child.id()) => child.wait().ok(),
+                other => other.ok().flatten(),
+            },
             Err(_) => None,
         };
         let Some(status) = status else {
@@ -836,6 +841,17 @@ impl Evaluator {
             .map(|(n, t)| (n.to_owned(), t.to_owned()))
             .collect()
     }
+}
+
+/// Whether process `pid` has exited (`Z` in `/proc/PID/stat`).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// Completions from what is known without rust-analyzer (see `known_names`): `variables` and
