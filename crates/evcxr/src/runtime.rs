@@ -100,6 +100,9 @@ struct Snapshots {
     writer: Option<libc::pid_t>,
     /// Writers stopped before they finished, not yet reaped.
     stopped: Vec<libc::pid_t>,
+    /// The variables the last snapshot knew: a cell that only drops one still writes (its file
+    /// goes).
+    names: Vec<String>,
     cells: u64,
 }
 
@@ -116,6 +119,7 @@ impl Snapshots {
             dir,
             writer: None,
             stopped: Vec::new(),
+            names: Vec::new(),
             cells: 0,
         })
     }
@@ -168,9 +172,22 @@ impl Snapshots {
                 Err(_) => eprintln!("snapshot: the saver of `{}` panicked", v.name),
             }
         }
-        if writes.is_empty() && self.cells > 1 {
+        if writes.is_empty() && names == self.names {
             return;
         }
+        // Taken here and inherited, so that the directory is locked from the fork on: a kernel
+        // starting a new process after this one died waits for the writer before it moves the
+        // files (the writer may not run at once, at idle priority).
+        let lock = match lock_dir(&self.dir) {
+            Ok(lock) => lock,
+            Err(e) => {
+                eprintln!("snapshot: cannot lock {}: {e}", self.dir.display());
+                for v in &mut store.variables {
+                    v.changed = true;
+                }
+                return;
+            }
+        };
         // SAFETY: the fork runs only the writes (which read memory and write files), std's file
         // calls and malloc (whose locks glibc's fork takes care of), then `_exit`s.
         match unsafe { libc::fork() } {
@@ -182,12 +199,37 @@ impl Snapshots {
             }
             0 => {
                 let code = write_snapshot(&self.dir, writes, &names, self.cells);
+                drop(lock);
                 // SAFETY: ends the fork without running this process's exit handlers.
                 unsafe { libc::_exit(code) }
             }
-            pid => self.writer = Some(pid),
+            pid => {
+                self.writer = Some(pid);
+                self.names = names;
+            }
         }
+        // This process's descriptor closes; the writer's keeps the lock (one open file, shared).
+        drop(lock);
     }
+}
+
+/// The snapshot directory's lock (`flock`, held until the file closes in every process).
+fn lock_dir(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let lock = std::fs::File::create(dir.join(child_protocol::snapshot::SNAPSHOT_LOCK))?;
+    // SAFETY: a valid descriptor. Blocks only while a writer just killed is still exiting.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(lock)
+}
+
+/// A line on this process's stderr with one `write` (in the fork, where std's stderr lock may
+/// have been held by another thread when it forked).
+fn say(text: &str) {
+    let line = format!("{text}\n");
+    // SAFETY: writes a buffer we own to descriptor 2.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
 }
 
 /// In the fork: writes each changed variable's file (to a temporary name, then renamed), removes
@@ -198,7 +240,7 @@ fn write_snapshot(
     names: &[String],
     cell: u64,
 ) -> i32 {
-    use child_protocol::snapshot::{SNAPSHOT_EXT, SNAPSHOT_LOCK, SNAPSHOT_STATUS};
+    use child_protocol::snapshot::{SNAPSHOT_EXT, SNAPSHOT_STATUS};
     use std::os::fd::AsRawFd;
     // Not the kernel's pipes: what this process says goes to the directory's log.
     if let Ok(log) = std::fs::File::create(dir.join("log")) {
@@ -218,11 +260,9 @@ fn write_snapshot(
         // ioprio_set(IOPRIO_WHO_PROCESS, this process, IOPRIO_CLASS_IDLE << 13)
         libc::syscall(libc::SYS_ioprio_set, 1, 0, 3 << 13);
     }
-    let Ok(lock) = std::fs::File::create(dir.join(SNAPSHOT_LOCK)) else {
-        return 2;
-    };
-    // SAFETY: a valid descriptor; released when this process exits.
-    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    // Its pages are shared with the evaluation process until it exits: if memory runs out, the
+    // out-of-memory killer takes the writer first, not the notebook.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
     let started = std::time::Instant::now();
     // What a writer stopped mid-file left.
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -241,12 +281,12 @@ fn write_snapshot(
                     written += 1;
                 }
                 Err(e) => {
-                    eprintln!("{name}: {e}");
+                    say(&format!("{name}: {e}"));
                     failed += 1;
                 }
             },
             Ok(Err(e)) => {
-                eprintln!("{name}: {e}");
+                say(&format!("{name}: {e}"));
                 let _ = std::fs::remove_file(&tmp);
                 failed += 1;
             }

@@ -175,12 +175,23 @@ fn host_tensor(name: &str, t: &Tensor) -> Result<HostTensor, String> {
         return Err("a sparse tensor".into());
     }
     let kind = t.f_kind().map_err(|e| e.to_string())?;
-    if matches!(kind, Kind::QInt8 | Kind::QUInt8 | Kind::QInt32) {
-        return Err("a quantized tensor".into());
+    if !KINDS.contains(&kind) {
+        return Err(format!("a {kind:?} tensor, a kind snapshots do not keep"));
     }
     let device = t.device();
-    let host = tch::no_grad(|| t.f_to_device(Device::Cpu).and_then(|c| c.f_contiguous()))
-        .map_err(|e| format!("cannot copy it to the host: {e}"))?;
+    // Pinned host memory may not be readable in a forked process (the driver can keep it out of
+    // the fork): such a tensor is copied like a CUDA one.
+    let host = tch::no_grad(|| {
+        let pinned = device == Device::Cpu
+            && tch::Cuda::is_available()
+            && t.f_is_pinned(Device::Cuda(0)).unwrap_or(false);
+        if pinned {
+            Ok(t.copy())
+        } else {
+            t.f_to_device(Device::Cpu).and_then(|c| c.f_contiguous())
+        }
+    })
+    .map_err(|e| format!("cannot copy it to the host: {e}"))?;
     let bytes = host.numel() * kind.elt_size_in_bytes();
     let ptr = if bytes == 0 {
         0
@@ -416,6 +427,19 @@ fn read_tensor(reader: &mut impl Read, entry: &TensorEntry) -> Result<Tensor, St
         .into_iter()
         .find(|k| format!("{k:?}") == entry.dtype)
         .ok_or_else(|| format!("tensor kind {} is not supported", entry.dtype))?;
+    // The header says how many bytes follow; libtorch copies as many as the shape says.
+    let expected = entry
+        .shape
+        .iter()
+        .try_fold(kind.elt_size_in_bytes() as u64, |n, d| {
+            u64::try_from(*d).ok().and_then(|d| n.checked_mul(d))
+        });
+    if expected != Some(entry.bytes) {
+        return Err(format!(
+            "the header does not add up ({} bytes for shape {:?} of {})",
+            entry.bytes, entry.shape, entry.dtype
+        ));
+    }
     let mut data = vec![0u8; entry.bytes as usize];
     reader
         .read_exact(&mut data)

@@ -213,6 +213,12 @@ mod tests {
             1,
             "beyond i128: one chunk"
         );
+        assert_eq!(half_open(i128::MIN, i128::MIN + 5000).len(), 2);
+        assert_eq!(
+            child_code::__tch_kernel_chunk_end(i128::MIN, 0),
+            i128::MIN + 4096,
+            "a span beyond i128"
+        );
         // Inclusive: the last item of each chunk, up to `end` itself.
         let mut lo = 0u8;
         let mut lasts = Vec::new();

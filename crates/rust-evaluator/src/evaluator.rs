@@ -654,12 +654,18 @@ impl Evaluator {
     /// stderr says so.
     fn restart_if_died_while_idle(&mut self) {
         let status = match self.ctx.process_handle().lock() {
-            Ok(mut child) => match child.try_wait() {
+            Ok(mut child) => {
+                let mut status = child.try_wait().ok().flatten();
                 // A killed process whose threads are still exiting is a zombie that cannot be
-                // reaped yet: it will be in a moment.
-                Ok(None) if is_zombie(child.id()) => child.wait().ok(),
-                other => other.ok().flatten(),
-            },
+                // reaped yet: it will be in a moment (not waited for without end: a thread
+                // stuck in a driver).
+                let end = std::time::Instant::now() + Duration::from_secs(10);
+                while status.is_none() && is_zombie(child.id()) && std::time::Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(10));
+                    status = child.try_wait().ok().flatten();
+                }
+                status
+            }
             Err(_) => None,
         };
         let Some(status) = status else {
@@ -702,6 +708,10 @@ impl Evaluator {
     /// (`:restore`): tensors, `VarStore`s (into an existing one of the same name, by variable
     /// name) and plain data, each saying what it is, and what cannot come back with why.
     pub fn restore(&mut self) -> Result<RestoreReport, EvalError> {
+        // A process that died since the last cell first hands over what it saved.
+        if !self.restoring {
+            self.restart_if_died_while_idle();
+        }
         let Some(snapshots) = &self.snapshots else {
             return Err(EvalError::Other(
                 "snapshots are off in this kernel (they need the tch prelude and a cache dir)"
@@ -710,16 +720,34 @@ impl Evaluator {
         };
         let items: Vec<String> = self.ctx.defined_item_names().map(str::to_owned).collect();
         let plan = snapshots.plan(&self.variables(), &items);
-        if !plan.code.is_empty() {
-            self.restoring = true;
-            let result = self.eval(&plan.code, &|_| Err("no input while restoring".into()));
-            self.restoring = false;
-            result?;
-        }
-        Ok(RestoreReport {
+        let mut report = RestoreReport {
             restored: plan.restored,
             not_restored: plan.not_restored,
-        })
+        };
+        if plan.code.is_empty() {
+            return Ok(report);
+        }
+        self.restoring = true;
+        let no_input = |_: InputRequest| Err("no input while restoring".to_owned());
+        if self.eval(&plan.code, &no_input).is_err() {
+            // One variable at a time: what fails is named, the rest comes back.
+            let mut restored = Vec::new();
+            for (statement, (name, what)) in plan.statements.iter().zip(report.restored) {
+                match self.eval(statement, &no_input) {
+                    Ok(_) => restored.push((name, what)),
+                    Err(e) => report.not_restored.push((
+                        name,
+                        format!(
+                            "its restore failed: {}",
+                            e.to_string().lines().next().unwrap_or_default()
+                        ),
+                    )),
+                }
+            }
+            report.restored = restored;
+        }
+        self.restoring = false;
+        Ok(report)
     }
 
     /// What `:snapshot` shows: where this notebook's snapshots are, and what they hold.

@@ -169,10 +169,12 @@ impl Loop {
         let range_of = |r: ra_ap_syntax::TextRange| {
             Some(local(usize::from(r.start()))?..local(usize::from(r.end()))?)
         };
-        let has_break = body
-            .syntax()
-            .descendants()
-            .any(|n| n.kind() == SyntaxKind::BREAK_EXPR);
+        // A `break` in a macro call (`select! { .. => break }`) is a token, not an expression.
+        let has_break = body.syntax().descendants_with_tokens().any(|n| {
+            n.kind() == SyntaxKind::BREAK_EXPR
+                || n.kind() == SyntaxKind::BREAK_KW
+                || n.as_token().is_some_and(|t| t.text() == "break")
+        });
         let while_chunks = ast::WhileExpr::cast(node.clone()).and_then(|w| {
             let cond = w.condition()?;
             let is_let = cond
@@ -458,6 +460,11 @@ mod tests {
         assert_eq!(
             out,
             "for i in 0..9 {crate::__tch_kernel_poll(); if i == 3 { break; } }"
+        );
+        let out = instrument("for i in 0..9 { my_macro!(if i == 3 { break }); }").code;
+        assert!(
+            out.starts_with("for i in 0..9 {crate::__tch_kernel_poll();"),
+            "{out}"
         );
         let out = instrument("'rows: for r in 0..2 { for c in 0..2 { continue 'rows; } }").code;
         assert!(out.contains("'rows: for r in __tch_lo..__tch_top"), "{out}");

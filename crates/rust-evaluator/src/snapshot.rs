@@ -169,9 +169,20 @@ fn saved_variables(dir: &Path) -> Vec<SavedVariable> {
 /// What `:restore` does: the cell to run, and what it restores or cannot.
 #[derive(Debug, Default)]
 pub(crate) struct RestorePlan {
+    /// The whole cell.
     pub code: String,
+    /// Its statements, one per entry of `restored` (in order): run one by one when the whole
+    /// cell fails, so that one bad file costs only its variable.
+    pub statements: Vec<String>,
     pub restored: Vec<(String, String)>,
     pub not_restored: Vec<(String, String)>,
+}
+
+impl RestorePlan {
+    fn statement(&mut self, code: String) {
+        self.code.push_str(&code);
+        self.statements.push(code);
+    }
 }
 
 /// The result of a restore, as the notebook shows it.
@@ -303,14 +314,14 @@ impl SnapshotConfig {
             match header.kind {
                 SnapshotKind::Unsaved => plan.not_restored.push((name, header.reason)),
                 SnapshotKind::Tensor => {
-                    plan.code.push_str(&format!(
+                    plan.statement(format!(
                         "{binding} {name}: {prelude}::tch::Tensor = {loaders}::load_tensor({path});\n"
                     ));
                     plan.restored
                         .push((name, format!("Tensor{}", shape(&header))));
                 }
                 SnapshotKind::Tensors => {
-                    plan.code.push_str(&format!(
+                    plan.statement(format!(
                         "{binding} {name}: Vec<{prelude}::tch::Tensor> = {loaders}::load_tensors({path});\n"
                     ));
                     plan.restored
@@ -322,7 +333,7 @@ impl SnapshotConfig {
                         .iter()
                         .any(|(v, t)| *v == name && t.contains("VarStore"))
                     {
-                        plan.code.push_str(&format!(
+                        plan.statement(format!(
                             "println!(\"{name}: {{}}\", {loaders}::load_into_var_store(&{name}, {path}));\n"
                         ));
                         plan.restored.push((
@@ -330,7 +341,7 @@ impl SnapshotConfig {
                             format!("its {n} weights, into the VarStore this session built"),
                         ));
                     } else {
-                        plan.code.push_str(&format!(
+                        plan.statement(format!(
                             "{binding} {name}: {prelude}::tch::nn::VarStore = {loaders}::load_var_store({path});\n"
                         ));
                         plan.restored.push((
@@ -354,7 +365,7 @@ impl SnapshotConfig {
                             ),
                         )),
                         Some(t) => {
-                            plan.code.push_str(&format!(
+                            plan.statement(format!(
                                 "{binding} {name}: {t} = {loaders}::load_data::<{t}>({path});\n"
                             ));
                             plan.restored.push((name, evcxr::short_type_name(t)));

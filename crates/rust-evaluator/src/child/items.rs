@@ -93,14 +93,19 @@ impl<T: Copy + TryInto<i128> + TryFrom<i128>> __TchKernelChunk for T {
     #[inline(always)]
     fn __tch_chunk_end(self, end: Self) -> Self {
         match (self.try_into(), end.try_into()) {
-            (Ok(lo), Ok(hi)) if hi - lo > 4096 => T::try_from(lo + 4096).unwrap_or(end),
+            // checked: i128::MIN..0 spans more than i128 holds.
+            (Ok(lo), Ok(hi)) if hi.checked_sub(lo).is_none_or(|d| d > 4096) => {
+                T::try_from(lo + 4096).unwrap_or(end)
+            }
             _ => end,
         }
     }
     #[inline(always)]
     fn __tch_chunk_last(self, end: Self) -> Self {
         match (self.try_into(), end.try_into()) {
-            (Ok(lo), Ok(hi)) if hi - lo >= 4096 => T::try_from(lo + 4095).unwrap_or(end),
+            (Ok(lo), Ok(hi)) if hi.checked_sub(lo).is_none_or(|d| d >= 4096) => {
+                T::try_from(lo + 4095).unwrap_or(end)
+            }
             _ => end,
         }
     }
