@@ -18,6 +18,7 @@ Figures:
 import argparse
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -156,8 +157,12 @@ def main():
         kc.stop_channels()
         km.shutdown_kernel(now=True)
 
-    model_save, model_load = torch_reference(model[2], work, args.repeats)
-    big_save, big_load = torch_reference(big[2], work, args.repeats)
+    try:
+        model_save, model_load = torch_reference(model[2], work, args.repeats)
+        big_save, big_load = torch_reference(big[2], work, args.repeats)
+    finally:
+        # A gigabyte of snapshots.
+        shutil.rmtree(work, ignore_errors=True)
     rows = [
         ("snapshot of a ResNet-9 VarStore", model[3] / 1000, model_save, f"{model[2] / 2**20:.1f} MiB", "torch.save"),
         ("snapshot of 1 GiB of tensors", big[3] / 1000, big_save, f"{big[2] / 2**20:.1f} MiB", "torch.save"),
