@@ -145,17 +145,11 @@ impl Snapshots {
                 0 => {
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                     self.stopped.push(pid);
-                    for v in &mut store.variables {
-                        v.changed = true;
-                    }
+                    mark_all_changed(store);
                 }
                 r if r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => {}
-                _ => {
-                    // It failed or was killed: write everything again.
-                    for v in &mut store.variables {
-                        v.changed = true;
-                    }
-                }
+                // It failed or was killed: write everything again.
+                _ => mark_all_changed(store),
             }
             self.writer = None;
         }
@@ -182,9 +176,7 @@ impl Snapshots {
             Ok(lock) => lock,
             Err(e) => {
                 eprintln!("snapshot: cannot lock {}: {e}", self.dir.display());
-                for v in &mut store.variables {
-                    v.changed = true;
-                }
+                mark_all_changed(store);
                 return;
             }
         };
@@ -193,9 +185,7 @@ impl Snapshots {
         match unsafe { libc::fork() } {
             -1 => {
                 eprintln!("snapshot: fork failed: {}", std::io::Error::last_os_error());
-                for v in &mut store.variables {
-                    v.changed = true;
-                }
+                mark_all_changed(store);
             }
             0 => {
                 let code = write_snapshot(&self.dir, writes, &names, self.cells);
@@ -210,6 +200,14 @@ impl Snapshots {
         }
         // This process's descriptor closes; the writer's keeps the lock (one open file, shared).
         drop(lock);
+    }
+}
+
+/// Every variable is written by the next snapshot (the last one did not finish). Here, not in
+/// the store: the store's module is compiled into every cell.
+fn mark_all_changed(store: &mut crate::evcxr_internal_runtime::VariableStore) {
+    for v in &mut store.variables {
+        v.changed = true;
     }
 }
 
@@ -264,10 +262,18 @@ fn write_snapshot(
     // out-of-memory killer takes the writer first, not the notebook.
     let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
     let started = std::time::Instant::now();
-    // What a writer stopped mid-file left.
+    // One pass over the directory: what a writer stopped mid-file left, and the files of
+    // variables that are gone (none of which this writer writes).
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.path().extension().is_some_and(|e| e == "tmp") {
-            let _ = std::fs::remove_file(entry.path());
+        let path = entry.path();
+        let leftover = path.extension().is_some_and(|e| e == "tmp");
+        let gone = path.extension().is_some_and(|e| e == SNAPSHOT_EXT)
+            && path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|stem| !names.iter().any(|n| n == stem));
+        if leftover || gone {
+            let _ = std::fs::remove_file(path);
         }
     }
     let (mut bytes, mut written, mut failed) = (0u64, 0usize, 0usize);
@@ -293,19 +299,6 @@ fn write_snapshot(
             Err(_) => {
                 let _ = std::fs::remove_file(&tmp);
                 failed += 1;
-            }
-        }
-    }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let gone = path.extension().is_some_and(|e| e == SNAPSHOT_EXT)
-                && path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .is_some_and(|stem| !names.iter().any(|n| n == stem));
-            if gone {
-                let _ = std::fs::remove_file(path);
             }
         }
     }

@@ -651,8 +651,8 @@ impl Evaluator {
 
     /// A child that died between cells (killed, out of memory while a thread ran) is restarted
     /// before the next cell, which then runs with what the snapshot restores; a notice on
-    /// stderr says so.
-    fn restart_if_died_while_idle(&mut self) {
+    /// stderr says so. Returns that restore's report.
+    fn restart_if_died_while_idle(&mut self) -> Option<RestoreReport> {
         let status = match self.ctx.process_handle().lock() {
             Ok(mut child) => {
                 let mut status = child.try_wait().ok().flatten();
@@ -668,9 +668,7 @@ impl Evaluator {
             }
             Err(_) => None,
         };
-        let Some(status) = status else {
-            return;
-        };
+        let status = status?;
         // The engine finds the child gone when it sends it work, and starts a new one.
         let defined: Vec<String> = self.variables().into_iter().map(|(n, _)| n).collect();
         match self.ctx.execute(child_init::PANIC_HOOK_CELL) {
@@ -681,12 +679,14 @@ impl Evaluator {
         let mut notice = format!(
             "The evaluation process had died since the last cell ({status}); it was restarted.\n"
         );
-        match self.restore_after_restart() {
+        let restored = self.restore_after_restart();
+        match &restored {
             Some(report) if !report.is_empty() => notice.push_str(&report.to_string()),
             _ if defined.is_empty() => {}
             _ => notice.push_str(&format!("Lost: {}.\n", defined.join(", "))),
         }
         self.sink.write(Stream::Stderr, &notice);
+        restored
     }
 
     /// After the child died: keeps what it saved, and restores it into the new child.
@@ -708,15 +708,15 @@ impl Evaluator {
     /// (`:restore`): tensors, `VarStore`s (into an existing one of the same name, by variable
     /// name) and plain data, each saying what it is, and what cannot come back with why.
     pub fn restore(&mut self) -> Result<RestoreReport, EvalError> {
-        // A process that died since the last cell first hands over what it saved.
-        if !self.restoring {
-            self.restart_if_died_while_idle();
+        // A process that died since the last cell hands over what it saved, and that restore
+        // (of the same files) is this one.
+        if !self.restoring
+            && let Some(report) = self.restart_if_died_while_idle()
+        {
+            return Ok(report);
         }
         let Some(snapshots) = &self.snapshots else {
-            return Err(EvalError::Other(
-                "snapshots are off in this kernel (they need the tch prelude and a cache dir)"
-                    .into(),
-            ));
+            return Err(EvalError::Other(format!("snapshots are {SNAPSHOTS_OFF}")));
         };
         let items: Vec<String> = self.ctx.defined_item_names().map(str::to_owned).collect();
         let plan = snapshots.plan(&self.variables(), &items);
@@ -754,8 +754,7 @@ impl Evaluator {
     pub fn snapshot_status(&self) -> String {
         match &self.snapshots {
             Some(s) => s.describe(),
-            None => "Snapshots are off in this kernel (they need the tch prelude and a cache dir)."
-                .into(),
+            None => format!("Snapshots are {SNAPSHOTS_OFF}."),
         }
     }
 
@@ -870,6 +869,9 @@ impl Evaluator {
             .collect()
     }
 }
+
+/// Why `:restore` and `:snapshot` have nothing to do.
+const SNAPSHOTS_OFF: &str = "off in this kernel (they need the tch prelude and a cache dir)";
 
 /// Whether process `pid` has exited (`Z` in `/proc/PID/stat`).
 fn is_zombie(pid: u32) -> bool {

@@ -91,9 +91,16 @@ fn write_types(dir: &Path, types: &BTreeMap<String, (String, bool)>) -> io::Resu
             u8::from(*is_mut)
         ));
     }
-    let tmp = dir.join(format!("{TYPES_FILE}.tmp"));
+    write_whole(&dir.join(TYPES_FILE), &text)
+}
+
+/// Writes `path` under a temporary name, then renames it: a reader sees the old file or the
+/// new one.
+fn write_whole(path: &Path, text: &str) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
     std::fs::write(&tmp, text)?;
-    std::fs::rename(tmp, dir.join(TYPES_FILE))
+    std::fs::rename(tmp, path)
 }
 
 /// How long a new evaluation process waits for the last one's writer to finish a snapshot
@@ -256,9 +263,7 @@ impl SnapshotConfig {
         std::fs::create_dir_all(&saved)?;
         // Replaced at each start: the directory's time says when it was last used (old ones are
         // removed with the cache's garbage).
-        let tmp = self.dir.join("notebook.tmp");
-        std::fs::write(&tmp, format!("{}\n", self.notebook))?;
-        std::fs::rename(tmp, self.dir.join("notebook"))?;
+        write_whole(&self.dir.join("notebook"), &format!("{}\n", self.notebook))?;
         let _lock = DirLock::take(&live)?;
         for variable in saved_variables(&live) {
             std::fs::rename(
