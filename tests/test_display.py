@@ -238,6 +238,14 @@ def test_every_loop_a_cell_writes_stops_at_an_interrupt(k):
         'println!("running"); busy(&mut spins);',
         'println!("running"); Worker.run(&mut spins);',
         'println!("running"); { let spin = |n: &mut u64| loop { *n += 1; }; spin(&mut spins); }',
+        # A for over an iterator: a slice's in chunks (this one, of zero-sized items, has
+        # usize::MAX of them), a range of any integer type, a mutable slice, and any other
+        # iterator at each item; and a while.
+        'println!("running"); for _ in vec![(); usize::MAX].iter() { spins = spins.wrapping_add(1); }',
+        'println!("running"); let (lo, hi) = (1i128, i128::MAX); for i in lo..hi { spins = i as u64; }',
+        'println!("running"); let mut units = vec![(); usize::MAX]; for u in &mut units { *u = (); spins = spins.wrapping_add(1); }',
+        'println!("running"); for x in std::iter::repeat(3u64) { spins = spins.wrapping_add(x); }',
+        'println!("running"); while spins != 1 { spins = spins.wrapping_add(2); }',
     ]
     for cell in cells:
         reply, _ = run_interrupted(km, kc, cell, printed("running"))

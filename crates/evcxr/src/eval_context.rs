@@ -2496,6 +2496,15 @@ fn item_triggers(name: &str, code: &str) -> HashSet<String> {
                 triggers.insert(ALWAYS_NEEDED.to_owned());
                 None
             }
+            // A `#[used]` static is there for what the linker does with it (a constructor in
+            // `.init_array`), never named by the code that needs it.
+            ast::Item::Static(s)
+                if ast::HasAttrs::attrs(s)
+                    .any(|a| a.simple_name().is_some_and(|n| n == "used")) =>
+            {
+                triggers.insert(ALWAYS_NEEDED.to_owned());
+                None
+            }
             ast::Item::Impl(imp) => {
                 let header = match imp.assoc_item_list() {
                     Some(list) => {
@@ -2601,6 +2610,7 @@ mod needed_items_tests {
             ),
             ("sq", "macro_rules! sq { ($x:expr) => { $x * $x } }"),
             ("Write", "use std::io::Write;"),
+            ("AT_LOAD", "#[used]\n#[unsafe(link_section = \".init_array\")]\nstatic AT_LOAD: extern \"C\" fn() = { extern \"C\" fn f() {} f };"),
             ("Unused", "struct Unused;\nimpl std::fmt::Display for Unused { fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result { Ok(()) } }"),
         ]
         .into_iter()
@@ -2621,14 +2631,18 @@ mod needed_items_tests {
     #[test]
     fn a_cell_gets_the_items_it_uses_and_what_they_use() {
         let wrapper = "if std::panic::catch_unwind(|| { (&(1 + 5)).evcxr_display(); }).is_err() {}";
-        // Imports always go in: an imported trait's methods are called without naming it.
-        assert_eq!(needed(wrapper), ["Write"]);
-        assert_eq!(needed("f21(3.0)"), ["S21", "Write", "f21"]);
+        // Imports always go in: an imported trait's methods are called without naming it; and
+        // `#[used]` statics, which nothing names.
+        assert_eq!(needed(wrapper), ["AT_LOAD", "Write"]);
+        assert_eq!(needed("f21(3.0)"), ["AT_LOAD", "S21", "Write", "f21"]);
         // A method call names only the method; a macro by its name; a format string too.
-        assert_eq!(needed("5.show()"), ["Pretty", "Write"]);
-        assert_eq!(needed("sq!(2)"), ["Write", "sq"]);
-        assert_eq!(needed("println!(\"{}\", Unused)"), ["Unused", "Write"]);
+        assert_eq!(needed("5.show()"), ["AT_LOAD", "Pretty", "Write"]);
+        assert_eq!(needed("sq!(2)"), ["AT_LOAD", "Write", "sq"]);
+        assert_eq!(
+            needed("println!(\"{}\", Unused)"),
+            ["AT_LOAD", "Unused", "Write"]
+        );
         // An impl kept with another item's block comes in with the type it is for.
-        assert_eq!(needed("let x: S21 = todo!();"), ["S21", "Write"]);
+        assert_eq!(needed("let x: S21 = todo!();"), ["AT_LOAD", "S21", "Write"]);
     }
 }

@@ -182,6 +182,90 @@ mod tests {
         }
     }
 
+    /// A `for` loop as loop_poll.rs writes it (`How::Chunks`), with the items it ran and the
+    /// chunks (polls) it took.
+    macro_rules! chunked_for {
+        ($iter:expr) => {{
+            #[allow(unused_imports)]
+            use child_code::{__TchKernelSplitAny as _, __TchKernelSplitFast as _};
+            let (mut items, mut chunks) = (Vec::new(), 0);
+            match ::std::iter::IntoIterator::into_iter($iter) {
+                mut __tch_it => 'c: loop {
+                    chunks += 1;
+                    let (mut __tch_chunk, __tch_limit, __tch_step, __tch_last) =
+                        (&&child_code::__TchKernelSplit::of(&__tch_it)).__tch_split(&mut __tch_it);
+                    let mut __tch_n = 0usize;
+                    while __tch_n < __tch_limit {
+                        match child_code::__TchKernelChunkNext::__tch_next(
+                            &mut __tch_chunk,
+                            &mut __tch_it,
+                        ) {
+                            Some(x) => {
+                                __tch_n += __tch_step;
+                                items.push(x);
+                            }
+                            None => {
+                                if __tch_last {
+                                    break 'c;
+                                } else {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                },
+            }
+            (items, chunks)
+        }};
+    }
+
+    #[test]
+    fn iterator_chunks_run_every_item_once_in_order() {
+        for len in [0usize, 1, 4095, 4096, 4097, 10_000] {
+            let data: Vec<usize> = (0..len).collect();
+            let chunks = len.div_ceil(4096).max(1);
+            // Slices, by sub-slice.
+            let (items, n) = chunked_for!(&data);
+            assert_eq!(
+                (items.into_iter().copied().collect::<Vec<_>>(), n),
+                (data.clone(), chunks)
+            );
+            // Mutable slices: every item once, changed in place.
+            let mut copy = data.clone();
+            let (items, n) = chunked_for!(copy.iter_mut());
+            assert_eq!(n, chunks);
+            items.into_iter().for_each(|x| *x += 1);
+            assert_eq!(copy, (1..len + 1).collect::<Vec<_>>());
+            // Ranges of a type known only after inference, by sub-range.
+            let (lo, hi) = (3i64, 3 + len as i64);
+            assert_eq!(chunked_for!(lo..hi), ((lo..hi).collect(), chunks));
+            // Two zipped slices, cut as the slices are, the shorter one deciding.
+            let longer: Vec<usize> = (0..len + 5).collect();
+            let (items, n) = chunked_for!(data.iter().zip(&longer));
+            assert_eq!(n, chunks);
+            assert!(
+                items
+                    .iter()
+                    .enumerate()
+                    .all(|(i, (a, b))| **a == i && **b == i)
+            );
+            assert_eq!(items.len(), len);
+            // Any other iterator: counted chunks of the iterator itself (one more chunk when
+            // the items fill the last, to see its end).
+            let (items, n) = chunked_for!(data.iter().map(|x| x * 2));
+            assert_eq!(items, data.iter().map(|x| x * 2).collect::<Vec<_>>());
+            assert_eq!(n, len / 4096 + 1);
+        }
+        // An empty or reversed range has no items; a range beyond i128 is one chunk.
+        assert_eq!(chunked_for!(5u8..5), (vec![], 1));
+        #[allow(clippy::reversed_empty_ranges)]
+        let reversed = chunked_for!(5i32..-5);
+        assert_eq!(reversed, (vec![], 1));
+        assert_eq!(chunked_for!(u128::MAX - 2..u128::MAX).1, 1);
+        // Ranges of what is not an integer go the general way.
+        assert_eq!(chunked_for!('a'..'d').0, vec!['a', 'b', 'c']);
+    }
+
     #[test]
     fn range_chunks_cover_every_item_once_at_every_edge() {
         fn half_open<T: child_code::__TchKernelChunk + PartialOrd + std::fmt::Debug>(

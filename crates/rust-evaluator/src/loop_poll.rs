@@ -5,9 +5,10 @@
 //!
 //! A `for` loop is cut into chunks of [`CHUNK`] items with one poll each, so its inner loop is
 //! still vectorised: a loop over an integer range (`0..n`, `1..=steps`) into sub-ranges, each a
-//! plain counted loop, any other `for` by taking items from its iterator in a bounded `while`.
-//! `while` is chunked the same way; `loop` (and a `for` or `while` with a `break`) polls at
-//! every iteration.
+//! plain counted loop; a loop over another iterator by the iterator's type (`child/items.rs`): a
+//! slice's, a range's or two zipped slices' as sub-slices or a sub-range, any other's counted in
+//! a bounded `while`. `while` is chunked the same way; `loop` (and a `for` or `while` with a
+//! `break`) polls at every iteration.
 //! Compile errors are mapped back to the cell as written ([`Instrumented::original_position`]).
 
 use ra_ap_syntax::ast::{self, HasAttrs, HasLoopBody, RangeItem};
@@ -19,9 +20,13 @@ use std::ops::Range;
 pub(crate) const POLL_CALL: &str = "crate::__tch_kernel_poll();";
 
 /// How many iterations of a `for` loop run between two polls. A `for` loop is cut into chunks
-/// of this many items (`Iterator::take` on its iterator), and the poll runs once per chunk, so
-/// the loop inside a chunk stays as the optimiser likes it (vectorised, unrolled).
+/// of this many items, and the poll runs once per chunk, so the loop inside a chunk stays as the
+/// optimiser likes it (vectorised, unrolled). `child/items.rs` has the same number.
 pub(crate) const CHUNK: usize = 4096;
+
+/// The next chunk of a `for` loop's iterator `__tch_it` (see `How::Chunks`): the two traits
+/// are the chunked kinds (slices, ranges) and any iterator's, found in that order.
+const SPLIT: &str = "let (mut __tch_chunk, __tch_limit, __tch_step, __tch_last) = { #[allow(unused_imports)] use crate::{__TchKernelSplitFast as _, __TchKernelSplitAny as _}; (&&crate::__TchKernelSplit::of(&__tch_it)).__tch_split(&mut __tch_it) };";
 
 /// A cell's code with the polls inserted, and how its positions map back.
 pub(crate) struct Instrumented {
@@ -370,10 +375,16 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 body,
             } => {
                 // As `for` desugars (a match, so that EXPR's temporaries live through the
-                // loop), with a poll every CHUNK items:
-                //   match IntoIterator::into_iter(EXPR) { mut it => 'c: loop { poll; n = 0;
-                //     LABEL: while n < CHUNK { match it.next() { Some(PAT) => {n += 1; BODY}
-                //       None => break 'c, } } } }
+                // loop), a chunk at a time with one poll each. What a chunk is depends on the
+                // iterator's type, so method resolution chooses (`child/items.rs`): the next
+                // CHUNK items of a slice, a range or two zipped slices as a sub-iterator of
+                // their own, which the while runs to its end as a plain `for` would (`limit` is
+                // usize::MAX, `step` 0); any other iterator itself, for CHUNK counted items:
+                //   match IntoIterator::into_iter(EXPR) { mut it => 'c: loop { poll;
+                //     let (mut chunk, limit, step, last) = split(&mut it); let mut n = 0;
+                //     LABEL: while n < limit { match chunk.next(&mut it) {
+                //       Some(PAT) => {n += step; BODY}
+                //       None => if last { break 'c } else { break } } } } }
                 // The user's label goes on the `while`, so `continue 'label` takes the next
                 // item. A labelled chunk loop per loop: nested ones get their own label.
                 let chunks = format!("'__tch_chunks{}", l.range.start);
@@ -381,23 +392,23 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 emit(code, expr.clone(), inner, out);
                 out.generated(
                     &format!(
-                        ") {{ mut __tch_it => {chunks}: loop {{ {POLL_CALL} let mut __tch_n = 0usize; "
+                        ") {{ mut __tch_it => {chunks}: loop {{ {POLL_CALL} {SPLIT} let mut __tch_n = 0usize; "
                     ),
                     l.range.start,
                 );
                 emit(code, l.range.start..*for_keyword, inner, out);
                 out.generated(
-                    &format!(
-                        "while __tch_n < {CHUNK} {{ match ::std::iter::Iterator::next(&mut __tch_it) {{ ::std::option::Option::Some("
-                    ),
+                    "while __tch_n < __tch_limit { match crate::__TchKernelChunkNext::__tch_next(&mut __tch_chunk, &mut __tch_it) { ::std::option::Option::Some(",
                     *for_keyword,
                 );
                 emit(code, pat.clone(), inner, out);
-                out.generated(") => {__tch_n += 1;", body.start);
+                out.generated(") => {__tch_n += __tch_step;", body.start);
                 emit(code, body.clone(), inner, out);
                 emit(code, body.end..l.range.end, inner, out);
                 out.generated(
-                    &format!(" ::std::option::Option::None => break {chunks}, }} }} }} }}"),
+                    &format!(
+                        " ::std::option::Option::None => if __tch_last {{ break {chunks} }} else {{ break }} }} }} }} }}"
+                    ),
                     l.range.end,
                 );
             }
@@ -439,7 +450,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains("match ::std::iter::IntoIterator::into_iter(v) { mut __tch_it => '__tch_chunks124: loop { crate::__tch_kernel_poll(); let mut __tch_n = 0usize; while __tch_n < 4096 { match ::std::iter::Iterator::next(&mut __tch_it) { ::std::option::Option::Some(x) => {__tch_n += 1;} ::std::option::Option::None => break '__tch_chunks124, } } } }"),
+            out.contains(&format!("match ::std::iter::IntoIterator::into_iter(v) {{ mut __tch_it => '__tch_chunks124: loop {{ crate::__tch_kernel_poll(); {SPLIT} let mut __tch_n = 0usize; while __tch_n < __tch_limit {{ match crate::__TchKernelChunkNext::__tch_next(&mut __tch_chunk, &mut __tch_it) {{ ::std::option::Option::Some(x) => {{__tch_n += __tch_step;}} ::std::option::Option::None => if __tch_last {{ break '__tch_chunks124 }} else {{ break }} }} }} }} }}")),
             "{out}"
         );
         // A range of unknown type goes through its iterator; one ending in a literal, by ranges.
@@ -508,7 +519,7 @@ mod tests {
             );
         }
         // Inside generated code: where it stands in the cell.
-        let (line, column) = find(&inst.code, "__tch_n += 1;");
+        let (line, column) = find(&inst.code, "__tch_n += __tch_step;");
         assert_eq!(inst.original_position(line, column), find(code, " let x"));
     }
 }

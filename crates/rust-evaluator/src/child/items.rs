@@ -110,6 +110,136 @@ impl<T: Copy + TryInto<i128> + TryFrom<i128>> __TchKernelChunk for T {
         }
     }
 }
+/// The chunks of a `for` loop over an iterator (the kernel's loop_poll.rs writes the loop):
+/// `(&&__TchKernelSplit::of(&it)).__tch_split(&mut it)` gives the next chunk, the most items it
+/// runs, the count per item and whether it is the last. A slice's, an integer range's or two
+/// zipped slices' chunk is a sub-iterator of at most 4096 items run to its end uncounted, so the
+/// loop over it compiles as the plain loop does; any other iterator is its own chunk, for 4096
+/// counted items. Method resolution tries `&__TchKernelSplit<I>` (the kinds cut by their own
+/// type) before `__TchKernelSplit<I>`.
+#[doc(hidden)]
+pub struct __TchKernelSplit<I>(std::marker::PhantomData<fn() -> I>);
+impl<I> __TchKernelSplit<I> {
+    /// Takes the iterator only for its type.
+    #[inline(always)]
+    pub fn of(_: &I) -> Self {
+        __TchKernelSplit(std::marker::PhantomData)
+    }
+}
+/// A chunk that is a sub-iterator of its own.
+#[doc(hidden)]
+pub struct __TchKernelPart<C>(C);
+/// A chunk that is the iterator itself.
+#[doc(hidden)]
+pub struct __TchKernelWhole;
+#[doc(hidden)]
+pub trait __TchKernelChunkNext<I> {
+    type Item;
+    fn __tch_next(&mut self, it: &mut I) -> Option<Self::Item>;
+}
+impl<C: Iterator, I> __TchKernelChunkNext<I> for __TchKernelPart<C> {
+    type Item = C::Item;
+    #[inline(always)]
+    fn __tch_next(&mut self, _: &mut I) -> Option<C::Item> {
+        self.0.next()
+    }
+}
+impl<I: Iterator> __TchKernelChunkNext<I> for __TchKernelWhole {
+    type Item = I::Item;
+    #[inline(always)]
+    fn __tch_next(&mut self, it: &mut I) -> Option<I::Item> {
+        it.next()
+    }
+}
+#[doc(hidden)]
+pub trait __TchKernelSplitFast {
+    type Iter;
+    type Chunk;
+    fn __tch_split(&self, it: &mut Self::Iter) -> (Self::Chunk, usize, usize, bool);
+}
+impl<'a, T> __TchKernelSplitFast for &__TchKernelSplit<std::slice::Iter<'a, T>> {
+    type Iter = std::slice::Iter<'a, T>;
+    type Chunk = __TchKernelPart<std::slice::Iter<'a, T>>;
+    #[inline(always)]
+    fn __tch_split(&self, it: &mut Self::Iter) -> (Self::Chunk, usize, usize, bool) {
+        let (part, rest) = it.as_slice().split_at(it.len().min(4096));
+        *it = rest.iter();
+        (__TchKernelPart(part.iter()), usize::MAX, 0, rest.is_empty())
+    }
+}
+impl<'a, T> __TchKernelSplitFast for &__TchKernelSplit<std::slice::IterMut<'a, T>> {
+    type Iter = std::slice::IterMut<'a, T>;
+    type Chunk = __TchKernelPart<std::slice::IterMut<'a, T>>;
+    #[inline(always)]
+    fn __tch_split(&self, it: &mut Self::Iter) -> (Self::Chunk, usize, usize, bool) {
+        let all = std::mem::take(it).into_slice();
+        let len = all.len().min(4096);
+        let (part, rest) = all.split_at_mut(len);
+        let last = rest.is_empty();
+        *it = rest.iter_mut();
+        (__TchKernelPart(part.iter_mut()), usize::MAX, 0, last)
+    }
+}
+impl<T: __TchKernelChunk + PartialOrd> __TchKernelSplitFast for &__TchKernelSplit<std::ops::Range<T>>
+where
+    std::ops::Range<T>: Iterator<Item = T>,
+{
+    type Iter = std::ops::Range<T>;
+    type Chunk = __TchKernelPart<std::ops::Range<T>>;
+    #[inline(always)]
+    fn __tch_split(&self, it: &mut Self::Iter) -> (Self::Chunk, usize, usize, bool) {
+        let (lo, hi) = (it.start, it.end);
+        if lo >= hi {
+            return (__TchKernelPart(lo..lo), usize::MAX, 0, true);
+        }
+        let top = lo.__tch_chunk_end(hi);
+        it.start = top;
+        (__TchKernelPart(lo..top), usize::MAX, 0, top == hi)
+    }
+}
+impl<'a, 'b, A, B> __TchKernelSplitFast
+    for &__TchKernelSplit<std::iter::Zip<std::slice::Iter<'a, A>, std::slice::Iter<'b, B>>>
+{
+    type Iter = std::iter::Zip<std::slice::Iter<'a, A>, std::slice::Iter<'b, B>>;
+    type Chunk = __TchKernelPart<Self::Iter>;
+    #[inline(always)]
+    fn __tch_split(&self, it: &mut Self::Iter) -> (Self::Chunk, usize, usize, bool) {
+        // Two slices zipped: the items left are (a[i], b[i]) for the `len` elements from the
+        // next pair on, so the zip is cut as the slices are.
+        let len = it.len();
+        let Some((a, b)) = it.clone().next() else {
+            return (__TchKernelPart(it.clone()), usize::MAX, 0, true);
+        };
+        // SAFETY: the zip borrows both slices for 'a and 'b, and its next `len` items are the
+        // consecutive elements from `a` and from `b` on.
+        let (a, b): (&'a [A], &'b [B]) = unsafe {
+            (
+                std::slice::from_raw_parts(a, len),
+                std::slice::from_raw_parts(b, len),
+            )
+        };
+        let take = len.min(4096);
+        *it = a[take..].iter().zip(&b[take..]);
+        (
+            __TchKernelPart(a[..take].iter().zip(&b[..take])),
+            usize::MAX,
+            0,
+            take == len,
+        )
+    }
+}
+#[doc(hidden)]
+pub trait __TchKernelSplitAny {
+    type Iter;
+    fn __tch_split(&self, it: &mut Self::Iter) -> (__TchKernelWhole, usize, usize, bool);
+}
+impl<I: Iterator> __TchKernelSplitAny for __TchKernelSplit<I> {
+    type Iter = I;
+    #[inline(always)]
+    fn __tch_split(&self, _: &mut I) -> (__TchKernelWhole, usize, usize, bool) {
+        (__TchKernelWhole, 4096, 1, true)
+    }
+}
 /// Called at the top of every loop body in cell code (the kernel inserts the call): an
 /// interrupt (■) then stops the loop as `check_interrupt()` does, keeping earlier variables.
 /// One relaxed load per iteration; the counter's address is looked up once per cell.
