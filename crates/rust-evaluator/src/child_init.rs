@@ -239,17 +239,6 @@ mod tests {
             // Ranges of a type known only after inference, by sub-range.
             let (lo, hi) = (3i64, 3 + len as i64);
             assert_eq!(chunked_for!(lo..hi), ((lo..hi).collect(), chunks));
-            // Two zipped slices, cut as the slices are, the shorter one deciding.
-            let longer: Vec<usize> = (0..len + 5).collect();
-            let (items, n) = chunked_for!(data.iter().zip(&longer));
-            assert_eq!(n, chunks);
-            assert!(
-                items
-                    .iter()
-                    .enumerate()
-                    .all(|(i, (a, b))| **a == i && **b == i)
-            );
-            assert_eq!(items.len(), len);
             // Any other iterator: counted chunks of the iterator itself (one more chunk when
             // the items fill the last, to see its end).
             let (items, n) = chunked_for!(data.iter().map(|x| x * 2));

@@ -6,9 +6,9 @@
 //! A `for` loop is cut into chunks of [`CHUNK`] items with one poll each, so its inner loop is
 //! still vectorised: a loop over an integer range (`0..n`, `1..=steps`) into sub-ranges, each a
 //! plain counted loop; a loop over another iterator by the iterator's type (`child/items.rs`): a
-//! slice's, a range's or two zipped slices' as sub-slices or a sub-range, any other's counted in
-//! a bounded `while`. `while` is chunked the same way; `loop` (and a `for` or `while` with a
-//! `break`) polls at every iteration.
+//! slice's or a range's as a sub-slice or a sub-range, any other's counted in a bounded `while`.
+//! `while` is chunked the same way; `loop` (and a `for` or `while` with a `break`) polls at
+//! every iteration.
 //! Compile errors are mapped back to the cell as written ([`Instrumented::original_position`]).
 
 use ra_ap_syntax::ast::{self, HasAttrs, HasLoopBody, RangeItem};
@@ -377,9 +377,9 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 // As `for` desugars (a match, so that EXPR's temporaries live through the
                 // loop), a chunk at a time with one poll each. What a chunk is depends on the
                 // iterator's type, so method resolution chooses (`child/items.rs`): the next
-                // CHUNK items of a slice, a range or two zipped slices as a sub-iterator of
-                // their own, which the while runs to its end as a plain `for` would (`limit` is
-                // usize::MAX, `step` 0); any other iterator itself, for CHUNK counted items:
+                // CHUNK items of a slice or a range as a sub-iterator of their own, which the
+                // while runs to its end as a plain `for` would (`limit` is usize::MAX, `step`
+                // 0); any other iterator itself, for CHUNK counted items:
                 //   match IntoIterator::into_iter(EXPR) { mut it => 'c: loop { poll;
                 //     let (mut chunk, limit, step, last) = split(&mut it); let mut n = 0;
                 //     LABEL: while n < limit { match chunk.next(&mut it) {

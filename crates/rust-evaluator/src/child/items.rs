@@ -112,10 +112,9 @@ impl<T: Copy + TryInto<i128> + TryFrom<i128>> __TchKernelChunk for T {
 }
 /// The chunks of a `for` loop over an iterator (the kernel's loop_poll.rs writes the loop):
 /// `(&&__TchKernelSplit::of(&it)).__tch_split(&mut it)` gives the next chunk, the most items it
-/// runs, the count per item and whether it is the last. A slice's, an integer range's or two
-/// zipped slices' chunk is a sub-iterator of at most 4096 items run to its end uncounted, so the
-/// loop over it compiles as the plain loop does; any other iterator is its own chunk, for 4096
-/// counted items. Method resolution tries `&__TchKernelSplit<I>` (the kinds cut by their own
+/// runs, the count per item and whether it is the last. A slice's or an integer range's chunk
+/// is a sub-iterator of at most 4096 items run to its end uncounted, so the loop over it
+/// compiles as the plain loop does; any other iterator is its own chunk, for 4096 counted items. Method resolution tries `&__TchKernelSplit<I>` (the kinds cut by their own
 /// type) before `__TchKernelSplit<I>`.
 #[doc(hidden)]
 pub struct __TchKernelSplit<I>(std::marker::PhantomData<fn() -> I>);
@@ -195,37 +194,6 @@ where
         let top = lo.__tch_chunk_end(hi);
         it.start = top;
         (__TchKernelPart(lo..top), usize::MAX, 0, top == hi)
-    }
-}
-impl<'a, 'b, A, B> __TchKernelSplitFast
-    for &__TchKernelSplit<std::iter::Zip<std::slice::Iter<'a, A>, std::slice::Iter<'b, B>>>
-{
-    type Iter = std::iter::Zip<std::slice::Iter<'a, A>, std::slice::Iter<'b, B>>;
-    type Chunk = __TchKernelPart<Self::Iter>;
-    #[inline(always)]
-    fn __tch_split(&self, it: &mut Self::Iter) -> (Self::Chunk, usize, usize, bool) {
-        // Two slices zipped: the items left are (a[i], b[i]) for the `len` elements from the
-        // next pair on, so the zip is cut as the slices are.
-        let len = it.len();
-        let Some((a, b)) = it.clone().next() else {
-            return (__TchKernelPart(it.clone()), usize::MAX, 0, true);
-        };
-        // SAFETY: the zip borrows both slices for 'a and 'b, and its next `len` items are the
-        // consecutive elements from `a` and from `b` on.
-        let (a, b): (&'a [A], &'b [B]) = unsafe {
-            (
-                std::slice::from_raw_parts(a, len),
-                std::slice::from_raw_parts(b, len),
-            )
-        };
-        let take = len.min(4096);
-        *it = a[take..].iter().zip(&b[take..]);
-        (
-            __TchKernelPart(a[..take].iter().zip(&b[..take])),
-            usize::MAX,
-            0,
-            take == len,
-        )
     }
 }
 #[doc(hidden)]
