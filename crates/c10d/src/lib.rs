@@ -1,0 +1,248 @@
+//! PyTorch's own c10d from Rust: the rendezvous (`TCPStore`), Gloo process groups (CPU
+//! tensors) and their collectives, through a C++ shim compiled against the environment's
+//! libtorch (`shim/c10d.cpp`). Every c10d exception is an [`Error`] with its message; nothing
+//! aborts the process. A collective blocks until it is done or the group's timeout has passed.
+
+use std::ffi::{CStr, CString, c_char};
+use std::time::Duration;
+use tch::Tensor;
+
+mod ffi {
+    use std::ffi::c_char;
+    #[repr(C)]
+    pub struct Store {
+        _private: [u8; 0],
+    }
+    #[repr(C)]
+    pub struct Group {
+        _private: [u8; 0],
+    }
+    unsafe extern "C" {
+        pub fn c10d_free_error(err: *mut c_char);
+        pub fn c10d_tcp_store(
+            host: *const c_char,
+            port: u16,
+            is_server: bool,
+            world_size: i64,
+            timeout_ms: i64,
+            err: *mut *mut c_char,
+        ) -> *mut Store;
+        pub fn c10d_store_free(store: *mut Store);
+        pub fn c10d_gloo_group(
+            store: *mut Store,
+            rank: i32,
+            size: i32,
+            hostname: *const c_char,
+            timeout_ms: i64,
+            err: *mut *mut c_char,
+        ) -> *mut Group;
+        pub fn c10d_group_free(group: *mut Group);
+        pub fn c10d_all_reduce(
+            group: *mut Group,
+            tensor: *mut std::ffi::c_void,
+            op: i32,
+            err: *mut *mut c_char,
+        ) -> bool;
+        pub fn c10d_broadcast(
+            group: *mut Group,
+            tensor: *mut std::ffi::c_void,
+            root: i64,
+            err: *mut *mut c_char,
+        ) -> bool;
+        pub fn c10d_all_gather(
+            group: *mut Group,
+            tensor: *mut std::ffi::c_void,
+            out: *mut *mut std::ffi::c_void,
+            err: *mut *mut c_char,
+        ) -> bool;
+        pub fn c10d_barrier(group: *mut Group, err: *mut *mut c_char) -> bool;
+    }
+}
+
+/// What c10d reported, with its message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("c10d: {0}")]
+    C10d(String),
+    #[error("{0}")]
+    Argument(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The reductions of `all_reduce`. `Avg` is a sum divided by the world size (as Gloo does it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum = 0,
+    Avg = 1,
+    Max = 2,
+    Min = 3,
+    Product = 4,
+}
+
+fn take_error(err: *mut c_char) -> Error {
+    if err.is_null() {
+        return Error::C10d("failed without a message".to_owned());
+    }
+    // SAFETY: the shim wrote a malloc'ed NUL-terminated string; freed once, here.
+    let text = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    unsafe { ffi::c10d_free_error(err) };
+    Error::C10d(text)
+}
+
+fn c_string(text: &str) -> Result<CString> {
+    CString::new(text).map_err(|_| Error::Argument(format!("{text:?} has a NUL byte")))
+}
+
+fn millis(timeout: Duration) -> i64 {
+    i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A c10d `TCPStore`: the rendezvous of a group. Rank 0's is the server.
+pub struct Store {
+    raw: *mut ffi::Store,
+}
+
+impl Store {
+    /// Connects to (or, with `is_server`, serves) the store at `host:port` for `world_size`
+    /// processes, waiting at most `timeout` for the others.
+    pub fn tcp(
+        host: &str,
+        port: u16,
+        is_server: bool,
+        world_size: usize,
+        timeout: Duration,
+    ) -> Result<Store> {
+        let host = c_string(host)?;
+        let world = i64::try_from(world_size)
+            .map_err(|_| Error::Argument(format!("world size {world_size}")))?;
+        let mut err = std::ptr::null_mut();
+        // SAFETY: valid pointers; the shim returns null exactly when it set `err`.
+        let raw = unsafe {
+            ffi::c10d_tcp_store(host.as_ptr(), port, is_server, world, millis(timeout), &mut err)
+        };
+        if raw.is_null() {
+            return Err(take_error(err));
+        }
+        Ok(Store { raw })
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // SAFETY: made by c10d_tcp_store, dropped once.
+        unsafe { ffi::c10d_store_free(self.raw) }
+    }
+}
+
+/// A Gloo process group: `size` processes, this one being `rank`.
+pub struct ProcessGroup {
+    raw: *mut ffi::Group,
+    rank: usize,
+    size: usize,
+}
+
+impl ProcessGroup {
+    /// Joins the group through `store`; `hostname` is this process's address for the others
+    /// (empty: gloo's default, which honours `GLOO_SOCKET_IFNAME`). Collectives wait at most
+    /// `timeout`.
+    pub fn gloo(
+        store: &Store,
+        rank: usize,
+        size: usize,
+        hostname: &str,
+        timeout: Duration,
+    ) -> Result<ProcessGroup> {
+        if rank >= size {
+            return Err(Error::Argument(format!("rank {rank} in a group of {size}")));
+        }
+        let to_i32 =
+            |n: usize| i32::try_from(n).map_err(|_| Error::Argument(format!("{n} ranks")));
+        let hostname = c_string(hostname)?;
+        let mut err = std::ptr::null_mut();
+        // SAFETY: as in Store::tcp; the store outlives the call (the group keeps its own ref).
+        let raw = unsafe {
+            ffi::c10d_gloo_group(
+                store.raw,
+                to_i32(rank)?,
+                to_i32(size)?,
+                hostname.as_ptr(),
+                millis(timeout),
+                &mut err,
+            )
+        };
+        if raw.is_null() {
+            return Err(take_error(err));
+        }
+        Ok(ProcessGroup { raw, rank, size })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    fn check(&self, ok: bool, err: *mut c_char) -> Result<()> {
+        if ok { Ok(()) } else { Err(take_error(err)) }
+    }
+
+    /// Reduces `tensor` over all ranks, in place.
+    pub fn all_reduce(&self, tensor: &mut Tensor, op: ReduceOp) -> Result<()> {
+        let mut err = std::ptr::null_mut();
+        // SAFETY: tch's tensor pointer is an `at::Tensor*`; the shim copies the handle.
+        let ok = unsafe {
+            ffi::c10d_all_reduce(self.raw, tensor.as_mut_ptr().cast(), op as i32, &mut err)
+        };
+        self.check(ok, err)
+    }
+
+    /// Sets `tensor` on every rank to rank `root`'s.
+    pub fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<()> {
+        let root = i64::try_from(root).map_err(|_| Error::Argument(format!("root {root}")))?;
+        let mut err = std::ptr::null_mut();
+        // SAFETY: as in all_reduce.
+        let ok = unsafe {
+            ffi::c10d_broadcast(self.raw, tensor.as_mut_ptr().cast(), root, &mut err)
+        };
+        self.check(ok, err)
+    }
+
+    /// Every rank's `tensor`, in rank order.
+    pub fn all_gather(&self, tensor: &Tensor) -> Result<Vec<Tensor>> {
+        let mut out: Vec<*mut std::ffi::c_void> = vec![std::ptr::null_mut(); self.size];
+        let mut err = std::ptr::null_mut();
+        // SAFETY: `out` has room for `size` pointers, which the shim fills on success.
+        let ok = unsafe {
+            ffi::c10d_all_gather(
+                self.raw,
+                tensor.as_ptr().cast_mut().cast(),
+                out.as_mut_ptr(),
+                &mut err,
+            )
+        };
+        self.check(ok, err)?;
+        // SAFETY: each is a `new at::Tensor`, owned from here on by tch.
+        Ok(out
+            .into_iter()
+            .map(|p| unsafe { Tensor::from_ptr(p.cast()) })
+            .collect())
+    }
+
+    /// Waits until every rank has reached it.
+    pub fn barrier(&self) -> Result<()> {
+        let mut err = std::ptr::null_mut();
+        // SAFETY: a valid group.
+        let ok = unsafe { ffi::c10d_barrier(self.raw, &mut err) };
+        self.check(ok, err)
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: made by c10d_gloo_group, dropped once.
+        unsafe { ffi::c10d_group_free(self.raw) }
+    }
+}
