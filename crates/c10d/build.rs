@@ -7,7 +7,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
-        panic!("c10d needs LIBTORCH (the directory with include/ and lib/ of libtorch, e.g. site-packages/torch)");
+        panic!(
+            "c10d needs LIBTORCH (the directory with include/ and lib/ of libtorch, e.g. site-packages/torch)"
+        );
     };
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
     let include = libtorch.join("include");

@@ -85,7 +85,9 @@ fn take_error(err: *mut c_char) -> Error {
         return Error::C10d("failed without a message".to_owned());
     }
     // SAFETY: the shim wrote a malloc'ed NUL-terminated string; freed once, here.
-    let text = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    let text = unsafe { CStr::from_ptr(err) }
+        .to_string_lossy()
+        .into_owned();
     unsafe { ffi::c10d_free_error(err) };
     Error::C10d(text)
 }
@@ -119,7 +121,14 @@ impl Store {
         let mut err = std::ptr::null_mut();
         // SAFETY: valid pointers; the shim returns null exactly when it set `err`.
         let raw = unsafe {
-            ffi::c10d_tcp_store(host.as_ptr(), port, is_server, world, millis(timeout), &mut err)
+            ffi::c10d_tcp_store(
+                host.as_ptr(),
+                port,
+                is_server,
+                world,
+                millis(timeout),
+                &mut err,
+            )
         };
         if raw.is_null() {
             return Err(take_error(err));
@@ -156,8 +165,7 @@ impl ProcessGroup {
         if rank >= size {
             return Err(Error::Argument(format!("rank {rank} in a group of {size}")));
         }
-        let to_i32 =
-            |n: usize| i32::try_from(n).map_err(|_| Error::Argument(format!("{n} ranks")));
+        let to_i32 = |n: usize| i32::try_from(n).map_err(|_| Error::Argument(format!("{n} ranks")));
         let hostname = c_string(hostname)?;
         let mut err = std::ptr::null_mut();
         // SAFETY: as in Store::tcp; the store outlives the call (the group keeps its own ref).
@@ -204,9 +212,8 @@ impl ProcessGroup {
         let root = i64::try_from(root).map_err(|_| Error::Argument(format!("root {root}")))?;
         let mut err = std::ptr::null_mut();
         // SAFETY: as in all_reduce.
-        let ok = unsafe {
-            ffi::c10d_broadcast(self.raw, tensor.as_mut_ptr().cast(), root, &mut err)
-        };
+        let ok =
+            unsafe { ffi::c10d_broadcast(self.raw, tensor.as_mut_ptr().cast(), root, &mut err) };
         self.check(ok, err)
     }
 
