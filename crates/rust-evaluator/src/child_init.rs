@@ -221,6 +221,8 @@ mod tests {
 
     #[test]
     fn iterator_chunks_run_every_item_once_in_order() {
+        // The cells' chunk size is the one loop_poll.rs writes into `while` chunks.
+        assert_eq!(child_code::__TCH_KERNEL_CHUNK, crate::loop_poll::CHUNK);
         for len in [0usize, 1, 4095, 4096, 4097, 10_000] {
             let data: Vec<usize> = (0..len).collect();
             let chunks = len.div_ceil(4096).max(1);

@@ -21,7 +21,8 @@ pub(crate) const POLL_CALL: &str = "crate::__tch_kernel_poll();";
 
 /// How many iterations of a `for` loop run between two polls. A `for` loop is cut into chunks
 /// of this many items, and the poll runs once per chunk, so the loop inside a chunk stays as the
-/// optimiser likes it (vectorised, unrolled). `child/items.rs` has the same number.
+/// optimiser likes it (vectorised, unrolled). `child/items.rs` has the same number
+/// (`__TCH_KERNEL_CHUNK`; a test checks they agree).
 pub(crate) const CHUNK: usize = 4096;
 
 /// The next chunk of a `for` loop's iterator `__tch_it` (see `How::Chunks`): the two traits

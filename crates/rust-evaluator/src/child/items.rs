@@ -68,6 +68,10 @@ pub fn __tch_kernel_input(prompt: &str, password: bool) -> String {
         panic!("input(): {}", protocol::unescape(reason))
     }
 }
+/// How many items of a `for` loop run between two polls (loop_poll.rs's `CHUNK`; a test checks
+/// they agree).
+#[doc(hidden)]
+pub const __TCH_KERNEL_CHUNK: usize = 4096;
 /// The end of the next chunk of an integer range loop `for i in start..end`, which the kernel
 /// cuts into sub-ranges of at most 4096 with one poll each: each stays a counted loop that the
 /// optimiser sees whole.
@@ -92,19 +96,21 @@ pub trait __TchKernelChunk: Copy {
 impl<T: Copy + TryInto<i128> + TryFrom<i128>> __TchKernelChunk for T {
     #[inline(always)]
     fn __tch_chunk_end(self, end: Self) -> Self {
+        const CHUNK: i128 = __TCH_KERNEL_CHUNK as i128;
         match (self.try_into(), end.try_into()) {
             // checked: i128::MIN..0 spans more than i128 holds.
-            (Ok(lo), Ok(hi)) if hi.checked_sub(lo).is_none_or(|d| d > 4096) => {
-                T::try_from(lo + 4096).unwrap_or(end)
+            (Ok(lo), Ok(hi)) if hi.checked_sub(lo).is_none_or(|d| d > CHUNK) => {
+                T::try_from(lo + CHUNK).unwrap_or(end)
             }
             _ => end,
         }
     }
     #[inline(always)]
     fn __tch_chunk_last(self, end: Self) -> Self {
+        const CHUNK: i128 = __TCH_KERNEL_CHUNK as i128;
         match (self.try_into(), end.try_into()) {
-            (Ok(lo), Ok(hi)) if hi.checked_sub(lo).is_none_or(|d| d >= 4096) => {
-                T::try_from(lo + 4095).unwrap_or(end)
+            (Ok(lo), Ok(hi)) if hi.checked_sub(lo).is_none_or(|d| d >= CHUNK) => {
+                T::try_from(lo + CHUNK - 1).unwrap_or(end)
             }
             _ => end,
         }
@@ -114,8 +120,9 @@ impl<T: Copy + TryInto<i128> + TryFrom<i128>> __TchKernelChunk for T {
 /// `(&&__TchKernelSplit::of(&it)).__tch_split(&mut it)` gives the next chunk, the most items it
 /// runs, the count per item and whether it is the last. A slice's or an integer range's chunk
 /// is a sub-iterator of at most 4096 items run to its end uncounted, so the loop over it
-/// compiles as the plain loop does; any other iterator is its own chunk, for 4096 counted items. Method resolution tries `&__TchKernelSplit<I>` (the kinds cut by their own
-/// type) before `__TchKernelSplit<I>`.
+/// compiles as the plain loop does; any other iterator is its own chunk, for 4096 counted items.
+/// Method resolution tries `&__TchKernelSplit<I>` (the kinds cut by their own type) before
+/// `__TchKernelSplit<I>`.
 #[doc(hidden)]
 pub struct __TchKernelSplit<I>(std::marker::PhantomData<fn() -> I>);
 impl<I> __TchKernelSplit<I> {
@@ -161,7 +168,7 @@ impl<'a, T> __TchKernelSplitFast for &__TchKernelSplit<std::slice::Iter<'a, T>> 
     type Chunk = __TchKernelPart<std::slice::Iter<'a, T>>;
     #[inline(always)]
     fn __tch_split(&self, it: &mut Self::Iter) -> (Self::Chunk, usize, usize, bool) {
-        let (part, rest) = it.as_slice().split_at(it.len().min(4096));
+        let (part, rest) = it.as_slice().split_at(it.len().min(__TCH_KERNEL_CHUNK));
         *it = rest.iter();
         (__TchKernelPart(part.iter()), usize::MAX, 0, rest.is_empty())
     }
@@ -172,7 +179,7 @@ impl<'a, T> __TchKernelSplitFast for &__TchKernelSplit<std::slice::IterMut<'a, T
     #[inline(always)]
     fn __tch_split(&self, it: &mut Self::Iter) -> (Self::Chunk, usize, usize, bool) {
         let all = std::mem::take(it).into_slice();
-        let len = all.len().min(4096);
+        let len = all.len().min(__TCH_KERNEL_CHUNK);
         let (part, rest) = all.split_at_mut(len);
         let last = rest.is_empty();
         *it = rest.iter_mut();
@@ -205,7 +212,7 @@ impl<I: Iterator> __TchKernelSplitAny for __TchKernelSplit<I> {
     type Iter = I;
     #[inline(always)]
     fn __tch_split(&self, _: &mut I) -> (__TchKernelWhole, usize, usize, bool) {
-        (__TchKernelWhole, 4096, 1, true)
+        (__TchKernelWhole, __TCH_KERNEL_CHUNK, 1, true)
     }
 }
 /// Called at the top of every loop body in cell code (the kernel inserts the call): an
