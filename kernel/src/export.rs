@@ -21,9 +21,15 @@ pub struct ExportArgs {
     /// Slurm partition.
     #[arg(long)]
     partition: Option<String>,
-    /// Generic resources, e.g. `gpu:a100:1` (typed) or `gpu:1`.
+    /// Generic resources per node, e.g. `gpu:a100:1` (typed) or `gpu:1`.
     #[arg(long)]
     gres: Option<String>,
+    /// Nodes for a job of several ranks (data-parallel training).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    nodes: u32,
+    /// Ranks per node, started by srun: e.g. one per GPU of a node.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    ntasks_per_node: u32,
     /// Time limit.
     #[arg(long, default_value = "01:00:00")]
     time: String,
@@ -97,6 +103,8 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         slurm: SlurmOptions {
             partition: args.partition.clone(),
             gres: args.gres.clone(),
+            nodes: args.nodes,
+            ntasks_per_node: args.ntasks_per_node,
             time: args.time.clone(),
             cpus_per_task: args.cpus_per_task,
             mem: args.mem.clone(),

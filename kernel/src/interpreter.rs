@@ -242,6 +242,8 @@ with :restore after Kernel > Restart or in a new session. Definitions and depend
 kept. A panic only fails its cell: earlier variables are kept.
 
 Batch jobs: tch-kernel export NOTEBOOK.ipynb OUTDIR --partition P --gres gpu:TYPE:N --time T
+  (--nodes N --ntasks-per-node K: N*K ranks; the same code trains data-parallel with
+  Distributed::init(), DataParallel::new(&dist, &vs) and ShardedSampler::new(len))
 
 Kernel commands
   :help          this text

@@ -1,8 +1,12 @@
-// The C side of the c10d crate: libtorch's own c10d (TCPStore, ProcessGroupGloo) behind a C
-// ABI. Every C++ exception becomes an error string for Rust (`*err`, freed with
-// c10d_free_error); nothing throws across the boundary. Tensors are tch's: `at::Tensor*`.
+// The C side of the c10d crate: libtorch's own c10d (TCPStore, ProcessGroupGloo and, where
+// libtorch has CUDA, ProcessGroupNCCL) behind a C ABI. Every C++ exception becomes an error
+// string for Rust (`*err`, freed with c10d_free_error); nothing throws across the boundary.
+// Tensors are tch's: `at::Tensor*`.
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef TCH_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <chrono>
 #include <cstdlib>
@@ -62,9 +66,15 @@ struct c10d_store {
   c10::intrusive_ptr<c10d::Store> store;
 };
 
+// Gloo's and NCCL's groups alike: both are c10d backends with the same collectives.
 struct c10d_group {
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<c10d::Backend> group;
   std::chrono::milliseconds timeout;
+};
+
+// A collective in flight.
+struct c10d_work {
+  c10::intrusive_ptr<c10d::Work> work;
 };
 
 void c10d_free_error(char* err) { std::free(err); }
@@ -104,7 +114,81 @@ c10d_group* c10d_gloo_group(c10d_store* store, int rank, int size, const char* h
   return out;
 }
 
+// An NCCL group (CUDA tensors), where this shim was compiled against a libtorch with CUDA and
+// NCCL's header; elsewhere an error that says so.
+c10d_group* c10d_nccl_group(c10d_store* store, int rank, int size, int64_t timeout_ms, char** err) {
+  c10d_group* out = nullptr;
+  guarded(err, [&] {
+#ifdef TCH_C10D_NCCL
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    auto options = c10d::ProcessGroupNCCL::Options::create();
+    options->timeout = timeout;
+    out = new c10d_group{
+        c10::make_intrusive<c10d::ProcessGroupNCCL>(store->store, rank, size, options), timeout};
+#else
+    (void)store;
+    (void)rank;
+    (void)size;
+    (void)timeout_ms;
+    throw std::runtime_error(
+        "this build of the c10d crate has no NCCL: its libtorch has no CUDA, or nccl.h was not "
+        "found when it was compiled (see crates/c10d/build.rs)");
+#endif
+  });
+  return out;
+}
+
+bool c10d_has_nccl() {
+#ifdef TCH_C10D_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
 void c10d_group_free(c10d_group* group) { delete group; }
+
+// The rendezvous store, for the checks around the collectives (world sizes, who is left).
+bool c10d_store_set(c10d_store* store, const char* key, const char* value, char** err) {
+  return guarded(err, [&] { store->store->set(std::string(key), std::string(value)); });
+}
+
+// 1 when `key` is set, 0 when not, -1 on an error.
+int c10d_store_check(c10d_store* store, const char* key, char** err) {
+  int out = -1;
+  guarded(err, [&] { out = store->store->check({std::string(key)}) ? 1 : 0; });
+  return out;
+}
+
+// The value of `key` (malloc'ed, freed with c10d_free_error), waiting for it as the store's
+// timeout allows; null on an error.
+char* c10d_store_get(c10d_store* store, const char* key, char** err) {
+  char* out = nullptr;
+  guarded(err, [&] {
+    std::vector<uint8_t> value = store->store->get(std::string(key));
+    std::string text(value.begin(), value.end());
+    out = copy(text.c_str());
+  });
+  return out;
+}
+
+// Starts an all_reduce of `tensor` in place; c10d_work_wait finishes it.
+c10d_work* c10d_all_reduce_start(c10d_group* group, at::Tensor* tensor, int op, char** err) {
+  c10d_work* out = nullptr;
+  guarded(err, [&] {
+    std::vector<at::Tensor> tensors{*tensor};
+    c10d::AllreduceOptions options;
+    options.reduceOp = reduce_op(op);
+    out = new c10d_work{group->group->allreduce(tensors, options)};
+  });
+  return out;
+}
+
+bool c10d_work_wait(c10d_group* group, c10d_work* work, char** err) {
+  return guarded(err, [&] { work->work->wait(group->timeout); });
+}
+
+void c10d_work_free(c10d_work* work) { delete work; }
 
 bool c10d_all_reduce(c10d_group* group, at::Tensor* tensor, int op, char** err) {
   return guarded(err, [&] {

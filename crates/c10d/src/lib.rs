@@ -1,11 +1,23 @@
 //! PyTorch's own c10d from Rust: the rendezvous (`TCPStore`), Gloo process groups (CPU
-//! tensors) and their collectives, through a C++ shim compiled against the environment's
-//! libtorch (`shim/c10d.cpp`). Every c10d exception is an [`Error`] with its message; nothing
-//! aborts the process. A collective blocks until it is done or the group's timeout has passed.
+//! tensors), NCCL groups (CUDA tensors, where libtorch has CUDA) and their collectives, through
+//! a C++ shim compiled against the environment's libtorch (`shim/c10d.cpp`). Every c10d
+//! exception is an [`Error`] with its message; nothing aborts the process. A collective blocks
+//! until it is done or the group's timeout has passed.
+//!
+//! Above the raw binding: [`Distributed`] joins the job its launcher (srun, torchrun) started,
+//! with checks that name the rank at fault, and [`DataParallel`] trains a `VarStore` on every
+//! rank with averaged gradients. With one process both run the same code with no communication.
 
 use std::ffi::{CStr, CString, c_char};
 use std::time::Duration;
 use tch::Tensor;
+
+mod data_parallel;
+mod distributed;
+
+pub use data_parallel::{BUCKET_BYTES, DataParallel};
+pub use distributed::{Backend, DEFAULT_TIMEOUT, Distributed, TIMEOUT_ENV};
+pub use launch_env::{Launch, LaunchError, Launcher};
 
 mod ffi {
     use std::ffi::c_char;
@@ -15,6 +27,10 @@ mod ffi {
     }
     #[repr(C)]
     pub struct Group {
+        _private: [u8; 0],
+    }
+    #[repr(C)]
+    pub struct Work {
         _private: [u8; 0],
     }
     unsafe extern "C" {
@@ -36,7 +52,39 @@ mod ffi {
             timeout_ms: i64,
             err: *mut *mut c_char,
         ) -> *mut Group;
+        pub fn c10d_nccl_group(
+            store: *mut Store,
+            rank: i32,
+            size: i32,
+            timeout_ms: i64,
+            err: *mut *mut c_char,
+        ) -> *mut Group;
+        pub fn c10d_has_nccl() -> bool;
         pub fn c10d_group_free(group: *mut Group);
+        pub fn c10d_store_set(
+            store: *mut Store,
+            key: *const c_char,
+            value: *const c_char,
+            err: *mut *mut c_char,
+        ) -> bool;
+        pub fn c10d_store_check(
+            store: *mut Store,
+            key: *const c_char,
+            err: *mut *mut c_char,
+        ) -> i32;
+        pub fn c10d_store_get(
+            store: *mut Store,
+            key: *const c_char,
+            err: *mut *mut c_char,
+        ) -> *mut c_char;
+        pub fn c10d_all_reduce_start(
+            group: *mut Group,
+            tensor: *mut std::ffi::c_void,
+            op: i32,
+            err: *mut *mut c_char,
+        ) -> *mut Work;
+        pub fn c10d_work_wait(group: *mut Group, work: *mut Work, err: *mut *mut c_char) -> bool;
+        pub fn c10d_work_free(work: *mut Work);
         pub fn c10d_all_reduce(
             group: *mut Group,
             tensor: *mut std::ffi::c_void,
@@ -59,13 +107,55 @@ mod ffi {
     }
 }
 
-/// What c10d reported, with its message.
-#[derive(Debug, thiserror::Error)]
+/// What c10d reported, with its message. Its `Debug` is its text, so that an `unwrap()` or a
+/// `main` returning it shows the message, not the enum.
+#[derive(thiserror::Error)]
 pub enum Error {
     #[error("c10d: {0}")]
     C10d(String),
     #[error("{0}")]
     Argument(String),
+    /// The launcher's variables are wrong or missing.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// Joining the job failed: the rendezvous cannot be reached, or the ranks disagree.
+    #[error("rank {rank}: {what}")]
+    Rendezvous { rank: usize, what: String },
+    /// A collective failed because other ranks are gone (exited, killed, stuck).
+    #[error("rank {rank}: {op} failed: {}; c10d said: {cause}", gone_text(.gone, *.waited_s))]
+    RanksGone {
+        rank: usize,
+        op: &'static str,
+        gone: Vec<usize>,
+        waited_s: u64,
+        cause: String,
+    },
+    /// The ranks' tensors or models differ where they must agree.
+    #[error("rank {rank}: {what}")]
+    Mismatch { rank: usize, what: String },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+fn gone_text(gone: &[usize], waited_s: u64) -> String {
+    match gone {
+        [] => "every rank is still there".to_owned(),
+        [0] => "rank 0 is gone (it hosts the rendezvous: it exited or was killed)".to_owned(),
+        [one] => format!(
+            "rank {one} did not answer within {waited_s} s (it exited, was killed or is stuck)"
+        ),
+        many => format!(
+            "ranks {} did not answer within {waited_s} s (they exited, were killed or are stuck)",
+            many.iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -137,6 +227,52 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Sets `key` to `value` for every rank to read.
+    pub fn set(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (c_string(key)?, c_string(value)?);
+        let mut err = std::ptr::null_mut();
+        // SAFETY: valid store and strings.
+        let ok = unsafe { ffi::c10d_store_set(self.raw, key.as_ptr(), value.as_ptr(), &mut err) };
+        if ok { Ok(()) } else { Err(take_error(err)) }
+    }
+
+    /// Whether `key` is set, without waiting.
+    pub fn check(&self, key: &str) -> Result<bool> {
+        let key = c_string(key)?;
+        let mut err = std::ptr::null_mut();
+        // SAFETY: valid store and string.
+        match unsafe { ffi::c10d_store_check(self.raw, key.as_ptr(), &mut err) } {
+            1 => Ok(true),
+            0 => Ok(false),
+            _ => Err(take_error(err)),
+        }
+    }
+
+    /// The value of `key`, waiting for it as long as the store's timeout.
+    pub fn get(&self, key: &str) -> Result<String> {
+        let key = c_string(key)?;
+        let mut err = std::ptr::null_mut();
+        // SAFETY: valid store and string; the result is malloc'ed by the shim.
+        let raw = unsafe { ffi::c10d_store_get(self.raw, key.as_ptr(), &mut err) };
+        if raw.is_null() {
+            return Err(take_error(err));
+        }
+        // SAFETY: NUL-terminated, freed once here.
+        let text = unsafe { CStr::from_ptr(raw) }
+            .to_string_lossy()
+            .into_owned();
+        unsafe { ffi::c10d_free_error(raw) };
+        Ok(text)
+    }
+}
+
+// c10d's stores and process groups are safe to use from any thread (Python's are).
+unsafe impl Send for Store {}
+unsafe impl Sync for Store {}
+unsafe impl Send for ProcessGroup {}
+unsafe impl Sync for ProcessGroup {}
+
 impl Drop for Store {
     fn drop(&mut self) {
         // SAFETY: made by c10d_tcp_store, dropped once.
@@ -185,6 +321,41 @@ impl ProcessGroup {
         Ok(ProcessGroup { raw, rank, size })
     }
 
+    /// An NCCL group (CUDA tensors) through `store`. An error where this build has no NCCL
+    /// ([`ProcessGroup::has_nccl`]).
+    pub fn nccl(
+        store: &Store,
+        rank: usize,
+        size: usize,
+        timeout: Duration,
+    ) -> Result<ProcessGroup> {
+        if rank >= size {
+            return Err(Error::Argument(format!("rank {rank} in a group of {size}")));
+        }
+        let to_i32 = |n: usize| i32::try_from(n).map_err(|_| Error::Argument(format!("{n} ranks")));
+        let mut err = std::ptr::null_mut();
+        // SAFETY: as in `gloo`.
+        let raw = unsafe {
+            ffi::c10d_nccl_group(
+                store.raw,
+                to_i32(rank)?,
+                to_i32(size)?,
+                millis(timeout),
+                &mut err,
+            )
+        };
+        if raw.is_null() {
+            return Err(take_error(err));
+        }
+        Ok(ProcessGroup { raw, rank, size })
+    }
+
+    /// Whether the shim was compiled with NCCL (libtorch with CUDA, and NCCL's header).
+    pub fn has_nccl() -> bool {
+        // SAFETY: no arguments.
+        unsafe { ffi::c10d_has_nccl() }
+    }
+
     pub fn rank(&self) -> usize {
         self.rank
     }
@@ -205,6 +376,20 @@ impl ProcessGroup {
             ffi::c10d_all_reduce(self.raw, tensor.as_mut_ptr().cast(), op as i32, &mut err)
         };
         self.check(ok, err)
+    }
+
+    /// Starts reducing `tensor` in place; it is done when [`Pending::wait`] returns. The tensor
+    /// must stay alive and untouched until then (the group holds a handle to its storage).
+    pub fn all_reduce_start(&self, tensor: &mut Tensor, op: ReduceOp) -> Result<Pending<'_>> {
+        let mut err = std::ptr::null_mut();
+        // SAFETY: as in all_reduce; the shim keeps its own handle of the tensor in the work.
+        let raw = unsafe {
+            ffi::c10d_all_reduce_start(self.raw, tensor.as_mut_ptr().cast(), op as i32, &mut err)
+        };
+        if raw.is_null() {
+            return Err(take_error(err));
+        }
+        Ok(Pending { group: self, raw })
     }
 
     /// Sets `tensor` on every rank to rank `root`'s.
@@ -244,6 +429,29 @@ impl ProcessGroup {
         // SAFETY: a valid group.
         let ok = unsafe { ffi::c10d_barrier(self.raw, &mut err) };
         self.check(ok, err)
+    }
+}
+
+/// A collective in flight (from [`ProcessGroup::all_reduce_start`]).
+pub struct Pending<'g> {
+    group: &'g ProcessGroup,
+    raw: *mut ffi::Work,
+}
+
+impl Pending<'_> {
+    /// Waits for it, at most the group's timeout.
+    pub fn wait(self) -> Result<()> {
+        let mut err = std::ptr::null_mut();
+        // SAFETY: a live work of this group; freed by Drop.
+        let ok = unsafe { ffi::c10d_work_wait(self.group.raw, self.raw, &mut err) };
+        self.group.check(ok, err)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        // SAFETY: made by c10d_all_reduce_start, dropped once.
+        unsafe { ffi::c10d_work_free(self.raw) }
     }
 }
 

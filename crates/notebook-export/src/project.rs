@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct SlurmOptions {
     pub partition: Option<String>,
-    /// e.g. `gpu:a100:1`.
+    /// e.g. `gpu:a100:1` (per node).
     pub gres: Option<String>,
+    /// Nodes, and processes (ranks) on each: `srun` starts `nodes * ntasks_per_node` copies of
+    /// the program, which join one job with `Distributed::init()` (data-parallel training).
+    pub nodes: u32,
+    pub ntasks_per_node: u32,
     pub time: String,
     pub cpus_per_task: u32,
     pub mem: Option<String>,
@@ -22,6 +26,8 @@ impl Default for SlurmOptions {
         SlurmOptions {
             partition: None,
             gres: None,
+            nodes: 1,
+            ntasks_per_node: 1,
             time: "01:00:00".into(),
             cpus_per_task: 8,
             mem: None,
@@ -238,6 +244,12 @@ fn sbatch(name: &str, source_name: &str, out_dir: &Path, options: &ExportOptions
     if let Some(a) = &s.account {
         lines.push(format!("#SBATCH --account={a}"));
     }
+    if s.nodes > 1 {
+        lines.push(format!("#SBATCH --nodes={}", s.nodes));
+    }
+    if s.ntasks_per_node > 1 {
+        lines.push(format!("#SBATCH --ntasks-per-node={}", s.ntasks_per_node));
+    }
     if let Some(g) = &s.gres {
         lines.push(format!("#SBATCH --gres={g}"));
     }
@@ -286,6 +298,13 @@ fn sbatch(name: &str, source_name: &str, out_dir: &Path, options: &ExportOptions
     );
     lines.push("cargo build --release --offline".into());
     lines.push("status=0".into());
+    if s.nodes * s.ntasks_per_node > 1 {
+        lines.push(format!(
+            "# srun starts {} ranks ({} per node); Distributed::init() reads their rank from Slurm.",
+            s.nodes * s.ntasks_per_node,
+            s.ntasks_per_node
+        ));
+    }
     lines.push(format!(
         "srun \"${{CARGO_TARGET_DIR:-target}}/release/{name}\" || status=$?"
     ));
@@ -391,5 +410,25 @@ mod tests {
             assert!(job.contains(needle), "{needle} missing from\n{job}");
         }
         assert!(!job.contains("CUDA_VISIBLE_DEVICES"));
+        assert!(!job.contains("--nodes") && !job.contains("--ntasks-per-node"));
+        let ranks = ExportOptions {
+            slurm: SlurmOptions {
+                nodes: 2,
+                ntasks_per_node: 2,
+                gres: Some("gpu:2".into()),
+                ..Default::default()
+            },
+            ..options
+        };
+        export(&nb, &out, &ranks).unwrap();
+        let job = std::fs::read_to_string(out.join("job.sbatch")).unwrap();
+        for needle in [
+            "#SBATCH --nodes=2",
+            "#SBATCH --ntasks-per-node=2",
+            "#SBATCH --gres=gpu:2",
+            "# srun starts 4 ranks (2 per node)",
+        ] {
+            assert!(job.contains(needle), "{needle} missing from\n{job}");
+        }
     }
 }

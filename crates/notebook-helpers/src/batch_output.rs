@@ -39,7 +39,8 @@ pub fn outputs_dir() -> PathBuf {
 
 /// Shows one output record (`display`, `update`, `result`, `clear`...) the way a log can.
 pub(crate) fn show(kind: &str, id: &str, data: &[(String, String)]) {
-    if kind.starts_with("clear") {
+    // Every rank of a data-parallel job runs the same cells: rank 0 shows for all.
+    if kind.starts_with("clear") || !crate::rank::is_main_rank() {
         return;
     }
     if let Some(line) = save_in(&outputs_dir(), kind, id, data) {

@@ -132,12 +132,17 @@ impl Checkpoint {
     }
 
     /// Saves the weights and the state (the state last: it marks the checkpoint complete).
+    /// In a job of several ranks only rank 0 writes (the ranks hold the same weights); every
+    /// rank [`resume`](Checkpoint::resume)s from it, whatever the world size.
     #[cfg(feature = "tch")]
     pub fn save(
         &self,
         vs: &tch::nn::VarStore,
         state: &TrainingState,
     ) -> Result<(), CheckpointError> {
+        if !crate::rank::is_main_rank() {
+            return Ok(());
+        }
         let model = self.model_path();
         let tmp = self.dir.join("model.tmp.safetensors");
         vs.save(&tmp).map_err(|e| ctx("cannot write", &tmp, e))?;

@@ -68,6 +68,14 @@ impl Submit {
     pub fn gres(self, gres: &str) -> Submit {
         self.export_arg("--gres", gres)
     }
+    /// Nodes for a job of several ranks (data-parallel training with `Distributed`).
+    pub fn nodes(self, nodes: u32) -> Submit {
+        self.export_arg("--nodes", nodes)
+    }
+    /// Ranks per node (`srun` starts them): e.g. one per GPU.
+    pub fn ntasks_per_node(self, tasks: u32) -> Submit {
+        self.export_arg("--ntasks-per-node", tasks)
+    }
     /// `HH:MM:SS` or minutes.
     pub fn time(self, time: &str) -> Submit {
         self.export_arg("--time", time)
@@ -713,12 +721,23 @@ mod tests {
     fn options_become_export_and_sbatch_arguments() {
         let s = Submit::notebook("a.ipynb")
             .gres("gpu:a100:1")
+            .nodes(2)
+            .ntasks_per_node(4)
             .time("00:10:00")
             .constraint("h100")
             .env("LR", 0.1);
         assert_eq!(
             s.export_args,
-            ["--gres", "gpu:a100:1", "--time", "00:10:00"]
+            [
+                "--gres",
+                "gpu:a100:1",
+                "--nodes",
+                "2",
+                "--ntasks-per-node",
+                "4",
+                "--time",
+                "00:10:00"
+            ]
         );
         assert_eq!(s.sbatch_args, ["--constraint=h100"]);
         assert_eq!(s.env, [("LR".to_owned(), "0.1".to_owned())]);

@@ -15,6 +15,8 @@
 //! - [`submit`] a notebook as a Slurm job from a cell; the [`Job`] shows its status live.
 //! - [`digits`]: the UCI handwritten digits, bundled (no download).
 //! - [`MlLog`]: MLPerf-style `:::MLLOG` lines with the official keys ([`mllog_keys`]).
+//! - [`ShardedSampler`]: a rank's share of a data set in data-parallel training; progress bars,
+//!   MLLOG lines and checkpoints come from rank 0 only.
 //!
 //! Output travels to the kernel as one-line records on stdout ([`wire`]), so it stays in order
 //! with `println!`.
@@ -31,7 +33,9 @@ pub mod kernel_vars;
 pub mod mllog;
 mod plot;
 mod progress;
+mod rank;
 mod results;
+mod sampler;
 pub mod wire;
 
 /// For programs exported with `tch-kernel export`: the Debug display of a final value, which
@@ -70,6 +74,7 @@ pub use mllog::{MlLog, keys as mllog_keys};
 pub use plot::{BarChart, ConfusionMatrix, Histogram, LinePlot, LiveChart, PlotError, ScatterPlot};
 pub use progress::{Postfix, Progress, progress, progress_postfix};
 pub use results::{RunResult, RunResults, results};
+pub use sampler::ShardedSampler;
 /// serde, for a notebook's own types in snapshots (see [`snapshot::SnapshotData`]).
 #[cfg(feature = "tch")]
 pub use serde;

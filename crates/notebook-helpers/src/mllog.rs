@@ -54,6 +54,8 @@ pub mod keys {
 pub struct MlLog {
     file: Option<Mutex<File>>,
     echo: bool,
+    /// Only rank 0 of a job of several ranks logs, as the reference logger is used.
+    main: bool,
 }
 
 impl MlLog {
@@ -63,6 +65,7 @@ impl MlLog {
         Ok(MlLog {
             file: Some(Mutex::new(file)),
             echo: false,
+            main: crate::rank::is_main_rank(),
         })
     }
 
@@ -71,6 +74,7 @@ impl MlLog {
         MlLog {
             file: None,
             echo: true,
+            main: crate::rank::is_main_rank(),
         }
     }
 
@@ -134,7 +138,14 @@ impl MlLog {
             (keys::SUBMISSION_STATUS, status),
             (keys::SUBMISSION_PLATFORM, platform),
         ] {
-            self.write("POINT_IN_TIME", key, Value::from(value), json!({}), at);
+            // The platform's metadata says how many processes trained (1 in a notebook).
+            let metadata = if key == keys::SUBMISSION_PLATFORM {
+                let world = launch_env::Launch::from_env().map_or(1, |l| l.world_size);
+                json!({ "world_size": world })
+            } else {
+                json!({})
+            };
+            self.write("POINT_IN_TIME", key, Value::from(value), metadata, at);
         }
     }
 
@@ -146,6 +157,9 @@ impl MlLog {
         metadata: Value,
         at: &std::panic::Location<'_>,
     ) {
+        if !self.main {
+            return;
+        }
         let line = format_line(event_type, key, value, metadata, at, now_ms());
         if let Some(file) = &self.file {
             let mut file = file

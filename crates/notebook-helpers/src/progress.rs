@@ -44,6 +44,8 @@ pub fn progress<I: IntoIterator>(iter: I) -> Progress<I::IntoIter> {
         postfix: Postfix::default(),
         done: false,
         registered: false,
+        // In a job of several ranks only rank 0 draws (as tqdm's `disable=rank != 0`).
+        quiet: !crate::rank::is_main_rank(),
     }
 }
 
@@ -82,6 +84,7 @@ pub struct Progress<I> {
     postfix: Postfix,
     done: bool,
     registered: bool,
+    quiet: bool,
 }
 
 impl<I> Progress<I> {
@@ -114,6 +117,9 @@ impl<I> Progress<I> {
     }
 
     fn draw(&mut self, now: Instant, first: bool) {
+        if self.quiet {
+            return;
+        }
         // Outside a notebook each redraw is a line in a log: one every 10 s is plenty.
         if !crate::wire::in_kernel()
             && !first

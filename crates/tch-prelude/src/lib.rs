@@ -5,7 +5,8 @@
 //!
 //! It also brings the notebook helpers: `display(&x)` and display handles, `Html`/`Markdown`/
 //! `Svg`/`Png`, tensors shown like PyTorch, `LinePlot`/`ScatterPlot`/`Histogram`/
-//! `ConfusionMatrix`/`LiveChart`, `image`/`image_grid`, `progress(iter)` and `check_interrupt()`.
+//! `ConfusionMatrix`/`LiveChart`, `image`/`image_grid`, `progress(iter)` and `check_interrupt()`;
+//! and for training on several processes, `Distributed`, `DataParallel` and `ShardedSampler`.
 //!
 //! This crate is built as a Rust `dylib` once, at install time, and every cell links to it
 //! dynamically: a cell compiles against tch's metadata but never re-links tch itself.
@@ -19,6 +20,10 @@ pub use tch::{
 
 // Display, plots, images, progress bars and interrupt checks (see notebook-helpers).
 pub use notebook_helpers::*;
+
+// More than one process: the job's ranks (Slurm's srun or torchrun; alone in a notebook) and a
+// VarStore trained data-parallel on them (see the c10d crate).
+pub use c10d::{self, DataParallel, Distributed, ReduceOp};
 
 /// The tch release this prelude is built on and the libtorch it runs with, as the installer
 /// chose them (the prelude builds on several tch releases; see kernelspec/torch-versions.tsv).

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""all_reduce between 2 Gloo ranks on this machine: the c10d crate (Rust, through its C++ shim
+on libtorch's own ProcessGroupGloo) against Python's torch.distributed with Gloo, on the same
+torch, in the same run, alternating. Prints seconds per all_reduce and the ratio
+Python / Rust per size (>= 0.95 is the goal: the same C++ does the work).
+
+    .venv/bin/python bench/all_reduce.py [--runs 5] [--iterations 20] [--sizes 1 25 100]
+
+Builds crates/c10d's example against the venv's torch into target/tch-tests first (minutes
+the first time: it compiles tch's C++ shim).
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+TORCH = Path(torch.__file__).parent
+TARGET = REPO / "target" / "tch-tests"
+
+PYTHON_RANK = r"""
+import json, os, sys, time, torch, torch.distributed as dist
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{os.environ['MASTER_PORT']}",
+                        rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+iterations = int(sys.argv[1])
+for mb in sys.argv[2:]:
+    t = torch.ones(int(float(mb) * 1024 * 1024 / 4))
+    for _ in range(3):
+        dist.all_reduce(t)
+    dist.barrier()
+    started = time.perf_counter()
+    for _ in range(iterations):
+        dist.all_reduce(t)
+    seconds = (time.perf_counter() - started) / iterations
+    if dist.get_rank() == 0:
+        print(json.dumps({"mb": float(mb), "seconds": seconds}), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build():
+    env = dict(os.environ, LIBTORCH=str(TORCH), CARGO_TARGET_DIR=str(TARGET))
+    subprocess.run(["cargo", "build", "--release", "-p", "c10d", "--example", "all_reduce_bench"],
+                   cwd=REPO, env=env, check=True)
+    return TARGET / "release" / "examples" / "all_reduce_bench"
+
+
+def two_ranks(command, iterations, sizes):
+    port = free_port()
+    env = dict(os.environ, LD_LIBRARY_PATH=str(TORCH / "lib"), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([*command, str(iterations), *map(str, sizes)], env=dict(env, RANK=str(r)),
+                              stdout=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise SystemExit(f"{command[0]} failed")
+    return {row["mb"]: row["seconds"] for row in map(json.loads, outs[0].splitlines())}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1, 25, 100])
+    args = parser.parse_args()
+    rust = [str(build())]
+    python = [sys.executable, "-c", PYTHON_RANK]
+    times = {"rust": {mb: [] for mb in args.sizes}, "python": {mb: [] for mb in args.sizes}}
+    for _ in range(args.runs):
+        for name, command in (("rust", rust), ("python", python)):
+            for mb, seconds in two_ranks(command, args.iterations, args.sizes).items():
+                times[name][mb].append(seconds)
+    print(f"torch {torch.__version__}, 2 Gloo ranks on 127.0.0.1, {args.runs} runs of {args.iterations} all_reduce each")
+    print(f"{'MB':>6} {'Rust s/op':>12} {'Python s/op':>12} {'Python/Rust':>12}")
+    for mb in args.sizes:
+        r, p = statistics.median(times["rust"][mb]), statistics.median(times["python"][mb])
+        print(f"{mb:>6g} {r:>12.5f} {p:>12.5f} {p / r:>12.3f}")
+
+
+if __name__ == "__main__":
+    main()
