@@ -67,3 +67,28 @@ fn two_ranks_reduce_broadcast_gather_and_wait() {
         assert!(child.wait().unwrap().success());
     }
 }
+
+/// NCCL where this build has it and a GPU is there: a group of one reduces a CUDA tensor.
+/// Without a GPU (or without NCCL in this build), making the group is an error, not an abort.
+#[test]
+fn an_nccl_group_needs_nccl_and_a_gpu_and_says_so() {
+    if std::env::var(RANK_ENV).is_ok() {
+        return;
+    }
+    let port = 31_000 + (std::process::id() % 1000) as u16;
+    let timeout = Duration::from_secs(30);
+    let store = Store::tcp("127.0.0.1", port, true, 1, timeout).expect("store");
+    let group = ProcessGroup::nccl(&store, 0, 1, timeout);
+    if !ProcessGroup::has_nccl() {
+        let err = group.err().expect("no NCCL in this build").to_string();
+        assert!(err.contains("no NCCL"), "{err}");
+    } else if !tch::Cuda::is_available() {
+        let err = group.err().expect("no GPU here");
+        println!("NCCL without a GPU: {err}");
+    } else {
+        let group = group.expect("an NCCL group of one");
+        let mut t = Tensor::full([4], 2.0, (Kind::Float, Device::Cuda(0)));
+        group.all_reduce(&mut t, ReduceOp::Sum).expect("sum");
+        assert_eq!(values(&t.to_device(Device::Cpu)), vec![2.0; 4]);
+    }
+}

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""all_reduce between 2 Gloo ranks on this machine: the c10d crate (Rust, through its C++ shim
-on libtorch's own ProcessGroupGloo) against Python's torch.distributed with Gloo, on the same
-torch, in the same run, alternating. Prints seconds per all_reduce and the ratio
-Python / Rust per size (>= 0.95 is the goal: the same C++ does the work).
+"""Data-parallel training on this machine's CPU, in two figures from one run:
 
-    .venv/bin/python bench/all_reduce.py [--runs 5] [--iterations 20] [--sizes 1 25 100]
+1. all_reduce between 2 Gloo ranks: the c10d crate (Rust, through its C++ shim on libtorch's
+   own ProcessGroupGloo) against Python's torch.distributed with Gloo, on the same torch,
+   alternating. Seconds per all_reduce and the ratio Python / Rust per size (goal >= 0.95: the
+   same C++ does the work).
+2. One training step of an MLP (784-1024-1024-10, SGD through DataParallel) over the same
+   global batch, 2 ranks against 1, each rank on one thread: the speed-up and the efficiency
+   (speed-up / 2).
 
-Builds crates/c10d's example against the venv's torch into target/tch-tests first (minutes
+    .venv/bin/python bench/data_parallel.py [--runs 5] [--iterations 20] [--sizes 1 25 100]
+
+Builds crates/c10d's examples against the venv's torch into target/tch-tests first (minutes
 the first time: it compiles tch's C++ shim).
 """
 
@@ -53,21 +58,26 @@ def free_port():
 
 def build():
     env = dict(os.environ, LIBTORCH=str(TORCH), CARGO_TARGET_DIR=str(TARGET))
-    subprocess.run(["cargo", "build", "--release", "-p", "c10d", "--example", "all_reduce_bench"],
-                   cwd=REPO, env=env, check=True)
-    return TARGET / "release" / "examples" / "all_reduce_bench"
+    subprocess.run(["cargo", "build", "--release", "-p", "c10d", "--example", "all_reduce_bench",
+                    "--example", "train_step_bench"], cwd=REPO, env=env, check=True)
+    return TARGET / "release" / "examples"
 
 
-def two_ranks(command, iterations, sizes):
-    port = free_port()
-    env = dict(os.environ, LD_LIBRARY_PATH=str(TORCH / "lib"), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([*command, str(iterations), *map(str, sizes)], env=dict(env, RANK=str(r)),
-                              stdout=subprocess.PIPE, text=True) for r in (0, 1)]
+def launch(command, world):
+    """Runs `command` as `world` ranks (torchrun's variables); rank 0's JSON lines."""
+    env = dict(os.environ, LD_LIBRARY_PATH=str(TORCH / "lib"), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(free_port()), OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(command, env=dict(env, RANK=str(r)), stdout=subprocess.PIPE, text=True)
+             for r in range(world)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     if any(p.returncode for p in procs):
         raise SystemExit(f"{command[0]} failed")
-    return {row["mb"]: row["seconds"] for row in map(json.loads, outs[0].splitlines())}
+    return [json.loads(line) for line in outs[0].splitlines()]
+
+
+def two_ranks(command, iterations, sizes):
+    rows = launch([*command, str(iterations), *map(str, sizes)], 2)
+    return {row["mb"]: row["seconds"] for row in rows}
 
 
 def main():
@@ -76,7 +86,8 @@ def main():
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 25, 100])
     args = parser.parse_args()
-    rust = [str(build())]
+    examples = build()
+    rust = [str(examples / "all_reduce_bench")]
     python = [sys.executable, "-c", PYTHON_RANK]
     times = {"rust": {mb: [] for mb in args.sizes}, "python": {mb: [] for mb in args.sizes}}
     for _ in range(args.runs):
@@ -88,6 +99,14 @@ def main():
     for mb in args.sizes:
         r, p = statistics.median(times["rust"][mb]), statistics.median(times["python"][mb])
         print(f"{mb:>6g} {r:>12.5f} {p:>12.5f} {p / r:>12.3f}")
+    step = [str(examples / "train_step_bench"), "20", "256"]
+    one, two = [], []
+    for _ in range(args.runs):
+        one.append(launch(step, 1)[0]["seconds"])
+        two.append(launch(step, 2)[0]["seconds"])
+    t1, t2 = statistics.median(one), statistics.median(two)
+    print("training step, MLP 784-1024-1024-10, global batch 256, one thread per rank:")
+    print(f"  1 rank {t1:.4f} s, 2 ranks {t2:.4f} s: speed-up {t1 / t2:.2f}, efficiency {t1 / t2 / 2:.2f}")
 
 
 if __name__ == "__main__":
