@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,21 +78,35 @@ def alone(program, **extra):
 
 def ranks(program, envs, timeout=300):
     """Starts one process per environment (torchrun's variables, set by hand); waits for all.
-    [(exit code, stdout, stderr, seconds)] by rank."""
+    [(exit code, stdout, stderr, seconds)] by rank. Output goes to files, so no rank blocks on
+    a full pipe while another is waited for."""
     _, binary, env = program
     started = time.monotonic()
-    procs = [subprocess.Popen([str(binary)], env=dict(env, **e), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for e in envs]
-    out = []
-    for p in procs:
-        stdout, stderr = p.communicate(timeout=timeout)
-        out.append((p.returncode, stdout, stderr, time.monotonic() - started))
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [(open(os.path.join(tmp, f"{r}.out"), "w+"), open(os.path.join(tmp, f"{r}.err"), "w+"))
+                 for r in range(len(envs))]
+        procs = [subprocess.Popen([str(binary)], env=dict(env, **e), stdout=o, stderr=er, text=True)
+                 for e, (o, er) in zip(envs, files)]
+        out = []
+        for p, (o, er) in zip(procs, files):
+            p.wait(timeout=timeout)
+            seconds = time.monotonic() - started
+            o.seek(0)
+            er.seek(0)
+            out.append((p.returncode, o.read(), er.read(), seconds))
+            o.close()
+            er.close()
     return out
 
 
 def torchrun_vars(rank, world, port, **extra):
     return dict(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                 MASTER_PORT=str(port), **extra)
+
+
+def written_weights(directory):
+    """The weights each rank wrote into WEIGHTS_DIR (one log would interleave their lines)."""
+    return weights("\n".join(f.read_text() for f in sorted(Path(directory).glob("rank-*.txt"))))
 
 
 def assert_same_training(one, by_rank):
@@ -110,21 +125,21 @@ def test_the_notebook_trains_in_the_kernel_as_one_process(program, notebook_env,
     assert max_difference(weights(text)[0], alone(program)) <= 1e-6
 
 
-def test_two_ranks_started_by_torchrun_end_with_the_weights_of_one(program):
+def test_two_ranks_started_by_torchrun_end_with_the_weights_of_one(program, tmp_path):
     project, binary, env = program
     torchrun = Path(sys.executable).parent / "torchrun"
     run = subprocess.run([str(torchrun), "--no-python", "--nproc-per-node", "2", "--master-port", str(free_port()), str(binary)],
-                         cwd=project, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=project, env=dict(env, WEIGHTS_DIR=str(tmp_path)), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "rank 1 of 2 on Cpu (Gloo)" in run.stdout, run.stdout[:2000]
     # Only rank 0 reports the loss.
     assert run.stdout.count("loss after 40 steps: ") == 1
-    assert_same_training(alone(program), weights(run.stdout))
+    assert_same_training(alone(program), written_weights(tmp_path))
 
 
-def test_two_ranks_started_by_srun_end_with_the_weights_of_one(program, slurm):
+def test_two_ranks_started_by_srun_end_with_the_weights_of_one(program, slurm, tmp_path):
     project, binary, env = program
-    env = dict(env, **slurm)
+    env = dict(env, WEIGHTS_DIR=str(tmp_path), **slurm)
     job = subprocess.run(["sbatch", "--parsable", "job.sbatch"], cwd=project, env=env, capture_output=True, text=True)
     assert job.returncode == 0, job.stderr
     job_id = job.stdout.strip().split(";")[0]
@@ -132,7 +147,17 @@ def test_two_ranks_started_by_srun_end_with_the_weights_of_one(program, slurm):
     log = (project / f"{NAME}-{job_id}.out").read_text()
     assert state == "COMPLETED", log[-3000:]
     assert "rank 0 of 2 on Cpu (Gloo)" in log and "rank 1 of 2 on Cpu (Gloo)" in log, log[:3000]
-    assert_same_training(alone(program), weights(log))
+    assert_same_training(alone(program), written_weights(tmp_path))
+
+
+def test_a_checkpoint_that_rank_0_of_two_wrote_resumes_in_one_process(program, tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    port = free_port()
+    halves = ranks(program, [torchrun_vars(r, 2, port, STEPS="20", CHECKPOINT_DIR=str(checkpoint)) for r in (0, 1)])
+    assert all(code == 0 for code, *_ in halves), [e[-2000:] for _, _, e, _ in halves]
+    assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "state.json").is_file()
+    # Steps 20 to 40 alone, on the batches the 2 ranks would have taken: the uninterrupted run.
+    assert max_difference(alone(program, CHECKPOINT_DIR=str(checkpoint)), alone(program)) <= 1e-5
 
 
 @pytest.mark.parametrize("dead", [1, 0])

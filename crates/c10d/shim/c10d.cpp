@@ -146,7 +146,25 @@ bool c10d_has_nccl() {
 #endif
 }
 
-void c10d_group_free(c10d_group* group) { delete group; }
+void c10d_group_free(c10d_group* group) {
+#ifdef TCH_C10D_NCCL
+  // NCCL wants its communicators shut down before the group goes (else it warns, and its
+  // watchdog may still be running); a failure to do so must not throw out of a destructor.
+  if (auto* nccl = dynamic_cast<c10d::ProcessGroupNCCL*>(group->group.get())) {
+    try {
+      nccl->shutdown();
+    } catch (...) {
+    }
+  }
+#endif
+  delete group;
+}
+
+// Sets `variable`'s gradient to `grad` (the averaged gradient of a variable that this rank did
+// not use but another did).
+bool c10d_set_grad(at::Tensor* variable, at::Tensor* grad, char** err) {
+  return guarded(err, [&] { variable->mutable_grad() = *grad; });
+}
 
 // The rendezvous store, for the checks around the collectives (world sizes, who is left).
 bool c10d_store_set(c10d_store* store, const char* key, const char* value, char** err) {

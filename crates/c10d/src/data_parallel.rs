@@ -8,7 +8,7 @@
 //! price: the reduction starts after `backward` returns instead of overlapping it. All buckets
 //! are in flight together, so packing one bucket overlaps reducing the ones before it.
 
-use crate::{Distributed, Error, ReduceOp, Result};
+use crate::{Distributed, Error, ReduceOp, Result, set_grad};
 use tch::{Kind, Tensor, nn};
 
 /// Gradients are reduced in buckets of about this many bytes (PyTorch DDP's default 25 MB):
@@ -38,11 +38,18 @@ pub struct DataParallel {
     buckets: Vec<Vec<usize>>,
 }
 
-/// FNV-1a: a fingerprint of the model's names and shapes that fits an i64 tensor.
+/// FNV-1a: a fingerprint of the model's names, shapes, kinds and trainable flags (which make
+/// the buckets) that fits an i64 tensor.
 fn fingerprint(variables: &[(String, Tensor)]) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for (name, t) in variables {
-        for byte in format!("{name}:{:?}:{:?};", t.size(), t.kind()).bytes() {
+        let line = format!(
+            "{name}:{:?}:{:?}:{};",
+            t.size(),
+            t.kind(),
+            t.requires_grad()
+        );
+        for byte in line.bytes() {
             hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
         }
     }
@@ -75,7 +82,7 @@ impl DataParallel {
             let key = Some((t.kind(), t.device()));
             if buckets.is_empty()
                 || last_kind != key
-                || bytes + size > bucket_bytes.max(1) && bytes > 0
+                || (bytes > 0 && bytes + size > bucket_bytes.max(1))
             {
                 buckets.push(Vec::new());
                 bytes = 0;
@@ -137,10 +144,22 @@ impl DataParallel {
     /// Copies rank `root`'s variables to every rank (done at the start; again after loading a
     /// checkpoint on one rank only).
     pub fn broadcast_variables(&self, root: usize) -> Result<()> {
+        self.broadcast_where(root, |_| true)
+    }
+
+    /// Copies rank 0's non-trainable variables (batch norm's running statistics) to every
+    /// rank. Each rank's statistics follow its own batches; PyTorch's DDP copies rank 0's before
+    /// every forward pass. Here it is yours to call, e.g. before evaluating or saving a model
+    /// with batch norm.
+    pub fn broadcast_buffers(&self) -> Result<()> {
+        self.broadcast_where(0, |t| !t.requires_grad())
+    }
+
+    fn broadcast_where(&self, root: usize, keep: impl Fn(&Tensor) -> bool) -> Result<()> {
         if self.dist.world_size() == 1 {
             return Ok(());
         }
-        for (_, t) in &self.variables {
+        for (_, t) in self.variables.iter().filter(|(_, t)| keep(t)) {
             // The same storage without autograd's view of it: c10d writes in place.
             let mut data = t.detach();
             self.dist.broadcast(&mut data, root)?;
@@ -148,43 +167,66 @@ impl DataParallel {
         Ok(())
     }
 
-    /// Averages every trainable variable's gradient over the ranks, in place. A variable with
-    /// no gradient (not used in this forward pass) counts as zeros and keeps no gradient.
+    /// Averages every trainable variable's gradient over the ranks, in place, as PyTorch's DDP
+    /// does: a rank that did not use a variable in this step (no gradient) counts as zeros, and
+    /// gets the average too when any rank used it; a variable no rank used keeps no gradient.
     pub fn average_gradients(&self) -> Result<()> {
         let Some(group) = self.dist.group() else {
             return Ok(());
         };
         let mut in_flight = Vec::with_capacity(self.buckets.len());
         for bucket in &self.buckets {
-            let grads: Vec<Tensor> = bucket
-                .iter()
-                .map(|&i| {
-                    let t = &self.variables[i].1;
-                    let g = t.grad();
-                    if g.defined() {
-                        g.reshape([-1])
-                    } else {
-                        Tensor::zeros([t.numel() as i64], (t.kind(), t.device()))
-                    }
-                })
-                .collect();
-            let mut flat = Tensor::cat(&grads, 0);
-            let pending = group
-                .all_reduce_start(&mut flat, ReduceOp::Avg)
-                .map_err(|e| self.dist.diagnose("all_reduce", e))?;
-            in_flight.push((bucket, flat, pending));
-        }
-        for (bucket, flat, pending) in in_flight {
-            pending
-                .wait()
-                .map_err(|e| self.dist.diagnose("all_reduce", e))?;
-            let mut offset = 0;
+            let mut parts = Vec::with_capacity(bucket.len() + 1);
+            let mut used = Vec::with_capacity(bucket.len());
             for &i in bucket {
                 let t = &self.variables[i].1;
+                let g = t.grad();
+                used.push(f32::from(u8::from(g.defined())));
+                parts.push(if g.defined() {
+                    g.reshape([-1])
+                } else {
+                    Tensor::zeros([t.numel() as i64], (t.kind(), t.device()))
+                });
+            }
+            // One more value per variable: how many ranks have a gradient for it.
+            let first = &self.variables[bucket[0]].1;
+            parts.push(
+                Tensor::from_slice(&used)
+                    .to_kind(first.kind())
+                    .to_device(first.device()),
+            );
+            let pending = group
+                .all_reduce_start(Tensor::cat(&parts, 0), ReduceOp::Sum)
+                .map_err(|e| self.dist.diagnose("all_reduce", e))?;
+            in_flight.push((bucket, pending));
+        }
+        let world = self.dist.world_size() as f64;
+        for (bucket, pending) in in_flight {
+            let flat = pending
+                .wait()
+                .map_err(|e| self.dist.diagnose("all_reduce", e))?
+                / world;
+            let values: i64 = bucket
+                .iter()
+                .map(|&i| self.variables[i].1.numel() as i64)
+                .sum();
+            let users = flat
+                .narrow(0, values, bucket.len() as i64)
+                .to_kind(Kind::Double)
+                .to_device(tch::Device::Cpu);
+            let users = Vec::<f64>::try_from(&users).unwrap_or_default();
+            let mut offset = 0;
+            for (j, &i) in bucket.iter().enumerate() {
+                let t = &self.variables[i].1;
                 let n = t.numel() as i64;
-                let mut g = t.grad();
-                if g.defined() {
-                    g.copy_(&flat.narrow(0, offset, n).view_as(&g));
+                if users.get(j).is_some_and(|&u| u > 0.0) {
+                    let average = flat.narrow(0, offset, n).view_as(t);
+                    let mut g = t.grad();
+                    if g.defined() {
+                        g.copy_(&average);
+                    } else {
+                        set_grad(t, &average.copy())?;
+                    }
                 }
                 offset += n;
             }

@@ -213,6 +213,18 @@ impl Distributed {
         }
     }
 
+    /// Whether `flag` is true on any rank: every rank gets the same answer, so all of them take
+    /// the same branch. For stopping before a time limit, where Slurm's signal reaches each
+    /// rank at another step: `if dist.any_rank(stop_requested())? { /* save, exit */ }`.
+    pub fn any_rank(&self, flag: bool) -> Result<bool> {
+        if self.inner.group.is_none() {
+            return Ok(flag);
+        }
+        let mut t = Tensor::from_slice(&[i32::from(flag)]).to_device(self.inner.device);
+        self.all_reduce(&mut t, ReduceOp::Max)?;
+        Ok(t.int64_value(&[0]) > 0)
+    }
+
     /// Waits until every rank has reached it.
     pub fn barrier(&self) -> Result<()> {
         match &self.inner.group {
@@ -307,6 +319,7 @@ fn rendezvous(launch: &Launch, timeout: Duration) -> Result<Store> {
     } else {
         vec![0]
     };
+    let mut verdict = Ok(());
     for other in others {
         let said = store
             .get(&format!("{WORLD_KEY}/{other}"))
@@ -318,14 +331,32 @@ fn rendezvous(launch: &Launch, timeout: Duration) -> Result<Store> {
                 ),
             })?;
         if said.trim() != world.to_string() {
-            return Err(Error::Mismatch {
+            verdict = Err(Error::Mismatch {
                 rank,
                 what: format!(
                     "this rank was started for {world} processes and rank {other} for {}: every rank needs the same world size (srun --ntasks, torchrun --nproc-per-node and --nnodes, or WORLD_SIZE)",
                     said.trim()
                 ),
             });
+            break;
         }
     }
+    if rank != 0 {
+        store.set(&format!("{WORLD_KEY}-read/{rank}"), "1")?;
+    } else {
+        // Rank 0 serves the store: it stays until the others have read its world size (at most
+        // ROLL_CALL), so that they get the same clear error instead of a closed connection.
+        let deadline = Instant::now() + ROLL_CALL.min(timeout);
+        for r in 1..world {
+            while !store
+                .check(&format!("{WORLD_KEY}-read/{r}"))
+                .unwrap_or(true)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    verdict?;
     Ok(store)
 }

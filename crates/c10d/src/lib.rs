@@ -85,6 +85,11 @@ mod ffi {
         ) -> *mut Work;
         pub fn c10d_work_wait(group: *mut Group, work: *mut Work, err: *mut *mut c_char) -> bool;
         pub fn c10d_work_free(work: *mut Work);
+        pub fn c10d_set_grad(
+            variable: *mut std::ffi::c_void,
+            grad: *mut std::ffi::c_void,
+            err: *mut *mut c_char,
+        ) -> bool;
         pub fn c10d_all_reduce(
             group: *mut Group,
             tensor: *mut std::ffi::c_void,
@@ -267,7 +272,8 @@ impl Store {
     }
 }
 
-// c10d's stores and process groups are safe to use from any thread (Python's are).
+// c10d's stores and process groups are safe to use from any thread (Python's are). Collectives
+// must still be issued in the same order on every rank, so a job issues them from one thread.
 unsafe impl Send for Store {}
 unsafe impl Sync for Store {}
 unsafe impl Send for ProcessGroup {}
@@ -378,18 +384,23 @@ impl ProcessGroup {
         self.check(ok, err)
     }
 
-    /// Starts reducing `tensor` in place; it is done when [`Pending::wait`] returns. The tensor
-    /// must stay alive and untouched until then (the group holds a handle to its storage).
-    pub fn all_reduce_start(&self, tensor: &mut Tensor, op: ReduceOp) -> Result<Pending<'_>> {
+    /// Starts reducing `tensor` in place; [`Pending::wait`] finishes it and gives it back.
+    /// Collectives must be started in the same order on every rank (from one thread).
+    pub fn all_reduce_start(&self, mut tensor: Tensor, op: ReduceOp) -> Result<Pending<'_>> {
         let mut err = std::ptr::null_mut();
-        // SAFETY: as in all_reduce; the shim keeps its own handle of the tensor in the work.
+        // SAFETY: as in all_reduce; the shim keeps its own handle of the tensor in the work,
+        // and `Pending` owns the tensor until the work is done.
         let raw = unsafe {
             ffi::c10d_all_reduce_start(self.raw, tensor.as_mut_ptr().cast(), op as i32, &mut err)
         };
         if raw.is_null() {
             return Err(take_error(err));
         }
-        Ok(Pending { group: self, raw })
+        Ok(Pending {
+            group: self,
+            raw,
+            tensor,
+        })
     }
 
     /// Sets `tensor` on every rank to rank `root`'s.
@@ -432,20 +443,38 @@ impl ProcessGroup {
     }
 }
 
-/// A collective in flight (from [`ProcessGroup::all_reduce_start`]).
+/// A collective in flight (from [`ProcessGroup::all_reduce_start`]): it holds the tensor, so
+/// nothing reads or writes it while c10d's threads do.
 pub struct Pending<'g> {
     group: &'g ProcessGroup,
     raw: *mut ffi::Work,
+    tensor: Tensor,
 }
 
 impl Pending<'_> {
-    /// Waits for it, at most the group's timeout.
-    pub fn wait(self) -> Result<()> {
+    /// Waits for it, at most the group's timeout; the reduced tensor.
+    pub fn wait(mut self) -> Result<Tensor> {
         let mut err = std::ptr::null_mut();
         // SAFETY: a live work of this group; freed by Drop.
         let ok = unsafe { ffi::c10d_work_wait(self.group.raw, self.raw, &mut err) };
-        self.group.check(ok, err)
+        self.group.check(ok, err)?;
+        // The work is done: the handle can leave (Drop frees the work).
+        Ok(std::mem::replace(&mut self.tensor, Tensor::new()))
     }
+}
+
+/// Sets `variable`'s gradient to `grad` (tch has no setter for it).
+pub(crate) fn set_grad(variable: &Tensor, grad: &Tensor) -> Result<()> {
+    let mut err = std::ptr::null_mut();
+    // SAFETY: both are live tch tensors (`at::Tensor*`); the shim copies the handles.
+    let ok = unsafe {
+        ffi::c10d_set_grad(
+            variable.as_ptr().cast_mut().cast(),
+            grad.as_ptr().cast_mut().cast(),
+            &mut err,
+        )
+    };
+    if ok { Ok(()) } else { Err(take_error(err)) }
 }
 
 impl Drop for Pending<'_> {

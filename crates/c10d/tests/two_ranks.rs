@@ -1,8 +1,9 @@
 //! Two processes (this test binary, started again as rank 0 and rank 1) run the collectives
 //! over a TCPStore on 127.0.0.1, as `srun -n 2` would start them.
-use c10d::{ProcessGroup, ReduceOp, Store};
+use c10d::{DataParallel, Distributed, Launch, Launcher, ProcessGroup, ReduceOp, Store};
 use std::process::Command;
 use std::time::Duration;
+use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 const RANK_ENV: &str = "C10D_TEST_RANK";
@@ -17,7 +18,7 @@ fn group() -> Option<ProcessGroup> {
 }
 
 fn values(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(&t.to_kind(Kind::Double)).unwrap()
+    Vec::<f64>::try_from(&t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
 }
 
 /// The body of each rank; does nothing when not started as one.
@@ -46,17 +47,17 @@ fn rank() {
     println!("rank {} done", group.rank());
 }
 
-#[test]
-fn two_ranks_reduce_broadcast_gather_and_wait() {
-    if std::env::var(RANK_ENV).is_ok() {
-        return;
-    }
-    let port = 29_000 + (std::process::id() % 1000) as u16;
+/// Starts this test binary twice, as rank 0 and rank 1 running the test `body`.
+fn run_two_ranks(body: &str) {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..2)
         .map(|rank| {
             Command::new(&exe)
-                .args(["--exact", "rank", "--nocapture"])
+                .args(["--exact", body, "--nocapture"])
                 .env(RANK_ENV, rank.to_string())
                 .env(PORT_ENV, port.to_string())
                 .spawn()
@@ -68,6 +69,63 @@ fn two_ranks_reduce_broadcast_gather_and_wait() {
     }
 }
 
+#[test]
+fn two_ranks_reduce_broadcast_gather_and_wait() {
+    if std::env::var(RANK_ENV).is_err() {
+        run_two_ranks("rank");
+    }
+}
+
+/// Rank 1 does not use layer `b`: both ranks end with b's gradient averaged as DDP does
+/// (rank 0's and rank 1's zeros), and with rank 0's starting weights.
+#[test]
+fn data_parallel_rank() {
+    let Some(rank) = std::env::var(RANK_ENV)
+        .ok()
+        .and_then(|r| r.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let port: u16 = std::env::var(PORT_ENV).unwrap().parse().unwrap();
+    let launch = Launch {
+        launcher: Launcher::Torchrun,
+        rank,
+        world_size: 2,
+        local_rank: rank,
+        master_addr: "127.0.0.1".to_owned(),
+        master_port: port,
+    };
+    let dist = Distributed::join(launch, Device::Cpu, Duration::from_secs(30)).expect("join");
+    tch::manual_seed(rank as i64);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let a = nn::linear(vs.root() / "a", 3, 1, Default::default());
+    let b = nn::linear(vs.root() / "b", 3, 1, Default::default());
+    let ddp = DataParallel::new(&dist, &vs).expect("data parallel");
+    let x = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+    let out = if rank == 0 {
+        a.forward(&x) + b.forward(&x)
+    } else {
+        a.forward(&x)
+    };
+    out.sum(Kind::Float).backward();
+    ddp.average_gradients().expect("average");
+    let vars = vs.variables();
+    // Each bias gets 2 (two rows) from each rank that used it.
+    assert_eq!(values(&vars["a.bias"].grad()), vec![2.0]);
+    assert_eq!(values(&vars["b.bias"].grad()), vec![1.0]);
+    let weights = dist.all_gather(&vars["a.weight"]).expect("gather");
+    assert_eq!(values(&weights[0]), values(&weights[1]));
+    assert!(dist.any_rank(rank == 1).expect("any"));
+    assert!(!dist.any_rank(false).expect("none"));
+}
+
+#[test]
+fn data_parallel_averages_a_gradient_one_rank_did_not_compute() {
+    if std::env::var(RANK_ENV).is_err() {
+        run_two_ranks("data_parallel_rank");
+    }
+}
+
 /// NCCL where this build has it and a GPU is there: a group of one reduces a CUDA tensor.
 /// Without a GPU (or without NCCL in this build), making the group is an error, not an abort.
 #[test]
@@ -75,9 +133,9 @@ fn an_nccl_group_needs_nccl_and_a_gpu_and_says_so() {
     if std::env::var(RANK_ENV).is_ok() {
         return;
     }
-    let port = 31_000 + (std::process::id() % 1000) as u16;
     let timeout = Duration::from_secs(30);
-    let store = Store::tcp("127.0.0.1", port, true, 1, timeout).expect("store");
+    // A store of one on a port of the system's choosing (0).
+    let store = Store::tcp("127.0.0.1", 0, true, 1, timeout).expect("store");
     let group = ProcessGroup::nccl(&store, 0, 1, timeout);
     if !ProcessGroup::has_nccl() {
         let err = group.err().expect("no NCCL in this build").to_string();

@@ -5,6 +5,9 @@
 
 use crate::LaunchError;
 
+/// More host names than any cluster has: a list past it is an error, not an allocation.
+const MAX_HOSTS: usize = 1_000_000;
+
 /// The host names `list` names, in order.
 pub fn expand(list: &str) -> Result<Vec<String>, LaunchError> {
     let bad = |why: &str| LaunchError::Hostlist {
@@ -31,6 +34,9 @@ pub fn expand(list: &str) -> Result<Vec<String>, LaunchError> {
             }
             let close = after.find(']').ok_or_else(|| bad("a '[' without ']'"))?;
             let choices = ranges(&after[1..close]).map_err(|why| bad(&why))?;
+            if names.len().saturating_mul(choices.len()) > MAX_HOSTS {
+                return Err(bad("it names more than a million hosts"));
+            }
             names = names
                 .iter()
                 .flat_map(|n| choices.iter().map(move |c| format!("{n}{c}")))

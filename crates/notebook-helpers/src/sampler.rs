@@ -33,12 +33,20 @@ impl ShardedSampler {
         ShardedSampler::for_rank(len, launch.rank, launch.world_size)
     }
 
-    /// Rank `rank`'s share in a world of `world_size` (at least 1; a rank past it is the last).
+    /// Rank `rank`'s share in a world of `world_size` (at least 1).
+    ///
+    /// # Panics
+    /// When `rank` is not below `world_size`: two ranks would train on the same share.
     pub fn for_rank(len: usize, rank: usize, world_size: usize) -> ShardedSampler {
         let world_size = world_size.max(1);
+        assert!(
+            rank < world_size,
+            "rank {rank} in a world of {world_size}: ranks are 0 to {}",
+            world_size - 1
+        );
         ShardedSampler {
             len,
-            rank: rank.min(world_size - 1),
+            rank,
             world_size,
             seed: 0,
             shuffle: true,
@@ -163,6 +171,7 @@ mod tests {
         assert_eq!(dropped, [vec![0, 3], vec![1, 4], vec![2, 5]]);
         // Fewer samples than ranks: every rank still gets one.
         assert_eq!(ShardedSampler::for_rank(1, 2, 4).indices(0), [0]);
+        assert!(std::panic::catch_unwind(|| ShardedSampler::for_rank(9, 2, 2)).is_err());
         assert!(ShardedSampler::for_rank(0, 0, 2).indices(0).is_empty());
     }
 }
