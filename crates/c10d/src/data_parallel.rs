@@ -73,6 +73,7 @@ impl DataParallel {
         variables.sort_by(|a, b| a.0.cmp(&b.0));
         let mut buckets: Vec<Vec<usize>> = Vec::new();
         let mut bytes = 0;
+        // The kind and device of the last bucket (none yet): a bucket holds one of each.
         let mut last_kind = None;
         for (i, (_, t)) in variables.iter().enumerate() {
             if !t.requires_grad() {
@@ -80,10 +81,7 @@ impl DataParallel {
             }
             let size = t.numel() * t.kind().elt_size_in_bytes();
             let key = Some((t.kind(), t.device()));
-            if buckets.is_empty()
-                || last_kind != key
-                || (bytes > 0 && bytes + size > bucket_bytes.max(1))
-            {
+            if last_kind != key || (bytes > 0 && bytes + size > bucket_bytes.max(1)) {
                 buckets.push(Vec::new());
                 bytes = 0;
             }
@@ -106,7 +104,7 @@ impl DataParallel {
         &self.dist
     }
 
-    /// Every rank must hold the same variables (names, shapes, kinds), or the averaged
+    /// Every rank must hold the same variables (names, shapes, kinds, trainable flags), or the averaged
     /// gradients would mean nothing (or the collectives would fail half-way).
     fn check_same_model(&self) -> Result<()> {
         if self.dist.world_size() == 1 {

@@ -249,12 +249,13 @@ impl Distributed {
             cause: cause.clone(),
         };
         let started = Instant::now();
-        // Rank 0 serves the store: if it cannot be written, rank 0 is gone.
-        if me != 0 && store.set(&key(me), "1").is_err() {
-            return gone(vec![0], started.elapsed());
-        }
-        if me == 0 && store.set(&key(me), "1").is_err() {
-            return error;
+        // Rank 0 serves the store: if another rank cannot write to it, rank 0 is gone.
+        if store.set(&key(me), "1").is_err() {
+            return if me == 0 {
+                error
+            } else {
+                gone(vec![0], started.elapsed())
+            };
         }
         let wait = ROLL_CALL.min(self.inner.timeout);
         loop {

@@ -187,6 +187,20 @@ fn take_error(err: *mut c_char) -> Error {
     Error::C10d(text)
 }
 
+/// `Ok` when the shim succeeded, else the error it wrote.
+fn checked(ok: bool, err: *mut c_char) -> Result<()> {
+    if ok { Ok(()) } else { Err(take_error(err)) }
+}
+
+/// A rank and a group size as the shim takes them, checked.
+fn rank_and_size(rank: usize, size: usize) -> Result<(i32, i32)> {
+    if rank >= size {
+        return Err(Error::Argument(format!("rank {rank} in a group of {size}")));
+    }
+    let to_i32 = |n: usize| i32::try_from(n).map_err(|_| Error::Argument(format!("{n} ranks")));
+    Ok((to_i32(rank)?, to_i32(size)?))
+}
+
 fn c_string(text: &str) -> Result<CString> {
     CString::new(text).map_err(|_| Error::Argument(format!("{text:?} has a NUL byte")))
 }
@@ -239,7 +253,7 @@ impl Store {
         let mut err = std::ptr::null_mut();
         // SAFETY: valid store and strings.
         let ok = unsafe { ffi::c10d_store_set(self.raw, key.as_ptr(), value.as_ptr(), &mut err) };
-        if ok { Ok(()) } else { Err(take_error(err)) }
+        checked(ok, err)
     }
 
     /// Whether `key` is set, without waiting.
@@ -304,18 +318,15 @@ impl ProcessGroup {
         hostname: &str,
         timeout: Duration,
     ) -> Result<ProcessGroup> {
-        if rank >= size {
-            return Err(Error::Argument(format!("rank {rank} in a group of {size}")));
-        }
-        let to_i32 = |n: usize| i32::try_from(n).map_err(|_| Error::Argument(format!("{n} ranks")));
+        let (rank_i32, size_i32) = rank_and_size(rank, size)?;
         let hostname = c_string(hostname)?;
         let mut err = std::ptr::null_mut();
         // SAFETY: as in Store::tcp; the store outlives the call (the group keeps its own ref).
         let raw = unsafe {
             ffi::c10d_gloo_group(
                 store.raw,
-                to_i32(rank)?,
-                to_i32(size)?,
+                rank_i32,
+                size_i32,
                 hostname.as_ptr(),
                 millis(timeout),
                 &mut err,
@@ -335,20 +346,11 @@ impl ProcessGroup {
         size: usize,
         timeout: Duration,
     ) -> Result<ProcessGroup> {
-        if rank >= size {
-            return Err(Error::Argument(format!("rank {rank} in a group of {size}")));
-        }
-        let to_i32 = |n: usize| i32::try_from(n).map_err(|_| Error::Argument(format!("{n} ranks")));
+        let (rank_i32, size_i32) = rank_and_size(rank, size)?;
         let mut err = std::ptr::null_mut();
         // SAFETY: as in `gloo`.
         let raw = unsafe {
-            ffi::c10d_nccl_group(
-                store.raw,
-                to_i32(rank)?,
-                to_i32(size)?,
-                millis(timeout),
-                &mut err,
-            )
+            ffi::c10d_nccl_group(store.raw, rank_i32, size_i32, millis(timeout), &mut err)
         };
         if raw.is_null() {
             return Err(take_error(err));
@@ -370,10 +372,6 @@ impl ProcessGroup {
         self.size
     }
 
-    fn check(&self, ok: bool, err: *mut c_char) -> Result<()> {
-        if ok { Ok(()) } else { Err(take_error(err)) }
-    }
-
     /// Reduces `tensor` over all ranks, in place.
     pub fn all_reduce(&self, tensor: &mut Tensor, op: ReduceOp) -> Result<()> {
         let mut err = std::ptr::null_mut();
@@ -381,7 +379,7 @@ impl ProcessGroup {
         let ok = unsafe {
             ffi::c10d_all_reduce(self.raw, tensor.as_mut_ptr().cast(), op as i32, &mut err)
         };
-        self.check(ok, err)
+        checked(ok, err)
     }
 
     /// Starts reducing `tensor` in place; [`Pending::wait`] finishes it and gives it back.
@@ -410,7 +408,7 @@ impl ProcessGroup {
         // SAFETY: as in all_reduce.
         let ok =
             unsafe { ffi::c10d_broadcast(self.raw, tensor.as_mut_ptr().cast(), root, &mut err) };
-        self.check(ok, err)
+        checked(ok, err)
     }
 
     /// Every rank's `tensor`, in rank order.
@@ -426,7 +424,7 @@ impl ProcessGroup {
                 &mut err,
             )
         };
-        self.check(ok, err)?;
+        checked(ok, err)?;
         // SAFETY: each is a `new at::Tensor`, owned from here on by tch.
         Ok(out
             .into_iter()
@@ -439,7 +437,7 @@ impl ProcessGroup {
         let mut err = std::ptr::null_mut();
         // SAFETY: a valid group.
         let ok = unsafe { ffi::c10d_barrier(self.raw, &mut err) };
-        self.check(ok, err)
+        checked(ok, err)
     }
 }
 
@@ -457,7 +455,7 @@ impl Pending<'_> {
         let mut err = std::ptr::null_mut();
         // SAFETY: a live work of this group; freed by Drop.
         let ok = unsafe { ffi::c10d_work_wait(self.group.raw, self.raw, &mut err) };
-        self.group.check(ok, err)?;
+        checked(ok, err)?;
         // The work is done: the handle can leave (Drop frees the work).
         Ok(std::mem::replace(&mut self.tensor, Tensor::new()))
     }
@@ -474,7 +472,7 @@ pub(crate) fn set_grad(variable: &Tensor, grad: &Tensor) -> Result<()> {
             &mut err,
         )
     };
-    if ok { Ok(()) } else { Err(take_error(err)) }
+    checked(ok, err)
 }
 
 impl Drop for Pending<'_> {
