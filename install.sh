@@ -176,7 +176,10 @@ fi
 echo "==> fetching crates (the prelude's too: kernels build cells offline from these)"
 (cd "$here" && cargo fetch --locked)
 echo "==> building tch-kernel (release)"
-(cd "$here" && cargo build --release --locked -p tch-kernel)
+# All the workspace's default members, not just the kernel: cargo picks dependency features per
+# build, and the kernel alone would leave out notebook-helpers' (plotters, png), so that
+# tests/run.sh's `cargo test` would build evcxr, the server and their dependencies again.
+(cd "$here" && cargo build --release --locked)
 "$bin" --version >/dev/null || die "the built kernel does not run: $bin"
 
 # --- Kernel environment and prebuilt prelude ---------------------------------------------------

@@ -219,15 +219,23 @@ def notebook_env(tmp_path_factory):
     return env
 
 
+def slurm_missing():
+    """Why the Slurm tests cannot start a local cluster here, or None when they can."""
+    if os.geteuid() != 0:
+        return "a local Slurm needs root (slurmd starts jobs as their users); CI runs as root"
+    missing = [b for b in ("munged", "slurmctld", "slurmd", "sbatch") if not shutil.which(b)]
+    if missing:
+        return f"Slurm is not installed (no {', '.join(missing)}): tests/run.sh installs slurmctld, slurmd, slurm-client and munge when run as root"
+    return None
+
+
 @pytest.fixture(scope="session")
 def slurm():
     """A real one-node Slurm (tests/local-slurm.sh), up for the whole session; its environment
     for clients (SLURM_CONF)."""
-    if os.geteuid() != 0:
-        pytest.skip("a local Slurm needs root (slurmd starts jobs as their users); CI runs as root")
-    missing = [b for b in ("munged", "slurmctld", "slurmd", "sbatch") if not shutil.which(b)]
-    if missing:
-        pytest.skip(f"Slurm is not installed (no {', '.join(missing)}): tests/run.sh installs slurmctld, slurmd, slurm-client and munge when run as root")
+    why = slurm_missing()
+    if why:
+        pytest.skip(why)
     directory = _STATE / "slurm"
     script = REPO / "tests" / "local-slurm.sh"
     subprocess.run([str(script), "start", str(directory)], check=True, capture_output=True, text=True)

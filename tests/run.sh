@@ -14,7 +14,8 @@ if [ "$(id -u)" = 0 ] && ! command -v slurmctld >/dev/null && command -v apt-get
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null; } \
         || echo "tests/run.sh: could not install Slurm; the Slurm tests will skip" >&2
 fi
-# Release profile: reuses what install.sh built instead of compiling evcxr twice.
+# Release profile and the default members, as install.sh built them: the dependencies (and their
+# features) are the ones built there, so only the test harnesses compile here.
 cargo test --release --locked   # default members: the prelude is built by install.sh
-cargo build --release --locked -p tch-kernel
+cargo build --release --locked
 "$python" -m pytest -p no:cacheprovider -v tests "$@"

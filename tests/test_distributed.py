@@ -2,8 +2,10 @@
 tests/notebooks/data-parallel.ipynb runs as is in the kernel (one process), and exported, its
 program started as 2 ranks by torchrun or by Slurm's srun leaves, on both ranks bit for bit, the
 weights one process reaches over the same global batches. A rank that dies, a rendezvous that
-cannot be reached, and ranks that disagree (world size, model) end with errors that say so."""
+cannot be reached, and ranks that disagree (world size, model) end with errors that say so.
+Notebook 07 trains ResNet-9 in the kernel, then submits itself as a 2-task Slurm job."""
 
+import json
 import os
 import socket
 import struct
@@ -194,3 +196,37 @@ def test_ranks_that_disagree_are_told_how(program):
     assert "rank 1: rank 0's model differs from this rank's" in e1, e1[-3000:]
     missing = subprocess.run([str(program[1])], env=dict(program[2], RANK="0", WORLD_SIZE="2"), capture_output=True, text=True)
     assert missing.returncode != 0 and "MASTER_ADDR is not set (torchrun sets it" in missing.stderr, missing.stderr[-2000:]
+
+
+def test_notebook_07_trains_in_the_kernel_then_as_a_two_task_job(slurm, torch_env, notebook_env, tmp_path):
+    """Notebook 07 as a user runs it: ResNet-9 in the kernel (rank 0 of 1), then the same notebook
+    submitted from a cell as a job of 2 tasks, and both runs in the results table."""
+    runs = tmp_path / "runs"
+    env = dict(notebook_env, **slurm, RUN_DIR=str(runs))
+    executed = execute(REPO / "notebooks" / "07-data-parallel.ipynb", tmp_path, env)
+    cells = {c["id"]: c for c in executed["cells"]}
+    for cell in executed["cells"]:
+        errors = [o for o in cell.get("outputs", []) if o["output_type"] == "error"]
+        assert not errors, f"cell {cell['id']}: {errors}"
+    assert "rank 0 of 1 on Cpu (Alone" in streams(cells["c01"]), streams(cells["c01"])
+    assert "not submitted" not in streams(cells["c06"]), cells["c06"]["outputs"]
+    waited = streams(cells["c07"])
+    assert "ended: completed" in waited, waited
+    # Both ranks started and joined; only rank 0 reported the run.
+    assert "rank 0 of 2 on Cpu (Gloo" in waited and "rank 1 of 2 on Cpu (Gloo" in waited, waited
+    assert waited.count("images/s") == 1, waited
+    # The job left out the cells that submit (tagged notebook-only): it did not submit itself.
+    main_rs = (runs / "jobs" / "07-data-parallel" / "src" / "main.rs").read_text()
+    assert "submit(" not in main_rs
+    table = [o for o in cells["c08"]["outputs"] if o["output_type"] == "execute_result"][0]["data"]
+    rows = [row.split(" | ") for row in table["text/plain"].splitlines()]
+    assert rows[0][:3] == ["device", "job", "world size"], rows
+    by_world = {row[2]: row for row in rows[1:]}
+    assert sorted(by_world) == ["1", "2"] and by_world["1"][1] == "local", rows
+    assert all(float(row[-1]) > 0 for row in rows[1:]), rows
+    # One MLPerf log per run, written by rank 0 alone, with its world size.
+    job_id = by_world["2"][1]
+    records = [json.loads(line[len(":::MLLOG "):]) for line in (runs / f"mllog-{job_id}.txt").read_text().splitlines()]
+    assert [r["key"] for r in records].count("run_start") == 1
+    platform = next(r for r in records if r["key"] == "submission_platform")
+    assert platform["metadata"]["world_size"] == 2, platform

@@ -9,9 +9,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import REPO, TORCH_KERNEL_NAME
+from conftest import REPO, TORCH_KERNEL_NAME, slurm_missing
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+# Notebooks that submit jobs: where a local Slurm can run, the Slurm tests (test_slurm,
+# test_distributed) run them whole with a cluster to submit to; here only where it cannot.
+RUN_WITH_SLURM = {"05-from-notebook-to-slurm", "07-data-parallel"}
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +47,8 @@ def streams(cell):
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_end_to_end(notebook, tmp_path, notebook_env):
+    if notebook.stem in RUN_WITH_SLURM and slurm_missing() is None:
+        pytest.skip("run whole by the Slurm tests, with a cluster to submit to")
     executed = execute(notebook, tmp_path, notebook_env)
     for cell in executed["cells"]:
         if cell["cell_type"] != "code":

@@ -113,7 +113,7 @@ def test_notebook_05_submits_a_job_from_a_cell_and_shows_it_live(slurm, torch_en
     assert sweep_status.startswith("array job ") and "(2 tasks): 2 completed" in sweep_status, sweep_status
     table = [o for o in cells["c06g"]["outputs"] if o["output_type"] == "execute_result"][0]["data"]
     rows = table["text/plain"].splitlines()
-    assert rows[0] == "device | job | status | time to train | accuracy | images/s" and len(rows) == 3, rows
+    assert rows[0] == "device | job | world size | status | time to train | accuracy | images/s" and len(rows) == 3, rows
     assert all(row.startswith("CPU") and float(row.split(" | ")[-1]) > 0 for row in rows[1:]), rows
     assert "<svg" in table["text/html"]
 

@@ -20,14 +20,22 @@ pub struct Program {
 
 const CELL_FN_HEAD: &str = "fn __cell() {\n";
 
+/// Cell tags whose cells the program leaves out: `raises-exception` (nbconvert's tag for a
+/// cell meant to fail) and `notebook-only` (cells for the notebook alone, such as the one that
+/// submits this notebook as a job: inside the job it would submit itself again).
+pub const LEFT_OUT_TAGS: [&str; 2] = ["raises-exception", "notebook-only"];
+
 pub fn convert_cells(cells: &[Cell]) -> Program {
     let mut program = Program::default();
     for (index, cell) in cells.iter().filter(|c| c.cell_type == "code").enumerate() {
         let number = index + 1;
-        if cell.metadata.tags.iter().any(|t| t == "raises-exception") {
-            program.notes.push(format!(
-                "cell {number} is tagged raises-exception: left out"
-            ));
+        if let Some(tag) = LEFT_OUT_TAGS
+            .iter()
+            .find(|tag| cell.metadata.tags.iter().any(|t| t == *tag))
+        {
+            program
+                .notes
+                .push(format!("cell {number} is tagged {tag}: left out"));
             continue;
         }
         let mut code = String::new();
@@ -206,6 +214,19 @@ mod tests {
         assert!(!p.body.contains("panic!"));
         assert!(p.body.contains("gpu_report()"));
         assert!(p.notes[0].contains("raises-exception"));
+    }
+
+    #[test]
+    fn notebook_only_cells_are_left_out() {
+        let mut submitting = code("let job = submit(Submit::this_notebook());");
+        submitting.metadata.tags.push("notebook-only".into());
+        let p = convert_cells(&[code("let a = 1;"), submitting]);
+        assert!(
+            p.body.contains("let a = 1;") && !p.body.contains("submit"),
+            "{}",
+            p.body
+        );
+        assert_eq!(p.notes, ["cell 2 is tagged notebook-only: left out"]);
     }
 
     #[test]

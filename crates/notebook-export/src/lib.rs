@@ -6,13 +6,13 @@
 //! live on from cell to cell, as in the notebook), and a cell's final expression is shown the
 //! way the kernel shows it (its text form). `:dep` lines become dependencies; `:gpu` prints the
 //! GPU report; other kernel commands are left out with a comment. Cells tagged
-//! `raises-exception` are left out.
+//! `raises-exception` or `notebook-only` are left out ([`LEFT_OUT_TAGS`]).
 
 mod cells;
 pub mod commands;
 mod project;
 
-pub use cells::{Program, convert_cells};
+pub use cells::{LEFT_OUT_TAGS, Program, convert_cells};
 pub use project::{BUILD_ENV, ExportOptions, Exported, SlurmOptions, export};
 
 use serde::Deserialize;

@@ -286,6 +286,8 @@ fn sbatch(name: &str, source_name: &str, out_dir: &Path, options: &ExportOptions
     }
     lines.push("# Compute nodes may have no internet: every crate was fetched when the kernel was installed.".into());
     lines.push("export CARGO_NET_OFFLINE=true".into());
+    lines.push("# libtorch's threads: the CPUs Slurm gave each task, not every core of a node other tasks share.".into());
+    lines.push("export OMP_NUM_THREADS=\"${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}\"".into());
     lines.push("export CHECKPOINT_DIR=\"${CHECKPOINT_DIR:-$SLURM_SUBMIT_DIR/checkpoints-$SLURM_JOB_NAME}\"".into());
     lines.push(String::new());
     lines.push(format!(
@@ -406,6 +408,7 @@ mod tests {
             "export LIBTORCH='/env/torch'",
             "export LD_LIBRARY_PATH='/env/torch/lib'\"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\"",
             "srun \"${CARGO_TARGET_DIR:-target}/release/train\"",
+            "export OMP_NUM_THREADS=\"${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}\"",
         ] {
             assert!(job.contains(needle), "{needle} missing from\n{job}");
         }

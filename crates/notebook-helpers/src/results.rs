@@ -1,5 +1,5 @@
-//! The MLPerf logs of finished runs gathered into one table (device, job, status, time to
-//! train, accuracy, images per second) and a bar chart: [`results`] over the `RUN_DIR` of a
+//! The MLPerf logs of finished runs gathered into one table (device, job, world size, status,
+//! time to train, accuracy, images per second) and a bar chart: [`results`] over the `RUN_DIR` of a
 //! sweep, or of jobs on several GPU types.
 
 use crate::display::{MimeBundle, RichDisplay};
@@ -17,6 +17,9 @@ pub struct RunResult {
     pub platform: String,
     /// From the log's name, `mllog-JOB.txt` (the Slurm job id, or `local`).
     pub job: String,
+    /// How many processes trained together (`submission_platform`'s `world_size`; 1 when the
+    /// log does not say).
+    pub world_size: u64,
     /// `run_stop`'s status: `success` (target reached) or `aborted`; empty if it never stopped.
     pub status: String,
     /// From `run_start` to `run_stop`.
@@ -29,12 +32,14 @@ pub struct RunResult {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunResults(pub Vec<RunResult>);
 
-/// Every `mllog*.txt` below `dir`, read into a table (sorted by platform, then job).
+/// Every `mllog*.txt` below `dir`, read into a table (sorted by platform, world size, job).
 pub fn results(dir: impl AsRef<Path>) -> RunResults {
     let mut logs = Vec::new();
     find_logs(dir.as_ref(), &mut logs);
     let mut rows: Vec<RunResult> = logs.iter().filter_map(|p| read_run(p)).collect();
-    rows.sort_by(|a, b| (&a.platform, &a.job).cmp(&(&b.platform, &b.job)));
+    rows.sort_by(|a, b| {
+        (&a.platform, a.world_size, &a.job).cmp(&(&b.platform, b.world_size, &b.job))
+    });
     RunResults(rows)
 }
 
@@ -68,6 +73,7 @@ fn read_run(log: &Path) -> Option<RunResult> {
         log: log.to_owned(),
         platform: String::new(),
         job,
+        world_size: 1,
         status: String::new(),
         time_to_train_s: None,
         accuracy: None,
@@ -84,7 +90,11 @@ fn read_run(log: &Path) -> Option<RunResult> {
         let time = record["time_ms"].as_f64();
         match record["key"].as_str() {
             Some("submission_platform") => {
-                run.platform = record["value"].as_str().unwrap_or_default().to_owned()
+                run.platform = record["value"].as_str().unwrap_or_default().to_owned();
+                run.world_size = record["metadata"]["world_size"]
+                    .as_u64()
+                    .unwrap_or(1)
+                    .max(1);
             }
             Some("run_start") => started = time,
             Some("run_stop") => {
@@ -115,8 +125,8 @@ fn read_run(log: &Path) -> Option<RunResult> {
 }
 
 impl RunResults {
-    /// Images per second per run, as bars labelled with the device (and the job when a device
-    /// appears more than once).
+    /// Images per second per run, as bars labelled with the device, times the world size when
+    /// several processes trained (and the job when that label appears more than once).
     pub fn chart(&self) -> BarChart {
         let mut chart = BarChart::new()
             .title("training throughput")
@@ -128,15 +138,19 @@ impl RunResults {
     }
 
     fn label(&self, row: &RunResult) -> String {
-        let same = self.0.iter().filter(|r| r.platform == row.platform).count();
-        if same > 1 {
-            format!("{} ({})", row.platform, row.job)
+        let device = |r: &RunResult| match r.world_size {
+            1 => r.platform.clone(),
+            n => format!("{n} x {}", r.platform),
+        };
+        let label = device(row);
+        if self.0.iter().filter(|r| device(r) == label).count() > 1 {
+            format!("{label} ({})", row.job)
         } else {
-            row.platform.clone()
+            label
         }
     }
 
-    fn cells(row: &RunResult) -> [String; 6] {
+    fn cells(row: &RunResult) -> [String; 7] {
         let num = |v: Option<f64>, digits: usize| {
             v.map(|v| format!("{v:.digits$}"))
                 .unwrap_or_else(|| "-".into())
@@ -144,6 +158,7 @@ impl RunResults {
         [
             row.platform.clone(),
             row.job.clone(),
+            row.world_size.to_string(),
             row.status.clone(),
             row.time_to_train_s
                 .filter(|_| row.status == "success")
@@ -155,9 +170,10 @@ impl RunResults {
     }
 }
 
-const HEADER: [&str; 6] = [
+const HEADER: [&str; 7] = [
     "device",
     "job",
+    "world size",
     "status",
     "time to train",
     "accuracy",
@@ -247,11 +263,11 @@ mod tests {
         let bundle = table.mime_bundle();
         let text = bundle.get("text/plain").unwrap();
         assert!(
-            text.contains("NVIDIA H100 | 11 | success | 60.0 s | 0.9412 | 35000.5"),
+            text.contains("NVIDIA H100 | 11 | 1 | success | 60.0 s | 0.9412 | 35000.5"),
             "{text}"
         );
         assert!(
-            text.contains("NVIDIA A100 | 12 | aborted | not reached | 0.9100 | -"),
+            text.contains("NVIDIA A100 | 12 | 1 | aborted | not reached | 0.9100 | -"),
             "{text}"
         );
         let html = bundle.get("text/html").unwrap();
@@ -259,5 +275,33 @@ mod tests {
             html.starts_with("<table>") && html.contains("<svg"),
             "table and bar chart"
         );
+    }
+
+    #[test]
+    fn the_world_size_comes_from_the_platform_event_and_tells_runs_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = mllog("CPU", 0, 30000, 0.5, "aborted");
+        let two = one.replace(
+            r#""key":"submission_platform","value":"CPU","metadata":{}"#,
+            r#""key":"submission_platform","value":"CPU","metadata":{"world_size":2}"#,
+        );
+        assert_ne!(one, two);
+        std::fs::write(dir.path().join("mllog-local.txt"), one).unwrap();
+        std::fs::write(dir.path().join("mllog-40.txt"), two).unwrap();
+        let table = results(dir.path());
+        let sizes: Vec<_> = table
+            .0
+            .iter()
+            .map(|r| (r.job.as_str(), r.world_size))
+            .collect();
+        assert_eq!(sizes, [("local", 1), ("40", 2)]);
+        assert_eq!(table.label(&table.0[0]), "CPU");
+        assert_eq!(table.label(&table.0[1]), "2 x CPU");
+        let text = table.mime_bundle().get("text/plain").unwrap().to_owned();
+        assert!(
+            text.starts_with("device | job | world size | status"),
+            "{text}"
+        );
+        assert!(text.contains("CPU | 40 | 2 | aborted"), "{text}");
     }
 }
