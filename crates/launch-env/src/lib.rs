@@ -29,6 +29,18 @@ pub mod vars {
     pub const SLURM_JOB_ID: &str = "SLURM_JOB_ID";
 }
 
+/// What the job script of an exported notebook (`tch-kernel export` writes it) and the program
+/// it starts agree on.
+pub mod job_script {
+    /// Set by the script to the notebook's path, so that its program knows which notebook it
+    /// runs: `submit()` refuses to submit that notebook again from inside its own job, which
+    /// would start it over and over.
+    pub const EXPORTED_FROM_ENV: &str = "TCH_KERNEL_EXPORTED_FROM";
+    /// The exit code of a program that stopped early with a checkpoint (before its time limit):
+    /// the script resubmits itself on it.
+    pub const RESUME_EXIT_CODE: i32 = 3;
+}
+
 /// The rendezvous port of a Slurm job without `MASTER_PORT`: this plus the job id modulo
 /// [`SLURM_PORT_SPAN`], below Linux's ephemeral range (32768 on), so two jobs sharing a node
 /// rarely meet on one port.

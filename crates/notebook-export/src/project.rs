@@ -61,7 +61,7 @@ pub struct Exported {
 }
 
 /// Exit code of a program that stopped early to be resumed (see `job.sbatch`).
-pub const RESUME_EXIT_CODE: i32 = 3;
+pub use launch_env::job_script::RESUME_EXIT_CODE;
 
 fn crate_name(notebook: &Path) -> String {
     let stem = notebook
@@ -173,7 +173,7 @@ pub fn export(
     files.push(write("src/main.rs", &main)?);
     files.push(write(
         "job.sbatch",
-        &sbatch(&name, source_name, out_dir, options),
+        &sbatch(&name, notebook_path, out_dir, options),
     )?);
     Ok(Exported {
         name,
@@ -232,7 +232,11 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn sbatch(name: &str, source_name: &str, out_dir: &Path, options: &ExportOptions) -> String {
+fn sbatch(name: &str, notebook_path: &Path, out_dir: &Path, options: &ExportOptions) -> String {
+    let source_name = notebook_path
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("notebook");
     let s = &options.slurm;
     let mut lines = vec![
         "#!/bin/bash".to_owned(),
@@ -286,6 +290,13 @@ fn sbatch(name: &str, source_name: &str, out_dir: &Path, options: &ExportOptions
     }
     lines.push("# Compute nodes may have no internet: every crate was fetched when the kernel was installed.".into());
     lines.push("export CARGO_NET_OFFLINE=true".into());
+    // Which notebook this job runs: submit() in it will not submit that notebook again.
+    let source = std::fs::canonicalize(notebook_path).unwrap_or_else(|_| notebook_path.to_owned());
+    lines.push(format!(
+        "export {}={}",
+        launch_env::job_script::EXPORTED_FROM_ENV,
+        shell_quote(&source.display().to_string())
+    ));
     lines.push("# libtorch's threads: the CPUs Slurm gave each task, not every core of a node other tasks share.".into());
     lines.push("export OMP_NUM_THREADS=\"${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}\"".into());
     lines.push("export CHECKPOINT_DIR=\"${CHECKPOINT_DIR:-$SLURM_SUBMIT_DIR/checkpoints-$SLURM_JOB_NAME}\"".into());
@@ -409,6 +420,10 @@ mod tests {
             "export LD_LIBRARY_PATH='/env/torch/lib'\"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\"",
             "srun \"${CARGO_TARGET_DIR:-target}/release/train\"",
             "export OMP_NUM_THREADS=\"${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}\"",
+            &format!(
+                "export TCH_KERNEL_EXPORTED_FROM='{}'",
+                std::fs::canonicalize(&nb).unwrap().display()
+            ),
         ] {
             assert!(job.contains(needle), "{needle} missing from\n{job}");
         }

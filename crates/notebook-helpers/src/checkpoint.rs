@@ -21,7 +21,7 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 /// The exit code of a program that stopped early with a checkpoint, to be resubmitted (the
 /// sbatch script written by `tch-kernel export` resubmits itself on it).
-pub const RESUME_EXIT_CODE: i32 = 3;
+pub use launch_env::job_script::RESUME_EXIT_CODE;
 
 /// Makes SIGUSR1 and SIGTERM set a flag instead of killing the process, so that a training loop
 /// can save a checkpoint and stop ([`stop_requested`]). Slurm sends SIGUSR1 before the time

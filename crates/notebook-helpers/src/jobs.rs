@@ -122,6 +122,8 @@ pub enum JobError {
     NoNotebook,
     /// Not in a tch-kernel cell (the kernel's binary is needed to export).
     NoKernel,
+    /// This program is the job of the notebook it would submit.
+    SubmitsItself(PathBuf),
     Export(String),
     Build(String),
     Slurm(SlurmError),
@@ -144,6 +146,13 @@ impl fmt::Display for JobError {
             JobError::NoKernel => write!(
                 f,
                 "submit() runs `tch-kernel export`, which only a tch-kernel cell can find (TCH_KERNEL_EXE)"
+            ),
+            JobError::SubmitsItself(notebook) => write!(
+                f,
+                "not submitted: this is the batch job of {}, and submitting that notebook from \
+                 inside its own job would start it again and again. Tag the cells that submit \
+                 it `notebook-only`: the export leaves them out",
+                notebook.display()
             ),
             JobError::Export(e) => write!(f, "exporting the notebook failed: {e}"),
             JobError::Build(e) => write!(f, "building the exported program failed:\n{e}"),
@@ -284,13 +293,18 @@ fn sweep_script(job_script: &str, settings: &[Vec<(String, String)>]) -> String 
 }
 
 fn prepare(options: &Submit) -> Result<Prepared, JobError> {
-    // Before minutes of building: is there a cluster to submit to?
-    slurm_client::ping()?;
     let notebook = options
         .notebook
         .clone()
         .or_else(this_notebook_path)
         .ok_or(JobError::NoNotebook)?;
+    if let Some(running) = std::env::var_os(launch_env::job_script::EXPORTED_FROM_ENV)
+        && submits_itself(&notebook, Path::new(&running))
+    {
+        return Err(JobError::SubmitsItself(notebook));
+    }
+    // Before minutes of building: is there a cluster to submit to?
+    slurm_client::ping()?;
     let exe = std::env::var_os("TCH_KERNEL_EXE").ok_or(JobError::NoKernel)?;
     let stem = notebook
         .file_stem()
@@ -352,6 +366,19 @@ fn prepare(options: &Submit) -> Result<Prepared, JobError> {
         env,
         status,
     })
+}
+
+/// Whether `notebook` is the one this job was exported from (`running`, from its job script):
+/// the same file, or, where `notebook` does not resolve from the job's directory, the same
+/// file name.
+fn submits_itself(notebook: &Path, running: &Path) -> bool {
+    match (
+        std::fs::canonicalize(notebook),
+        std::fs::canonicalize(running),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => notebook.file_name().is_some() && notebook.file_name() == running.file_name(),
+    }
 }
 
 /// The notebook JupyterLab runs this kernel for (`JPY_SESSION_NAME`). It may be relative to
@@ -642,6 +669,29 @@ mod tests {
             chain: Mutex::new(ids.iter().map(|i| JobId(i.to_string())).collect()),
             tasks: None,
         }
+    }
+
+    #[test]
+    fn a_job_knows_the_notebook_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("07-data-parallel.ipynb");
+        std::fs::write(&source, "{}").unwrap();
+        let other = dir.path().join("02-first-classifier.ipynb");
+        std::fs::write(&other, "{}").unwrap();
+        assert!(submits_itself(&source, &source));
+        assert!(submits_itself(
+            &dir.path().join(".").join("07-data-parallel.ipynb"),
+            &source
+        ));
+        assert!(!submits_itself(&other, &source));
+        // A path that does not resolve from the job's directory: its file name decides.
+        assert!(submits_itself(Path::new("07-data-parallel.ipynb"), &source));
+        assert!(!submits_itself(
+            Path::new("03-cifar10-resnet.ipynb"),
+            &source
+        ));
+        let message = JobError::SubmitsItself(source).to_string();
+        assert!(message.contains("notebook-only"), "{message}");
     }
 
     #[test]
