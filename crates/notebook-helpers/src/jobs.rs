@@ -149,9 +149,9 @@ impl fmt::Display for JobError {
             ),
             JobError::SubmitsItself(notebook) => write!(
                 f,
-                "not submitted: this is the batch job of {}, and submitting that notebook from \
-                 inside its own job would start it again and again. Tag the cells that submit \
-                 it `notebook-only`: the export leaves them out",
+                "this is the batch job of {}: submitting that notebook from inside its own \
+                 job would start it again and again. Tag the cells that submit it \
+                 `notebook-only`: the export leaves them out",
                 notebook.display()
             ),
             JobError::Export(e) => write!(f, "exporting the notebook failed: {e}"),
