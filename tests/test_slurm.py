@@ -9,7 +9,7 @@ import time
 
 from conftest import KERNEL_BIN, REPO, TORCH_KERNEL_NAME, ok, result, start_torch, stdout_of, wait_for_job
 from test_export import accuracy_in, shell_env
-from test_notebooks import execute, streams
+from test_notebooks import assert_cells_ran_as_tagged, execute, streams
 
 
 def export_and_build(notebook, project, slurm, torch_env, *options):
@@ -96,6 +96,7 @@ def test_a_job_at_its_time_limit_checkpoints_resubmits_itself_and_finishes(slurm
 def test_notebook_05_submits_a_job_from_a_cell_and_shows_it_live(slurm, torch_env, notebook_env, tmp_path):
     env = dict(notebook_env, **slurm, RUN_DIR=str(tmp_path / "runs"))
     executed = execute(REPO / "notebooks" / "05-from-notebook-to-slurm.ipynb", tmp_path, env)
+    assert_cells_ran_as_tagged(executed)
     cells = {c["id"]: c for c in executed["cells"]}
     assert "not submitted" not in streams(cells["c06b"]), cells["c06b"]["outputs"]
     # The wait cell's status output, as the last update left it.

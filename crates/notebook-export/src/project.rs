@@ -61,7 +61,7 @@ pub struct Exported {
 }
 
 /// Exit code of a program that stopped early to be resumed (see `job.sbatch`).
-pub use launch_env::job_script::RESUME_EXIT_CODE;
+use launch_env::job_script::RESUME_EXIT_CODE;
 
 fn crate_name(notebook: &Path) -> String {
     let stem = notebook
@@ -173,7 +173,7 @@ pub fn export(
     files.push(write("src/main.rs", &main)?);
     files.push(write(
         "job.sbatch",
-        &sbatch(&name, notebook_path, out_dir, options),
+        &sbatch(&name, source_name, notebook_path, out_dir, options),
     )?);
     Ok(Exported {
         name,
@@ -232,11 +232,13 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn sbatch(name: &str, notebook_path: &Path, out_dir: &Path, options: &ExportOptions) -> String {
-    let source_name = notebook_path
-        .file_name()
-        .and_then(|s| s.to_str())
-        .unwrap_or("notebook");
+fn sbatch(
+    name: &str,
+    source_name: &str,
+    notebook_path: &Path,
+    out_dir: &Path,
+    options: &ExportOptions,
+) -> String {
     let s = &options.slurm;
     let mut lines = vec![
         "#!/bin/bash".to_owned(),
