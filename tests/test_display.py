@@ -256,6 +256,40 @@ def test_every_loop_a_cell_writes_stops_at_an_interrupt(k):
     assert int(result(ok(kc, "spins"))[0]) > 0
 
 
+def test_a_loop_over_slow_steps_stops_at_the_next_step(k):
+    """A training loop: each step takes a while (here a sleep). Every kind of chunked loop polls
+    at every step from the first, so ■ stops it without a restart."""
+    km, kc = k
+    ok(kc, "let mut slow = 0u64;\nlet steps = vec![1u64; 1000];")
+    nap = "std::thread::sleep(std::time::Duration::from_millis(50));"
+    cells = [
+        f'println!("running"); for step in 0..1000u64 {{ {nap} slow = step; }}',
+        f'println!("running"); for s in &steps {{ {nap} slow += s; }}',
+        f'println!("running"); for (i, s) in steps.iter().enumerate() {{ {nap} slow += s * i as u64; }}',
+        f'println!("running"); while slow < u64::MAX {{ {nap} slow += 1; }}',
+    ]
+    for cell in cells:
+        reply, _ = run_interrupted(km, kc, cell, printed("running"))
+        assert reply["ename"] == "KeyboardInterrupt", (cell, reply)
+        assert any("kept" in line for line in reply["traceback"]), (cell, reply)
+    assert int(result(ok(kc, "slow"))[0]) > 0
+
+
+def test_a_destructor_runs_to_its_end_when_an_interrupt_unwinds(k):
+    """■ stops the loop; the destructor of a value it held runs while the interrupt unwinds, and
+    its own loop and check_interrupt() are not stopped by that interrupt (a second panic there
+    would abort the process)."""
+    km, kc = k
+    ok(kc, "use std::sync::{Arc, atomic::{AtomicU64, Ordering}};\n"
+           "struct Flush(Arc<AtomicU64>);\n"
+           "impl Drop for Flush { fn drop(&mut self) { for _ in 0..100_000u64 { self.0.fetch_add(1, Ordering::Relaxed); } check_interrupt(); } }\n"
+           "let flushed = Arc::new(AtomicU64::new(0));")
+    reply, _ = run_interrupted(km, kc, 'println!("running"); let _f = Flush(flushed.clone()); loop { std::hint::black_box(&_f); }', printed("running"))
+    assert reply["ename"] == "KeyboardInterrupt", reply
+    assert any("kept" in line for line in reply["traceback"]), reply
+    assert result(ok(kc, "flushed.load(Ordering::Relaxed)")) == ["100000"]
+
+
 def test_compile_errors_in_loops_point_at_the_code_as_written(k):
     _, kc = k
     reply, _ = run(kc, "for i in 0..3 { let x: bool = i; }")

@@ -182,10 +182,13 @@ mod tests {
         }
     }
 
-    /// A `for` loop as loop_poll.rs writes it (`How::Chunks`), with the items it ran and the
-    /// chunks (polls) it took.
+    /// A `for` loop as loop_poll.rs writes it (`How::Chunks`), in chunks of `$size` (4096 if
+    /// not given), with the items it ran and the chunks (polls) it took.
     macro_rules! chunked_for {
-        ($iter:expr) => {{
+        ($iter:expr) => {
+            chunked_for!($iter, 4096)
+        };
+        ($iter:expr, $size:expr) => {{
             #[allow(unused_imports)]
             use child_code::{__TchKernelSplitAny as _, __TchKernelSplitFast as _};
             let (mut items, mut chunks) = (Vec::new(), 0);
@@ -193,7 +196,8 @@ mod tests {
                 mut __tch_it => 'c: loop {
                     chunks += 1;
                     let (mut __tch_chunk, __tch_limit, __tch_step, __tch_last) =
-                        (&&child_code::__TchKernelSplit::of(&__tch_it)).__tch_split(&mut __tch_it);
+                        (&&child_code::__TchKernelSplit::of(&__tch_it))
+                            .__tch_split(&mut __tch_it, $size);
                     let mut __tch_n = 0usize;
                     while __tch_n < __tch_limit {
                         match child_code::__TchKernelChunkNext::__tch_next(
@@ -221,8 +225,6 @@ mod tests {
 
     #[test]
     fn iterator_chunks_run_every_item_once_in_order() {
-        // The cells' chunk size is the one loop_poll.rs writes into `while` chunks.
-        assert_eq!(child_code::__TCH_KERNEL_CHUNK, crate::loop_poll::CHUNK);
         for len in [0usize, 1, 4095, 4096, 4097, 10_000] {
             let data: Vec<usize> = (0..len).collect();
             let chunks = len.div_ceil(4096).max(1);
@@ -255,6 +257,39 @@ mod tests {
         assert_eq!(chunked_for!(u128::MAX - 2..u128::MAX).1, 1);
         // Ranges of what is not an integer go the general way.
         assert_eq!(chunked_for!('a'..'d').0, vec!['a', 'b', 'c']);
+        // Chunks of a learnt size (one item, a training step, up to 4096), of every kind.
+        let data: Vec<usize> = (0..10).collect();
+        for size in [1, 3, 10, 11] {
+            let chunks = 10usize.div_ceil(size);
+            let (items, n) = chunked_for!(&data, size);
+            assert_eq!(
+                (items.into_iter().copied().collect::<Vec<_>>(), n),
+                (data.clone(), chunks)
+            );
+            assert_eq!(chunked_for!(0..10usize, size), (data.clone(), chunks));
+            let (items, n) = chunked_for!(data.iter().map(|x| x + 1), size);
+            assert_eq!(items, (1..11).collect::<Vec<_>>());
+            assert_eq!(n, 10 / size + 1);
+        }
+    }
+
+    #[test]
+    fn a_loop_learns_how_many_items_to_run_between_polls() {
+        let site = child_code::__TchKernelSite::new();
+        assert_eq!(site.size(), 1, "a new loop polls at every item");
+        // A quick chunk: at most 16 times as many next, up to 4096.
+        let mut size = site.size();
+        for _ in 0..5 {
+            size = site.learn(size, child_code::__tch_kernel_ticks());
+        }
+        assert_eq!((size, site.size()), (4096, 4096));
+        // A slow one (seconds): one item per poll at once.
+        let long_ago = child_code::__tch_kernel_ticks() - (1 << 40);
+        assert_eq!(site.learn(4096, long_ago), 1);
+        // One that took about the target: about as many again.
+        let target = child_code::__TCH_KERNEL_CHUNK_TICKS;
+        let size = site.learn(64, child_code::__tch_kernel_ticks() - target);
+        assert!((32..=64).contains(&size), "{size}");
     }
 
     #[test]
@@ -265,7 +300,7 @@ mod tests {
         ) -> Vec<(T, T)> {
             let (mut lo, mut chunks) = (lo, Vec::new());
             while lo < hi {
-                let top = child_code::__tch_kernel_chunk_end(lo, hi);
+                let top = child_code::__tch_kernel_chunk_end(lo, hi, 4096);
                 chunks.push((lo, top));
                 lo = top;
             }
@@ -290,7 +325,7 @@ mod tests {
         );
         assert_eq!(half_open(i128::MIN, i128::MIN + 5000).len(), 2);
         assert_eq!(
-            child_code::__tch_kernel_chunk_end(i128::MIN, 0),
+            child_code::__tch_kernel_chunk_end(i128::MIN, 0, 4096),
             i128::MIN + 4096,
             "a span beyond i128"
         );
@@ -298,7 +333,7 @@ mod tests {
         let mut lo = 0u8;
         let mut lasts = Vec::new();
         loop {
-            let last = child_code::__tch_kernel_chunk_last(lo, u8::MAX);
+            let last = child_code::__tch_kernel_chunk_last(lo, u8::MAX, 4096);
             lasts.push(last);
             if last == u8::MAX {
                 break;
@@ -306,8 +341,16 @@ mod tests {
             lo = last + 1;
         }
         assert_eq!(lasts, [255]);
-        assert_eq!(child_code::__tch_kernel_chunk_last(5usize, 5), 5);
-        assert_eq!(child_code::__tch_kernel_chunk_last(0usize, 10_000), 4095);
+        assert_eq!(child_code::__tch_kernel_chunk_last(5usize, 5, 4096), 5);
+        assert_eq!(
+            child_code::__tch_kernel_chunk_last(0usize, 10_000, 4096),
+            4095
+        );
+        // Chunks of a learnt size, down to one item.
+        assert_eq!(child_code::__tch_kernel_chunk_end(7u8, 9, 1), 8);
+        assert_eq!(child_code::__tch_kernel_chunk_end(7u8, 9, 5), 9);
+        assert_eq!(child_code::__tch_kernel_chunk_last(7u8, 9, 1), 7);
+        assert_eq!(child_code::__tch_kernel_chunk_last(250u8, 255, 3), 252);
     }
 
     #[test]

@@ -3,15 +3,19 @@
 //! statements and in the functions, methods and closures it defines. An interrupt then stops
 //! the loop as `check_interrupt()` does, and the variables of earlier cells are kept.
 //!
-//! A `for` loop is cut into chunks of [`CHUNK`] items with one poll each, so its inner loop is
-//! still vectorised: a loop over an integer range (`0..n`, `1..=steps`) into sub-ranges, each a
-//! plain counted loop; a loop over another iterator by the iterator's type (`child/items.rs`): a
-//! slice's or a range's as a sub-slice or a sub-range, any other's counted in a bounded `while`.
-//! `while` is chunked the same way; `loop` (and a `for` or `while` with a `break`) polls at
-//! every iteration.
+//! A `for` loop is cut into chunks with one poll each, so its inner loop is still vectorised: a
+//! loop over an integer range (`0..n`, `1..=steps`) into sub-ranges, each a plain counted loop;
+//! a loop over another iterator by the iterator's type (`child/items.rs`): a slice's or a
+//! range's as a sub-slice or a sub-range, any other's counted in a bounded `while`. `while` is
+//! chunked the same way; `loop` (and a `for` or `while` with a `break`) polls at every
+//! iteration. How many items a chunk has is learnt per loop (a static in the generated code,
+//! `__TchKernelSite`) from the time its chunks take: about a millisecond's worth, from one item
+//! (a training step, so that ■ stops the loop at the next step) to 4096 (cheap arithmetic).
+//! The body of each `Drop::drop` a cell defines is wrapped (`__tch_kernel_in_drop`), so that a
+//! destructor that runs while an interrupt unwinds is not stopped by that interrupt.
 //! Compile errors are mapped back to the cell as written ([`Instrumented::original_position`]).
 
-use ra_ap_syntax::ast::{self, HasAttrs, HasLoopBody, RangeItem};
+use ra_ap_syntax::ast::{self, HasAttrs, HasLoopBody, HasName, RangeItem};
 use ra_ap_syntax::{AstNode, Edition, SourceFile, SyntaxKind, SyntaxNode};
 use std::ops::Range;
 
@@ -19,15 +23,30 @@ use std::ops::Range;
 /// modules too; the function is in every cell's crate.
 pub(crate) const POLL_CALL: &str = "crate::__tch_kernel_poll();";
 
-/// How many iterations of a `for` loop run between two polls. A `for` loop is cut into chunks
-/// of this many items, and the poll runs once per chunk, so the loop inside a chunk stays as the
-/// optimiser likes it (vectorised, unrolled). `child/items.rs` has the same number
-/// (`__TCH_KERNEL_CHUNK`; a test checks they agree).
-pub(crate) const CHUNK: usize = 4096;
-
 /// The next chunk of a `for` loop's iterator `__tch_it` (see `How::Chunks`): the two traits
 /// are the chunked kinds (slices, ranges) and any iterator's, found in that order.
-const SPLIT: &str = "let (mut __tch_chunk, __tch_limit, __tch_step, __tch_last) = { #[allow(unused_imports)] use crate::{__TchKernelSplitFast as _, __TchKernelSplitAny as _}; (&&crate::__TchKernelSplit::of(&__tch_it)).__tch_split(&mut __tch_it) };";
+const SPLIT: &str = "let (mut __tch_chunk, __tch_limit, __tch_step, __tch_last) = { #[allow(unused_imports)] use crate::{__TchKernelSplitFast as _, __TchKernelSplitAny as _}; (&&crate::__TchKernelSplit::of(&__tch_it)).__tch_split(&mut __tch_it, __tch_size) };";
+
+/// A chunked loop's state: how many items its chunks take (`__tch_size`), learnt per loop.
+const SITE: &str = "static __TCH_SITE: crate::__TchKernelSite = crate::__TchKernelSite::new(); let mut __tch_size = __TCH_SITE.size();";
+
+/// After a chunk that did not end the loop: the size of the next, from the time it took.
+const LEARN: &str = "__tch_size = __TCH_SITE.learn(__tch_size, __tch_t);";
+
+/// After a chunked loop, as the last statement of the block it is in. An empty `asm!`: without
+/// it, LLVM (the cell's `opt-level=1`, and 2 as well) kept a float accumulator of a chunked
+/// loop over an iterator in memory at every item whenever the value was live across a call
+/// after the loop (`println!("{s}")`), which made a zipped dot product 1.5-2.8x as slow as the
+/// plain loop. Why it helps is LLVM's affair (the loop's exit is then a block of its own); it
+/// was found by trying, and `bench/loop_poll.py` checks it.
+const LOOP_END: &str = "crate::__tch_kernel_loop_end()";
+
+/// When a chunk starts.
+const START: &str = "let __tch_t = crate::__tch_kernel_ticks();";
+
+/// When a chunk of a range starts, if it is not the last.
+const TIMED: &str =
+    "let __tch_t = if __tch_top == __tch_hi { 0 } else { crate::__tch_kernel_ticks() };";
 
 /// A cell's code with the polls inserted, and how its positions map back.
 pub(crate) struct Instrumented {
@@ -101,7 +120,8 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Inserts the polls into every loop of `code` that may call them.
+/// Inserts the polls into every loop of `code` that may call them, and wraps the destructors
+/// it defines.
 pub(crate) fn instrument(code: &str) -> Instrumented {
     const HEAD: &str = "fn __tch_kernel_cell() {\n";
     let wrapped = format!("{HEAD}{code}\n}}");
@@ -125,16 +145,33 @@ pub(crate) fn instrument(code: &str) -> Instrumented {
     }
 }
 
-/// A loop to instrument: its whole range (label included), and how.
+/// The body of `fn drop` in an `impl Drop for ..`.
+fn drop_body(node: &SyntaxNode) -> Option<ra_ap_syntax::TextRange> {
+    let f = ast::Fn::cast(node.clone())?;
+    (f.name()?.text() == "drop").then_some(())?;
+    let imp = ast::Impl::cast(f.syntax().parent()?.parent()?)?;
+    let ast::Type::PathType(t) = imp.trait_()? else {
+        return None;
+    };
+    let is_drop = t.path()?.segment()?.name_ref()?.text() == "Drop";
+    (is_drop && imp.excl_token().is_none()).then_some(())?;
+    Some(f.body()?.syntax().text_range())
+}
+
+/// A loop to instrument (or a destructor's body): its whole range (label included), and how.
 struct Loop {
     range: Range<usize>,
     how: How,
 }
 
 enum How {
+    /// The body of a `Drop::drop` defined in the cell, run through `__tch_kernel_in_drop`
+    /// (`child/items.rs`), so that it runs to its end while an interrupt unwinds.
+    DropBody,
     /// A poll right after the body's `{` (`loop`, `while let`, and a `for` or `while` whose
-    /// body has a `break`, which would only leave the chunk).
-    Poll { at: usize },
+    /// body has a `break`, which would only leave the chunk). A `for` or `while` (whose value is
+    /// `()`, unlike a `loop`'s) is followed by `LOOP_END` too.
+    Poll { at: usize, unit: bool },
     /// A `while COND { BODY }` cut into chunks: the offsets of its condition and the body's
     /// `{` end.
     WhileChunks { cond: Range<usize>, body: usize },
@@ -159,6 +196,13 @@ enum How {
 
 impl Loop {
     fn of(node: &SyntaxNode, local: &dyn Fn(usize) -> Option<usize>) -> Option<Loop> {
+        if let Some(body) = drop_body(node) {
+            let range = local(usize::from(body.start()))?..local(usize::from(body.end()))?;
+            return Some(Loop {
+                range,
+                how: How::DropBody,
+            });
+        }
         let body = match node.kind() {
             SyntaxKind::LOOP_EXPR => ast::LoopExpr::cast(node.clone())?.loop_body(),
             SyntaxKind::WHILE_EXPR => ast::WhileExpr::cast(node.clone())?.loop_body(),
@@ -227,7 +271,10 @@ impl Loop {
             how: range_chunks
                 .or(chunks)
                 .or(while_chunks)
-                .unwrap_or(How::Poll { at }),
+                .unwrap_or(How::Poll {
+                    at,
+                    unit: node.kind() != SyntaxKind::LOOP_EXPR,
+                }),
         })
     }
 }
@@ -285,28 +332,39 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
         let inner = &loops[i + 1..inner_end];
         out.original(code, pos..l.range.start);
         match &l.how {
-            How::Poll { at } => {
+            How::DropBody => {
+                out.generated("{ crate::__tch_kernel_in_drop(|| ", l.range.start);
+                emit(code, l.range.clone(), inner, out);
+                out.generated(") }", l.range.end);
+            }
+            How::Poll { at, unit } => {
+                if *unit {
+                    out.generated("{ ", l.range.start);
+                }
                 emit(code, l.range.start..*at, inner, out);
                 out.generated(POLL_CALL, *at);
                 emit(code, *at..l.range.end, inner, out);
+                if *unit {
+                    out.generated(&format!(" {LOOP_END} }}"), l.range.end);
+                }
             }
             How::WhileChunks { cond, body } => {
-                // 'c: loop { poll; n = 0; LABEL: while n < CHUNK && (COND) {n += 1; BODY}
-                //   if n < CHUNK { break } }
+                // { site; loop { poll; start; n = 0; LABEL: while n < size && (COND) {n += 1;
+                //   BODY} if n < size { break } learn } }
                 // COND is evaluated exactly as often as before: not when a chunk is full.
                 out.generated(
-                    &format!("loop {{ {POLL_CALL} let mut __tch_n = 0usize; "),
+                    &format!("{{ {SITE} loop {{ {POLL_CALL} {START} let mut __tch_n = 0usize; "),
                     l.range.start,
                 );
                 emit(code, l.range.start..cond.start, inner, out);
-                out.generated(&format!("__tch_n < {CHUNK} && ("), cond.start);
+                out.generated("__tch_n < __tch_size && (", cond.start);
                 emit(code, cond.clone(), inner, out);
                 out.generated(")", cond.end);
                 emit(code, cond.end..*body, inner, out);
                 out.generated("__tch_n += 1;", *body);
                 emit(code, *body..l.range.end, inner, out);
                 out.generated(
-                    &format!(" if __tch_n < {CHUNK} {{ break; }} }}"),
+                    &format!(" if __tch_n < __tch_size {{ break; }} {LEARN} }} {LOOP_END} }}"),
                     l.range.end,
                 );
             }
@@ -317,21 +375,23 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 inclusive,
                 body,
             } => {
-                // The range evaluated once, as `for` does, then sub-ranges of CHUNK:
-                //   { let r = A..B; let (mut lo, hi) = (r.start, r.end);
-                //     while lo < hi { poll; let top = chunk_end(lo, hi);
-                //       LABEL: for PAT in lo..top { BODY } lo = top; } }
+                // The range evaluated once, as `for` does, then sub-ranges of `size`:
+                //   { site; let r = A..B; let (mut lo, hi) = (r.start, r.end);
+                //     while lo < hi { poll; let top = chunk_end(lo, hi, size); start;
+                //       LABEL: for PAT in lo..top { BODY } lo = top; if lo < hi { learn } } }
                 // and for `A..=B` (whose end may be the type's MAX):
-                //   { let (mut lo, hi) = (A..=B).into_inner(); if lo <= hi { loop { poll;
-                //       let top = chunk_last(lo, hi); LABEL: for PAT in lo..=top { BODY }
-                //       if top == hi { break } lo = top + 1; } } }
+                //   { site; let (mut lo, hi) = (A..=B).into_inner(); if lo <= hi { loop {
+                //       poll; let top = chunk_last(lo, hi, size); start;
+                //       LABEL: for PAT in lo..=top { BODY } if top == hi { break }
+                //       lo = top + 1; learn } } }
+                // The clock is read only when a chunk is not the last.
                 // The user's label goes on the inner `for`, so `continue 'label` takes the next
                 // item (a body with a `break` is not chunked).
                 out.generated(
-                    if *inclusive {
-                        "{ let (mut __tch_lo, __tch_hi) = ("
+                    &if *inclusive {
+                        format!("{{ {SITE} let (mut __tch_lo, __tch_hi) = (")
                     } else {
-                        "{ let __tch_range = "
+                        format!("{{ {SITE} let __tch_range = ")
                     },
                     l.range.start,
                 );
@@ -339,11 +399,11 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 out.generated(
                     &if *inclusive {
                         format!(
-                            ").into_inner(); if __tch_lo <= __tch_hi {{ loop {{ {POLL_CALL} let __tch_top = crate::__tch_kernel_chunk_last(__tch_lo, __tch_hi); "
+                            ").into_inner(); if __tch_lo <= __tch_hi {{ loop {{ {POLL_CALL} let __tch_top = crate::__tch_kernel_chunk_last(__tch_lo, __tch_hi, __tch_size); {TIMED} "
                         )
                     } else {
                         format!(
-                            "; let (mut __tch_lo, __tch_hi) = (__tch_range.start, __tch_range.end); while __tch_lo < __tch_hi {{ {POLL_CALL} let __tch_top = crate::__tch_kernel_chunk_end(__tch_lo, __tch_hi); "
+                            "; let (mut __tch_lo, __tch_hi) = (__tch_range.start, __tch_range.end); while __tch_lo < __tch_hi {{ {POLL_CALL} let __tch_top = crate::__tch_kernel_chunk_end(__tch_lo, __tch_hi, __tch_size); {TIMED} "
                         )
                     },
                     l.range.start,
@@ -361,10 +421,14 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 );
                 emit(code, *body..l.range.end, inner, out);
                 out.generated(
-                    if *inclusive {
-                        " if __tch_top == __tch_hi { break; } __tch_lo = __tch_top + 1; } } }"
+                    &if *inclusive {
+                        format!(
+                            " if __tch_top == __tch_hi {{ break; }} __tch_lo = __tch_top + 1; {LEARN} }} }} {LOOP_END} }}"
+                        )
                     } else {
-                        " __tch_lo = __tch_top; } }"
+                        format!(
+                            " __tch_lo = __tch_top; if __tch_lo < __tch_hi {{ {LEARN} }} }} {LOOP_END} }}"
+                        )
                     },
                     l.range.end,
                 );
@@ -378,14 +442,14 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 // As `for` desugars (a match, so that EXPR's temporaries live through the
                 // loop), a chunk at a time with one poll each. What a chunk is depends on the
                 // iterator's type, so method resolution chooses (`child/items.rs`): the next
-                // CHUNK items of a slice or a range as a sub-iterator of their own, which the
+                // `size` items of a slice or a range as a sub-iterator of their own, which the
                 // while runs to its end as a plain `for` would (`limit` is usize::MAX, `step`
-                // 0); any other iterator itself, for CHUNK counted items:
-                //   match IntoIterator::into_iter(EXPR) { mut it => 'c: loop { poll;
-                //     let (mut chunk, limit, step, last) = split(&mut it); let mut n = 0;
-                //     LABEL: while n < limit { match chunk.next(&mut it) {
+                // 0); any other iterator itself, for `size` counted items:
+                //   match IntoIterator::into_iter(EXPR) { mut it => { site; 'c: loop { poll;
+                //     start; let (mut chunk, limit, step, last) = split(&mut it, size);
+                //     let mut n = 0; LABEL: while n < limit { match chunk.next(&mut it) {
                 //       Some(PAT) => {n += step; BODY}
-                //       None => if last { break 'c } else { break } } } } }
+                //       None => if last { break 'c } else { break } } } learn } } }
                 // The user's label goes on the `while`, so `continue 'label` takes the next
                 // item. A labelled chunk loop per loop: nested ones get their own label.
                 let chunks = format!("'__tch_chunks{}", l.range.start);
@@ -393,7 +457,7 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 emit(code, expr.clone(), inner, out);
                 out.generated(
                     &format!(
-                        ") {{ mut __tch_it => {chunks}: loop {{ {POLL_CALL} {SPLIT} let mut __tch_n = 0usize; "
+                        ") {{ mut __tch_it => {{ {SITE} {chunks}: loop {{ {POLL_CALL} {START} {SPLIT} let mut __tch_n = 0usize; "
                     ),
                     l.range.start,
                 );
@@ -408,7 +472,7 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 emit(code, body.end..l.range.end, inner, out);
                 out.generated(
                     &format!(
-                        " ::std::option::Option::None => if __tch_last {{ break {chunks} }} else {{ break }} }} }} }} }}"
+                        " ::std::option::Option::None => if __tch_last {{ break {chunks} }} else {{ break }} }} }} {LEARN} }} {LOOP_END} }} }}"
                     ),
                     l.range.end,
                 );
@@ -447,21 +511,21 @@ mod tests {
         assert_eq!(polls(code), 8);
         let out = instrument(code).code;
         assert!(
-            out.contains("{ let __tch_range = 0..3; let (mut __tch_lo, __tch_hi) = (__tch_range.start, __tch_range.end); while __tch_lo < __tch_hi { crate::__tch_kernel_poll(); let __tch_top = crate::__tch_kernel_chunk_end(__tch_lo, __tch_hi); for i in __tch_lo..__tch_top { n += i; } __tch_lo = __tch_top; } }"),
+            out.contains(&format!("{{ {SITE} let __tch_range = 0..3; let (mut __tch_lo, __tch_hi) = (__tch_range.start, __tch_range.end); while __tch_lo < __tch_hi {{ crate::__tch_kernel_poll(); let __tch_top = crate::__tch_kernel_chunk_end(__tch_lo, __tch_hi, __tch_size); {TIMED} for i in __tch_lo..__tch_top {{ n += i; }} __tch_lo = __tch_top; if __tch_lo < __tch_hi {{ {LEARN} }} }} {LOOP_END} }}")),
             "{out}"
         );
         assert!(
-            out.contains(&format!("match ::std::iter::IntoIterator::into_iter(v) {{ mut __tch_it => '__tch_chunks124: loop {{ crate::__tch_kernel_poll(); {SPLIT} let mut __tch_n = 0usize; while __tch_n < __tch_limit {{ match crate::__TchKernelChunkNext::__tch_next(&mut __tch_chunk, &mut __tch_it) {{ ::std::option::Option::Some(x) => {{__tch_n += __tch_step;}} ::std::option::Option::None => if __tch_last {{ break '__tch_chunks124 }} else {{ break }} }} }} }} }}")),
+            out.contains(&format!("match ::std::iter::IntoIterator::into_iter(v) {{ mut __tch_it => {{ {SITE} '__tch_chunks124: loop {{ crate::__tch_kernel_poll(); {START} {SPLIT} let mut __tch_n = 0usize; while __tch_n < __tch_limit {{ match crate::__TchKernelChunkNext::__tch_next(&mut __tch_chunk, &mut __tch_it) {{ ::std::option::Option::Some(x) => {{__tch_n += __tch_step;}} ::std::option::Option::None => if __tch_last {{ break '__tch_chunks124 }} else {{ break }} }} }} {LEARN} }} {LOOP_END} }} }}")),
             "{out}"
         );
         // A range of unknown type goes through its iterator; one ending in a literal, by ranges.
         assert!(out.contains("into_iter(a..b)"), "{out}");
         assert!(
-            out.contains("{ let (mut __tch_lo, __tch_hi) = (1..=n).into_inner(); if __tch_lo <= __tch_hi { loop { crate::__tch_kernel_poll(); let __tch_top = crate::__tch_kernel_chunk_last(__tch_lo, __tch_hi); for k in __tch_lo..=__tch_top { n += k; } if __tch_top == __tch_hi { break; } __tch_lo = __tch_top + 1; } } }"),
+            out.contains(&format!("{{ {SITE} let (mut __tch_lo, __tch_hi) = (1..=n).into_inner(); if __tch_lo <= __tch_hi {{ loop {{ crate::__tch_kernel_poll(); let __tch_top = crate::__tch_kernel_chunk_last(__tch_lo, __tch_hi, __tch_size); {TIMED} for k in __tch_lo..=__tch_top {{ n += k; }} if __tch_top == __tch_hi {{ break; }} __tch_lo = __tch_top + 1; {LEARN} }} }} {LOOP_END} }}")),
             "{out}"
         );
         assert!(
-            out.contains("loop { crate::__tch_kernel_poll(); let mut __tch_n = 0usize; while __tch_n < 4096 && (n > 0) {__tch_n += 1;\n    n -= 1;\n} if __tch_n < 4096 { break; } }"),
+            out.contains(&format!("{{ {SITE} loop {{ crate::__tch_kernel_poll(); {START} let mut __tch_n = 0usize; while __tch_n < __tch_size && (n > 0) {{__tch_n += 1;\n    n -= 1;\n}} if __tch_n < __tch_size {{ break; }} {LEARN} }} {LOOP_END} }}")),
             "{out}"
         );
     }
@@ -471,16 +535,53 @@ mod tests {
         let out = instrument("for i in 0..9 { if i == 3 { break; } }").code;
         assert_eq!(
             out,
-            "for i in 0..9 {crate::__tch_kernel_poll(); if i == 3 { break; } }"
+            "{ for i in 0..9 {crate::__tch_kernel_poll(); if i == 3 { break; } } crate::__tch_kernel_loop_end() }"
+        );
+        let out = instrument("let v = 'a: loop { break 'a 3; };").code;
+        assert_eq!(
+            out,
+            "let v = 'a: loop {crate::__tch_kernel_poll(); break 'a 3; };"
         );
         let out = instrument("for i in 0..9 { my_macro!(if i == 3 { break }); }").code;
         assert!(
-            out.starts_with("for i in 0..9 {crate::__tch_kernel_poll();"),
+            out.starts_with("{ for i in 0..9 {crate::__tch_kernel_poll();"),
             "{out}"
         );
         let out = instrument("'rows: for r in 0..2 { for c in 0..2 { continue 'rows; } }").code;
         assert!(out.contains("'rows: for r in __tch_lo..__tch_top"), "{out}");
         assert_eq!(out.matches(POLL_CALL).count(), 2, "{out}");
+    }
+
+    #[test]
+    fn destructors_run_through_the_drop_wrapper() {
+        let code = "struct F(u32);\nimpl Drop for F { fn drop(&mut self) { for i in 0..3 { self.0 += i; } } }\nimpl std::ops::Drop for G { fn drop(&mut self) {} }\nimpl F { fn drop(&mut self) {} }\nimpl Clone for F { fn drop(&self) {} }";
+        let out = instrument(code).code;
+        assert!(
+            out.contains(&format!("impl Drop for F {{ fn drop(&mut self) {{ crate::__tch_kernel_in_drop(|| {{ {{ {SITE} let __tch_range = 0..3;")),
+            "{out}"
+        );
+        assert!(
+            out.contains("} } crate::__tch_kernel_loop_end() } }) } }\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("impl std::ops::Drop for G { fn drop(&mut self) { crate::__tch_kernel_in_drop(|| {}) } }"),
+            "{out}"
+        );
+        // Only Drop's drop.
+        assert!(out.contains("impl F { fn drop(&mut self) {} }"), "{out}");
+        assert!(
+            out.contains("impl Clone for F { fn drop(&self) {} }"),
+            "{out}"
+        );
+        // Errors inside still point at the code as written.
+        let inst = instrument(code);
+        let at = inst.code.find("self.0 += i").unwrap();
+        let (line, column) = line_column(&inst.code, at);
+        assert_eq!(
+            inst.original_position(line, column),
+            line_column(code, code.find("self.0 += i").unwrap())
+        );
     }
 
     #[test]

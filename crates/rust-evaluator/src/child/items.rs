@@ -68,49 +68,110 @@ pub fn __tch_kernel_input(prompt: &str, password: bool) -> String {
         panic!("input(): {}", protocol::unescape(reason))
     }
 }
-/// How many items of a `for` loop run between two polls (loop_poll.rs's `CHUNK`; a test checks
+/// The most items of a loop that run between two polls (loop_poll.rs's `CHUNK`; a test checks
 /// they agree).
 #[doc(hidden)]
 pub const __TCH_KERNEL_CHUNK: usize = 4096;
-/// The end of the next chunk of an integer range loop `for i in start..end`, which the kernel
-/// cuts into sub-ranges of at most 4096 with one poll each: each stays a counted loop that the
-/// optimiser sees whole.
+/// How long a chunk of a loop should take, in `__tch_kernel_ticks`: about a millisecond (TSC
+/// cycles on x86-64; the generic timer on aarch64, 1 GHz on recent cores, slower on old ones).
+#[doc(hidden)]
+pub const __TCH_KERNEL_CHUNK_TICKS: u64 = if cfg!(target_arch = "x86_64") { 1 << 22 } else { 1 << 20 };
+/// A clock that costs no call (a call in the loop would make LLVM keep float accumulators in
+/// memory, see `__tch_kernel_poll`): the time-stamp counter, or nanoseconds elsewhere.
 #[doc(hidden)]
 #[inline(always)]
-pub fn __tch_kernel_chunk_end<T: __TchKernelChunk>(start: T, end: T) -> T {
-    start.__tch_chunk_end(end)
+pub fn __tch_kernel_ticks() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unused_unsafe)]
+    // SAFETY: rdtsc has no preconditions.
+    let ticks = unsafe { core::arch::x86_64::_rdtsc() };
+    #[cfg(target_arch = "aarch64")]
+    let ticks = {
+        let t: u64;
+        // SAFETY: reads the virtual counter, which EL0 may read on Linux and macOS.
+        unsafe {
+            core::arch::asm!("mrs {}, cntvct_el0", out(reg) t, options(nomem, nostack, preserves_flags))
+        };
+        t
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let ticks = {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        EPOCH.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    };
+    ticks
 }
-/// The last item of the next chunk of `for i in start..=end` (`start <= end`).
+/// Ends every chunked loop (loop_poll.rs's `LOOP_END` says why).
 #[doc(hidden)]
 #[inline(always)]
-pub fn __tch_kernel_chunk_last<T: __TchKernelChunk>(start: T, end: T) -> T {
-    start.__tch_chunk_last(end)
+pub fn __tch_kernel_loop_end() {
+    // SAFETY: an empty asm that touches nothing.
+    unsafe { core::arch::asm!("", options(nomem, nostack, preserves_flags)) }
+}
+/// One loop of the cell's code (a static per loop): how many of its items run between two
+/// polls, learnt from the time its chunks take, so that an interrupt reaches a loop over slow
+/// items (a training step each) at the next item, and a loop over cheap ones polls once per
+/// CHUNK. A loop starts at one item per poll and grows at most 16-fold per chunk.
+#[doc(hidden)]
+pub struct __TchKernelSite(std::sync::atomic::AtomicUsize);
+impl __TchKernelSite {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        __TchKernelSite(std::sync::atomic::AtomicUsize::new(1))
+    }
+    #[inline(always)]
+    pub fn size(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// After a chunk of `size` items that began at `start` (ticks) and did not end the loop:
+    /// the size of the next.
+    #[inline(always)]
+    pub fn learn(&self, size: usize, start: u64) -> usize {
+        let took = __tch_kernel_ticks().wrapping_sub(start).max(1);
+        let most = (size.saturating_mul(16)).min(__TCH_KERNEL_CHUNK) as u64;
+        let next = (size as u64 * __TCH_KERNEL_CHUNK_TICKS / took).clamp(1, most.max(1)) as usize;
+        self.0.store(next, std::sync::atomic::Ordering::Relaxed);
+        next
+    }
+}
+/// The end of the next chunk of `size` items of an integer range loop `for i in start..end`:
+/// each chunk stays a counted loop that the optimiser sees whole.
+#[doc(hidden)]
+#[inline(always)]
+pub fn __tch_kernel_chunk_end<T: __TchKernelChunk>(start: T, end: T, size: usize) -> T {
+    start.__tch_chunk_end(end, size)
+}
+/// The last item of the next chunk of `size` items of `for i in start..=end` (`start <= end`).
+#[doc(hidden)]
+#[inline(always)]
+pub fn __tch_kernel_chunk_last<T: __TchKernelChunk>(start: T, end: T, size: usize) -> T {
+    start.__tch_chunk_last(end, size)
 }
 #[doc(hidden)]
 pub trait __TchKernelChunk: Copy {
-    fn __tch_chunk_end(self, end: Self) -> Self;
-    fn __tch_chunk_last(self, end: Self) -> Self;
+    fn __tch_chunk_end(self, end: Self, size: usize) -> Self;
+    fn __tch_chunk_last(self, end: Self, size: usize) -> Self;
 }
 // One impl for every integer type, through i128 (no macro: evcxr keeps a macro's expansion in
 // the cell that ran it). A u128 beyond i128 is one chunk to the end.
 impl<T: Copy + TryInto<i128> + TryFrom<i128>> __TchKernelChunk for T {
     #[inline(always)]
-    fn __tch_chunk_end(self, end: Self) -> Self {
-        const CHUNK: i128 = __TCH_KERNEL_CHUNK as i128;
+    fn __tch_chunk_end(self, end: Self, size: usize) -> Self {
+        let size = size.max(1) as i128;
         match (self.try_into(), end.try_into()) {
             // checked: i128::MIN..0 spans more than i128 holds.
-            (Ok(lo), Ok(hi)) if hi.checked_sub(lo).is_none_or(|d| d > CHUNK) => {
-                T::try_from(lo + CHUNK).unwrap_or(end)
+            (Ok(lo), Ok(hi)) if hi.checked_sub(lo).is_none_or(|d| d > size) => {
+                T::try_from(lo + size).unwrap_or(end)
             }
             _ => end,
         }
     }
     #[inline(always)]
-    fn __tch_chunk_last(self, end: Self) -> Self {
-        const CHUNK: i128 = __TCH_KERNEL_CHUNK as i128;
+    fn __tch_chunk_last(self, end: Self, size: usize) -> Self {
+        let size = size.max(1) as i128;
         match (self.try_into(), end.try_into()) {
-            (Ok(lo), Ok(hi)) if hi.checked_sub(lo).is_none_or(|d| d >= CHUNK) => {
-                T::try_from(lo + CHUNK - 1).unwrap_or(end)
+            (Ok(lo), Ok(hi)) if hi.checked_sub(lo).is_none_or(|d| d >= size) => {
+                T::try_from(lo + size - 1).unwrap_or(end)
             }
             _ => end,
         }
@@ -119,8 +180,9 @@ impl<T: Copy + TryInto<i128> + TryFrom<i128>> __TchKernelChunk for T {
 /// The chunks of a `for` loop over an iterator (the kernel's loop_poll.rs writes the loop):
 /// `(&&__TchKernelSplit::of(&it)).__tch_split(&mut it)` gives the next chunk, the most items it
 /// runs, the count per item and whether it is the last. A slice's or an integer range's chunk
-/// is a sub-iterator of at most 4096 items run to its end uncounted, so the loop over it
-/// compiles as the plain loop does; any other iterator is its own chunk, for 4096 counted items.
+/// is a sub-iterator of at most `size` items (learnt per loop, see `__TchKernelSite`) run to its end
+/// uncounted, so the loop over it compiles as the plain loop does; any other iterator is its own
+/// chunk, for `size` counted items.
 /// Method resolution tries `&__TchKernelSplit<I>` (the kinds cut by their own type) before
 /// `__TchKernelSplit<I>`.
 #[doc(hidden)]
@@ -161,14 +223,14 @@ impl<I: Iterator> __TchKernelChunkNext<I> for __TchKernelWhole {
 pub trait __TchKernelSplitFast {
     type Iter;
     type Chunk;
-    fn __tch_split(&self, it: &mut Self::Iter) -> (Self::Chunk, usize, usize, bool);
+    fn __tch_split(&self, it: &mut Self::Iter, size: usize) -> (Self::Chunk, usize, usize, bool);
 }
 impl<'a, T> __TchKernelSplitFast for &__TchKernelSplit<std::slice::Iter<'a, T>> {
     type Iter = std::slice::Iter<'a, T>;
     type Chunk = __TchKernelPart<std::slice::Iter<'a, T>>;
     #[inline(always)]
-    fn __tch_split(&self, it: &mut Self::Iter) -> (Self::Chunk, usize, usize, bool) {
-        let (part, rest) = it.as_slice().split_at(it.len().min(__TCH_KERNEL_CHUNK));
+    fn __tch_split(&self, it: &mut Self::Iter, size: usize) -> (Self::Chunk, usize, usize, bool) {
+        let (part, rest) = it.as_slice().split_at(it.len().min(size.max(1)));
         *it = rest.iter();
         (__TchKernelPart(part.iter()), usize::MAX, 0, rest.is_empty())
     }
@@ -177,9 +239,9 @@ impl<'a, T> __TchKernelSplitFast for &__TchKernelSplit<std::slice::IterMut<'a, T
     type Iter = std::slice::IterMut<'a, T>;
     type Chunk = __TchKernelPart<std::slice::IterMut<'a, T>>;
     #[inline(always)]
-    fn __tch_split(&self, it: &mut Self::Iter) -> (Self::Chunk, usize, usize, bool) {
+    fn __tch_split(&self, it: &mut Self::Iter, size: usize) -> (Self::Chunk, usize, usize, bool) {
         let all = std::mem::take(it).into_slice();
-        let len = all.len().min(__TCH_KERNEL_CHUNK);
+        let len = all.len().min(size.max(1));
         let (part, rest) = all.split_at_mut(len);
         let last = rest.is_empty();
         *it = rest.iter_mut();
@@ -193,12 +255,12 @@ where
     type Iter = std::ops::Range<T>;
     type Chunk = __TchKernelPart<std::ops::Range<T>>;
     #[inline(always)]
-    fn __tch_split(&self, it: &mut Self::Iter) -> (Self::Chunk, usize, usize, bool) {
+    fn __tch_split(&self, it: &mut Self::Iter, size: usize) -> (Self::Chunk, usize, usize, bool) {
         let (lo, hi) = (it.start, it.end);
         if lo >= hi {
             return (__TchKernelPart(lo..lo), usize::MAX, 0, true);
         }
-        let top = lo.__tch_chunk_end(hi);
+        let top = lo.__tch_chunk_end(hi, size);
         it.start = top;
         (__TchKernelPart(lo..top), usize::MAX, 0, top == hi)
     }
@@ -206,30 +268,45 @@ where
 #[doc(hidden)]
 pub trait __TchKernelSplitAny {
     type Iter;
-    fn __tch_split(&self, it: &mut Self::Iter) -> (__TchKernelWhole, usize, usize, bool);
+    fn __tch_split(&self, it: &mut Self::Iter, size: usize) -> (__TchKernelWhole, usize, usize, bool);
 }
 impl<I: Iterator> __TchKernelSplitAny for __TchKernelSplit<I> {
     type Iter = I;
     #[inline(always)]
-    fn __tch_split(&self, _: &mut I) -> (__TchKernelWhole, usize, usize, bool) {
-        (__TchKernelWhole, __TCH_KERNEL_CHUNK, 1, true)
+    fn __tch_split(&self, _: &mut I, size: usize) -> (__TchKernelWhole, usize, usize, bool) {
+        (__TchKernelWhole, size.max(1), 1, true)
     }
 }
 /// Called at the top of every loop body in cell code (the kernel inserts the call): an
 /// interrupt (■) then stops the loop as `check_interrupt()` does, keeping earlier variables.
-/// One relaxed load per iteration; the counter's address is looked up once per cell.
+/// Two relaxed loads per iteration, and no call that returns: a call that may return inside a
+/// loop makes LLVM keep the loop's float accumulators in memory across it (no vector register
+/// survives a call on x86-64), which cost a zipped dot product 1.5x. So the counter's address
+/// is set when the cell's library is loaded (a constructor), not looked up on first use, and
+/// the stop never returns.
 #[doc(hidden)]
 #[inline(always)]
 pub fn __tch_kernel_poll() {
     use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-    static COUNTER: AtomicPtr<AtomicUsize> = AtomicPtr::new(std::ptr::null_mut());
-    let mut counter = COUNTER.load(Ordering::Relaxed);
-    if counter.is_null() {
-        counter = __tch_kernel_find_counter();
-        COUNTER.store(counter, Ordering::Relaxed);
-    }
-    // SAFETY: the address of a static AtomicUsize of this process (or of NO_COUNTER below).
-    if unsafe { &*counter }.load(Ordering::Relaxed) != 0 {
+    static NO_COUNTER: AtomicUsize = AtomicUsize::new(0);
+    static COUNTER: AtomicPtr<AtomicUsize> =
+        AtomicPtr::new(&NO_COUNTER as *const AtomicUsize as *mut AtomicUsize);
+    // Where no constructor runs, COUNTER stays NO_COUNTER: loops never stop, and an interrupt
+    // restarts the evaluation process as for code without loops.
+    #[used]
+    #[cfg_attr(
+        any(target_os = "linux", target_os = "android", target_os = "freebsd"),
+        unsafe(link_section = ".init_array")
+    )]
+    #[cfg_attr(target_vendor = "apple", unsafe(link_section = "__DATA,__mod_init_func"))]
+    static FIND_COUNTER: extern "C" fn() = {
+        extern "C" fn find_counter() {
+            COUNTER.store(__tch_kernel_find_counter(), Ordering::Relaxed);
+        }
+        find_counter
+    };
+    // SAFETY: the address of a static AtomicUsize of this process (or NO_COUNTER).
+    if unsafe { &*COUNTER.load(Ordering::Relaxed) }.load(Ordering::Relaxed) != 0 {
         __tch_kernel_stop();
     }
 }
@@ -246,12 +323,42 @@ pub fn __tch_kernel_find_counter() -> *mut std::sync::atomic::AtomicUsize {
         .and_then(|a| __tch_kernel_protocol::counter_address(&a))
         .map_or(&NO_COUNTER as *const AtomicUsize, |a| a as *const AtomicUsize) as *mut AtomicUsize
 }
+/// Ends the cell with a KeyboardInterrupt; never returns (see `__tch_kernel_poll`).
 #[doc(hidden)]
 #[cold]
 #[inline(never)]
-pub fn __tch_kernel_stop() {
-    // A loop in a `drop` that runs while a panic unwinds must not panic again (that aborts).
+pub fn __tch_kernel_stop() -> ! {
+    if std::thread::panicking() {
+        // A loop reached while a panic unwinds: one in a destructor defined in a cell, after a
+        // second interrupt (`__tch_kernel_in_drop` catches this), or elsewhere (a panic leaving
+        // a destructor during unwinding aborts the process; the kernel then restores the
+        // snapshot). No second report through the panic hook.
+        std::panic::resume_unwind(Box::new(__tch_kernel_protocol::INTERRUPT_PANIC));
+    }
+    std::panic::panic_any(__tch_kernel_protocol::INTERRUPT_PANIC)
+}
+/// The body of every `Drop::drop` defined in a cell (the kernel wraps it). While a panic
+/// unwinds (an interrupt's, say), the destructor runs to its end as it would without the
+/// kernel: the interrupt that started the unwinding is set aside while it runs, so its loops
+/// and `check_interrupt()` go on (a second panic leaving it would abort the process), and a
+/// new interrupt that stops one of its loops ends the destructor there.
+#[doc(hidden)]
+pub fn __tch_kernel_in_drop(body: impl FnOnce()) {
+    use std::sync::atomic::Ordering;
     if !std::thread::panicking() {
-        std::panic::panic_any(__tch_kernel_protocol::INTERRUPT_PANIC);
+        return body();
+    }
+    // SAFETY: the address of a static AtomicUsize of this process.
+    let counter = unsafe { &*__tch_kernel_find_counter() };
+    let pending = counter.swap(0, Ordering::Relaxed);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    counter.fetch_add(pending, Ordering::Relaxed);
+    match result {
+        Err(payload)
+            if payload.downcast_ref::<&str>() != Some(&__tch_kernel_protocol::INTERRUPT_PANIC) =>
+        {
+            std::panic::resume_unwind(payload)
+        }
+        _ => {}
     }
 }
