@@ -68,8 +68,7 @@ pub fn __tch_kernel_input(prompt: &str, password: bool) -> String {
         panic!("input(): {}", protocol::unescape(reason))
     }
 }
-/// The most items of a loop that run between two polls (loop_poll.rs's `CHUNK`; a test checks
-/// they agree).
+/// The most items of a loop that run between two polls (see `__TchKernelSite`).
 #[doc(hidden)]
 pub const __TCH_KERNEL_CHUNK: usize = 4096;
 /// How long a chunk of a loop should take, in `__tch_kernel_ticks`: about a millisecond (TSC
@@ -178,11 +177,12 @@ impl<T: Copy + TryInto<i128> + TryFrom<i128>> __TchKernelChunk for T {
     }
 }
 /// The chunks of a `for` loop over an iterator (the kernel's loop_poll.rs writes the loop):
-/// `(&&__TchKernelSplit::of(&it)).__tch_split(&mut it)` gives the next chunk, the most items it
-/// runs, the count per item and whether it is the last. A slice's or an integer range's chunk
-/// is a sub-iterator of at most `size` items (learnt per loop, see `__TchKernelSite`) run to its end
-/// uncounted, so the loop over it compiles as the plain loop does; any other iterator is its own
-/// chunk, for `size` counted items.
+/// `(&&__TchKernelSplit::of(&it)).__tch_split(&mut it, size)` gives the next chunk, the most
+/// items it runs, the count per item and whether its end is the loop's. A slice's or an integer
+/// range's chunk is a sub-iterator of at most `size` items (learnt per loop, see
+/// `__TchKernelSite`) run to its end uncounted (most `usize::MAX`), so the loop over it compiles
+/// as the plain loop does; any other iterator is its own chunk, for `size` counted items, and
+/// its end is always the loop's.
 /// Method resolution tries `&__TchKernelSplit<I>` (the kinds cut by their own type) before
 /// `__TchKernelSplit<I>`.
 #[doc(hidden)]
