@@ -48,6 +48,11 @@ const START: &str = "let __tch_t = crate::__tch_kernel_ticks();";
 const TIMED: &str =
     "let __tch_t = if __tch_top == __tch_hi { 0 } else { crate::__tch_kernel_ticks() };";
 
+/// When a chunk of an iterator starts (after `SPLIT`), unless it is known to be the last: a
+/// sub-iterator (`limit` usize::MAX) that ends the loop. Any other iterator's chunk may be
+/// followed by more.
+const SPLIT_TIMED: &str = "let __tch_t = if __tch_last && __tch_limit == usize::MAX { 0 } else { crate::__tch_kernel_ticks() };";
+
 /// A cell's code with the polls inserted, and how its positions map back.
 pub(crate) struct Instrumented {
     pub(crate) code: String,
@@ -446,7 +451,7 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 // while runs to its end as a plain `for` would (`limit` is usize::MAX, `step`
                 // 0); any other iterator itself, for `size` counted items:
                 //   match IntoIterator::into_iter(EXPR) { mut it => { site; 'c: loop { poll;
-                //     start; let (mut chunk, limit, step, last) = split(&mut it, size);
+                //     let (mut chunk, limit, step, last) = split(&mut it, size); start;
                 //     let mut n = 0; LABEL: while n < limit { match chunk.next(&mut it) {
                 //       Some(PAT) => {n += step; BODY}
                 //       None => if last { break 'c } else { break } } } learn } } }
@@ -457,7 +462,7 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 emit(code, expr.clone(), inner, out);
                 out.generated(
                     &format!(
-                        ") {{ mut __tch_it => {{ {SITE} {chunks}: loop {{ {POLL_CALL} {START} {SPLIT} let mut __tch_n = 0usize; "
+                        ") {{ mut __tch_it => {{ {SITE} {chunks}: loop {{ {POLL_CALL} {SPLIT} {SPLIT_TIMED} let mut __tch_n = 0usize; "
                     ),
                     l.range.start,
                 );
@@ -515,7 +520,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains(&format!("match ::std::iter::IntoIterator::into_iter(v) {{ mut __tch_it => {{ {SITE} '__tch_chunks124: loop {{ crate::__tch_kernel_poll(); {START} {SPLIT} let mut __tch_n = 0usize; while __tch_n < __tch_limit {{ match crate::__TchKernelChunkNext::__tch_next(&mut __tch_chunk, &mut __tch_it) {{ ::std::option::Option::Some(x) => {{__tch_n += __tch_step;}} ::std::option::Option::None => if __tch_last {{ break '__tch_chunks124 }} else {{ break }} }} }} {LEARN} }} {LOOP_END} }} }}")),
+            out.contains(&format!("match ::std::iter::IntoIterator::into_iter(v) {{ mut __tch_it => {{ {SITE} '__tch_chunks124: loop {{ crate::__tch_kernel_poll(); {SPLIT} {SPLIT_TIMED} let mut __tch_n = 0usize; while __tch_n < __tch_limit {{ match crate::__TchKernelChunkNext::__tch_next(&mut __tch_chunk, &mut __tch_it) {{ ::std::option::Option::Some(x) => {{__tch_n += __tch_step;}} ::std::option::Option::None => if __tch_last {{ break '__tch_chunks124 }} else {{ break }} }} }} {LEARN} }} {LOOP_END} }} }}")),
             "{out}"
         );
         // A range of unknown type goes through its iterator; one ending in a literal, by ranges.
