@@ -246,6 +246,8 @@ def test_every_loop_a_cell_writes_stops_at_an_interrupt(k):
         'println!("running"); let mut units = vec![(); usize::MAX]; for u in &mut units { *u = (); spins = spins.wrapping_add(1); }',
         'println!("running"); for x in std::iter::repeat(3u64) { spins = spins.wrapping_add(x); }',
         'println!("running"); while spins != 1 { spins = spins.wrapping_add(2); }',
+        # A for around another loop polls at each of its iterations; the inner one in chunks.
+        'println!("running"); let few = [1u64; 3]; for _ in 0..u64::MAX { for x in &few { spins = spins.wrapping_add(*x); } }',
     ]
     for cell in cells:
         reply, _ = run_interrupted(km, kc, cell, printed("running"))
@@ -267,6 +269,7 @@ def test_a_loop_over_slow_steps_stops_at_the_next_step(k):
         f'println!("running"); for s in &steps {{ {nap} slow += s; }}',
         f'println!("running"); for (i, s) in steps.iter().enumerate() {{ {nap} slow += s * i as u64; }}',
         f'println!("running"); while slow < u64::MAX {{ {nap} slow += 1; }}',
+        f'println!("running"); for _epoch in 0..3 {{ for s in &steps {{ {nap} slow += s; }} }}',
     ]
     for cell in cells:
         reply, _ = run_interrupted(km, kc, cell, printed("running"))

@@ -249,13 +249,13 @@ mod tests {
             assert_eq!(items, data.iter().map(|x| x * 2).collect::<Vec<_>>());
             assert_eq!(n, len / 4096 + 1);
         }
-        // An empty or reversed range has no items; a range beyond i128 is one chunk.
+        // An empty or reversed range has no items.
         assert_eq!(chunked_for!(5u8..5), (vec![], 1));
         #[allow(clippy::reversed_empty_ranges)]
         let reversed = chunked_for!(5i32..-5);
         assert_eq!(reversed, (vec![], 1));
         assert_eq!(chunked_for!(u128::MAX - 2..u128::MAX).1, 1);
-        // Ranges of what is not an integer go the general way.
+        // Ranges of what is not an integer: by sub-range if they step, as `char`'s do.
         assert_eq!(chunked_for!('a'..'d').0, vec!['a', 'b', 'c']);
         // Chunks of a learnt size (one item, a training step, up to 4096), of every kind.
         let data: Vec<usize> = (0..10).collect();
@@ -319,11 +319,14 @@ mod tests {
             [(i64::MAX - 5, i64::MAX)]
         );
         assert_eq!(
-            half_open(0u128, u128::MAX).len(),
-            1,
-            "beyond i128: one chunk"
+            half_open(u128::MAX - 5000, u128::MAX),
+            [
+                (u128::MAX - 5000, u128::MAX - 904),
+                (u128::MAX - 904, u128::MAX)
+            ]
         );
         assert_eq!(half_open(i128::MIN, i128::MIN + 5000).len(), 2);
+        assert_eq!(half_open('a', 'z').len(), 1, "any range that steps");
         assert_eq!(
             child_code::__tch_kernel_chunk_end(i128::MIN, 0, 4096),
             i128::MIN + 4096,

@@ -7,10 +7,11 @@
 //! loop over an integer range (`0..n`, `1..=steps`) into sub-ranges, each a plain counted loop;
 //! a loop over another iterator by the iterator's type (`child/items.rs`): a slice's or a
 //! range's as a sub-slice or a sub-range, any other's counted in a bounded `while`. `while` is
-//! chunked the same way; `loop` (and a `for` or `while` with a `break`) polls at every
-//! iteration. How many items a chunk has is learnt per loop (a static in the generated code,
-//! `__TchKernelSite`) from the time its chunks take: about a millisecond's worth, from one item
-//! (a training step, so that ■ stops the loop at the next step) to 4096 (cheap arithmetic).
+//! chunked the same way; `loop` (and a `for` or `while` with a `break`, and a `for` around
+//! another loop) polls at every iteration. How many items a chunk has is learnt per loop (a static in
+//! the generated code, `__TchKernelSite`) from the time its chunks take: about a millisecond's
+//! worth, from one item (a training step, so that ■ stops the loop at the next step) to 4096
+//! (cheap arithmetic).
 //! The body of each `Drop::drop` a cell defines is wrapped (`__tch_kernel_in_drop`), so that a
 //! destructor that runs while an interrupt unwinds is not stopped by that interrupt.
 //! Compile errors are mapped back to the cell as written ([`Instrumented::original_position`]).
@@ -174,8 +175,9 @@ enum How {
     /// (`child/items.rs`), so that it runs to its end while an interrupt unwinds.
     DropBody,
     /// A poll right after the body's `{` (`loop`, `while let`, and a `for` or `while` whose
-    /// body has a `break`, which would only leave the chunk). A `for` or `while` (whose value is
-    /// `()`, unlike a `loop`'s) is followed by `LOOP_END` too.
+    /// body has a `break`, which would only leave the chunk, and a `for` around another loop).
+    /// A `for` or `while` (whose value is `()`, unlike a `loop`'s) is followed by `LOOP_END`
+    /// too.
     Poll { at: usize, unit: bool },
     /// A `while COND { BODY }` cut into chunks: the offsets of its condition and the body's
     /// `{` end.
@@ -230,13 +232,27 @@ impl Loop {
                 || n.kind() == SyntaxKind::BREAK_KW
                 || n.as_token().is_some_and(|t| t.text() == "break")
         });
+        // A `for` around another loop polls at each of its iterations, which cost little next
+        // to the inner loop's: cutting a `for` into chunks is most of the code that polls add
+        // (rustc's work for the polls of a cell with a `for` around three loops: a quarter
+        // less). A `while` keeps its chunks, which are a counter: an outer `while` polled at
+        // each iteration made a nested Collatz loop 5-20% slower (LLVM laid out its inner loop
+        // differently).
+        let for_around_loop = node.kind() == SyntaxKind::FOR_EXPR
+            && body.syntax().descendants().any(|n| {
+                matches!(
+                    n.kind(),
+                    SyntaxKind::LOOP_EXPR | SyntaxKind::WHILE_EXPR | SyntaxKind::FOR_EXPR
+                )
+            });
+        let each_iteration = has_break || for_around_loop;
         let while_chunks = ast::WhileExpr::cast(node.clone()).and_then(|w| {
             let cond = w.condition()?;
             let is_let = cond
                 .syntax()
                 .descendants()
                 .any(|n| n.kind() == SyntaxKind::LET_EXPR);
-            (!has_break && !is_let).then_some(())?;
+            (!each_iteration && !is_let).then_some(())?;
             Some(How::WhileChunks {
                 cond: range_of(cond.syntax().text_range())?,
                 body: at,
@@ -249,7 +265,7 @@ impl Loop {
             let (start, end) = (range.start()?, range.end()?);
             // Only a range with an integer literal end is surely one of integers (the kind the
             // chunk helper is for): the type of `a..b` is not known before type inference.
-            (!has_break
+            (!each_iteration
                 && f.in_token().is_some()
                 && (is_integer_literal(&start) || is_integer_literal(&end)))
             .then_some(())?;
@@ -263,7 +279,7 @@ impl Loop {
         });
         let chunks = ast::ForExpr::cast(node.clone()).and_then(|f| {
             let close = local(usize::from(list.r_curly_token()?.text_range().start()))?;
-            (!has_break && f.in_token().is_some()).then_some(())?;
+            (!each_iteration && f.in_token().is_some()).then_some(())?;
             Some(How::Chunks {
                 for_keyword: range_of(f.for_token()?.text_range())?.start,
                 pat: range_of(f.pat()?.syntax().text_range())?,
@@ -553,8 +569,38 @@ mod tests {
             "{out}"
         );
         let out = instrument("'rows: for r in 0..2 { for c in 0..2 { continue 'rows; } }").code;
-        assert!(out.contains("'rows: for r in __tch_lo..__tch_top"), "{out}");
+        assert!(
+            out.starts_with("{ 'rows: for r in 0..2 {crate::__tch_kernel_poll(); { "),
+            "{out}"
+        );
+        assert!(
+            out.contains("for c in __tch_lo..__tch_top { continue 'rows; }"),
+            "{out}"
+        );
         assert_eq!(out.matches(POLL_CALL).count(), 2, "{out}");
+    }
+
+    #[test]
+    fn a_for_around_another_loop_polls_each_iteration() {
+        let code = "for e in 0..3 { for x in &v { s += x; } }
+while n > 0 { n -= 1; let f = |w: &[f64]| { let mut k = 0; while k < 2 { k += 1; } }; }
+for b in loader { loop { break; } }";
+        let out = instrument(code).code;
+        assert!(
+            out.starts_with("{ for e in 0..3 {crate::__tch_kernel_poll(); match ::std::iter::IntoIterator::into_iter(&v)"),
+            "{out}"
+        );
+        // A `while` around a loop keeps its chunks.
+        assert!(
+            out.contains("__tch_n < __tch_size && (n > 0) {__tch_n += 1; n -= 1; let f = |w: &[f64]| { let mut k = 0; { static __TCH_SITE"),
+            "{out}"
+        );
+        assert!(
+            out.contains("{ for b in loader {crate::__tch_kernel_poll(); loop {crate::__tch_kernel_poll(); break; } } crate::__tch_kernel_loop_end() }"),
+            "{out}"
+        );
+        assert_eq!(out.matches(POLL_CALL).count(), 6, "{out}");
+        assert_eq!(out.matches(SITE).count(), 3, "{out}");
     }
 
     #[test]

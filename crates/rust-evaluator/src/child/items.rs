@@ -151,29 +151,20 @@ pub trait __TchKernelChunk: Copy {
     fn __tch_chunk_end(self, end: Self, size: usize) -> Self;
     fn __tch_chunk_last(self, end: Self, size: usize) -> Self;
 }
-// One impl for every integer type, through i128 (no macro: evcxr keeps a macro's expansion in
-// the cell that ran it). A u128 beyond i128 is one chunk to the end.
-impl<T: Copy + TryInto<i128> + TryFrom<i128>> __TchKernelChunk for T {
+// One impl for every type whose ranges step (the integers, `char`): `nth` on a range is one
+// checked addition, and less code for LLVM in every loop than arithmetic through i128.
+impl<T: Copy> __TchKernelChunk for T
+where
+    std::ops::Range<T>: Iterator<Item = T>,
+    std::ops::RangeInclusive<T>: Iterator<Item = T>,
+{
     #[inline(always)]
     fn __tch_chunk_end(self, end: Self, size: usize) -> Self {
-        let size = size.max(1) as i128;
-        match (self.try_into(), end.try_into()) {
-            // checked: i128::MIN..0 spans more than i128 holds.
-            (Ok(lo), Ok(hi)) if hi.checked_sub(lo).is_none_or(|d| d > size) => {
-                T::try_from(lo + size).unwrap_or(end)
-            }
-            _ => end,
-        }
+        (self..end).nth(size.max(1)).unwrap_or(end)
     }
     #[inline(always)]
     fn __tch_chunk_last(self, end: Self, size: usize) -> Self {
-        let size = size.max(1) as i128;
-        match (self.try_into(), end.try_into()) {
-            (Ok(lo), Ok(hi)) if hi.checked_sub(lo).is_none_or(|d| d >= size) => {
-                T::try_from(lo + size - 1).unwrap_or(end)
-            }
-            _ => end,
-        }
+        (self..=end).nth(size.max(1) - 1).unwrap_or(end)
     }
 }
 /// The chunks of a `for` loop over an iterator (the kernel's loop_poll.rs writes the loop):
