@@ -8,10 +8,10 @@
 //! a loop over another iterator by the iterator's type (`child/items.rs`): a slice's or a
 //! range's as a sub-slice or a sub-range, any other's counted in a bounded `while`. `while` is
 //! chunked the same way; `loop` (and a `for` or `while` with a `break`, and a `for` around
-//! another loop) polls at every iteration. How many items a chunk has is learnt per loop (a static in
-//! the generated code, `__TchKernelSite`) from the time its chunks take: about a millisecond's
-//! worth, from one item (a training step, so that ■ stops the loop at the next step) to 4096
-//! (cheap arithmetic).
+//! another loop) polls at every iteration. How many items a chunk has is learnt per loop (a
+//! static in the generated code, `__TchKernelSite`) from the time its chunks take: about a
+//! millisecond's worth, from one item (a training step, so that ■ stops the loop at the next
+//! step) to 4096 (cheap arithmetic).
 //! The body of each `Drop::drop` a cell defines is wrapped (`__tch_kernel_in_drop`), so that a
 //! destructor that runs while an interrupt unwinds is not stopped by that interrupt.
 //! Compile errors are mapped back to the cell as written ([`Instrumented::original_position`]).
