@@ -263,8 +263,9 @@ impl Loop {
                 return None;
             };
             let (start, end) = (range.start()?, range.end()?);
-            // Only a range with an integer literal end is surely one of integers (the kind the
-            // chunk helper is for): the type of `a..b` is not known before type inference.
+            // Only a range with an integer literal end is surely one of integers, which the
+            // chunk helper takes: the type of `a..b` is not known before type inference (in a
+            // generic function it may be a `T` the helper's bounds do not cover).
             (!each_iteration
                 && f.in_token().is_some()
                 && (is_integer_literal(&start) || is_integer_literal(&end)))

@@ -279,11 +279,10 @@ impl<I: Iterator> __TchKernelSplitAny for __TchKernelSplit<I> {
 #[inline(always)]
 pub fn __tch_kernel_poll() {
     use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-    static NO_COUNTER: AtomicUsize = AtomicUsize::new(0);
     static COUNTER: AtomicPtr<AtomicUsize> =
-        AtomicPtr::new(&NO_COUNTER as *const AtomicUsize as *mut AtomicUsize);
-    // Where no constructor runs, COUNTER stays NO_COUNTER: loops never stop, and an interrupt
-    // restarts the evaluation process as for code without loops.
+        AtomicPtr::new(&__TCH_KERNEL_NO_COUNTER as *const AtomicUsize as *mut AtomicUsize);
+    // Where no constructor runs, COUNTER stays the one nothing raises: loops never stop, and an
+    // interrupt restarts the evaluation process as for code without loops.
     #[used]
     #[cfg_attr(
         any(target_os = "linux", target_os = "android", target_os = "freebsd"),
@@ -296,7 +295,7 @@ pub fn __tch_kernel_poll() {
         }
         find_counter
     };
-    // SAFETY: the address of a static AtomicUsize of this process (or NO_COUNTER).
+    // SAFETY: the address of a static AtomicUsize of this process.
     if unsafe { &*COUNTER.load(Ordering::Relaxed) }.load(Ordering::Relaxed) != 0 {
         __tch_kernel_stop();
     }
@@ -306,14 +305,17 @@ pub fn __tch_kernel_poll() {
 #[inline(never)]
 pub fn __tch_kernel_find_counter() -> *mut std::sync::atomic::AtomicUsize {
     use std::sync::atomic::AtomicUsize;
-    static NO_COUNTER: AtomicUsize = AtomicUsize::new(0);
     // The evaluation process publishes the address of its interrupt counter (see evcxr's
     // runtime.rs); cells are separate shared objects and cannot link to it.
     std::env::var(__tch_kernel_protocol::INTERRUPT_COUNTER_ENV)
         .ok()
         .and_then(|a| __tch_kernel_protocol::counter_address(&a))
-        .map_or(&NO_COUNTER as *const AtomicUsize, |a| a as *const AtomicUsize) as *mut AtomicUsize
+        .map_or(&__TCH_KERNEL_NO_COUNTER as *const AtomicUsize, |a| a as *const AtomicUsize)
+        as *mut AtomicUsize
 }
+/// The counter of code outside a kernel (no address published): nothing raises it.
+static __TCH_KERNEL_NO_COUNTER: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 /// Ends the cell with a KeyboardInterrupt; never returns (see `__tch_kernel_poll`).
 #[doc(hidden)]
 #[cold]
