@@ -76,17 +76,33 @@ def start(kernel, env_extra):
     return km, kc
 
 
-def elapsed(kc, code):
+def run(kc, code):
+    """Runs a cell; returns what it printed and its wall time (compile included)."""
     out = []
+    started = time.monotonic()
     reply = kc.execute_interactive(
         code,
         timeout=900,
         output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None,
     )
+    wall = time.monotonic() - started
     if reply["content"]["status"] != "ok":
         raise RuntimeError(f"{code!r} failed: {reply['content']}")
-    match = re.search(r"elapsed ([0-9.e-]+)", "".join(out))
-    return float(match.group(1))
+    return "".join(out), wall
+
+
+def elapsed(kc, code):
+    """The time the cell measured for its loop alone."""
+    return float(re.search(r"elapsed ([0-9.e-]+)", run(kc, code)[0]).group(1))
+
+
+def alternating(kernels, runs, measure):
+    """`measure(kc, i)` for run i in each kernel in turn: the times per kernel."""
+    times = {k: [] for k in kernels}
+    for i in range(runs):
+        for k, (_, kc) in kernels.items():
+            times[k].append(measure(kc, i))
+    return times
 
 
 def main():
@@ -106,24 +122,14 @@ def main():
         print(f"loop poll overhead ({args.runs} runs each, alternating; ratio of medians, goal <= 1.03)")
         worst = 0.0
         for name, body in [loop for loop in LOOPS if args.only in loop[0]]:
-            times = {k: [] for k in kernels}
-            for i in range(args.runs):
-                for k, (_, kc) in kernels.items():
-                    times[k].append(elapsed(kc, body.replace("{i}", str(i + 1)).replace("{reps}", "3")))
+            times = alternating(kernels, args.runs, lambda kc, i: elapsed(kc, body.replace("{i}", str(i + 1)).replace("{reps}", "3")))
             ratio = statistics.median(times["poll"]) / statistics.median(times["no poll"])
             fastest = min(times["poll"]) / min(times["no poll"])
             worst = max(worst, ratio)
             print(f"  {name:<42} {ratio:5.3f}x  (fastest runs {fastest:5.3f}x; median {statistics.median(times['no poll']):.3f} s without the poll)")
         print(f"  worst {worst:.3f}x")
         if not args.only:
-            times = {k: [] for k in kernels}
-            for i in range(args.runs):
-                for k, (_, kc) in kernels.items():
-                    t = time.monotonic()
-                    reply = kc.execute_interactive(COMPILE_CELL.replace("{i}", str(i + 1)), timeout=900)
-                    if reply["content"]["status"] != "ok":
-                        raise RuntimeError(f"compile cell failed: {reply['content']}")
-                    times[k].append(time.monotonic() - t)
+            times = alternating(kernels, args.runs, lambda kc, i: run(kc, COMPILE_CELL.replace("{i}", str(i + 1)))[1])
             polled, plain = statistics.median(times["poll"]), statistics.median(times["no poll"])
             print(f"compile and run of a cell with a for around three loops: {polled / plain:5.3f}x"
                   f"  ({polled:.3f} s against {plain:.3f} s)")
