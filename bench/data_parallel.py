@@ -102,12 +102,25 @@ def main():
     step = [str(examples / "train_step_bench"), "20", "256"]
     one, two = [], []
     for _ in range(args.runs):
-        one.append(launch(step, 1)[0]["seconds"])
-        two.append(launch(step, 2)[0]["seconds"])
+        one.append(launch([*step, "overlap", "25"], 1)[0]["seconds"])
+        two.append(launch([*step, "overlap", "25"], 2)[0]["seconds"])
     t1, t2 = statistics.median(one), statistics.median(two)
     print("training step, MLP 784-1024-1024-10, global batch 256, one thread per rank:")
     print(f"  1 rank {t1:.4f} s, 2 ranks {t2:.4f} s: speed-up {t1 / t2:.2f}, efficiency {t1 / t2 / 2:.2f}")
-
+    # The reduction during backward (backward_step) against after it (backward, then
+    # average_gradients), 2 ranks, alternating; DDP's 25 MB buckets (the model's 7.4 MB is then
+    # a 1 MiB first bucket and one more) and 1 MB ones.
+    print("  2 ranks, reducing during backward against after it (ratio of medians, < 1: faster):")
+    for mb in ("25", "1"):
+        during, after, share = [], [], []
+        for _ in range(args.runs):
+            row = launch([*step, "overlap", mb], 2)[0]
+            during.append(row["seconds"])
+            share.append(row["overlap"])
+            after.append(launch([*step, "after", mb], 2)[0]["seconds"])
+        d, a = statistics.median(during), statistics.median(after)
+        print(f"  {mb:>3} MB buckets: {d:.4f} s against {a:.4f} s: {d / a:.3f}x; "
+              f"{statistics.median(share):.0%} of the gradients started reducing during backward")
 
 if __name__ == "__main__":
     main()

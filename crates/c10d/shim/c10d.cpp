@@ -8,9 +8,14 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -57,6 +62,116 @@ c10d::ReduceOp reduce_op(int op) {
       throw std::invalid_argument("unknown reduce operation " + std::to_string(op));
   }
 }
+
+// Averages a model's gradients over the ranks while backward still runs, as DDP's Reducer
+// does: a post-accumulate-grad hook on each trainable variable copies its gradient into its
+// bucket's flat tensor as soon as autograd has it, and a bucket whose variables are all in is
+// reduced at once (buckets start in index order, the same on every rank, as c10d requires).
+// What backward left out (variables it did not reach) goes in at the end. Each flat tensor holds
+// a bucket's gradients, then one value per variable: 1 where this rank has a gradient for it.
+struct Reducer {
+  c10::intrusive_ptr<c10d::Backend> group;
+  std::chrono::milliseconds timeout;
+  std::vector<at::Tensor> variables;               // the trainable ones, bucket after bucket
+  std::vector<size_t> bucket_of;                   // per variable
+  std::vector<int64_t> offset_of;                  // per variable, in its bucket's flat tensor
+  std::vector<std::vector<size_t>> buckets;        // variables per bucket
+  std::vector<int64_t> values;                     // gradient values per bucket
+  std::vector<at::Tensor> flat;                    // per bucket
+  std::vector<size_t> missing;                     // per bucket: variables not in yet
+  std::vector<bool> in;                            // per variable: gradient copied this step
+  std::vector<c10::intrusive_ptr<c10d::Work>> work;  // per bucket, once started
+  size_t next = 0;          // the next bucket to start
+  bool armed = false;       // between arm and finish: the hooks start buckets
+  int64_t overlapped = 0;   // gradient values whose reduction started during backward
+  int64_t before_last = 0;  // `overlapped` when the latest hook came: what started before the
+                            // last gradient was computed, and so overlapped computing it
+  std::string error;        // the first failure in a hook (thrown by finish)
+  std::mutex mutex;
+
+  // Copies variable i's gradient (zeros where it has none) into its bucket.
+  void copy_in(size_t i) {
+    size_t b = bucket_of[i];
+    const at::Tensor& v = variables[i];
+    at::Tensor grad = v.grad();
+    at::Tensor slot = flat[b].narrow(0, offset_of[i], v.numel());
+    size_t position = 0;
+    while (buckets[b][position] != i) {
+      position++;
+    }
+    bool has = grad.defined();
+    if (has) {
+      slot.copy_(grad.reshape({-1}));
+    } else {
+      slot.zero_();
+    }
+    flat[b].narrow(0, values[b] + static_cast<int64_t>(position), 1).fill_(has ? 1 : 0);
+    in[i] = true;
+    missing[b]--;
+  }
+
+  // Starts every bucket, in order, that is complete and not started.
+  void start_ready(bool during_backward) {
+    while (next < buckets.size() && missing[next] == 0) {
+      std::vector<at::Tensor> tensors{flat[next]};
+      c10d::AllreduceOptions options;
+      options.reduceOp = c10d::ReduceOp(c10d::ReduceOp::SUM);
+      work[next] = group->allreduce(tensors, options);
+      if (during_backward) {
+        overlapped += values[next];
+      }
+      next++;
+    }
+  }
+
+  void reset() {
+    // A model moved to another device or kind since (VarStore::set_device, set_kind).
+    for (size_t b = 0; b < buckets.size(); b++) {
+      const at::Tensor& first = variables[buckets[b][0]];
+      if (flat[b].device() != first.device() || flat[b].scalar_type() != first.scalar_type()) {
+        flat[b] = at::zeros_like(flat[b], first.options());
+      }
+    }
+    next = 0;
+    overlapped = 0;
+    before_last = 0;
+    error.clear();
+    std::fill(in.begin(), in.end(), false);
+    for (size_t b = 0; b < buckets.size(); b++) {
+      missing[b] = buckets[b].size();
+      work[b].reset();
+    }
+  }
+
+  // From autograd, on the thread that accumulated variable i's gradient.
+  void ready(size_t i) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!armed || in[i]) {
+      return;
+    }
+    before_last = overlapped;
+    try {
+      at::NoGradGuard no_grad;
+      copy_in(i);
+      start_ready(true);
+    } catch (const c10::Error& e) {
+      error = e.what_without_backtrace();
+      armed = false;
+    } catch (const std::exception& e) {
+      error = e.what();
+      armed = false;
+    }
+  }
+};
+
+struct ReadyHook : torch::autograd::PostAccumulateGradHook {
+  std::shared_ptr<Reducer> reducer;
+  size_t index;
+  ReadyHook(std::shared_ptr<Reducer> r, size_t i) : reducer(std::move(r)), index(i) {}
+  void operator()(const torch::autograd::Variable& /*variable*/) override {
+    reducer->ready(index);
+  }
+};
 
 }  // namespace
 
@@ -160,12 +275,6 @@ void c10d_group_free(c10d_group* group) {
   delete group;
 }
 
-// Sets `variable`'s gradient to `grad` (the averaged gradient of a variable that this rank did
-// not use but another did).
-bool c10d_set_grad(at::Tensor* variable, at::Tensor* grad, char** err) {
-  return guarded(err, [&] { variable->mutable_grad() = *grad; });
-}
-
 // The rendezvous store, for the checks around the collectives (world sizes, who is left).
 bool c10d_store_set(c10d_store* store, const char* key, const char* value, char** err) {
   return guarded(err, [&] { store->store->set(std::string(key), std::string(value)); });
@@ -248,6 +357,137 @@ bool c10d_barrier(c10d_group* group, char** err) {
     options.timeout = group->timeout;
     group->group->barrier(options)->wait(group->timeout);
   });
+}
+
+// A tensor handle for each, the same tensor (not only equal values).
+bool c10d_same_tensor(at::Tensor* a, at::Tensor* b) { return a->is_same(*b); }
+
+struct c10d_reducer {
+  std::shared_ptr<Reducer> reducer;
+};
+
+// A reducer of `count` trainable variables, listed bucket after bucket (`bucket_sizes`: how
+// many in each of `bucket_count`; a bucket holds one kind on one device). Hooks each variable.
+c10d_reducer* c10d_reducer_new(c10d_group* group, at::Tensor** variables, size_t count,
+                               const size_t* bucket_sizes, size_t bucket_count, char** err) {
+  c10d_reducer* out = nullptr;
+  guarded(err, [&] {
+    auto r = std::make_shared<Reducer>();
+    r->group = group->group;
+    r->timeout = group->timeout;
+    size_t i = 0;
+    for (size_t b = 0; b < bucket_count; b++) {
+      std::vector<size_t> members;
+      int64_t total = 0;
+      for (size_t k = 0; k < bucket_sizes[b]; k++, i++) {
+        if (i >= count) {
+          throw std::invalid_argument("the bucket sizes add up to more than the variables");
+        }
+        r->variables.push_back(*variables[i]);
+        r->bucket_of.push_back(b);
+        r->offset_of.push_back(total);
+        total += variables[i]->numel();
+        members.push_back(i);
+      }
+      if (members.empty()) {
+        throw std::invalid_argument("an empty bucket");
+      }
+      const at::Tensor& first = *variables[members[0]];
+      r->flat.push_back(at::zeros({total + static_cast<int64_t>(members.size())},
+                                  at::TensorOptions().dtype(first.scalar_type()).device(first.device())));
+      r->values.push_back(total);
+      r->buckets.push_back(std::move(members));
+    }
+    if (i != count) {
+      throw std::invalid_argument("the bucket sizes add up to fewer than the variables");
+    }
+    r->missing.resize(bucket_count);
+    r->in.resize(count);
+    r->work.resize(bucket_count);
+    r->reset();
+    for (size_t v = 0; v < count; v++) {
+      torch::autograd::impl::set_post_acc_grad_hooks(r->variables[v],
+                                                     std::make_unique<ReadyHook>(r, v));
+    }
+    out = new c10d_reducer{std::move(r)};
+  });
+  return out;
+}
+
+// From here to c10d_reducer_finish, gradients go to their buckets as backward produces them.
+void c10d_reducer_arm(c10d_reducer* reducer) {
+  std::lock_guard<std::mutex> lock(reducer->reducer->mutex);
+  reducer->reducer->reset();
+  reducer->reducer->armed = true;
+}
+
+// Puts in what backward did not reach (or everything, when not armed), starts the remaining
+// buckets, waits for all, and sets each gradient to the average over the ranks: a variable that
+// some rank used gets one (zeros count for the ranks that did not); one no rank used keeps none.
+// `*overlapped`: how many gradient values started reducing while backward still computed
+// gradients (before the last one came in).
+bool c10d_reducer_finish(c10d_reducer* reducer, int64_t* overlapped, char** err) {
+  Reducer& r = *reducer->reducer;
+  std::lock_guard<std::mutex> lock(r.mutex);
+  bool armed = r.armed;
+  r.armed = false;
+  return guarded(err, [&] {
+    if (!r.error.empty()) {
+      std::string error = r.error;
+      r.reset();
+      throw std::runtime_error(error);
+    }
+    if (!armed) {
+      r.reset();
+    }
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < r.variables.size(); i++) {
+      if (!r.in[i]) {
+        r.copy_in(i);
+      }
+    }
+    r.start_ready(false);
+    *overlapped = r.before_last;
+    double world = static_cast<double>(r.group->getSize());
+    for (size_t b = 0; b < r.buckets.size(); b++) {
+      r.work[b]->wait(r.timeout);
+      r.work[b].reset();
+      at::Tensor& flat = r.flat[b];
+      flat.div_(world);
+      auto count = static_cast<int64_t>(r.buckets[b].size());
+      at::Tensor users = flat.narrow(0, r.values[b], count).to(at::kCPU, at::kDouble);
+      const double* used = users.data_ptr<double>();
+      for (int64_t k = 0; k < count; k++) {
+        size_t i = r.buckets[b][k];
+        at::Tensor& v = r.variables[i];
+        if (used[k] <= 0.0) {
+          continue;
+        }
+        at::Tensor average = flat.narrow(0, r.offset_of[i], v.numel()).view(v.sizes());
+        at::Tensor& grad = v.mutable_grad();
+        if (grad.defined()) {
+          grad.copy_(average);
+        } else {
+          grad = average.clone();
+        }
+      }
+    }
+  });
+}
+
+// Takes the hooks off (they hold the reducer, which holds the variables) and frees it.
+void c10d_reducer_free(c10d_reducer* reducer) {
+  {
+    std::lock_guard<std::mutex> lock(reducer->reducer->mutex);
+    reducer->reducer->armed = false;
+  }
+  for (auto& v : reducer->reducer->variables) {
+    try {
+      torch::autograd::impl::set_post_acc_grad_hooks(v, nullptr);
+    } catch (...) {
+    }
+  }
+  delete reducer;
 }
 
 }  // extern "C"

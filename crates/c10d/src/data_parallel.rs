@@ -2,19 +2,27 @@
 //! weights), and after each backward pass the gradients averaged over the ranks, so every
 //! rank's optimizer takes the same step.
 //!
-//! Gradients are averaged by bucketed `all_reduce` from Rust rather than c10d's `Reducer`: the
-//! Reducer's constructor changes between the torch releases this crate builds on (11 to 14
-//! arguments from 2.10 to 2.15), and it fires from autograd hooks that tch cannot register. The
-//! price: the reduction starts after `backward` returns instead of overlapping it. All buckets
-//! are in flight together, so packing one bucket overlaps reducing the ones before it.
+//! Gradients are averaged in buckets that start reducing while backward still runs, as PyTorch's
+//! DDP does: a post-accumulate-grad hook on each trainable variable (the shim's `Reducer`, see
+//! [`GradientReducer`]) copies its gradient into its bucket as soon as autograd has it, and a
+//! full bucket is reduced at once. Buckets follow the variables' creation order backwards, which
+//! is about the order backward produces their gradients, and the first is small (1 MiB), so the
+//! reduction starts early. This is ours rather than c10d's own `Reducer` class: its constructor
+//! changes between the torch releases this crate builds on (11 to 14 arguments from 2.10 to
+//! 2.15), while the hook it is built on has kept its form.
 
-use crate::{Distributed, Error, ReduceOp, Result, set_grad};
+use crate::{Distributed, Error, GradientReducer, ReduceOp, Result, same_tensor};
+use std::sync::atomic::{AtomicI64, Ordering};
 use tch::{Kind, Tensor, nn};
 
 /// Gradients are reduced in buckets of about this many bytes (PyTorch DDP's default 25 MB):
 /// few enough collectives for small parameters, while large models' buckets are in flight
 /// together.
 pub const BUCKET_BYTES: usize = 25 * 1024 * 1024;
+
+/// The first bucket (the last layers' gradients, the first backward produces) is smaller, as
+/// DDP's is, so that a reduction starts early in backward.
+const FIRST_BUCKET_BYTES: usize = 1024 * 1024;
 
 /// A `VarStore` trained data-parallel: see the module's documentation. Alone (world size 1)
 /// every call is free and the same training code runs unchanged.
@@ -31,24 +39,33 @@ pub const BUCKET_BYTES: usize = 25 * 1024 * 1024;
 /// }
 /// ```
 pub struct DataParallel {
+    /// Dropped before `dist`: it holds the group's collectives.
+    reducer: Option<GradientReducer>,
     dist: Distributed,
     /// Every variable (trainable or not) by name, in name order: the same order on every rank.
     variables: Vec<(String, Tensor)>,
-    /// Positions in `variables` of the trainable ones, in buckets of one kind and device.
-    buckets: Vec<Vec<usize>>,
+    /// The trainable variables' names, in the order their reductions start.
+    order: Vec<String>,
+    /// Gradient values of the last step whose reduction started during backward.
+    overlapped: AtomicI64,
 }
 
 /// FNV-1a: a fingerprint of the model's names, shapes, kinds and trainable flags (which make
 /// the buckets) that fits an i64 tensor.
-fn fingerprint(variables: &[(String, Tensor)]) -> i64 {
+fn fingerprint(variables: &[(String, Tensor)], order: &[String]) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (name, t) in variables {
-        let line = format!(
-            "{name}:{:?}:{:?}:{};",
-            t.size(),
-            t.kind(),
-            t.requires_grad()
-        );
+    let lines = variables
+        .iter()
+        .map(|(name, t)| {
+            format!(
+                "{name}:{:?}:{:?}:{};",
+                t.size(),
+                t.kind(),
+                t.requires_grad()
+            )
+        })
+        .chain(order.iter().map(|name| format!("{name},")));
+    for line in lines {
         for byte in line.bytes() {
             hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
         }
@@ -71,28 +88,52 @@ impl DataParallel {
     ) -> Result<DataParallel> {
         let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         variables.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut buckets: Vec<Vec<usize>> = Vec::new();
+        // The trainable variables, last created first (tch keeps them in creation order, the
+        // names apart).
+        let trainable: Vec<(String, Tensor)> = vs
+            .trainable_variables()
+            .iter()
+            .rev()
+            .filter_map(|t| {
+                variables
+                    .iter()
+                    .find(|(_, v)| same_tensor(v, t))
+                    .map(|(name, v)| (name.clone(), v.shallow_clone()))
+            })
+            .collect();
+        let mut buckets: Vec<Vec<Tensor>> = Vec::new();
         let mut bytes = 0;
         // The kind and device of the last bucket (none yet): a bucket holds one of each.
         let mut last_kind = None;
-        for (i, (_, t)) in variables.iter().enumerate() {
-            if !t.requires_grad() {
-                continue;
-            }
+        for (_, t) in &trainable {
             let size = t.numel() * t.kind().elt_size_in_bytes();
             let key = Some((t.kind(), t.device()));
-            if last_kind != key || (bytes > 0 && bytes + size > bucket_bytes.max(1)) {
+            let cap = if buckets.len() == 1 {
+                FIRST_BUCKET_BYTES.min(bucket_bytes)
+            } else {
+                bucket_bytes
+            };
+            if last_kind != key || (bytes > 0 && bytes + size > cap.max(1)) {
                 buckets.push(Vec::new());
                 bytes = 0;
             }
-            buckets.last_mut().expect("pushed above").push(i);
+            buckets
+                .last_mut()
+                .expect("pushed above")
+                .push(t.shallow_clone());
             bytes += size;
             last_kind = key;
         }
+        let reducer = match dist.group() {
+            Some(group) if !buckets.is_empty() => Some(GradientReducer::new(group, &buckets)?),
+            _ => None,
+        };
         let ddp = DataParallel {
+            reducer,
             dist: dist.clone(),
             variables,
-            buckets,
+            order: trainable.into_iter().map(|(name, _)| name).collect(),
+            overlapped: AtomicI64::new(0),
         };
         ddp.check_same_model()?;
         ddp.broadcast_variables(0)?;
@@ -112,7 +153,7 @@ impl DataParallel {
         }
         let values: usize = self.variables.iter().map(|(_, t)| t.numel()).sum();
         let mine = Tensor::from_slice(&[
-            fingerprint(&self.variables),
+            fingerprint(&self.variables, &self.order),
             self.variables.len() as i64,
             values as i64,
         ])
@@ -168,78 +209,50 @@ impl DataParallel {
     /// Averages every trainable variable's gradient over the ranks, in place, as PyTorch's DDP
     /// does: a rank that did not use a variable in this step (no gradient) counts as zeros, and
     /// gets the average too when any rank used it; a variable no rank used keeps no gradient.
+    /// For a backward pass of your own; [`backward_step`](Self::backward_step) does this
+    /// while backward runs.
     pub fn average_gradients(&self) -> Result<()> {
-        let Some(group) = self.dist.group() else {
+        self.finish()
+    }
+
+    fn finish(&self) -> Result<()> {
+        let Some(reducer) = &self.reducer else {
             return Ok(());
         };
-        let mut in_flight = Vec::with_capacity(self.buckets.len());
-        for bucket in &self.buckets {
-            let mut parts = Vec::with_capacity(bucket.len() + 1);
-            let mut used = Vec::with_capacity(bucket.len());
-            for &i in bucket {
-                let t = &self.variables[i].1;
-                let g = t.grad();
-                used.push(f32::from(u8::from(g.defined())));
-                parts.push(if g.defined() {
-                    g.reshape([-1])
-                } else {
-                    Tensor::zeros([t.numel() as i64], (t.kind(), t.device()))
-                });
-            }
-            // One more value per variable: how many ranks have a gradient for it.
-            let first = &self.variables[bucket[0]].1;
-            parts.push(
-                Tensor::from_slice(&used)
-                    .to_kind(first.kind())
-                    .to_device(first.device()),
-            );
-            let pending = group
-                .all_reduce_start(Tensor::cat(&parts, 0), ReduceOp::Sum)
-                .map_err(|e| self.dist.diagnose("all_reduce", e))?;
-            in_flight.push((bucket, pending));
-        }
-        let world = self.dist.world_size() as f64;
-        for (bucket, pending) in in_flight {
-            let flat = pending
-                .wait()
-                .map_err(|e| self.dist.diagnose("all_reduce", e))?
-                / world;
-            let values: i64 = bucket
-                .iter()
-                .map(|&i| self.variables[i].1.numel() as i64)
-                .sum();
-            let users = flat
-                .narrow(0, values, bucket.len() as i64)
-                .to_kind(Kind::Double)
-                .to_device(tch::Device::Cpu);
-            let users = Vec::<f64>::try_from(&users).unwrap_or_default();
-            let mut offset = 0;
-            for (j, &i) in bucket.iter().enumerate() {
-                let t = &self.variables[i].1;
-                let n = t.numel() as i64;
-                if users.get(j).is_some_and(|&u| u > 0.0) {
-                    let average = flat.narrow(0, offset, n).view_as(t);
-                    let mut g = t.grad();
-                    if g.defined() {
-                        g.copy_(&average);
-                    } else {
-                        set_grad(t, &average.copy())?;
-                    }
-                }
-                offset += n;
-            }
-        }
+        let overlapped = reducer
+            .finish()
+            .map_err(|e| self.dist.diagnose("all_reduce", e))?;
+        self.overlapped.store(overlapped, Ordering::Relaxed);
         Ok(())
     }
 
-    /// One training step: clears the gradients, runs `loss`'s backward pass, averages the
-    /// gradients over the ranks and lets `opt` step.
+    /// One training step: clears the gradients, runs `loss`'s backward pass while averaging
+    /// the gradients over the ranks, and lets `opt` step.
     pub fn backward_step(&self, loss: &Tensor, opt: &mut nn::Optimizer) -> Result<()> {
         opt.zero_grad();
-        loss.backward();
-        self.average_gradients()?;
+        if let Some(reducer) = &self.reducer {
+            reducer.arm();
+        }
+        loss.f_backward().map_err(Error::Backward)?;
+        self.finish()?;
         opt.step();
         Ok(())
+    }
+
+    /// The share of the gradients (by values) whose reduction started while the last step's
+    /// backward still ran: the part of the communication that overlapped computation. 0 alone
+    /// or after [`average_gradients`](Self::average_gradients).
+    pub fn overlap(&self) -> f64 {
+        let total: usize = self
+            .variables
+            .iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(_, t)| t.numel())
+            .sum();
+        if total == 0 {
+            return 0.0;
+        }
+        self.overlapped.load(Ordering::Relaxed) as f64 / total as f64
     }
 
     /// The mean of `value` (a loss, an accuracy) over the ranks, e.g. for rank 0 to report.

@@ -33,6 +33,10 @@ mod ffi {
     pub struct Work {
         _private: [u8; 0],
     }
+    #[repr(C)]
+    pub struct Reducer {
+        _private: [u8; 0],
+    }
     unsafe extern "C" {
         pub fn c10d_free_error(err: *mut c_char);
         pub fn c10d_tcp_store(
@@ -85,11 +89,6 @@ mod ffi {
         ) -> *mut Work;
         pub fn c10d_work_wait(group: *mut Group, work: *mut Work, err: *mut *mut c_char) -> bool;
         pub fn c10d_work_free(work: *mut Work);
-        pub fn c10d_set_grad(
-            variable: *mut std::ffi::c_void,
-            grad: *mut std::ffi::c_void,
-            err: *mut *mut c_char,
-        ) -> bool;
         pub fn c10d_all_reduce(
             group: *mut Group,
             tensor: *mut std::ffi::c_void,
@@ -109,6 +108,22 @@ mod ffi {
             err: *mut *mut c_char,
         ) -> bool;
         pub fn c10d_barrier(group: *mut Group, err: *mut *mut c_char) -> bool;
+        pub fn c10d_same_tensor(a: *mut std::ffi::c_void, b: *mut std::ffi::c_void) -> bool;
+        pub fn c10d_reducer_new(
+            group: *mut Group,
+            variables: *const *mut std::ffi::c_void,
+            count: usize,
+            bucket_sizes: *const usize,
+            bucket_count: usize,
+            err: *mut *mut c_char,
+        ) -> *mut Reducer;
+        pub fn c10d_reducer_arm(reducer: *mut Reducer);
+        pub fn c10d_reducer_finish(
+            reducer: *mut Reducer,
+            overlapped: *mut i64,
+            err: *mut *mut c_char,
+        ) -> bool;
+        pub fn c10d_reducer_free(reducer: *mut Reducer);
     }
 }
 
@@ -135,6 +150,9 @@ pub enum Error {
         waited_s: u64,
         cause: String,
     },
+    /// libtorch's backward pass failed (before any gradient was averaged).
+    #[error("backward: {0}")]
+    Backward(tch::TchError),
     /// The ranks' tensors or models differ where they must agree.
     #[error("rank {rank}: {what}")]
     Mismatch { rank: usize, what: String },
@@ -461,18 +479,75 @@ impl Pending<'_> {
     }
 }
 
-/// Sets `variable`'s gradient to `grad` (tch has no setter for it).
-pub(crate) fn set_grad(variable: &Tensor, grad: &Tensor) -> Result<()> {
-    let mut err = std::ptr::null_mut();
-    // SAFETY: both are live tch tensors (`at::Tensor*`); the shim copies the handles.
-    let ok = unsafe {
-        ffi::c10d_set_grad(
-            variable.as_ptr().cast_mut().cast(),
-            grad.as_ptr().cast_mut().cast(),
-            &mut err,
-        )
-    };
-    checked(ok, err)
+/// Whether `a` and `b` are handles of the same tensor (not only equal values).
+pub(crate) fn same_tensor(a: &Tensor, b: &Tensor) -> bool {
+    // SAFETY: two live tch tensors; the shim only compares them.
+    unsafe { ffi::c10d_same_tensor(a.as_ptr().cast_mut().cast(), b.as_ptr().cast_mut().cast()) }
+}
+
+/// The shim's `Reducer`: a post-accumulate-grad hook on each trainable variable puts its
+/// gradient in its bucket as soon as backward has it, and reduces a full bucket at once, so
+/// that the reduction overlaps the rest of backward (DDP's design). Between [`arm`](Self::arm)
+/// and [`finish`](Self::finish) only; outside them the hooks do nothing.
+pub(crate) struct GradientReducer {
+    raw: *mut ffi::Reducer,
+}
+
+// SAFETY: the shim's reducer locks its own mutex in every call and in its hooks.
+unsafe impl Send for GradientReducer {}
+unsafe impl Sync for GradientReducer {}
+
+impl GradientReducer {
+    /// Hooks `buckets` (trainable variables, each bucket of one kind on one device; in the
+    /// order their reductions start, the same on every rank) into autograd.
+    pub(crate) fn new(group: &ProcessGroup, buckets: &[Vec<Tensor>]) -> Result<GradientReducer> {
+        let variables: Vec<*mut std::ffi::c_void> = buckets
+            .iter()
+            .flatten()
+            .map(|t| t.as_ptr().cast_mut().cast())
+            .collect();
+        let sizes: Vec<usize> = buckets.iter().map(Vec::len).collect();
+        let mut err = std::ptr::null_mut();
+        // SAFETY: live tensors (the shim keeps its own handles) and a live group.
+        let raw = unsafe {
+            ffi::c10d_reducer_new(
+                group.raw,
+                variables.as_ptr(),
+                variables.len(),
+                sizes.as_ptr(),
+                sizes.len(),
+                &mut err,
+            )
+        };
+        if raw.is_null() {
+            return Err(take_error(err));
+        }
+        Ok(GradientReducer { raw })
+    }
+
+    /// From now until `finish`, gradients start reducing as backward produces them.
+    pub(crate) fn arm(&self) {
+        // SAFETY: a live reducer.
+        unsafe { ffi::c10d_reducer_arm(self.raw) }
+    }
+
+    /// Reduces what is left, waits for every bucket and sets each gradient to the average over
+    /// the ranks. The number of gradient values whose reduction started during backward.
+    pub(crate) fn finish(&self) -> Result<i64> {
+        let mut overlapped = 0i64;
+        let mut err = std::ptr::null_mut();
+        // SAFETY: a live reducer.
+        let ok = unsafe { ffi::c10d_reducer_finish(self.raw, &mut overlapped, &mut err) };
+        checked(ok, err)?;
+        Ok(overlapped)
+    }
+}
+
+impl Drop for GradientReducer {
+    fn drop(&mut self) {
+        // SAFETY: made by c10d_reducer_new, dropped once; takes the hooks off first.
+        unsafe { ffi::c10d_reducer_free(self.raw) }
+    }
 }
 
 impl Drop for Pending<'_> {

@@ -3,7 +3,7 @@
 use c10d::{DataParallel, Distributed, Launch, Launcher, ProcessGroup, ReduceOp, Store};
 use std::process::Command;
 use std::time::Duration;
-use tch::nn::{self, Module};
+use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 const RANK_ENV: &str = "C10D_TEST_RANK";
@@ -123,6 +123,94 @@ fn data_parallel_rank() {
 fn data_parallel_averages_a_gradient_one_rank_did_not_compute() {
     if std::env::var(RANK_ENV).is_err() {
         run_two_ranks("data_parallel_rank");
+    }
+}
+
+/// `backward_step` reduces while backward runs (one variable per bucket, so the last layer's
+/// bucket starts before backward reaches the first) and leaves the same gradients as averaging
+/// each rank's own by hand; rank 1 does not use layer `b`.
+#[test]
+fn data_parallel_overlap_rank() {
+    let Some(rank) = std::env::var(RANK_ENV)
+        .ok()
+        .and_then(|r| r.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let port: u16 = std::env::var(PORT_ENV).unwrap().parse().unwrap();
+    let launch = Launch {
+        launcher: Launcher::Torchrun,
+        rank,
+        world_size: 2,
+        local_rank: rank,
+        master_addr: "127.0.0.1".to_owned(),
+        master_port: port,
+    };
+    let dist = Distributed::join(launch, Device::Cpu, Duration::from_secs(30)).expect("join");
+    tch::manual_seed(rank as i64);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let l1 = nn::linear(vs.root() / "l1", 3, 4, Default::default());
+    let l2 = nn::linear(vs.root() / "l2", 4, 2, Default::default());
+    let b = nn::linear(vs.root() / "b", 3, 2, Default::default());
+    let ddp = DataParallel::with_bucket_bytes(&dist, &vs, 1).expect("data parallel");
+    let mut opt = nn::Sgd::default().build(&vs, 0.0).expect("optimizer");
+    let x = Tensor::arange(6, (Kind::Float, Device::Cpu)).view([2, 3]) * (rank as f64 + 1.0);
+    let loss = || {
+        let out = l2.forward(&l1.forward(&x).relu());
+        let out = if rank == 0 { out + b.forward(&x) } else { out };
+        out.square().sum(Kind::Float)
+    };
+    // Each rank's own gradients (the hooks do nothing outside backward_step), averaged by hand.
+    loss().backward();
+    let vars = vs.variables();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut expected = Vec::new();
+    for name in &names {
+        let g = vars[*name].grad();
+        let g = if g.defined() {
+            g.copy()
+        } else {
+            vars[*name].zeros_like()
+        };
+        let all = dist.all_gather(&g).expect("gather");
+        expected.push((all[0].copy() + &all[1]) / 2.0);
+    }
+    ddp.backward_step(&loss(), &mut opt).expect("step");
+    for (name, want) in names.iter().zip(&expected) {
+        let got = vars[*name].grad();
+        assert!(got.defined(), "{name} has no gradient");
+        assert!(
+            got.allclose(want, 1e-6, 1e-6, false),
+            "{name}: {got} against {want}"
+        );
+        let both = dist.all_gather(&got).expect("gather");
+        assert_eq!(
+            values(&both[0]),
+            values(&both[1]),
+            "{name} differs between the ranks"
+        );
+    }
+    // Rank 0: b's and l2's buckets (18 of 34 values) started before backward
+    // computed l1's gradients, which need l2's. Rank 1: b's bucket, the first, never fills,
+    // which holds back the others until the end (buckets start in order).
+    let overlap = ddp.overlap();
+    if rank == 0 {
+        assert!((18.0 / 34.0..1.0).contains(&overlap), "overlap {overlap}");
+    } else {
+        assert_eq!(overlap, 0.0);
+    }
+    // After a manual backward and average_gradients, nothing counts as overlapped.
+    opt.zero_grad();
+    loss().backward();
+    ddp.average_gradients().expect("average");
+    assert_eq!(ddp.overlap(), 0.0);
+}
+
+#[test]
+fn data_parallel_reduces_during_backward() {
+    if std::env::var(RANK_ENV).is_err() {
+        run_two_ranks("data_parallel_overlap_rank");
     }
 }
 
