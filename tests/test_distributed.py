@@ -7,6 +7,7 @@ Notebook 07 trains ResNet-9 in the kernel, then submits itself as a 2-task Slurm
 
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -130,12 +131,16 @@ def test_the_notebook_trains_in_the_kernel_as_one_process(program, notebook_env,
 def test_two_ranks_started_by_torchrun_end_with_the_weights_of_one(program, tmp_path):
     project, binary, env = program
     torchrun = Path(sys.executable).parent / "torchrun"
+    # 1 KB buckets: the model's 4 variables in 4 buckets, so l2's gradients start reducing
+    # while backward still computes l1's (the srun test has them all in one bucket).
     run = subprocess.run([str(torchrun), "--no-python", "--nproc-per-node", "2", "--master-port", str(free_port()), str(binary)],
-                         cwd=project, env=dict(env, WEIGHTS_DIR=str(tmp_path)), capture_output=True, text=True, timeout=300)
+                         cwd=project, env=dict(env, WEIGHTS_DIR=str(tmp_path), BUCKET_KB="1"), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "rank 1 of 2 on Cpu (Gloo)" in run.stdout, run.stdout[:2000]
     # Only rank 0 reports the loss.
     assert run.stdout.count("loss after 40 steps: ") == 1
+    overlap = float(re.search(r"reduced during backward: ([0-9.]+)", run.stdout).group(1))
+    assert 0 < overlap < 1, run.stdout[-2000:]
     assert_same_training(alone(program), written_weights(tmp_path))
 
 

@@ -475,7 +475,8 @@ bool c10d_reducer_finish(c10d_reducer* reducer, int64_t* overlapped, char** err)
   });
 }
 
-// Takes the hooks off (they hold the reducer, which holds the variables) and frees it.
+// Takes its hooks off (they hold the reducer, which holds the variables; another reducer's
+// hooks, set later on the same variables, stay) and frees it.
 void c10d_reducer_free(c10d_reducer* reducer) {
   {
     std::lock_guard<std::mutex> lock(reducer->reducer->mutex);
@@ -483,7 +484,11 @@ void c10d_reducer_free(c10d_reducer* reducer) {
   }
   for (auto& v : reducer->reducer->variables) {
     try {
-      torch::autograd::impl::set_post_acc_grad_hooks(v, nullptr);
+      auto& hook = torch::autograd::impl::post_acc_grad_hooks(v);
+      auto* ours = dynamic_cast<ReadyHook*>(hook.get());
+      if (ours != nullptr && ours->reducer == reducer->reducer) {
+        hook.reset();
+      }
     } catch (...) {
     }
   }
