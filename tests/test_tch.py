@@ -2,12 +2,14 @@
 training, VarStore save/load, `:gpu`, several kernels of one spec at once, offline cells."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import TORCH_KERNEL_NAME, ok, result, run, start_torch, stdout_of, wait_for_analyzer
+from conftest import TORCH_KERNEL_NAME, install_spec, ok, result, run, start_torch, stdout_of, wait_for_analyzer
 
 
 def test_prelude_is_in_scope_and_tensors_compute(tk):
@@ -142,6 +144,44 @@ def test_two_kernels_of_one_spec_run_at_once(torch_env):
             km.shutdown_kernel()
     remaining = {p.name for p in (cache / "instances").iterdir()}
     assert not any(name.endswith("-" + pid) for name in remaining for pid in pids), "build dirs are removed at shutdown"
+
+
+def test_a_kernel_without_its_prebuilt_prelude_says_why_the_first_cell_waits(torch_env, tmp_path):
+    # A cache whose prebuilt prelude another installation wrote (its stamp): this kernel builds
+    # its own before the first cell runs, which says so once. The build is this installation's
+    # own (hard links), so cargo finds it fresh and the test is quick.
+    def link(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    cache = tmp_path / "cache"
+    shutil.copytree(Path(torch_env["TCH_KERNEL_CACHE_DIR"]) / "prebuilt", cache / "prebuilt", copy_function=link)
+    stamp = cache / "prebuilt" / "stamp"
+    stamp.unlink()  # a link to the real stamp: not written through
+    stamp.write_text("installed by another checkout\n")
+    name = "tch-kernel-test-foreign-cache"
+    env = dict(torch_env, TCH_KERNEL_CACHE_DIR=str(cache))
+    install_spec(name, *[a for k, v in env.items() for a in ("--env", f"{k}={v}")])
+    from jupyter_client import KernelManager
+
+    km = KernelManager(kernel_name=name)
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=120)
+        first = ok(kc, "1 + 1")
+        notices = "".join(c["text"] for t, c in first if t == "stream" and c["name"] == "stderr")
+        assert f"the prebuilt prelude in {cache} was built for another installation" in notices, first
+        assert "Run install.sh again" in notices
+        assert result(first) == ["2"]
+        second = ok(kc, "2 + 2")
+        assert not any(t == "stream" and c["name"] == "stderr" for t, c in second), second
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel()
 
 
 @pytest.mark.parametrize("offline_flag", [True, False], ids=["CARGO_NET_OFFLINE", "no-flag"])

@@ -40,7 +40,7 @@ pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) 
             })
         },
     };
-    crate::prebuild::check_prebuilt(&settings);
+    let start_notice = crate::prebuild::check_prebuilt(&settings);
     let mut config = settings.evaluator_config(build_dir, false);
     let has_prelude = config.prelude.is_some();
     // Names for Tab, saved in the prebuilt dir: completion answers from them while the
@@ -66,6 +66,7 @@ pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) 
             has_prelude,
             known,
             timing: Timing::default(),
+            start_notice,
         })
     })?;
     log::info!("stopped: {stopped:?}");
@@ -152,6 +153,9 @@ struct RustInterpreter {
     /// Completion names saved by the installer, for Tab before the evaluator has started.
     known: Arc<KnownNames>,
     timing: Timing,
+    /// Why the first cell waits for a build of the prelude (none prebuilt for this
+    /// installation): shown in the first cell that runs code.
+    start_notice: Option<String>,
 }
 
 /// What `:timing` shows: the compile and run time of every cell that ran, and whether each
@@ -322,6 +326,9 @@ impl Interpreter for RustInterpreter {
                 .request(&req.prompt, req.password)
                 .map_err(|e| e.to_string())
         };
+        if let Some(notice) = self.start_notice.take() {
+            publisher.stream(StreamName::Stderr, &notice);
+        }
         let evaluator = match self.evaluator.wait() {
             Ok(evaluator) => evaluator,
             Err(e) => {

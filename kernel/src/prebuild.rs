@@ -6,25 +6,33 @@ use anyhow::{Context, Result};
 use rust_evaluator::{DisplayEvent, Evaluator, OutputSink, PrebuiltState, Stream};
 use std::sync::Arc;
 
-/// At kernel start: removes dead kernels' build dirs, and warns when the prebuilt prelude is
-/// missing or was built for another installation (the first cell then builds it).
-pub fn check_prebuilt(settings: &Settings) {
-    if let Some(cache) = &settings.cache {
-        cache.collect_garbage();
-        if settings.prelude_dir.is_some() {
-            match cache.prebuilt_state(&settings.build_stamp()) {
-                PrebuiltState::Missing => log::warn!(
-                    "no prebuilt prelude in {}: the first cell builds tch (minutes). Run install.sh to prebuild it.",
-                    cache.root().display()
-                ),
-                PrebuiltState::Other(stamp) => log::warn!(
-                    "the prebuilt prelude in {} was built for another installation:\n{stamp}this kernel rebuilds it at start (a minute or more). Re-run install.sh, or give each installation its own --cache-dir.",
-                    cache.root().display()
-                ),
-                PrebuiltState::Current => {}
-            }
+/// At kernel start: removes dead kernels' build dirs, and warns (in the server's log) when the
+/// prebuilt prelude is missing or was built for another installation: this kernel then builds
+/// its own before the first cell runs. The notice for that first cell, which would otherwise
+/// wait minutes with no word.
+pub fn check_prebuilt(settings: &Settings) -> Option<String> {
+    let cache = settings.cache.as_ref()?;
+    cache.collect_garbage();
+    settings.prelude_dir.as_ref()?;
+    let root = cache.root().display();
+    let why = match cache.prebuilt_state(&settings.build_stamp()) {
+        PrebuiltState::Current => return None,
+        PrebuiltState::Missing => {
+            log::warn!(
+                "no prebuilt prelude in {root}: the first cell builds tch (minutes). Run install.sh to prebuild it."
+            );
+            format!("there is no prebuilt prelude in {root}")
         }
-    }
+        PrebuiltState::Other(stamp) => {
+            log::warn!(
+                "the prebuilt prelude in {root} was built for another installation:\n{stamp}this kernel rebuilds it at start (a minute or more). Re-run install.sh, or give each installation its own --cache-dir."
+            );
+            format!("the prebuilt prelude in {root} was built for another installation")
+        }
+    };
+    Some(format!(
+        "tch-kernel: {why}, so this kernel builds its own tch prelude before its first cell runs (a minute or more, at every kernel start). Run install.sh again to prebuild it once for all kernels, or give each installation its own --cache-dir.\n"
+    ))
 }
 
 /// `tch-kernel prebuild`: builds the prelude into the cache's `prebuilt/` for all later kernels.
