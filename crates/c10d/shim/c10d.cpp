@@ -75,6 +75,7 @@ struct Reducer {
   std::vector<at::Tensor> variables;               // the trainable ones, bucket after bucket
   std::vector<size_t> bucket_of;                   // per variable
   std::vector<int64_t> offset_of;                  // per variable, in its bucket's flat tensor
+  std::vector<int64_t> position_of;                // per variable, in its bucket
   std::vector<std::vector<size_t>> buckets;        // variables per bucket
   std::vector<int64_t> values;                     // gradient values per bucket
   std::vector<at::Tensor> flat;                    // per bucket
@@ -95,17 +96,13 @@ struct Reducer {
     const at::Tensor& v = variables[i];
     at::Tensor grad = v.grad();
     at::Tensor slot = flat[b].narrow(0, offset_of[i], v.numel());
-    size_t position = 0;
-    while (buckets[b][position] != i) {
-      position++;
-    }
     bool has = grad.defined();
     if (has) {
       slot.copy_(grad.reshape({-1}));
     } else {
       slot.zero_();
     }
-    flat[b].narrow(0, values[b] + static_cast<int64_t>(position), 1).fill_(has ? 1 : 0);
+    flat[b].narrow(0, values[b] + position_of[i], 1).fill_(has ? 1 : 0);
     in[i] = true;
     missing[b]--;
   }
@@ -159,6 +156,9 @@ struct Reducer {
       armed = false;
     } catch (const std::exception& e) {
       error = e.what();
+      armed = false;
+    } catch (...) {
+      error = "an unknown C++ exception";
       armed = false;
     }
   }
@@ -386,6 +386,7 @@ c10d_reducer* c10d_reducer_new(c10d_group* group, at::Tensor** variables, size_t
         r->variables.push_back(*variables[i]);
         r->bucket_of.push_back(b);
         r->offset_of.push_back(total);
+        r->position_of.push_back(static_cast<int64_t>(members.size()));
         total += variables[i]->numel();
         members.push_back(i);
       }
