@@ -76,17 +76,11 @@ fn two_ranks_reduce_broadcast_gather_and_wait() {
     }
 }
 
-/// Rank 1 does not use layer `b`: both ranks end with b's gradient averaged as DDP does
-/// (rank 0's and rank 1's zeros), and with rank 0's starting weights.
-#[test]
-fn data_parallel_rank() {
-    let Some(rank) = std::env::var(RANK_ENV)
-        .ok()
-        .and_then(|r| r.parse::<usize>().ok())
-    else {
-        return;
-    };
-    let port: u16 = std::env::var(PORT_ENV).unwrap().parse().unwrap();
+/// This process's rank and its job, joined as torchrun's variables would say; `None` when not
+/// started as a rank.
+fn join() -> Option<(usize, Distributed)> {
+    let rank: usize = std::env::var(RANK_ENV).ok()?.parse().ok()?;
+    let port: u16 = std::env::var(PORT_ENV).ok()?.parse().ok()?;
     let launch = Launch {
         launcher: Launcher::Torchrun,
         rank,
@@ -96,6 +90,14 @@ fn data_parallel_rank() {
         master_port: port,
     };
     let dist = Distributed::join(launch, Device::Cpu, Duration::from_secs(30)).expect("join");
+    Some((rank, dist))
+}
+
+/// Rank 1 does not use layer `b`: both ranks end with b's gradient averaged as DDP does
+/// (rank 0's and rank 1's zeros), and with rank 0's starting weights.
+#[test]
+fn data_parallel_rank() {
+    let Some((rank, dist)) = join() else { return };
     tch::manual_seed(rank as i64);
     let vs = nn::VarStore::new(Device::Cpu);
     let a = nn::linear(vs.root() / "a", 3, 1, Default::default());
@@ -131,22 +133,7 @@ fn data_parallel_averages_a_gradient_one_rank_did_not_compute() {
 /// each rank's own by hand; rank 1 does not use layer `b`.
 #[test]
 fn data_parallel_overlap_rank() {
-    let Some(rank) = std::env::var(RANK_ENV)
-        .ok()
-        .and_then(|r| r.parse::<usize>().ok())
-    else {
-        return;
-    };
-    let port: u16 = std::env::var(PORT_ENV).unwrap().parse().unwrap();
-    let launch = Launch {
-        launcher: Launcher::Torchrun,
-        rank,
-        world_size: 2,
-        local_rank: rank,
-        master_addr: "127.0.0.1".to_owned(),
-        master_port: port,
-    };
-    let dist = Distributed::join(launch, Device::Cpu, Duration::from_secs(30)).expect("join");
+    let Some((rank, dist)) = join() else { return };
     tch::manual_seed(rank as i64);
     let vs = nn::VarStore::new(Device::Cpu);
     let l1 = nn::linear(vs.root() / "l1", 3, 4, Default::default());
