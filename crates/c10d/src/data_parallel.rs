@@ -12,6 +12,7 @@
 //! 2.15), while the hook it is built on has kept its form.
 
 use crate::{Distributed, Error, GradientReducer, ReduceOp, Result, same_tensor};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use tch::{Kind, Tensor, nn};
 
@@ -50,8 +51,8 @@ pub struct DataParallel {
     overlapped: AtomicI64,
 }
 
-/// FNV-1a: a fingerprint of the model's names, shapes, kinds and trainable flags (which make
-/// the buckets) that fits an i64 tensor.
+/// FNV-1a: a fingerprint of the model's names, shapes, kinds and trainable flags, and of the
+/// order of the buckets (`order`: the trainable variables' names), that fits an i64 tensor.
 fn fingerprint(variables: &[(String, Tensor)], order: &[String]) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let lines = variables
@@ -88,18 +89,33 @@ impl DataParallel {
     ) -> Result<DataParallel> {
         let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         variables.sort_by(|a, b| a.0.cmp(&b.0));
-        // The trainable variables, last created first (tch keeps them in creation order, the
-        // names apart).
-        let trainable: Vec<(String, Tensor)> = vs
+        // The variables that get gradients, last created first (tch keeps its trainable ones
+        // in creation order, the names apart; found by address, then by identity). Any other
+        // variable that gets gradients follows, in name order, so that none goes unaveraged.
+        let mut by_address: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, (_, v)) in variables.iter().enumerate() {
+            by_address.entry(v.data_ptr() as usize).or_default().push(i);
+        }
+        let mut order: Vec<usize> = vs
             .trainable_variables()
             .iter()
             .rev()
+            .filter(|t| t.requires_grad())
             .filter_map(|t| {
-                variables
+                by_address
+                    .get(&(t.data_ptr() as usize))?
                     .iter()
-                    .find(|(_, v)| same_tensor(v, t))
-                    .map(|(name, v)| (name.clone(), v.shallow_clone()))
+                    .copied()
+                    .find(|&i| same_tensor(&variables[i].1, t))
             })
+            .collect();
+        let listed: HashSet<usize> = order.iter().copied().collect();
+        order.extend(
+            (0..variables.len()).filter(|i| variables[*i].1.requires_grad() && !listed.contains(i)),
+        );
+        let trainable: Vec<(String, Tensor)> = order
+            .into_iter()
+            .map(|i| (variables[i].0.clone(), variables[i].1.shallow_clone()))
             .collect();
         let mut buckets: Vec<Vec<Tensor>> = Vec::new();
         let mut bytes = 0;
@@ -145,8 +161,9 @@ impl DataParallel {
         &self.dist
     }
 
-    /// Every rank must hold the same variables (names, shapes, kinds, trainable flags), or the averaged
-    /// gradients would mean nothing (or the collectives would fail half-way).
+    /// Every rank must hold the same variables (names, shapes, kinds, trainable flags, the order
+    /// they were created in, which orders the buckets), or the averaged gradients would mean
+    /// nothing (or the collectives would fail half-way).
     fn check_same_model(&self) -> Result<()> {
         if self.dist.world_size() == 1 {
             return Ok(());
