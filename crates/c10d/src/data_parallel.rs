@@ -113,15 +113,11 @@ impl DataParallel {
         order.extend(
             (0..variables.len()).filter(|i| variables[*i].1.requires_grad() && !listed.contains(i)),
         );
-        let trainable: Vec<(String, Tensor)> = order
-            .into_iter()
-            .map(|i| (variables[i].0.clone(), variables[i].1.shallow_clone()))
-            .collect();
         let mut buckets: Vec<Vec<Tensor>> = Vec::new();
         let mut bytes = 0;
         // The kind and device of the last bucket (none yet): a bucket holds one of each.
         let mut last_kind = None;
-        for (_, t) in &trainable {
+        for t in order.iter().map(|&i| &variables[i].1) {
             let size = t.numel() * t.kind().elt_size_in_bytes();
             let key = Some((t.kind(), t.device()));
             let cap = if buckets.len() == 1 {
@@ -147,8 +143,8 @@ impl DataParallel {
         let ddp = DataParallel {
             reducer,
             dist: dist.clone(),
+            order: order.iter().map(|&i| variables[i].0.clone()).collect(),
             variables,
-            order: trainable.into_iter().map(|(name, _)| name).collect(),
             overlapped: AtomicI64::new(0),
         };
         ddp.check_same_model()?;
