@@ -15,24 +15,23 @@ pub fn check_prebuilt(settings: &Settings) -> Option<String> {
     cache.collect_garbage();
     settings.prelude_dir.as_ref()?;
     let root = cache.root().display();
-    let why = match cache.prebuilt_state(&settings.build_stamp()) {
+    // The stamp (which installation built it) goes to the log only.
+    let (why, stamp) = match cache.prebuilt_state(&settings.build_stamp()) {
         PrebuiltState::Current => return None,
-        PrebuiltState::Missing => {
-            log::warn!(
-                "no prebuilt prelude in {root}: the first cell builds tch (minutes). Run install.sh to prebuild it."
-            );
-            format!("there is no prebuilt prelude in {root}")
-        }
-        PrebuiltState::Other(stamp) => {
-            log::warn!(
-                "the prebuilt prelude in {root} was built for another installation:\n{stamp}this kernel rebuilds it at start (a minute or more). Re-run install.sh, or give each installation its own --cache-dir."
-            );
-            format!("the prebuilt prelude in {root} was built for another installation")
-        }
+        PrebuiltState::Missing => (
+            format!("there is no prebuilt prelude in {root}"),
+            String::new(),
+        ),
+        PrebuiltState::Other(stamp) => (
+            format!("the prebuilt prelude in {root} was built for another installation"),
+            format!("\nits stamp:\n{stamp}"),
+        ),
     };
-    Some(format!(
+    let notice = format!(
         "tch-kernel: {why}, so this kernel builds its own tch prelude before its first cell runs (a minute or more, at every kernel start). Run install.sh again to prebuild it once for all kernels, or give each installation its own --cache-dir.\n"
-    ))
+    );
+    log::warn!("{}{stamp}", notice.trim_end());
+    Some(notice)
 }
 
 /// `tch-kernel prebuild`: builds the prelude into the cache's `prebuilt/` for all later kernels.
