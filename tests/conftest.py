@@ -63,10 +63,15 @@ def install_spec(name, *extra):
     )
 
 
+def install_torch_spec(name, env):
+    """A libtorch kernelspec `name` with the environment `env` (TORCH_ENV, or a variation)."""
+    install_spec(name, *[a for k, v in env.items() for a in ("--env", f"{k}={v}")])
+
+
 install_spec(KERNEL_NAME)
 install_spec(SIGNAL_KERNEL_NAME, "--interrupt-mode", "signal")
 if TORCH_ENV:
-    install_spec(TORCH_KERNEL_NAME, *[a for k, v in TORCH_ENV.items() for a in ("--env", f"{k}={v}")])
+    install_torch_spec(TORCH_KERNEL_NAME, TORCH_ENV)
 
 
 @pytest.fixture(scope="session")
@@ -143,11 +148,12 @@ def run_interrupted(km, kc, code, when, interrupts=1, timeout=120):
     return reply["content"], [o for o in outputs if o[0] != "status"]
 
 
-def start_torch(extra_env=None):
-    """Starts the libtorch kernel (environment plus `extra_env`); returns (manager, client)."""
+def start_torch(extra_env=None, name=TORCH_KERNEL_NAME):
+    """Starts the libtorch kernel `name` (environment plus `extra_env`); returns (manager,
+    client)."""
     from jupyter_client import KernelManager
 
-    km = KernelManager(kernel_name=TORCH_KERNEL_NAME)
+    km = KernelManager(kernel_name=name)
     env = dict(os.environ)
     env.update(extra_env or {})
     km.start_kernel(env=env)

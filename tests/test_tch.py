@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TORCH_KERNEL_NAME, install_spec, ok, result, run, start_torch, stdout_of, wait_for_analyzer
+from conftest import TORCH_KERNEL_NAME, install_torch_spec, ok, result, run, start_torch, stdout_of, wait_for_analyzer
 
 
 def test_prelude_is_in_scope_and_tensors_compute(tk):
@@ -162,16 +162,9 @@ def test_a_kernel_without_its_prebuilt_prelude_says_why_the_first_cell_waits(tor
     stamp.unlink()  # a link to the real stamp: not written through
     stamp.write_text("installed by another checkout\n")
     name = "tch-kernel-test-foreign-cache"
-    env = dict(torch_env, TCH_KERNEL_CACHE_DIR=str(cache))
-    install_spec(name, *[a for k, v in env.items() for a in ("--env", f"{k}={v}")])
-    from jupyter_client import KernelManager
-
-    km = KernelManager(kernel_name=name)
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
+    install_torch_spec(name, dict(torch_env, TCH_KERNEL_CACHE_DIR=str(cache)))
+    km, kc = start_torch(name=name)
     try:
-        kc.wait_for_ready(timeout=120)
         first = ok(kc, "1 + 1")
         notices = "".join(c["text"] for t, c in first if t == "stream" and c["name"] == "stderr")
         assert f"the prebuilt prelude in {cache} was built for another installation" in notices, first
