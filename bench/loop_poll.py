@@ -16,7 +16,7 @@ import time
 
 from jupyter_client import KernelManager
 
-SETUP = "let data: Vec<f64> = (0..4_000_000).map(|i| (i % 1000) as f64 * 0.001).collect();\nlet other: Vec<f64> = data.iter().map(|v| 1.0 - v).collect();\nlet n = 200usize;\nlet a: Vec<f64> = (0..n * n).map(|i| (i % 7) as f64).collect();"
+SETUP = "let data: Vec<f64> = (0..4_000_000).map(|i| (i % 1000) as f64 * 0.001).collect();\nlet other: Vec<f64> = data.iter().map(|v| 1.0 - v).collect();\nlet n = 200usize;\nlet a: Vec<f64> = (0..n * n).map(|i| (i % 7) as f64).collect();\nlet rec_steps = 60_000_000u64;"
 
 # (name, cell body; each prints `elapsed <seconds>` for its loop only). `{i}` makes each run a
 # new cell, as in a notebook.
@@ -25,6 +25,12 @@ LOOPS = [
     ("for over a range (integer recurrence)",
      "let t = std::time::Instant::now();\nlet mut x = {i}u64;\n"
      "for k in 0..60_000_000u64 { x = x.wrapping_mul(6364136223846793005).wrapping_add(k); }\n"
+     "println!(\"elapsed {} {}\", t.elapsed().as_secs_f64(), x);"),
+    # The same with its bound in a variable of an earlier cell, as `for step in 0..steps` has
+    # it: LLVM then gives the plain loop the form it gives every chunk (see the README).
+    ("for over a range (integer recurrence, bound in a variable)",
+     "let t = std::time::Instant::now();\nlet mut x = {i}u64;\n"
+     "for k in 0..rec_steps { x = x.wrapping_mul(6364136223846793005).wrapping_add(k); }\n"
      "println!(\"elapsed {} {}\", t.elapsed().as_secs_f64(), x);"),
     ("for over a range (float arithmetic)",
      "let t = std::time::Instant::now();\nlet mut s = {i}.0f64;\n"
@@ -41,6 +47,10 @@ LOOPS = [
     ("for over two zipped Vecs (dot product)",
      "let t = std::time::Instant::now();\nlet mut s = {i}.0;\n"
      "for _ in 0..10 { for (x, y) in data.iter().zip(&other) { s += x * y; } }\n"
+     "println!(\"elapsed {} {}\", t.elapsed().as_secs_f64(), s > 0.0);"),
+    ("for over an enumerated Vec (weighted sum)",
+     "let t = std::time::Instant::now();\nlet mut s = {i}.0;\n"
+     "for _ in 0..10 { for (k, v) in data.iter().enumerate() { s += v * (k & 7) as f64; } }\n"
      "println!(\"elapsed {} {}\", t.elapsed().as_secs_f64(), s > 0.0);"),
     ("while (Collatz steps)",
      "let t = std::time::Instant::now();\nlet mut steps = 0u64;\nlet mut m = 1u64 + {i};\n"

@@ -245,6 +245,9 @@ def test_every_loop_a_cell_writes_stops_at_an_interrupt(k):
         'println!("running"); let (lo, hi) = (1i128, i128::MAX); for i in lo..hi { spins = i as u64; }',
         'println!("running"); let mut units = vec![(); usize::MAX]; for u in &mut units { *u = (); spins = spins.wrapping_add(1); }',
         'println!("running"); for x in std::iter::repeat(3u64) { spins = spins.wrapping_add(x); }',
+        # Zipped and enumerated slices, by sub-slices.
+        'println!("running"); let units = vec![(); usize::MAX]; for (u, v) in units.iter().zip(&units) { spins = spins.wrapping_add(1); }',
+        'println!("running"); let mut units = vec![(); usize::MAX]; for (i, u) in units.iter_mut().enumerate() { *u = (); spins = i as u64; }',
         'println!("running"); while spins != 1 { spins = spins.wrapping_add(2); }',
         # A for around another loop polls at each of its iterations; the inner one in chunks.
         'println!("running"); let few = [1u64; 3]; for _ in 0..u64::MAX { for x in &few { spins = spins.wrapping_add(*x); } }',
@@ -256,6 +259,24 @@ def test_every_loop_a_cell_writes_stops_at_an_interrupt(k):
         assert result(ok(kc, "model.sum(Kind::Float).double_value(&[])")) == ["3.0"], cell
     # Counters the loops updated are kept too.
     assert int(result(ok(kc, "spins"))[0]) > 0
+
+
+def test_chunked_loops_compute_what_they_would_without_the_polls(k):
+    """Zipped and enumerated slices run by sub-slices, and any other `zip` or `enumerate` as
+    written: every item once, in order, with `continue`, in place."""
+    _, kc = k
+    ok(kc, "let a: Vec<f64> = (0..10_000).map(|i| i as f64).collect();\nlet mut b = vec![0.0f64; 9_000];")
+    code = """let mut dot = 0.0;
+for (x, y) in a.iter().zip(&a) { if *x >= 5000.0 { continue; } dot += x * y; }
+for (i, v) in b.iter_mut().enumerate() { *v = i as f64 * 2.0; }
+for (o, x) in b.iter_mut().zip(a.iter().rev()) { *o += x; }
+let mut firsts = Vec::new();
+for (i, x) in a.iter().enumerate() { if i % 4000 == 0 { firsts.push((i, *x as usize)); } }
+let mut both = 0;
+for (p, q) in Some(1u32).zip(Some(2u32)) { both = p + q; }
+(dot, b[0], b[8_999], firsts, both)"""
+    expected_dot = float(sum(i * i for i in range(5000)))
+    assert result(ok(kc, code)) == [f"({expected_dot}, 9999.0, 18998.0, [(0, 0), (4000, 4000), (8000, 8000)], 3)"]
 
 
 def test_a_loop_over_slow_steps_stops_at_the_next_step(k):

@@ -282,6 +282,7 @@ mod tests {
             "tch-prelude",
             "notebook-helpers",
             "child-protocol",
+            "loop-chunks",
             "Cargo.lock",
         ] {
             assert!(names.iter().any(|n| n == crate_dir), "{names:?}");

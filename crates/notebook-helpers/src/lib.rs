@@ -46,6 +46,10 @@ pub mod batch {
     pub use crate::batch_output::{cell, outputs_dir};
     pub use crate::display::DebugFallback;
 }
+/// How the kernel runs a cell's `for` loops over zipped and enumerated slices between its
+/// interrupt polls: from here, a cell compiles them only when it has such a loop.
+#[doc(hidden)]
+pub use loop_chunks::pairs::*;
 #[cfg(feature = "tch")]
 mod image;
 /// Snapshots of variables: the savers the kernel keeps with each and the loaders `:restore`

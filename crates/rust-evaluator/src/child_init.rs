@@ -19,8 +19,15 @@ pub(crate) fn items_cell() -> String {
 }
 
 /// What a kernel without a prelude adds to the first cell: `display_mime`, `clear_output`,
-/// `interrupted()` and `check_interrupt()` (`child/standalone.rs`).
-pub(crate) const STANDALONE_ITEMS_CELL: &str = include_str!("child/standalone.rs");
+/// `interrupted()` and `check_interrupt()` (`child/standalone.rs`), and what the prelude has
+/// for loops over zipped and enumerated slices (`loop_chunks`).
+pub(crate) fn standalone_items_cell() -> String {
+    format!(
+        "{}\n{}",
+        include_str!("child/standalone.rs"),
+        loop_chunks::SOURCE
+    )
+}
 
 /// Installs the panic hook: a cell of its own after the items, run again in every new child
 /// (`child/panic_hook.rs`). It defines no variables.
@@ -177,6 +184,7 @@ mod tests {
         use child_protocol as __tch_kernel_protocol;
         include!("child/items.rs");
         include!("child/standalone.rs");
+        include!("../../loop-chunks/src/pairs.rs");
         pub(super) fn install_panic_hook() {
             include!("child/panic_hook.rs")
         }
@@ -273,6 +281,96 @@ mod tests {
         }
     }
 
+    /// `A.zip(B)` as loop_poll.rs writes it for a `for` loop (`Pair`).
+    macro_rules! zipped {
+        ($a:expr, $b:expr) => {{
+            #[allow(unused_imports)]
+            use child_code::{__TchKernelZipAny as _, __TchKernelZipFast as _};
+            match ($a, $b) {
+                (za, zb) => (&&child_code::__TchKernelPair::of(&za, &zb))
+                    .__tch_zip(za, zb, |za, zb| za.zip(zb)),
+            }
+        }};
+    }
+
+    /// `A.enumerate()` as loop_poll.rs writes it for a `for` loop.
+    macro_rules! enumerated {
+        ($a:expr) => {{
+            #[allow(unused_imports)]
+            use child_code::{__TchKernelEnumerateAny as _, __TchKernelEnumerateFast as _};
+            match ($a, ()) {
+                (za, zb) => (&&child_code::__TchKernelPair::of(&za, &zb))
+                    .__tch_enumerate(za, |za| za.enumerate()),
+            }
+        }};
+    }
+
+    #[test]
+    fn zipped_and_enumerated_slices_run_every_pair_once_in_order() {
+        for len in [0usize, 1, 4095, 4096, 4097, 10_000] {
+            let a: Vec<usize> = (0..len).collect();
+            let b: Vec<usize> = (0..len + 7).map(|i| i * 3).collect();
+            let chunks = len.div_ceil(4096).max(1);
+            let pairs: Vec<(usize, usize)> = a.iter().copied().zip(b.iter().copied()).collect();
+            // Two slices, either the shorter, by sub-slices.
+            let (items, n) = chunked_for!(zipped!(a.iter(), &b));
+            assert_eq!(n, chunks);
+            assert_eq!(
+                items.into_iter().map(|(x, y)| (*x, *y)).collect::<Vec<_>>(),
+                pairs
+            );
+            let (items, n) = chunked_for!(zipped!(b.iter(), a.iter()));
+            assert_eq!(n, chunks);
+            let swapped: Vec<_> = pairs.iter().map(|(x, y)| (*y, *x)).collect();
+            assert_eq!(
+                items.into_iter().map(|(x, y)| (*x, *y)).collect::<Vec<_>>(),
+                swapped
+            );
+            // Mutable on either side: every item once, changed in place.
+            let mut out = vec![0usize; len];
+            let (items, n) = chunked_for!(zipped!(out.iter_mut(), &b));
+            assert_eq!(n, chunks);
+            items.into_iter().for_each(|(o, y)| *o = *y + 1);
+            assert_eq!(out, (0..len).map(|i| i * 3 + 1).collect::<Vec<_>>());
+            let mut copy = b.clone();
+            let (items, _) = chunked_for!(zipped!(a.iter(), &mut copy));
+            items.into_iter().for_each(|(x, y)| *y += x);
+            assert_eq!(&copy[..len], (0..len).map(|i| i * 4).collect::<Vec<_>>());
+            assert_eq!(&copy[len..], &b[len..]);
+            // Enumerated, immutable and mutable.
+            let (items, n) = chunked_for!(enumerated!(b.iter()));
+            assert_eq!(n, (len + 7).div_ceil(4096));
+            let expected: Vec<_> = b.iter().enumerate().map(|(i, x)| (i, *x)).collect();
+            assert_eq!(
+                items.into_iter().map(|(i, x)| (i, *x)).collect::<Vec<_>>(),
+                expected
+            );
+            let mut copy = a.clone();
+            let (items, _) = chunked_for!(enumerated!(copy.iter_mut()));
+            items.into_iter().for_each(|(i, x)| *x += i);
+            assert_eq!(copy, (0..len).map(|i| i * 2).collect::<Vec<_>>());
+        }
+        // Chunks of a learnt size.
+        let a: Vec<u8> = (0..10).collect();
+        for size in [1, 3, 10, 11] {
+            let (items, n) = chunked_for!(zipped!(a.iter(), &a), size);
+            assert_eq!(n, 10usize.div_ceil(size));
+            assert_eq!(items.len(), 10);
+            let (items, _) = chunked_for!(enumerated!(a.iter()), size);
+            assert!(items.iter().all(|(i, x)| *i == usize::from(**x)));
+        }
+        // Anything else is zipped (enumerated) as written: an iterator that is not a slice's,
+        // and a `zip` that is not Iterator's.
+        let (items, _) = chunked_for!(zipped!((0..3u8).rev(), &a));
+        assert_eq!(items, [(2, &0), (1, &1), (0, &2)]);
+        let (items, _) = chunked_for!(zipped!(a.iter(), 5..7u8));
+        assert_eq!(items, [(&0, 5), (&1, 6)]);
+        let (items, _) = chunked_for!(zipped!(Some(1), Some('x')));
+        assert_eq!(items, [(1, 'x')]);
+        let (items, _) = chunked_for!(enumerated!(a.iter().skip(8)));
+        assert_eq!(items, [(0, &8), (1, &9)]);
+    }
+
     #[test]
     fn a_loop_learns_how_many_items_to_run_between_polls() {
         let site = child_code::__TchKernelSite::new();
@@ -363,6 +461,7 @@ mod tests {
         let _ = child_code::install_panic_hook;
         let _ = child_code::input;
         assert!(items_cell().contains("pub mod __tch_kernel_protocol"));
+        assert!(standalone_items_cell().contains("pub struct __TchKernelPair"));
         assert!(PANIC_HOOK_CELL.trim_end().ends_with('}'));
     }
 }

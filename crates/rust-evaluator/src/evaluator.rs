@@ -394,7 +394,7 @@ impl Evaluator {
         }
         first.push_str(&child_init::items_cell());
         if config.prelude.is_none() {
-            first.push_str(child_init::STANDALONE_ITEMS_CELL);
+            first.push_str(&child_init::standalone_items_cell());
         }
         first.push_str(child_init::PANIC_HOOK_CELL);
         if let Some(prelude) = &config.prelude {

@@ -16,7 +16,9 @@
 //! destructor that runs while an interrupt unwinds is not stopped by that interrupt.
 //! Compile errors are mapped back to the cell as written ([`Instrumented::original_position`]).
 
-use ra_ap_syntax::ast::{self, HasAttrs, HasLoopBody, HasName, RangeItem};
+use ra_ap_syntax::ast::{
+    self, HasArgList, HasAttrs, HasGenericArgs, HasLoopBody, HasName, RangeItem,
+};
 use ra_ap_syntax::{AstNode, Edition, SourceFile, SyntaxKind, SyntaxNode};
 use std::ops::Range;
 
@@ -198,7 +200,49 @@ enum How {
         pat: Range<usize>,
         expr: Range<usize>,
         body: Range<usize>,
+        pair: Option<Pair>,
     },
+}
+
+/// A `for` loop's iterable `A.zip(B)` or `A.enumerate()` whose A is a value (a call, a method
+/// call, a reference), not a place that passing it would move: chunked by sub-slice when A and
+/// B are slices' iterators (`child/items.rs`, `__TchKernelPair`).
+struct Pair {
+    receiver: Range<usize>,
+    /// The method's name, `zip` or `enumerate`.
+    method: Range<usize>,
+    /// B, for `zip`.
+    arg: Option<Range<usize>>,
+}
+
+impl Pair {
+    fn of(
+        expr: &ast::Expr,
+        range_of: &dyn Fn(ra_ap_syntax::TextRange) -> Option<Range<usize>>,
+    ) -> Option<Pair> {
+        let ast::Expr::MethodCallExpr(call) = expr else {
+            return None;
+        };
+        let name = call.name_ref()?;
+        let args: Vec<ast::Expr> = call.arg_list()?.args().collect();
+        let method = name.text().to_string();
+        let arg = match (method.as_str(), args.as_slice()) {
+            ("zip", [b]) => Some(range_of(b.syntax().text_range())?),
+            ("enumerate", []) => None,
+            _ => return None,
+        };
+        let receiver = call.receiver()?;
+        let is_value = matches!(
+            receiver,
+            ast::Expr::MethodCallExpr(_) | ast::Expr::CallExpr(_) | ast::Expr::RefExpr(_)
+        );
+        (is_value && call.generic_arg_list().is_none()).then_some(())?;
+        Some(Pair {
+            receiver: range_of(receiver.syntax().text_range())?,
+            method: range_of(name.syntax().text_range())?,
+            arg,
+        })
+    }
 }
 
 impl Loop {
@@ -281,11 +325,13 @@ impl Loop {
         let chunks = ast::ForExpr::cast(node.clone()).and_then(|f| {
             let close = local(usize::from(list.r_curly_token()?.text_range().start()))?;
             (!each_iteration && f.in_token().is_some()).then_some(())?;
+            let iterable = f.iterable()?;
             Some(How::Chunks {
                 for_keyword: range_of(f.for_token()?.text_range())?.start,
                 pat: range_of(f.pat()?.syntax().text_range())?,
-                expr: range_of(f.iterable()?.syntax().text_range())?,
+                expr: range_of(iterable.syntax().text_range())?,
                 body: at..close,
+                pair: Pair::of(&iterable, &range_of),
             })
         });
         Some(Loop {
@@ -460,6 +506,7 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 pat,
                 expr,
                 body,
+                pair,
             } => {
                 // As `for` desugars (a match, so that EXPR's temporaries live through the
                 // loop), a chunk at a time with one poll each. What a chunk is depends on the
@@ -474,9 +521,18 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 //       None => if last { break 'c } else { break } } } learn } } }
                 // The user's label goes on the `while`, so `continue 'label` takes the next
                 // item. A labelled chunk loop per loop: nested ones get their own label.
+                // `A.zip(B)` and `A.enumerate()` (`Pair`, B is `()`) go through
+                //   match (A, B) { (a, b) => match IntoIterator::into_iter({ use ..;
+                //     (&&Pair::of(&a, &b)).__tch_zip(a, b, |a, b| a.zip(b)) }) { .. } }
+                // which is the slices themselves if A and B are slices' iterators.
                 let chunks = format!("'__tch_chunks{}", l.range.start);
-                out.generated("match ::std::iter::IntoIterator::into_iter(", l.range.start);
-                emit(code, expr.clone(), inner, out);
+                match pair {
+                    None => {
+                        out.generated("match ::std::iter::IntoIterator::into_iter(", l.range.start);
+                        emit(code, expr.clone(), inner, out);
+                    }
+                    Some(pair) => emit_pair(code, pair, inner, out),
+                }
                 out.generated(
                     &format!(
                         ") {{ mut __tch_it => {{ {SITE} {chunks}: loop {{ {POLL_CALL} {SPLIT} {SPLIT_TIMED} let mut __tch_n = 0usize; "
@@ -494,7 +550,8 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
                 emit(code, body.end..l.range.end, inner, out);
                 out.generated(
                     &format!(
-                        " ::std::option::Option::None => if __tch_last {{ break {chunks} }} else {{ break }} }} }} {LEARN} }} {LOOP_END} }} }}"
+                        " ::std::option::Option::None => if __tch_last {{ break {chunks} }} else {{ break }} }} }} {LEARN} }} {LOOP_END} }} }}{}",
+                        if pair.is_some() { " }" } else { "" }
                     ),
                     l.range.end,
                 );
@@ -504,6 +561,41 @@ fn emit(code: &str, range: Range<usize>, loops: &[Loop], out: &mut Builder) {
         i = inner_end;
     }
     out.original(code, pos..range.end);
+}
+
+/// The start of a chunked `for` over `A.zip(B)` or `A.enumerate()` (see `How::Chunks`), up to
+/// the iterator; the `match` it opens is closed after the loop.
+fn emit_pair(code: &str, pair: &Pair, inner: &[Loop], out: &mut Builder) {
+    out.generated("match (", pair.receiver.start);
+    emit(code, pair.receiver.clone(), inner, out);
+    let (traits, call, args) = match &pair.arg {
+        Some(arg) => {
+            out.generated(", ", arg.start);
+            emit(code, arg.clone(), inner, out);
+            (
+                "__TchKernelZipFast as _, __TchKernelZipAny as _",
+                "__tch_zip(__tch_za, __tch_zb, |__tch_za, __tch_zb| __tch_za.",
+                "(__tch_zb)) }",
+            )
+        }
+        None => {
+            out.generated(", ()", pair.method.end);
+            (
+                "__TchKernelEnumerateFast as _, __TchKernelEnumerateAny as _",
+                "__tch_enumerate(__tch_za, |__tch_za| __tch_za.",
+                "()) }",
+            )
+        }
+    };
+    let end = pair.arg.as_ref().map_or(pair.method.end, |a| a.end);
+    out.generated(
+        &format!(
+            ") {{ (__tch_za, __tch_zb) => match ::std::iter::IntoIterator::into_iter({{ #[allow(unused_imports)] use crate::{{{traits}}}; (&&crate::__TchKernelPair::of(&__tch_za, &__tch_zb)).{call}"
+        ),
+        end,
+    );
+    emit(code, pair.method.clone(), inner, out);
+    out.generated(args, end);
 }
 
 /// Inside a `const fn`, a `const` or `static` item or a `const { }` block, where no ordinary
@@ -550,6 +642,52 @@ mod tests {
             out.contains(&format!("{{ {SITE} loop {{ crate::__tch_kernel_poll(); {START} let mut __tch_n = 0usize; while __tch_n < __tch_size && (n > 0) {{__tch_n += 1;\n    n -= 1;\n}} if __tch_n < __tch_size {{ break; }} {LEARN} }} {LOOP_END} }}")),
             "{out}"
         );
+    }
+
+    #[test]
+    fn zip_and_enumerate_of_a_value_go_through_the_pair() {
+        let code = "for (x, y) in a.iter().zip(&b) { s += x * y; }\nfor (i, x) in v.iter_mut().enumerate() { *x += i; }";
+        let out = instrument(code).code;
+        assert!(
+            out.starts_with("match (a.iter(), &b) { (__tch_za, __tch_zb) => match ::std::iter::IntoIterator::into_iter({ #[allow(unused_imports)] use crate::{__TchKernelZipFast as _, __TchKernelZipAny as _}; (&&crate::__TchKernelPair::of(&__tch_za, &__tch_zb)).__tch_zip(__tch_za, __tch_zb, |__tch_za, __tch_zb| __tch_za.zip(__tch_zb)) }) { mut __tch_it => {"),
+            "{out}"
+        );
+        assert!(
+            out.contains("match (v.iter_mut(), ()) { (__tch_za, __tch_zb) => match ::std::iter::IntoIterator::into_iter({ #[allow(unused_imports)] use crate::{__TchKernelEnumerateFast as _, __TchKernelEnumerateAny as _}; (&&crate::__TchKernelPair::of(&__tch_za, &__tch_zb)).__tch_enumerate(__tch_za, |__tch_za| __tch_za.enumerate()) }) { mut __tch_it => {"),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("Some((x, y)) => {{__tch_n += __tch_step; s += x * y; }} ::std::option::Option::None => if __tch_last {{ break '__tch_chunks0 }} else {{ break }} }} }} {LEARN} }} {LOOP_END} }} }} }}\n")),
+            "{out}"
+        );
+        assert!(out.ends_with(&format!("{LOOP_END} }} }} }}")), "{out}");
+        // A place (moved by the pair, only borrowed by a `zip(&self, ..)`), a turbofish, other
+        // methods: as any iterator.
+        for code in [
+            "for p in it.zip(&b) {}",
+            "for p in a.iter().zip::<&[u8]>(&b) {}",
+            "for p in a.iter().zip(&b).rev() {}",
+            "for p in a.iter().enumerate().skip(1) {}",
+        ] {
+            let out = instrument(code).code;
+            assert!(!out.contains("__TchKernelPair"), "{out}");
+            assert!(out.contains("into_iter"), "{out}");
+        }
+        // Errors in the pair point at the code as written.
+        let inst = instrument(code);
+        for (generated, pat) in [
+            ("zip(__tch_zb)", "zip("),
+            ("&b)", "&b)"),
+            ("enumerate()", "enumerate("),
+        ] {
+            let at = inst.code.find(generated).unwrap();
+            let (line, column) = line_column(&inst.code, at);
+            assert_eq!(
+                inst.original_position(line, column),
+                line_column(code, code.find(pat).unwrap()),
+                "{pat}"
+            );
+        }
     }
 
     #[test]

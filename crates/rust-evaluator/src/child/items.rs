@@ -268,6 +268,28 @@ impl<I: Iterator> __TchKernelSplitAny for __TchKernelSplit<I> {
         (__TchKernelWhole, size.max(1), 1, true)
     }
 }
+// Zipped and enumerated slices by sub-slices (`__TchKernelPair`, from the loop-chunks crate:
+// the prelude's, or in the first cell of a kernel without it).
+impl<A: __TchKernelSlice, B: __TchKernelSlice> __TchKernelSplitFast
+    for &__TchKernelSplit<__TchKernelZipSlices<A, B>>
+{
+    type Iter = __TchKernelZipSlices<A, B>;
+    type Chunk = __TchKernelPart<__TchKernelZipPart<A::Iter, B::Iter>>;
+    #[inline(always)]
+    fn __tch_split(&self, it: &mut Self::Iter, size: usize) -> (Self::Chunk, usize, usize, bool) {
+        let part = it.cut(size.max(1));
+        (__TchKernelPart(part), usize::MAX, 0, it.is_empty())
+    }
+}
+impl<A: __TchKernelSlice> __TchKernelSplitFast for &__TchKernelSplit<__TchKernelEnumSlice<A>> {
+    type Iter = __TchKernelEnumSlice<A>;
+    type Chunk = __TchKernelPart<__TchKernelEnumPart<A::Iter>>;
+    #[inline(always)]
+    fn __tch_split(&self, it: &mut Self::Iter, size: usize) -> (Self::Chunk, usize, usize, bool) {
+        let part = it.cut(size.max(1));
+        (__TchKernelPart(part), usize::MAX, 0, it.is_empty())
+    }
+}
 /// Called at the top of every loop body in cell code (the kernel inserts the call): an
 /// interrupt (■) then stops the loop as `check_interrupt()` does, keeping earlier variables.
 /// Two relaxed loads per iteration, and no call that returns: a call that may return inside a
