@@ -206,7 +206,7 @@ enum How {
 
 /// A `for` loop's iterable `A.zip(B)` or `A.enumerate()` whose A is a value (a call, a method
 /// call, a reference), not a place that passing it would move: chunked by sub-slice when A and
-/// B are slices' iterators (`child/items.rs`, `__TchKernelPair`).
+/// B are slices' iterators (`__TchKernelPair` in the loop-chunks crate).
 struct Pair {
     receiver: Range<usize>,
     /// The method's name, `zip` or `enumerate`.
