@@ -97,6 +97,11 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         .collect();
     let options = ExportOptions {
         prelude_dir,
+        edition: rust_evaluator::CELL_EDITION.to_owned(),
+        dependencies: crate::settings::CELL_CRATES
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
         lockfile: get("TCH_KERNEL_LOCKFILE").map(PathBuf::from),
         env: carried,
         name: args.name.clone(),

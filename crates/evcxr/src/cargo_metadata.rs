@@ -9,8 +9,6 @@ use crate::eval_context::Config;
 use anyhow::Context;
 use anyhow::Result;
 use anyhow::bail;
-use once_cell::sync::Lazy;
-use regex::Regex;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -34,63 +32,8 @@ pub(crate) fn get_library_names(config: &Config) -> Result<Vec<String>> {
     }
 }
 
-pub(crate) fn validate_dep(dep: &str, dep_config: &str, config: &Config) -> Result<()> {
-    std::fs::write(
-        config.crate_dir().join("Cargo.toml"),
-        format!(
-            r#"
-    [package]
-    name = "evcxr_dummy_validate_dep"
-    version = "0.0.1"
-    edition = "2024"
-
-    [lib]
-    path = "lib.rs"
-
-    [dependencies]
-    {dep} = {dep_config}
-
-    # tch-kernel: never part of an enclosing workspace.
-    [workspace]
-    "#
-        ),
-    )?;
-    let mut cmd = config.cargo_command("metadata");
-    let output = cmd.arg("--format-version=1").output()?;
-    if output.status.success() {
-        static NO_LIB_PATTERN: Lazy<Regex> = Lazy::new(|| {
-            Regex::new("ignoring invalid dependency `(.*)` which is missing a lib target").unwrap()
-        });
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if let Some(captures) = NO_LIB_PATTERN.captures(&stderr) {
-            bail!("Dependency `{}` is missing a lib target", &captures[1]);
-        }
-        Ok(())
-    } else {
-        static IGNORED_LINES_PATTERN: Lazy<Regex> =
-            Lazy::new(|| Regex::new("required by package `evcxr_dummy_validate_dep.*").unwrap());
-        static PRIMARY_ERROR_PATTERN: Lazy<Regex> =
-            Lazy::new(|| Regex::new("(.*) as a dependency of package `[^`]*`").unwrap());
-        let mut message = Vec::new();
-        let mut suggest_offline_mode = false;
-        for line in String::from_utf8_lossy(&output.stderr).lines() {
-            if let Some(captures) = PRIMARY_ERROR_PATTERN.captures(line) {
-                message.push(captures[1].to_string());
-            } else if !IGNORED_LINES_PATTERN.is_match(line) {
-                message.push(line.to_owned());
-            }
-
-            if line.contains("failed to fetch `https://github.com/rust-lang/crates.io-index`") {
-                suggest_offline_mode = true;
-            }
-        }
-
-        if suggest_offline_mode {
-            message.push("\nTip: Enable offline mode with `:offline 1`".to_owned());
-        }
-        bail!(message.join("\n"));
-    }
-}
+// tch-kernel: `validate_dep` is gone: a `:dep` is resolved by `dep_resolution`, beside the
+// build dir instead of over its manifest and lock file.
 
 fn library_names_from_metadata(metadata: &str) -> Result<Vec<String>> {
     let metadata: Value = serde_json::from_str(metadata)?;

@@ -246,6 +246,13 @@ Panic detected. Here's some useful information if you're filing a bug report.
         self.eval_context.trust_seeded_rustc_record(trusted);
     }
 
+    /// tch-kernel: later `:dep`s may not change the versions or features of the dependencies
+    /// resolved so far, which the evaluation process has loaded (a dylib such as tch-kernel's
+    /// prelude). Call it once those dependencies are built and loaded.
+    pub fn freeze_dependencies(&mut self) -> Result<(), Error> {
+        self.eval_context.freeze_dependencies()
+    }
+
     /// Returns completions within `src` at `position`, which should be a byte offset. Note, this
     /// function requires &mut self because it mutates internal state in order to determine
     /// completions. It also assumes exclusive access to those resources. However there should be

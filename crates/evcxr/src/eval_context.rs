@@ -12,6 +12,7 @@ use crate::code_block::CodeKind;
 use crate::code_block::Segment;
 use crate::code_block::UserCodeInfo;
 use crate::crate_config::ExternalCrate;
+use crate::dep_resolution;
 use crate::errors::CompilationError;
 use crate::errors::Error;
 use crate::errors::Span;
@@ -482,6 +483,8 @@ impl EvalContext {
         code_info: &UserCodeInfo,
         callbacks: &mut EvalCallbacks,
     ) -> Result<EvalOutputs, Error> {
+        // tch-kernel: the cell's `:dep`s, resolved together (see `ContextState::add_dep`).
+        state.check_new_deps()?;
         if user_code.is_empty()
             && !self
                 .committed_state
@@ -940,6 +943,11 @@ impl EvalContext {
         self.module.trust_seeded_rustc_record(trusted);
     }
 
+    /// tch-kernel: see `ContextState::freeze_dependencies`.
+    pub fn freeze_dependencies(&mut self) -> Result<(), Error> {
+        self.committed_state.freeze_dependencies()
+    }
+
     /// tch-kernel: see `analyzer_wait`.
     pub fn set_analyzer_wait(&mut self, wait: Option<Duration>) {
         self.analyzer_wait = wait;
@@ -1387,8 +1395,53 @@ pub struct ContextState {
     all_items: bool,
     /// tch-kernel: see `TriggerCache`.
     item_triggers: TriggerCache,
+    /// tch-kernel: `:dep`s not resolved yet, as written (see `check_new_deps`).
+    unchecked_deps: Vec<String>,
+    /// tch-kernel: the dependencies as cargo last resolved them (see `check_new_deps`).
+    resolution: Option<std::sync::Arc<dep_resolution::Resolution>>,
+    /// tch-kernel: the packages later `:dep`s may not change (see `freeze_dependencies`).
+    frozen_deps: Option<std::sync::Arc<dep_resolution::Frozen>>,
     build_num: i32,
     pub(crate) config: Config,
+}
+
+/// tch-kernel: why a `:dep` that would change the loaded dependencies is refused, in the user's
+/// terms (see `dep_resolution`). Version changes come first: the feature changes they bring along
+/// go away with them.
+fn frozen_change_message(deps: &str, changes: &[dep_resolution::FrozenChange]) -> String {
+    use dep_resolution::FrozenChange;
+    // A crate replaced by another version, not the crates that only went with it.
+    let replaced =
+        |c: &&FrozenChange| matches!(c, FrozenChange::Version { wanted, .. } if !wanted.is_empty());
+    let dropped = |c: &&FrozenChange| matches!(c, FrozenChange::Version { .. });
+    let mut versions: Vec<String> = changes
+        .iter()
+        .filter(replaced)
+        .map(ToString::to_string)
+        .collect();
+    if versions.is_empty() {
+        versions = changes
+            .iter()
+            .filter(dropped)
+            .map(ToString::to_string)
+            .collect();
+    }
+    let (what, remedy) = if versions.is_empty() {
+        let features: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        (
+            features.join("; "),
+            "to have them, add them to the prelude's dependencies (crates/tch-prelude/Cargo.toml) and run install.sh again",
+        )
+    } else {
+        (
+            versions.join("; "),
+            "ask for a version that works with the kernel's (for a crate the kernel has, its version or `\"*\"`)",
+        )
+    };
+    let s = if deps.contains("`, `") { "" } else { "s" };
+    format!(
+        "{deps} need{s} {what}, but the kernel's prelude, which the evaluation process has loaded, is built with the crates as they are, and cells cannot use a rebuilt copy beside it. Nothing was added and no variable is lost: {remedy}."
+    )
 }
 
 impl ContextState {
@@ -1407,6 +1460,9 @@ impl ContextState {
             referenced_words: None,
             all_items: true,
             item_triggers: TriggerCache::default(),
+            unchecked_deps: Vec::new(),
+            resolution: None,
+            frozen_deps: None,
             config,
         }
     }
@@ -1561,6 +1617,9 @@ impl ContextState {
     }
 
     /// Adds a crate dependency with the specified name and configuration.
+    ///
+    /// tch-kernel: checked when the cell's code is evaluated ([`Self::check_new_deps`]), once for
+    /// all the `:dep`s of a cell.
     pub fn add_dep(&mut self, dep: &str, dep_config: &str) -> Result<(), Error> {
         // Avoid repeating dep validation once we're already added it.
         if let Some(existing) = self.external_deps.get(dep)
@@ -1569,8 +1628,79 @@ impl ContextState {
             return Ok(());
         }
         let external = ExternalCrate::new(dep.to_owned(), dep_config.to_owned())?;
-        crate::cargo_metadata::validate_dep(&external.name, &external.config, &self.config)?;
+        self.unchecked_deps
+            .push(format!("{} = {}", external.name, external.config));
         self.external_deps.insert(dep.to_owned(), external);
+        Ok(())
+    }
+
+    /// tch-kernel: resolves the dependencies with those added since the last check, with every
+    /// other dependency and the build's lock file, in a scratch dir (see `dep_resolution`). The
+    /// build dir's lock file changes only once the resolution is known to leave the crates the
+    /// process loaded ([`Self::freeze_dependencies`]) as they are. On an error, the caller drops
+    /// this state, and the dependencies with it.
+    pub(crate) fn check_new_deps(&mut self) -> Result<(), Error> {
+        if self.unchecked_deps.is_empty() {
+            return Ok(());
+        }
+        let shown = self
+            .unchecked_deps
+            .iter()
+            .map(|dep| format!("`:dep {dep}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let manifest = crate::module::cargo_toml_contents(self);
+        let resolution = dep_resolution::resolve(&manifest, &self.config).map_err(|e| {
+            let e = match e {
+                dep_resolution::ResolveError::NativeLibraryTwice {
+                    package,
+                    library,
+                    kernel_has,
+                } => dep_resolution::ResolveError::NativeLibraryTwice {
+                    kernel_has: self
+                        .frozen_deps
+                        .as_ref()
+                        .and_then(|f| f.name_version(&kernel_has))
+                        .unwrap_or(kernel_has),
+                    package,
+                    library,
+                },
+                e => e,
+            };
+            Error::Message(format!("{shown}: {e}"))
+        })?;
+        if let Some(frozen) = &self.frozen_deps {
+            let changes = frozen.changes_in(&resolution);
+            if !changes.is_empty() {
+                bail!(frozen_change_message(&shown, &changes));
+            }
+        }
+        if let Some(lock) = resolution.lock() {
+            std::fs::write(self.config.crate_dir().join("Cargo.lock"), lock)?;
+        }
+        self.resolution = Some(std::sync::Arc::new(resolution));
+        self.unchecked_deps.clear();
+        Ok(())
+    }
+
+    /// tch-kernel: the dependencies resolved so far are loaded into the evaluation process (a
+    /// dylib dependency such as tch-kernel's prelude): later `:dep`s may not change their
+    /// versions or features, since cells built against a rebuilt copy could not load beside it.
+    pub(crate) fn freeze_dependencies(&mut self) -> Result<(), Error> {
+        if self.external_deps.is_empty() {
+            return Ok(());
+        }
+        let resolution = match &self.resolution {
+            Some(resolution) => resolution.clone(),
+            None => std::sync::Arc::new(
+                dep_resolution::resolve(&crate::module::cargo_toml_contents(self), &self.config)
+                    .map_err(|e| Error::Message(e.to_string()))?,
+            ),
+        };
+        self.frozen_deps = Some(std::sync::Arc::new(
+            resolution.freeze(crate::module::CRATE_NAME),
+        ));
+        self.resolution = Some(resolution);
         Ok(())
     }
 

@@ -92,9 +92,11 @@ impl VariableStore {
     }
 
     pub fn check_variable<T: 'static>(&mut self, name: &str) -> bool {
-        if let Some(i) = self.position(name)
-            && self.variables[i].value.downcast_ref::<T>().is_none()
-        {
+        // tch-kernel: no let chain: cells are compiled in edition 2021 (`crate::CELL_EDITION`).
+        let redefined = self
+            .position(name)
+            .is_some_and(|i| self.variables[i].value.downcast_ref::<T>().is_none());
+        if redefined {
             eprintln!("The type of the variable {name} was redefined, so was lost.",);
             println!("{VARIABLE_CHANGED_TYPE}{name}");
             return false;

@@ -17,6 +17,8 @@ mod code_block;
 mod command_context;
 mod crash_guard;
 mod crate_config;
+// tch-kernel: `:dep` resolves beside the build (see FORK.md).
+mod dep_resolution;
 mod eval_context;
 #[allow(dead_code)]
 mod evcxr_internal_runtime;
@@ -31,6 +33,13 @@ mod type_probe;
 mod use_trees;
 
 pub use crate::command_context::CommandContext;
+
+/// tch-kernel: the Rust edition cells are compiled (and parsed) in: 2021, the edition of tch's
+/// examples and of most Rust code people paste. Edition 2024 rejects much of it: `rng.gen()` of
+/// rand 0.8 (`gen` is a keyword), `extern` blocks without `unsafe`, `#[no_mangle]`,
+/// `std::env::set_var` outside `unsafe`, and `fn f(vs: &Path) -> impl Module` used as
+/// `f(&vs.root())` (2024 captures the borrow). Exported programs use it too.
+pub const CELL_EDITION: &str = "2021";
 pub use crate::errors::CompilationError;
 pub use crate::errors::Error;
 pub use crate::errors::Theme;
@@ -56,4 +65,15 @@ pub fn config_dir() -> Option<std::path::PathBuf> {
     std::env::var_os("EVCXR_CONFIG_DIR")
         .map(std::path::PathBuf::from)
         .or_else(|| dirs::config_dir().map(|d| d.join("evcxr")))
+}
+
+#[cfg(test)]
+mod edition_tests {
+    #[test]
+    fn the_parser_and_the_compiler_agree_on_the_cells_edition() {
+        assert_eq!(
+            crate::CELL_EDITION.parse::<ra_ap_syntax::Edition>().ok(),
+            Some(crate::rust_analyzer::EDITION)
+        );
+    }
 }

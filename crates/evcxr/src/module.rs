@@ -152,7 +152,7 @@ impl DirectRustc {
     }
 }
 
-const CRATE_NAME: &str = "ctx";
+pub(crate) const CRATE_NAME: &str = "ctx";
 
 /// tch-kernel: a cargo config without its `offline` setting (see `Module::direct_key`).
 fn without_offline(cargo_config: &str) -> String {
@@ -472,13 +472,31 @@ impl Module {
     }
 
     fn get_cargo_toml_contents(&self, state: &ContextState) -> String {
-        let crate_imports = state.format_cargo_deps();
+        cargo_toml_contents(state)
+    }
+
+    // Pass offline mode to cargo through .cargo/config.toml
+    fn get_config_toml_contents(&self, state: &ContextState) -> String {
         format!(
             r#"
+[net]
+offline = {}
+"#,
+            state.offline_mode()
+        )
+    }
+}
+
+/// The cell crate's manifest for `state` (tch-kernel: a free function, so that `:dep` can
+/// resolve the manifest it would make before anything is written; see `dep_resolution`).
+pub(crate) fn cargo_toml_contents(state: &ContextState) -> String {
+    let crate_imports = state.format_cargo_deps();
+    format!(
+        r#"
 [package]
 name = "{}"
 version = "1.0.0"
-edition = "2024"
+edition = "{}"
 
 [lib]
 crate-type = ["cdylib"]
@@ -507,23 +525,12 @@ codegen-units = 4
 # tch-kernel: never part of an enclosing workspace (a cache dir may be inside a checkout).
 [workspace]
 "#,
-            CRATE_NAME,
-            state.opt_level(),
-            CRATE_NAME,
-            crate_imports
-        )
-    }
-
-    // Pass offline mode to cargo through .cargo/config.toml
-    fn get_config_toml_contents(&self, state: &ContextState) -> String {
-        format!(
-            r#"
-[net]
-offline = {}
-"#,
-            state.offline_mode()
-        )
-    }
+        CRATE_NAME,
+        crate::CELL_EDITION,
+        state.opt_level(),
+        CRATE_NAME,
+        crate_imports
+    )
 }
 
 pub(crate) fn wrap_rustc() {

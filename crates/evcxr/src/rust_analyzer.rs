@@ -42,7 +42,8 @@ use ra_ide::RangeInfo;
 use std::convert::TryFrom;
 use std::path::Path;
 
-pub(crate) const EDITION: Edition = Edition::Edition2024;
+// tch-kernel: the edition cells are written in (see `CELL_EDITION`).
+pub(crate) const EDITION: Edition = Edition::Edition2021;
 
 pub(crate) struct RustAnalyzer {
     with_sysroot: bool,
@@ -455,7 +456,7 @@ mod test {
             [package]
             name = "foo"
             version = "0.1.0"
-            edition = "2024"
+            edition = "2021"
 
             [lib]
             "#,

@@ -25,7 +25,7 @@ const CELL_FN_HEAD: &str = "fn __cell() {\n";
 /// submits this notebook as a job: inside the job it would submit itself again).
 pub const LEFT_OUT_TAGS: [&str; 2] = ["raises-exception", "notebook-only"];
 
-pub fn convert_cells(cells: &[Cell]) -> Program {
+pub fn convert_cells(cells: &[Cell], edition: Edition) -> Program {
     let mut program = Program::default();
     for (index, cell) in cells.iter().filter(|c| c.cell_type == "code").enumerate() {
         let number = index + 1;
@@ -71,7 +71,7 @@ pub fn convert_cells(cells: &[Cell]) -> Program {
                 }
             }
         }
-        let (items, statements) = split_cell(&code);
+        let (items, statements) = split_cell(&code, edition);
         if !items.trim().is_empty() {
             program
                 .items
@@ -91,9 +91,9 @@ pub fn convert_cells(cells: &[Cell]) -> Program {
 
 /// (items, statements) of one cell's code. The final expression, if any, becomes a statement
 /// that shows it as the kernel would (its rich text form, or Debug).
-fn split_cell(code: &str) -> (String, String) {
+fn split_cell(code: &str, edition: Edition) -> (String, String) {
     let wrapped = format!("{CELL_FN_HEAD}{code}\n}}");
-    let file = SourceFile::parse(&wrapped, Edition::Edition2024).tree();
+    let file = SourceFile::parse(&wrapped, edition).tree();
     let Some(ast::Item::Fn(function)) = file.items().next() else {
         return (String::new(), code.to_owned());
     };
@@ -195,7 +195,7 @@ mod tests {
                 ":dep rand = \"0.8\"\n:vars\nlet m: HashMap<i32, i32> = HashMap::new();\n// a comment stays\nprintln!(\"{}\", m.len());",
             ),
         ];
-        let p = convert_cells(&cells);
+        let p = convert_cells(&cells, Edition::Edition2021);
         assert!(p.items.contains("// cell 1\nuse std::collections::HashMap;\n/// Doubles.\nfn double(x: i32) -> i32 { x * 2 }"), "{}", p.items);
         assert!(p.body.contains("let a = double(21);"), "{}", p.body);
         assert!(p.body.contains("{ (&(a)).evcxr_display(); }"), "{}", p.body);
@@ -210,7 +210,7 @@ mod tests {
     fn failing_cells_are_left_out_and_gpu_is_printed() {
         let mut failing = code("panic!()");
         failing.metadata.tags.push("raises-exception".into());
-        let p = convert_cells(&[failing, code(":gpu")]);
+        let p = convert_cells(&[failing, code(":gpu")], Edition::Edition2021);
         assert!(!p.body.contains("panic!"));
         assert!(p.body.contains("gpu_report()"));
         assert!(p.notes[0].contains("raises-exception"));
@@ -220,7 +220,7 @@ mod tests {
     fn notebook_only_cells_are_left_out() {
         let mut submitting = code("let job = submit(Submit::this_notebook());");
         submitting.metadata.tags.push("notebook-only".into());
-        let p = convert_cells(&[code("let a = 1;"), submitting]);
+        let p = convert_cells(&[code("let a = 1;"), submitting], Edition::Edition2021);
         assert!(
             p.body.contains("let a = 1;") && !p.body.contains("submit"),
             "{}",
@@ -231,13 +231,16 @@ mod tests {
 
     #[test]
     fn a_last_let_without_semicolon_gets_one() {
-        let p = convert_cells(&[code("let a = 1;\nlet t = a + 2"), code("t")]);
+        let p = convert_cells(
+            &[code("let a = 1;\nlet t = a + 2"), code("t")],
+            Edition::Edition2021,
+        );
         assert!(p.body.contains("let t = a + 2;"), "{}", p.body);
     }
 
     #[test]
     fn a_statement_ending_in_a_semicolon_is_not_shown() {
-        let p = convert_cells(&[code("let x = 1;\nx + 1;")]);
+        let p = convert_cells(&[code("let x = 1;\nx + 1;")], Edition::Edition2021);
         assert!(!p.body.contains("evcxr_display"));
     }
 }

@@ -37,6 +37,8 @@ pub enum ExportError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("not a Rust edition: {0}")]
+    Edition(String),
 }
 
 /// The parts of an `.ipynb` the export reads.

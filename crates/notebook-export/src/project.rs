@@ -43,6 +43,11 @@ impl Default for SlurmOptions {
 pub struct ExportOptions {
     /// The `tch-prelude` crate the kernel uses.
     pub prelude_dir: PathBuf,
+    /// The Rust edition the kernel compiles cells in (`rust_evaluator::CELL_EDITION`).
+    pub edition: String,
+    /// Dependency lines every cell of the kernel has besides the prelude (`anyhow = "1"`), so that
+    /// the program compiles what the cells did; a `:dep` of the same name replaces one.
+    pub dependencies: Vec<String>,
     /// The kernel's Cargo.lock, so the program gets the same crate versions (and builds offline).
     pub lockfile: Option<PathBuf>,
     /// Environment the job needs (LIBTORCH, library path, ...), in order.
@@ -91,7 +96,11 @@ pub fn export(
     options: &ExportOptions,
 ) -> Result<Exported, ExportError> {
     let notebook = Notebook::read(notebook_path)?;
-    let program = convert_cells(&notebook.cells);
+    let edition = options
+        .edition
+        .parse()
+        .map_err(|_| ExportError::Edition(options.edition.clone()))?;
+    let program = convert_cells(&notebook.cells, edition);
     let name = options
         .name
         .clone()
@@ -137,16 +146,24 @@ pub fn export(
         .and_then(|lock| locked_version(lock, "torch-sys"))
         .map(|v| format!("={v}"))
         .unwrap_or_else(|| "*".to_owned());
+    let cell_edition = &options.edition;
     let mut manifest = format!(
         "# Exported from {source_name} by `tch-kernel export`.\n\
-         [package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+         [package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"{cell_edition}\"\npublish = false\n\n\
          [dependencies]\n\
          # The kernel's prelude: the same tch, helpers and versions as in the notebook.\n\
          tch-prelude = {{ path = \"{prelude}\" }}\n\
          # A direct dependency, so build.rs sees libtorch's location (DEP_TCH_LIBTORCH_LIB).\n\
          torch-sys = \"{torch_sys}\"\n"
     );
-    for dep in &program.dependencies {
+    let dep_name = |line: &str| line.split('=').next().unwrap_or("").trim().to_owned();
+    let own: Vec<String> = program.dependencies.iter().map(|d| dep_name(d)).collect();
+    for dep in options
+        .dependencies
+        .iter()
+        .filter(|d| !own.contains(&dep_name(d)))
+        .chain(&program.dependencies)
+    {
         manifest.push_str(dep);
         manifest.push('\n');
     }
@@ -383,12 +400,14 @@ mod tests {
         let nb = dir.path().join("train.ipynb");
         std::fs::write(
             &nb,
-            r#"{"cells": [{"cell_type": "code", "source": ["fn f() -> i32 { 1 }\n", "f()"], "metadata": {}}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}"#,
+            r#"{"cells": [{"cell_type": "code", "source": [":dep rand = \"0.9\"\n", "fn f() -> i32 { 1 }\n", "f()"], "metadata": {}}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}"#,
         )
         .unwrap();
         let out = dir.path().join("out");
         let options = ExportOptions {
             prelude_dir: PathBuf::from("/opt/tch-kernel/crates/tch-prelude"),
+            edition: "2021".into(),
+            dependencies: vec!["anyhow = \"1\"".into(), "rand = \"0.8\"".into()],
             lockfile: None,
             env: vec![
                 ("LIBTORCH".into(), "/env/torch".into()),
@@ -409,6 +428,12 @@ mod tests {
         let manifest = std::fs::read_to_string(out.join("Cargo.toml")).unwrap();
         assert!(
             manifest.contains("tch-prelude = { path = \"/opt/tch-kernel/crates/tch-prelude\" }")
+        );
+        // The crates every cell has, unless the notebook's own `:dep` replaces one.
+        assert!(manifest.contains("anyhow = \"1\"\n"), "{manifest}");
+        assert!(
+            manifest.contains("rand = \"0.9\"\n") && !manifest.contains("rand = \"0.8\""),
+            "{manifest}"
         );
         let main = std::fs::read_to_string(out.join("src/main.rs")).unwrap();
         assert!(main.contains("fn f() -> i32 { 1 }") && main.contains("(&(f())).evcxr_display();"));

@@ -66,8 +66,9 @@ pub struct EvaluatorConfig {
 /// A crate made available to every cell at start-up.
 #[derive(Debug, Clone)]
 pub struct Prelude {
-    /// A Cargo dependency line, e.g. `tch-prelude = { path = "/opt/tch-kernel/crates/tch-prelude" }`.
-    pub dependency: String,
+    /// Cargo dependency lines, e.g. `tch-prelude = { path = "/opt/tch-kernel/crates/tch-prelude" }`:
+    /// the prelude's crate, and any crate cells may use by its own name without a `:dep`.
+    pub dependencies: Vec<String>,
     /// Code run once so its items are in scope, e.g. `use tch_prelude::*;`.
     pub import: String,
     /// An expression using the prelude's types, analysed by rust-analyzer in the background at
@@ -390,7 +391,9 @@ impl Evaluator {
         // One compile for the prelude dependency, the built-in functions and the panic hook.
         let mut first = format!(":linker {}\n", config.linker);
         if let Some(prelude) = &config.prelude {
-            first.push_str(&format!(":dep {}\n", prelude.dependency));
+            for dependency in &prelude.dependencies {
+                first.push_str(&format!(":dep {dependency}\n"));
+            }
         }
         first.push_str(&child_init::items_cell());
         if config.prelude.is_none() {
@@ -401,6 +404,13 @@ impl Evaluator {
             first.push_str(&prelude.import);
         }
         setup(&mut ctx, "prelude and built-in functions", &first)?;
+        // The prelude dylib is loaded in the child now: a `:dep` that would rebuild it (or any
+        // crate it is built with) is refused, since cells built against the rebuilt copy could
+        // not load beside the loaded one.
+        ctx.freeze_dependencies().map_err(|e| StartError::Setup {
+            command: "freezing the prelude's dependencies",
+            message: e.to_string(),
+        })?;
         if !config.offline {
             // Later `:dep`s of new crates may use the registry.
             setup(&mut ctx, ":offline", ":offline 0")?;

@@ -25,6 +25,8 @@ pub use evaluator::{
     Completions, EvalError, EvalOutput, Evaluator, EvaluatorConfig, InputRequest, Interrupter,
     Prelude, StartError, complete_from_known_names, use_build_dir,
 };
+/// The Rust edition cells are compiled in (exported programs must use it too).
+pub use evcxr::CELL_EDITION;
 pub use known_names::{KNOWN_NAMES_FILE, KnownNames};
 pub use output::{OutputSink, Stream};
 pub use snapshot::{CONNECTION_FILE_KEY, RestoreReport, SnapshotConfig};

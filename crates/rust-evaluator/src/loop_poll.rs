@@ -133,7 +133,8 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 pub(crate) fn instrument(code: &str) -> Instrumented {
     const HEAD: &str = "fn __tch_kernel_cell() {\n";
     let wrapped = format!("{HEAD}{code}\n}}");
-    let file = SourceFile::parse(&wrapped, Edition::Edition2024).tree();
+    let edition = evcxr::CELL_EDITION.parse().unwrap_or(Edition::Edition2021);
+    let file = SourceFile::parse(&wrapped, edition).tree();
     let local = |offset: usize| offset.checked_sub(HEAD.len()).filter(|o| *o <= code.len());
     let mut loops: Vec<Loop> = file
         .syntax()
