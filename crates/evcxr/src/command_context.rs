@@ -246,6 +246,12 @@ Panic detected. Here's some useful information if you're filing a bug report.
         self.eval_context.trust_seeded_rustc_record(trusted);
     }
 
+    /// tch-kernel: `progress` gets cargo's `Compiling NAME VERSION` line for each dependency it
+    /// builds (a `:dep`'s crates), instead of this process's stderr.
+    pub fn set_build_progress(&mut self, progress: Option<crate::module::BuildProgress>) {
+        self.eval_context.set_build_progress(progress);
+    }
+
     /// tch-kernel: later `:dep`s may not change the versions or features of the dependencies
     /// resolved so far, which the evaluation process has loaded (a dylib such as tch-kernel's
     /// prelude). Call it once those dependencies are built and loaded.

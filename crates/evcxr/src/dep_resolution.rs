@@ -276,9 +276,10 @@ pub(crate) enum ResolveError {
     #[error("no crate named `{0}` in the crate registry")]
     NoSuchCrate(String),
     #[error(
-        "`{0}` was never fetched on this machine and the crate registry cannot be reached: run the `:dep` once where there is network (a login node; crates are kept in $CARGO_HOME), or give a version fetched before"
+        "it needs crates never fetched on this machine{}, and the crate registry cannot be reached: run the `:dep` once where there is network (a login node: crates are kept in $CARGO_HOME), or ask for a version fetched before",
+        .0.as_ref().map(|name| format!(" (`{name}`)")).unwrap_or_default()
     )]
-    NotFetched(String),
+    NotFetched(Option<String>),
     #[error(
         "{package} links the native library `{library}`, which the kernel's {kernel_has} links already, and a program may link it only once: ask for a release that uses the kernel's"
     )]
@@ -316,31 +317,36 @@ impl ResolveError {
                 // Offline (or with a registry that cannot be reached), "no matching package"
                 // means not fetched, not that it does not exist.
                 if offline || unreachable || stderr.contains("offline") {
-                    return ResolveError::NotFetched(name);
+                    return ResolveError::NotFetched(Some(name));
                 }
                 return ResolveError::NoSuchCrate(name);
             }
         }
-        if let Some(library) = lines
+        // "package `torch-sys` links to the native library `tch`, but it conflicts with a
+        // previous package ...:" then "package `torch-sys v0.20.0`", the one asked for now.
+        if let Some(line) = lines
             .iter()
-            .find_map(|l| backticked(l, "links to the native library "))
+            .find(|l| l.contains("links to the native library "))
         {
+            let library = backticked(line, "links to the native library ").unwrap_or_default();
+            let name = backticked(line, "package ").unwrap_or_else(|| "a crate".to_owned());
             let package = lines
                 .iter()
-                .find_map(|l| backticked(l, "the package "))
-                .unwrap_or_else(|| "a crate".to_owned());
+                .filter(|l| !l.contains("links to"))
+                .find_map(|l| l.strip_prefix("package `"))
+                .and_then(|p| p.split('`').next())
+                .map(|p| p.replacen(" v", " ", 1))
+                .unwrap_or_else(|| name.clone());
             return ResolveError::NativeLibraryTwice {
-                kernel_has: package.clone(),
+                kernel_has: name,
                 package,
                 library,
             };
         }
         if unreachable {
-            let name = lines
-                .iter()
-                .find_map(|l| backticked(l, "failed to get "))
-                .unwrap_or_else(|| "the crate".to_owned());
-            return ResolveError::NotFetched(name);
+            // cargo names whichever crate it asked the registry for first, not necessarily the
+            // `:dep`'s own: the caller names the `:dep`.
+            return ResolveError::NotFetched(None);
         }
         // cargo's first error line, and the lines that say why, without the lines about the
         // generated crate (`required by package ctx ...`, its path).
@@ -452,13 +458,13 @@ mod tests {
         let offline = "error: no matching package named `rand_distr` found\nlocation searched: crates.io index\nrequired by package `ctx v1.0.0 (/cache/build)`\nAs a reminder, you're using offline mode (--offline) which can sometimes cause surprising resolution failures, if this error is too confusing you may wish to retry without `--offline`.\n";
         assert_eq!(
             ResolveError::from_cargo(offline, true),
-            ResolveError::NotFetched("rand_distr".into())
+            ResolveError::NotFetched(Some("rand_distr".into()))
         );
-        let conflict = "error: failed to select a version for `torch-sys`.\n    ... required by package `tch v0.20.0`\n    ... which satisfies dependency `tch = \"^0.20\"` of package `ctx v1.0.0 (/cache/build)`\nversions that meet the requirements `^0.20.0` are: 0.20.0\n\nthe package `torch-sys` links to the native library `tch`, but it conflicts with a previous package which links to `tch` as well:\npackage `torch-sys v0.26.0`\n";
+        let conflict = "    Updating crates.io index\nerror: failed to select a version for `torch-sys`.\n    ... required by package `tch v0.23.0`\n    ... which satisfies dependency `tch = \">=0.23, <0.27\"` of package `tch-prelude v0.1.0 (/x/crates/tch-prelude)`\n    ... which satisfies path dependency `tch-prelude` (locked to 0.1.0) of package `ctx v1.0.0 (/cache/build)`\nversions that meet the requirements `^0.23.0` are: 0.23.0\n\npackage `torch-sys` links to the native library `tch`, but it conflicts with a previous package which links to `tch` as well:\npackage `torch-sys v0.20.0`\n    ... which satisfies dependency `torch-sys = \"^0.20.0\"` of package `tch v0.20.0`\n    ... which satisfies dependency `tch = \"^0.20\"` of package `ctx v1.0.0 (/cache/build)`\nOnly one package in the dependency graph may specify the same links value.\n\nfailed to select a version for `torch-sys` which could resolve this conflict\n";
         assert_eq!(
             ResolveError::from_cargo(conflict, false),
             ResolveError::NativeLibraryTwice {
-                package: "torch-sys".into(),
+                package: "torch-sys 0.20.0".into(),
                 library: "tch".into(),
                 kernel_has: "torch-sys".into(),
             }

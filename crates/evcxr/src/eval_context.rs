@@ -943,6 +943,11 @@ impl EvalContext {
         self.module.trust_seeded_rustc_record(trusted);
     }
 
+    /// tch-kernel: see `Module::set_build_progress`.
+    pub fn set_build_progress(&mut self, progress: Option<crate::module::BuildProgress>) {
+        self.module.set_build_progress(progress);
+    }
+
     /// tch-kernel: see `ContextState::freeze_dependencies`.
     pub fn freeze_dependencies(&mut self) -> Result<(), Error> {
         self.committed_state.freeze_dependencies()
@@ -1040,6 +1045,7 @@ impl EvalContext {
 
         let mut got_panic = false;
         let mut lost_variables = Vec::new();
+        let mut load_failed = None;
         // tch-kernel: the markers come from child-protocol, shared with the prelude's helpers.
         static MIME_OUTPUT: Lazy<Regex> = Lazy::new(|| {
             Regex::new(&format!("{} ([^ ]+)", child_protocol::BEGIN_CONTENT)).unwrap()
@@ -1051,6 +1057,10 @@ impl EvalContext {
             }
             if line == PANIC_NOTIFICATION {
                 got_panic = true;
+            } else if let Some(message) = line.strip_prefix(runtime::LOAD_FAILED) {
+                load_failed = Some(evcxr_internal_runtime::unescape_line(
+                    message.strip_prefix(' ').unwrap_or(message),
+                ));
             } else if line.starts_with(child_protocol::INPUT_REQUEST) {
                 // tch-kernel: markers from child-protocol (replacing `evcxr_input`).
                 let is_password = line.starts_with(child_protocol::INPUT_REQUEST_PASSWORD);
@@ -1103,6 +1113,12 @@ impl EvalContext {
                 // user of the library has dropped the Receiver.
                 let _ = self.stdout_sender.send(line);
             }
+        }
+        if let Some(message) = load_failed {
+            return Err(Error::Message(load_failure_message(
+                &message,
+                &so_file.path,
+            )));
         }
         if got_panic {
             state
@@ -1403,6 +1419,27 @@ pub struct ContextState {
     frozen_deps: Option<std::sync::Arc<dep_resolution::Frozen>>,
     build_num: i32,
     pub(crate) config: Config,
+}
+
+/// tch-kernel: the loader's message for a cell's shared object that could not be loaded, in the
+/// user's terms: the library that failed and why (`dlerror`), without the engine's file names,
+/// and with Rust symbols demangled.
+fn load_failure_message(message: &str, cell_library: &Path) -> String {
+    let message = message.replace(&*cell_library.to_string_lossy(), "the cell's code");
+    let words: Vec<String> = message
+        .split(' ')
+        .map(|word| {
+            if word.starts_with("_ZN") || word.starts_with("_R") {
+                rustc_demangle::demangle(word).to_string()
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect();
+    format!(
+        "the cell was compiled but could not be loaded: {}. Nothing of it ran; the variables are as they were.",
+        words.join(" ")
+    )
 }
 
 /// tch-kernel: why a `:dep` that would change the loaded dependencies is refused, in the user's

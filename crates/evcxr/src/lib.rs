@@ -33,6 +33,7 @@ mod type_probe;
 mod use_trees;
 
 pub use crate::command_context::CommandContext;
+pub use crate::module::BuildProgress;
 
 /// tch-kernel: the Rust edition cells are compiled (and parsed) in: 2021, the edition of tch's
 /// examples and of most Rust code people paste. Edition 2024 rejects much of it: `rng.gen()` of

@@ -120,7 +120,13 @@ pub(crate) struct Module {
     /// `trust_seeded_rustc_record`), and whether that was tried.
     trust_seeded_record: bool,
     seeded_record_tried: bool,
+    /// tch-kernel: told cargo's `Compiling NAME VERSION` lines of dependencies (a `:dep`'s
+    /// crates), instead of this process's stderr (see `set_build_progress`).
+    build_progress: Option<BuildProgress>,
 }
+
+/// tch-kernel: a receiver of cargo's progress lines (see `Module::set_build_progress`).
+pub type BuildProgress = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 /// tch-kernel: the rustc command line (program, arguments, environment, directory) that cargo
 /// ran for the cell crate, recorded by the rustc wrapper the first time. Later cells run rustc
@@ -172,6 +178,7 @@ impl Module {
             stand_in_dirs: Vec::new(),
             trust_seeded_record: false,
             seeded_record_tried: false,
+            build_progress: None,
         })
     }
 
@@ -183,6 +190,13 @@ impl Module {
     pub(crate) fn set_link_stand_in_dirs(&mut self, dirs: Vec<PathBuf>) {
         self.stand_in_dirs = dirs;
         self.direct = None;
+    }
+
+    /// tch-kernel: where cargo's `Compiling NAME VERSION` lines for dependencies go (a `:dep`
+    /// takes as long as its crates take to build; the embedder shows which one is building).
+    /// Without it, upstream's: this process's stderr.
+    pub(crate) fn set_build_progress(&mut self, progress: Option<BuildProgress>) {
+        self.build_progress = progress;
     }
 
     /// tch-kernel: lets the first build use a rustc record that came with the build dir (a
@@ -328,7 +342,7 @@ impl Module {
         {
             let command = direct.command(extra_rustc_args);
             let so_file = execution_so_source(&command);
-            let output = run_cargo(command, code_block)?;
+            let output = run_cargo(command, code_block, None)?;
             return Ok((output, so_file));
         }
         let mut command = config.cargo_command("rustc");
@@ -339,7 +353,7 @@ impl Module {
         if let Some(so_path_file) = so_path_file {
             command.env(EXECUTION_SO_PATH_ENV, so_path_file);
         }
-        let output = run_cargo(command, code_block)?;
+        let output = run_cargo(command, code_block, self.build_progress.as_deref())?;
         if let Some(key) = &key {
             let _ = fs::write(config.crate_dir().join(RECORDED_RUSTC_KEY_FILE), key);
         }
@@ -832,6 +846,7 @@ fn map_extern_arg(ext: &str) -> OsString {
 fn run_cargo(
     mut command: std::process::Command,
     code_block: &CodeBlock,
+    progress: Option<&(dyn Fn(&str) + Send + Sync)>,
 ) -> Result<std::process::Output, Error> {
     use std::io::BufRead;
     use std::io::Read;
@@ -858,7 +873,7 @@ fn run_cargo(
     let mut all_errors = Vec::new();
     for mb_line in stderr.split(10) {
         let mut line = mb_line?;
-        tee_error_line(&line);
+        tee_error_line(&line, progress);
         all_errors.append(&mut line);
         all_errors.push(10);
     }
@@ -895,12 +910,16 @@ fn run_cargo(
 /// Process one line from cargo, either copying it to stderr or ignoring.
 ///
 /// At this point it looks for messages about compiling dependency crates.
-fn tee_error_line(line: &[u8]) {
+fn tee_error_line(line: &[u8], progress: Option<&(dyn Fn(&str) + Send + Sync)>) {
     static CRATE_COMPILING: Lazy<regex::bytes::Regex> =
         Lazy::new(|| regex::bytes::Regex::new("^\\s*Compiling (\\w+)(?:\\s+.*)?$").unwrap());
     if let Some(captures) = CRATE_COMPILING.captures(line) {
         let crate_name = captures.get(1).unwrap().as_bytes();
         if crate_name != CRATE_NAME.as_bytes() {
+            if let Some(progress) = progress {
+                progress(String::from_utf8_lossy(line).trim());
+                return;
+            }
             // write line and the following nl symbol as it was stripped before
             std::io::stderr()
                 .write_all(line)

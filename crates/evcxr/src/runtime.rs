@@ -16,6 +16,10 @@ use std::{self};
 
 pub(crate) const EVCXR_IS_RUNTIME_VAR: &str = "EVCXR_IS_RUNTIME";
 pub(crate) const EVCXR_EXECUTION_COMPLETE: &str = "EVCXR_EXECUTION_COMPLETE";
+/// tch-kernel: a cell's shared object could not be loaded (or its entry point found); the
+/// loader's message follows (escaped), then [`EVCXR_EXECUTION_COMPLETE`]. The process keeps
+/// running: nothing of the cell ran, so the variables are as they were.
+pub(crate) const LOAD_FAILED: &str = "EVCXR_LOAD_FAILED";
 pub(crate) const WRAP_RUSTC_ENV: &str = "EVCXR_RUSTC_WRAPPER";
 pub(crate) const FORCE_DYLIB_ENV: &str = "EVCXR_FORCE_DYLIB";
 
@@ -363,16 +367,37 @@ impl Runtime {
 
     fn load_and_run(&mut self, so_path: &str, fn_name: &str) -> Result<(), Error> {
         use std::os::raw::c_void;
-        let shared_object = unsafe { libloading::Library::new(so_path) }?;
-        unsafe {
-            let user_fn = shared_object
-                .get::<extern "C" fn(*mut c_void) -> *mut c_void>(fn_name.as_bytes())?;
-            self.variable_store_ptr = user_fn(self.variable_store_ptr);
-            // tch-kernel: an interrupt the cell never looked at is not for the next cell. One
-            // that arrives while the next cell compiles (the parent sends it only while a cell
-            // is being evaluated) is kept, and stops that cell at its first check.
-            INTERRUPTS.store(0, std::sync::atomic::Ordering::SeqCst);
-        }
+        // tch-kernel: a cell that cannot be loaded fails alone; upstream ended the process
+        // (status 99), and every variable with it.
+        let loaded = unsafe { libloading::Library::new(so_path) }.and_then(|library| {
+            let user_fn = *unsafe {
+                library.get::<extern "C" fn(*mut c_void) -> *mut c_void>(fn_name.as_bytes())
+            }?;
+            Ok((library, user_fn))
+        });
+        let (shared_object, user_fn) = match loaded {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                // libloading's own text is "dlopen failed"; the loader's (`dlerror`) is its source.
+                let mut message = error.to_string();
+                let mut source = std::error::Error::source(&error);
+                while let Some(cause) = source {
+                    message = cause.to_string();
+                    source = cause.source();
+                }
+                println!(
+                    "{LOAD_FAILED} {}",
+                    crate::evcxr_internal_runtime::escape_line(&message)
+                );
+                println!("{EVCXR_EXECUTION_COMPLETE}");
+                return Ok(());
+            }
+        };
+        self.variable_store_ptr = user_fn(self.variable_store_ptr);
+        // tch-kernel: an interrupt the cell never looked at is not for the next cell. One that
+        // arrives while the next cell compiles (the parent sends it only while a cell is being
+        // evaluated) is kept, and stops that cell at its first check.
+        INTERRUPTS.store(0, std::sync::atomic::Ordering::SeqCst);
         println!("{EVCXR_EXECUTION_COMPLETE}");
         self.shared_objects.push(shared_object);
         // tch-kernel: after the kernel has the cell's end, so its reply is not delayed.

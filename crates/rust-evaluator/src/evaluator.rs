@@ -1,6 +1,7 @@
 //! The evaluator: evcxr's `CommandContext` behind a small interface.
 
 use crate::build_cache;
+use crate::build_progress::BuildProgress;
 use crate::child_init::{self, INPUT_ERR, INPUT_OK, PanicReport};
 use crate::hints;
 use crate::known_names::{self, KnownNames};
@@ -305,6 +306,8 @@ pub struct Evaluator {
     sink: Arc<dyn OutputSink>,
     /// A restore is running (a crash during it is not followed by another).
     restoring: bool,
+    /// The line a cell that builds crates (a `:dep`) shows while they compile.
+    build_progress: Arc<BuildProgress>,
     /// Declared last: removed after the engine (and its child) is gone.
     _build_dir: BuildDirGuard,
 }
@@ -455,6 +458,11 @@ impl Evaluator {
             child: ctx.process_handle(),
             grace: config.interrupt_grace,
         }));
+        // From here on, cargo's lines for crates a cell builds go to that cell (start-up's own
+        // build says why it waits in other words; see `check_prebuilt`).
+        let build_progress = BuildProgress::new(sink.clone());
+        let progress = build_progress.clone();
+        ctx.set_build_progress(Some(Arc::new(move |line: &str| progress.compiling(line))));
         if config.warm_up_analyzer {
             // A kernel answers Tab from what it knows while rust-analyzer is busy; the
             // installer's prebuild waits for it (to save its names).
@@ -473,6 +481,7 @@ impl Evaluator {
             snapshots,
             sink,
             restoring: false,
+            build_progress,
             _build_dir: build_dir,
         })
     }
@@ -542,6 +551,7 @@ impl Evaluator {
         let result = self
             .ctx
             .execute_with_callbacks(&instrumented.code, &mut callbacks);
+        self.build_progress.finish();
         if let Ok(outputs) = &result {
             log_phases(outputs);
         }

@@ -7,6 +7,7 @@
 //! restarts after a crash with a clear message) and answers `is_complete` for Rust.
 
 mod build_cache;
+mod build_progress;
 mod child_init;
 mod completeness;
 mod evaluator;
