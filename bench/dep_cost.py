@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cell_latency import execute  # the same timed cell as the compile-loop benchmark
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import start_new_kernel
 
@@ -32,15 +33,6 @@ CASES = {
     "image": ('image = "0.23"',
               "image::ImageBuffer::from_fn(16, 16, |x, y| image::Rgb([x as u8, y as u8, 0u8])).width()"),
 }
-
-
-def execute(kc, code, timeout=900):
-    t = time.perf_counter()
-    reply = kc.execute_interactive(code, timeout=timeout, output_hook=lambda m: None)
-    elapsed = time.perf_counter() - t
-    if reply["content"]["status"] != "ok":
-        raise RuntimeError(f"{code!r} failed: {reply['content'].get('evalue')}")
-    return elapsed
 
 
 def kernel_run(kernel, dep, use, i):

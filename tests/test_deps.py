@@ -250,6 +250,7 @@ def test_tchs_examples_pasted_whole_run_as_their_programs(dk, torch_env, work):
     km, kc = dk
     examples = tch_examples(torch_env)
     write_mnist(work / "data")
+    (work / "data" / "input.txt").write_text("To be, or not to be, that is the question.\n" * 20)
 
     # basics.rs: `fn main()` with CUDA queries. A program built with tch's link flags loads
     # libtorch_cuda whenever libtorch has it, GPU or not, and so does the kernel: the cuDNN
@@ -265,21 +266,43 @@ def test_tchs_examples_pasted_whole_run_as_their_programs(dk, torch_env, work):
     else:
         assert reply["status"] == "error" and "Cannot query cuDNN version without ATen_cuda library" in reply["evalue"]
 
-    # mnist's three models (`use anyhow::Result;` first, `pub fn run() -> Result<()>`), read from
-    # ./data as the program does; the cells redefine `run` one after the other.
+    # mnist/main.rs, whole: `mod mnist_conv; mod mnist_linear; mod mnist_nn;` are its files beside
+    # the notebook (as beside main.rs), `fn main() -> Result<()>` picks the model from the
+    # program's arguments (none here: the nn model) and reads ./data as the program does.
+    for module in ("mnist_conv.rs", "mnist_linear.rs", "mnist_nn.rs"):
+        (work / module).write_text((examples / "mnist" / module).read_text())
+    ok(kc, (examples / "mnist" / "main.rs").read_text())
+    printed = stdout_of(ok(kc, "main()?;"))
+    assert re.search(r"epoch:  199 train loss: +[0-9.]+ test acc: 100\.00%", printed), printed[-500:]
+    # One of those files pasted whole as well (`pub fn run() -> Result<()>`, `use tch::..`).
     ok(kc, (examples / "mnist" / "mnist_linear.rs").read_text())
     printed = stdout_of(ok(kc, "run()?;"))
     assert "train-images: [200, 784]" in printed
     assert re.search(r"epoch:  199 train loss: +[0-9.]+ test acc: 100\.00%", printed), printed[-500:]
-    ok(kc, (examples / "mnist" / "mnist_nn.rs").read_text())  # `fn net(vs: &nn::Path) -> impl Module`
-    printed = stdout_of(ok(kc, "run()?;"))
-    assert re.search(r"epoch:  199 train loss: +[0-9.]+ test acc: 100\.00%", printed), printed[-500:]
-    ok(kc, (examples / "mnist" / "mnist_conv.rs").read_text())
-    printed = stdout_of(ok(kc, "run()?;"))
+    # The conv model through the module: 99 epochs (fewer than 256 images: evaluation only).
+    printed = stdout_of(ok(kc, "mnist_conv::run()?;"))
     assert len(re.findall(r"epoch: +\d+ test acc:", printed)) == 99, printed[-500:]
+
+    # custom-optimizer/main.rs: `mod sparse_adam;` (its file beside the notebook), and a
+    # `fn main()` that unwraps `run()`.
+    (work / "sparse_adam.rs").write_text((examples / "custom-optimizer" / "sparse_adam.rs").read_text())
+    ok(kc, (examples / "custom-optimizer" / "main.rs").read_text())
+    printed = stdout_of(ok(kc, "main()"))
+    assert re.search(r"epoch:  199 train loss: +[0-9.]+ test acc: +[0-9.]+%", printed), printed[-500:]
 
     # vae/main.rs: `pub fn main() -> Result<()>`, which writes a PNG per epoch into the cwd.
     ok(kc, (examples / "vae" / "main.rs").read_text())
     printed = stdout_of(ok(kc, "main()?;"))
     assert "Epoch: 20, loss:" in printed, printed[-500:]
     assert all((work / f"s_{epoch}.png").read_bytes()[:4] == b"\x89PNG" for epoch in range(1, 21))
+
+    # min-gpt/main.rs: loads ./data/input.txt, builds its model, then wants an argument, which a
+    # program started without one does not have: its error is the cell's, as the program's.
+    ok(kc, (examples / "min-gpt" / "main.rs").read_text())
+    reply, outputs = run(kc, "main()?;", timeout=600)
+    assert "Dataset loaded" in stdout_of(outputs)
+    assert reply["status"] == "error" and reply["evalue"] == "usage: main (train|predict weights.ot seqstart)", reply
+
+    # A `mod` whose file is not there says where it looked.
+    message = failed(kc, "mod no_such_module;")
+    assert "`mod no_such_module;` needs the file no_such_module.rs" in message and str(work) in message, message

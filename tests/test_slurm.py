@@ -70,9 +70,11 @@ def test_a_job_at_its_time_limit_checkpoints_resubmits_itself_and_finishes(slurm
     env = export_and_build(REPO / "tests" / "notebooks" / "resumable-training.ipynb", project, slurm, torch_env,
                            "--time", "00:02:00", "--signal-seconds", "50", "--cpus-per-task", "1")
     binary = os.path.join(env.get("CARGO_TARGET_DIR", str(project / "target")), "release", "resumable-training")
-    # The same training without interruptions, for comparison.
+    # The same training without interruptions, for comparison, on as many threads as the job's
+    # task has (`--cpus-per-task 1`, which its script passes on as OMP_NUM_THREADS): libtorch's
+    # CPU kernels split sums by thread, so the last bits of float results depend on the count.
     straight = subprocess.run([binary], cwd=project, capture_output=True, text=True, timeout=600,
-                              env=dict(env, EPOCHS="8", CHECKPOINT_DIR=str(tmp_path / "straight")))
+                              env=dict(env, EPOCHS="8", CHECKPOINT_DIR=str(tmp_path / "straight"), OMP_NUM_THREADS="1"))
     assert straight.returncode == 0, straight.stderr
     env.update(EPOCHS="8", SECONDS_PER_EPOCH="10")
     chain, job_id = [], sbatch(["job.sbatch"], project, env)

@@ -25,10 +25,11 @@ fn var(name: &str) -> Option<String> {
 
 /// Crates every cell (and every exported program) can `use` under their own names without a
 /// `:dep`, besides the prelude: what Rust programs, tch's examples among them, start with
-/// (`use anyhow::Result;`, `use rand::prelude::*;`). The prelude is built with these versions
-/// (crates/tch-prelude/Cargo.toml), so they resolve to its builds and cost a cell nothing until it
-/// uses them. A `:dep` of the same name replaces the line.
-pub const CELL_CRATES: &[&str] = &["anyhow = \"1\"", "rand = \"0.8\""];
+/// (`use anyhow::Result;`, `use rand::prelude::*;`, and `use tch::..` in a module of their own,
+/// where the prelude's glob import does not reach). rand and tch are the prelude's own builds
+/// (`*` takes the locked version); anyhow is built once by the installer's prebuild. None costs
+/// a cell anything until it uses it. A `:dep` of the same name replaces the line.
+pub const CELL_CRATES: &[&str] = &["anyhow = \"1\"", "rand = \"0.8\"", "tch = \"*\""];
 
 pub struct Settings {
     pub cache: Option<BuildCache>,

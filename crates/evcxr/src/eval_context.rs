@@ -1421,6 +1421,23 @@ pub struct ContextState {
     pub(crate) config: Config,
 }
 
+/// tch-kernel: the file of a cell's `mod name;`: `name.rs`, else `name/mod.rs`, in the
+/// notebook's folder (this process's working directory, which Jupyter sets to it).
+fn module_file(name: &str) -> Result<PathBuf, Error> {
+    let dir = std::env::current_dir()?;
+    let candidates = [
+        dir.join(format!("{name}.rs")),
+        dir.join(name).join("mod.rs"),
+    ];
+    match candidates.iter().find(|file| file.is_file()) {
+        Some(file) => Ok(file.clone()),
+        None => bail!(
+            "`mod {name};` needs the file {name}.rs (or {name}/mod.rs) beside the notebook, in {}",
+            dir.display()
+        ),
+    }
+}
+
 /// tch-kernel: the loader's message for a cell's shared object that could not be loaded, in the
 /// user's terms: the library that failed and why (`dlerror`), without the engine's file names,
 /// and with Rust symbols demangled.
@@ -2348,6 +2365,20 @@ impl ContextState {
                             // the output as-is so that we can get proper error reporting.
                             code_out = code_out.with_segment(segment);
                         }
+                    }
+                    // tch-kernel: `mod name;` is the file `name.rs` (or `name/mod.rs`) of the
+                    // notebook's folder, as if the notebook were the crate's root file: a
+                    // program's `main.rs` pasted into a cell finds its modules beside it.
+                    ast::Item::Module(module) if module.item_list().is_none() => {
+                        let name = ast::HasName::name(&module)
+                            .map(|n| n.text().to_string())
+                            .unwrap_or_default();
+                        let file = module_file(&name)?;
+                        let item_block = CodeBlock::new()
+                            .generated(format!("#[path = {:?}]", file.to_string_lossy()))
+                            .with_segment(segment);
+                        self.items_by_name.insert(name.clone(), item_block);
+                        previous_item_name = Some(name);
                     }
                     item => {
                         let item_block = CodeBlock::new().with_segment(segment);
