@@ -1704,23 +1704,16 @@ impl ContextState {
             .collect::<Vec<_>>()
             .join(", ");
         let manifest = crate::module::cargo_toml_contents(self);
-        let resolution = dep_resolution::resolve(&manifest, &self.config).map_err(|e| {
-            let e = match e {
-                dep_resolution::ResolveError::NativeLibraryTwice {
-                    package,
-                    library,
-                    kernel_has,
-                } => dep_resolution::ResolveError::NativeLibraryTwice {
-                    kernel_has: self
-                        .frozen_deps
-                        .as_ref()
-                        .and_then(|f| f.name_version(&kernel_has))
-                        .unwrap_or(kernel_has),
-                    package,
-                    library,
-                },
-                e => e,
-            };
+        let resolution = dep_resolution::resolve(&manifest, &self.config).map_err(|mut e| {
+            // cargo names the kernel's crate without its version; the frozen set has it.
+            if let dep_resolution::ResolveError::NativeLibraryTwice { kernel_has, .. } = &mut e
+                && let Some(named) = self
+                    .frozen_deps
+                    .as_ref()
+                    .and_then(|f| f.name_version(kernel_has))
+            {
+                *kernel_has = named;
+            }
             Error::Message(format!("{shown}: {e}"))
         })?;
         if let Some(frozen) = &self.frozen_deps {

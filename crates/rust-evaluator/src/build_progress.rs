@@ -49,9 +49,8 @@ impl BuildProgress {
             }
         };
         let text = format!(
-            "compiling {what} ({} crate{} so far, {:.0} s)",
-            state.crates.len(),
-            if state.crates.len() == 1 { "" } else { "s" },
+            "compiling {what} ({} so far, {:.0} s)",
+            crates(state.crates.len()),
             started.elapsed().as_secs_f64()
         );
         drop(state);
@@ -64,17 +63,16 @@ impl BuildProgress {
         let Some(display_id) = state.display_id.take() else {
             return;
         };
-        let crates = std::mem::take(&mut state.crates);
+        let names = std::mem::take(&mut state.crates);
         let seconds = state
             .started
             .take()
             .map_or(0.0, |s| s.elapsed().as_secs_f64());
         drop(state);
         let text = format!(
-            "compiled {} crate{} in {seconds:.0} s: {}",
-            crates.len(),
-            if crates.len() == 1 { "" } else { "s" },
-            crates.join(", ")
+            "compiled {} in {seconds:.0} s: {}",
+            self::crates(names.len()),
+            names.join(", ")
         );
         self.show(display_id, text, true);
     }
@@ -86,6 +84,11 @@ impl BuildProgress {
             update,
         });
     }
+}
+
+/// "1 crate", "2 crates".
+fn crates(count: usize) -> String {
+    format!("{count} crate{}", if count == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
