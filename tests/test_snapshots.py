@@ -180,6 +180,78 @@ def test_restore_after_the_client_restarts_the_kernel_and_notebooks_never_mix(tr
         other_km.shutdown_kernel(now=True)
 
 
+def children_states(pid):
+    """{pid: state} of the child processes of `pid` (`Z`: exited, not reaped yet)."""
+    states = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                states[int(child)] = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                continue
+    return states
+
+
+def modes(root):
+    """{path relative to root: permission bits} of root and everything under it."""
+    found = {".": root.stat().st_mode & 0o777}
+    for path in root.rglob("*"):
+        found[str(path.relative_to(root))] = path.stat().st_mode & 0o777
+    return found
+
+
+def test_what_holds_a_users_values_is_theirs_alone(torch_env, tmp_path):
+    """Snapshots, the build dir (the cells' sources) and the history are 0700/0600 whatever the
+    umask; a password is never written; the snapshot dir's name does not say the notebook's; the
+    snapshot writer is reaped as soon as it exits."""
+    old_umask = os.umask(0o002)  # a cluster's usual umask, inherited by the kernel
+    try:
+        km, kc = start(tmp_path, "secret-project.ipynb", TCH_KERNEL_DATA_DIR=str(tmp_path / "data"))
+    finally:
+        os.umask(old_umask)
+    try:
+        child = int(result(ok(kc, "std::process::id()"))[0])
+
+        def answer(msg):
+            assert msg["content"]["password"]
+            kc.input("hunter2-token")
+
+        code = 'let token = password("API token: ");\nlet steps: Vec<i64> = vec![1, 2, 3];'
+        reply, _ = run(kc, code, allow_stdin=True, stdin_hook=answer)
+        assert reply["status"] == "ok", reply
+        shown = wait_saved(kc, ["steps"])
+        assert re.search(r"^  token: not saved: it holds a password", shown, re.M), shown
+
+        (snapshot_dir,) = (tmp_path / "snapshots").iterdir()
+        assert "secret" not in snapshot_dir.name, snapshot_dir
+        found = modes(snapshot_dir)
+        assert {p: m for p, m in found.items() if m not in (0o700, 0o600)} == {}, found
+        for path in snapshot_dir.rglob("*"):
+            if path.is_file():
+                assert b"hunter2-token" not in path.read_bytes(), path
+
+        history = tmp_path / "data" / "history.jsonl"
+        assert history.stat().st_mode & 0o777 == 0o600
+        assert history.parent.stat().st_mode & 0o777 == 0o700
+
+        cache = Path(km.kernel_spec.env["TCH_KERNEL_CACHE_DIR"])
+        kernel_pid = km.provisioner.process.pid
+        (build_dir,) = [d for d in cache.glob("**/instances/*") if d.name.endswith(f"-{kernel_pid}")]
+        assert build_dir.stat().st_mode & 0o777 == 0o700, build_dir
+
+        # The writer is gone once it has written: not left as a zombie for the next cell to reap.
+        end = time.monotonic() + 60
+        while children_states(child):
+            assert time.monotonic() < end, f"writers left: {children_states(child)}"
+            time.sleep(0.05)
+
+        # The password is still the cell's to use.
+        assert result(ok(kc, "token.len()")) == ["13"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 def test_without_snapshots_the_commands_say_so(torch_env, tmp_path):
     km, kc = start(tmp_path, "off.ipynb", TCH_KERNEL_SNAPSHOTS="off")
     try:

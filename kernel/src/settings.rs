@@ -208,31 +208,18 @@ impl Settings {
     }
 }
 
-/// A cache this user cannot write (a course's, installed by its teacher) is used read-only: the
-/// kernel's build dir goes to the user's own cache instead.
-/// A notebook's snapshot directory name: its file name (for people looking) and a hash of its
-/// whole path (FNV-1a: stable across builds, unlike std's hasher), so two notebooks never share.
+/// A notebook's snapshot directory name: a hash of its whole path (FNV-1a: stable across
+/// builds, unlike std's hasher), so two notebooks never share, and the name says nothing of the
+/// notebook to someone listing the directory (its path is inside, in the private `notebook`).
 fn snapshot_key(notebook: &str) -> String {
     let hash = notebook.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    let stem: String = Path::new(notebook)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-._".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(60)
-        .collect();
-    format!("{stem}-{hash:016x}")
+    format!("nb-{hash:016x}")
 }
 
+/// A cache this user cannot write (a course's, installed by its teacher) is used read-only: the
+/// kernel's build dir goes to the user's own cache instead.
 fn own_instances(cache: BuildCache) -> BuildCache {
     if cache.instances_writable() {
         return cache;

@@ -37,6 +37,20 @@ mod tests {
     }
 
     #[test]
+    fn a_password_record_knows_what_it_saw_and_forgets_the_oldest() {
+        let record = PasswordRecord::new();
+        assert!(!record.holds(""), "an empty record holds nothing");
+        record.add("hunter2");
+        assert!(record.holds("hunter2"));
+        assert!(!record.holds("hunter3"));
+        for i in 0..PASSWORD_SLOTS {
+            record.add(&format!("token-{i}"));
+        }
+        assert!(!record.holds("hunter2"), "the oldest is forgotten");
+        assert!(record.holds(&format!("token-{}", PASSWORD_SLOTS - 1)));
+    }
+
+    #[test]
     fn escape_round_trip() {
         let s = "a:b%c\nd\re\u{1f}f%3A";
         assert_eq!(unescape(&escape(s)), s);

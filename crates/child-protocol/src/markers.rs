@@ -12,6 +12,11 @@ pub const FIELD_SEP: char = '\u{1f}';
 /// The panic message of `check_interrupt()`: the cell stopped because the user interrupted it.
 pub const INTERRUPT_PANIC: &str = "KeyboardInterrupt (tch-kernel)";
 
+/// Written on the child's stderr when the kernel asks (after a cell), followed by the number it
+/// asked with: every line the cell wrote on stderr before it is before it in the pipe, so the
+/// kernel can wait for the mark instead of guessing how long stderr takes.
+pub const STDERR_MARK: &str = "\u{1e}tch-kernel:stderr-mark\u{1e}";
+
 /// A cell's final value, one MIME type at a time: `BEGIN_CONTENT mime`, the content's lines,
 /// `END_CONTENT` (the evaluation engine's own format, kept for its display code).
 pub const BEGIN_CONTENT: &str = "EVCXR_BEGIN_CONTENT";
@@ -36,8 +41,8 @@ pub fn counter_value(address: usize) -> String {
     format!("{}:{address}", std::process::id())
 }
 
-/// The counter's address when `value` (of [`INTERRUPT_COUNTER_ENV`]) was set by this process
-/// and names a place an `AtomicUsize` can be (not null, aligned).
+/// The counter's address when `value` (of [`INTERRUPT_COUNTER_ENV`], or [`PASSWORDS_ENV`]) was
+/// set by this process and names a place an `AtomicUsize` can be (not null, aligned).
 pub fn counter_address(value: &str) -> Option<usize> {
     let (pid, address) = value.split_once(':')?;
     if pid.parse::<u32>().ok()? != std::process::id() {
@@ -48,3 +53,54 @@ pub fn counter_address(value: &str) -> Option<usize> {
         .then_some(address)
 }
 
+
+/// Environment variable holding `PID:ADDRESS` (as [`counter_value`] writes it) of the
+/// evaluation process's [`PasswordRecord`]: `password()` in a cell records what it returned,
+/// and the snapshot of the variables leaves out a `String` that holds it.
+pub const PASSWORDS_ENV: &str = "TCH_KERNEL_PASSWORDS";
+
+/// How many passwords a [`PasswordRecord`] remembers (the oldest are forgotten first).
+pub const PASSWORD_SLOTS: usize = 64;
+
+/// Hashes of what `password()` returned in this process (in memory only, never written). Its
+/// layout is fixed: a cell and the evaluation process each compile their own copy.
+#[repr(C)]
+pub struct PasswordRecord {
+    count: std::sync::atomic::AtomicUsize,
+    hashes: [std::sync::atomic::AtomicU64; PASSWORD_SLOTS],
+}
+
+impl PasswordRecord {
+    pub const fn new() -> PasswordRecord {
+        PasswordRecord {
+            count: std::sync::atomic::AtomicUsize::new(0),
+            hashes: [const { std::sync::atomic::AtomicU64::new(0) }; PASSWORD_SLOTS],
+        }
+    }
+
+    pub fn add(&self, value: &str) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let slot = self.count.fetch_add(1, SeqCst) % PASSWORD_SLOTS;
+        self.hashes[slot].store(password_hash(value), SeqCst);
+    }
+
+    pub fn holds(&self, value: &str) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let filled = self.count.load(SeqCst).min(PASSWORD_SLOTS);
+        let hash = password_hash(value);
+        self.hashes[..filled].iter().any(|h| h.load(SeqCst) == hash)
+    }
+}
+
+impl Default for PasswordRecord {
+    fn default() -> Self {
+        PasswordRecord::new()
+    }
+}
+
+/// FNV-1a: enough to recognise a value this process has seen; it never leaves the process.
+fn password_hash(value: &str) -> u64 {
+    value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

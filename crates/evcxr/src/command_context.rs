@@ -77,6 +77,11 @@ impl CommandContext {
         self.eval_context.process_handle()
     }
 
+    /// tch-kernel: see [`EvalContext::mark_stderr`].
+    pub fn mark_stderr(&mut self, token: u64) -> Result<(), Error> {
+        self.eval_context.mark_stderr(token)
+    }
+
     pub fn variables_and_types(&self) -> impl Iterator<Item = (&str, &str)> {
         self.eval_context.variables_and_types()
     }

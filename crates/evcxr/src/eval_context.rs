@@ -675,6 +675,13 @@ impl EvalContext {
         self.child_process.process_handle()
     }
 
+    /// tch-kernel: asks the child to write child-protocol's `STDERR_MARK` and `token` on its
+    /// stderr, after everything it wrote there so far (the child must be idle: between cells).
+    pub fn mark_stderr(&mut self, token: u64) -> Result<(), Error> {
+        self.child_process
+            .send(&format!("{} {token}", crate::runtime::MARK_STDERR))
+    }
+
     pub(crate) fn restart_child_process(&mut self) -> Result<(), Error> {
         self.committed_state.variable_states.clear();
         self.committed_state.stored_variable_states.clear();

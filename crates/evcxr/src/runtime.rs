@@ -22,6 +22,9 @@ pub(crate) const EVCXR_EXECUTION_COMPLETE: &str = "EVCXR_EXECUTION_COMPLETE";
 pub(crate) const LOAD_FAILED: &str = "EVCXR_LOAD_FAILED";
 pub(crate) const WRAP_RUSTC_ENV: &str = "EVCXR_RUSTC_WRAPPER";
 pub(crate) const FORCE_DYLIB_ENV: &str = "EVCXR_FORCE_DYLIB";
+/// tch-kernel: `MARK_STDERR n` on the child's stdin: write child-protocol's `STDERR_MARK` and
+/// `n` on stderr (see `EvalContext::mark_stderr`).
+pub(crate) const MARK_STDERR: &str = "MARK_STDERR";
 
 /// tch-kernel: cooperative interrupt. In the child, SIGINT does not kill the process; it
 /// increments this counter, which cell code polls (`check_interrupt()` in tch-kernel) to stop
@@ -31,6 +34,43 @@ pub(crate) const FORCE_DYLIB_ENV: &str = "EVCXR_FORCE_DYLIB";
 /// each cell. The parent kills the child if the cell does not stop in time.
 pub static INTERRUPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 pub const INTERRUPT_COUNTER_ENV: &str = child_protocol::INTERRUPT_COUNTER_ENV;
+
+/// tch-kernel: what `password()` returned in this process (child-protocol's
+/// `PasswordRecord`), found by cells through [`child_protocol::PASSWORDS_ENV`]; a variable that
+/// holds one is not written to a snapshot.
+static PASSWORDS: child_protocol::PasswordRecord = child_protocol::PasswordRecord::new();
+
+fn publish_password_record() {
+    // SAFETY: called once at start-up, before the child runs any cell or starts threads.
+    unsafe {
+        std::env::set_var(
+            child_protocol::PASSWORDS_ENV,
+            child_protocol::counter_value(&PASSWORDS as *const _ as usize),
+        );
+    }
+}
+
+/// Whether a stored value holds what `password()` returned.
+fn holds_password(value: &dyn std::any::Any) -> bool {
+    value
+        .downcast_ref::<String>()
+        .is_some_and(|s| PASSWORDS.holds(s))
+}
+
+/// What a snapshot holds for a variable that holds a password: why it is not saved.
+fn password_not_saved() -> crate::evcxr_internal_runtime::SaverWrite {
+    Box::new(|path: &std::path::Path| {
+        let text = child_protocol::snapshot::SnapshotHeader {
+            kind: child_protocol::snapshot::SnapshotKind::Unsaved,
+            type_name: std::any::type_name::<String>().to_owned(),
+            reason: "it holds a password (never written to disk)".to_owned(),
+            tensors: Vec::new(),
+        }
+        .to_text();
+        std::fs::write(path, &text).map_err(|e| e.to_string())?;
+        Ok(text.len() as u64)
+    })
+}
 
 fn install_interrupt_handler() {
     extern "C" fn on_interrupt(_signal: libc::c_int) {
@@ -100,10 +140,8 @@ const _: fn(child_protocol::snapshot::SnapshotSaver) -> crate::evcxr_internal_ru
 /// as they were when the cell ended, whatever the next cell does to them.
 struct Snapshots {
     dir: std::path::PathBuf,
-    /// The fork still writing the last snapshot, if any.
-    writer: Option<libc::pid_t>,
-    /// Writers stopped before they finished, not yet reaped.
-    stopped: Vec<libc::pid_t>,
+    /// The fork writing (or that wrote) the last snapshot, if any.
+    writer: Option<Writer>,
     /// The variables the last snapshot knew: a cell that only drops one still writes (its file
     /// goes).
     names: Vec<String>,
@@ -115,14 +153,14 @@ impl Snapshots {
         let dir = std::path::PathBuf::from(std::env::var_os(
             child_protocol::snapshot::SNAPSHOT_DIR_ENV,
         )?);
-        if let Err(e) = std::fs::create_dir_all(&dir) {
+        // The variables' values: this user's only (the cache may be on shared scratch).
+        if let Err(e) = private_files::create_dir_all(&dir) {
             eprintln!("snapshots are off: cannot create {}: {e}", dir.display());
             return None;
         }
         Some(Snapshots {
             dir,
             writer: None,
-            stopped: Vec::new(),
             names: Vec::new(),
             cells: 0,
         })
@@ -130,30 +168,17 @@ impl Snapshots {
 
     fn take(&mut self, store: &mut crate::evcxr_internal_runtime::VariableStore) {
         self.cells += 1;
-        // SAFETY (waitpid, kill): these pids are our own children; WNOHANG never blocks.
-        self.stopped
-            .retain(|pid| unsafe { libc::waitpid(*pid, std::ptr::null_mut(), libc::WNOHANG) } == 0);
-        if let Some(pid) = self.writer {
-            let mut status = 0;
-            match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
-                0 if !store
-                    .variables
-                    .iter()
-                    .any(|v| v.changed && v.saver.is_some()) =>
-                {
-                    return;
-                }
-                // Still writing what an earlier cell left, and this one changed more: the
-                // snapshot to write is this one, of everything (each file the stopped writer
-                // finished holds a whole variable; its lock goes with it).
-                0 => {
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    self.stopped.push(pid);
-                    mark_all_changed(store);
-                }
-                r if r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 => {}
-                // It failed or was killed: write everything again.
-                _ => mark_all_changed(store),
+        if let Some(writer) = &self.writer {
+            let changed = store
+                .variables
+                .iter()
+                .any(|v| v.changed && v.saver.is_some());
+            match writer.stop_unless_done(changed) {
+                WriterState::Running => return,
+                WriterState::Succeeded => {}
+                // It failed, or was stopped before it finished (each file it finished holds a
+                // whole variable; its lock goes with it): the snapshot to write is of everything.
+                WriterState::Failed | WriterState::Stopped => mark_all_changed(store),
             }
             self.writer = None;
         }
@@ -164,6 +189,11 @@ impl Snapshots {
                 continue;
             };
             v.changed = false;
+            // Its file says why it is not there, and replaces an older one of the same name.
+            if holds_password(&*v.value) {
+                writes.push((v.name.clone(), password_not_saved()));
+                continue;
+            }
             let value: &dyn std::any::Any = &*v.value;
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| saver(value))) {
                 Ok(write) => writes.push((v.name.clone(), write)),
@@ -198,12 +228,83 @@ impl Snapshots {
                 unsafe { libc::_exit(code) }
             }
             pid => {
-                self.writer = Some(pid);
+                self.writer = Some(Writer::reaped_on_exit(pid));
                 self.names = names;
             }
         }
         // This process's descriptor closes; the writer's keeps the lock (one open file, shared).
         drop(lock);
+    }
+}
+
+/// How the last snapshot's writer stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum WriterState {
+    Running,
+    Succeeded,
+    Failed,
+    /// Killed by [`Writer::stop_unless_done`] before it finished.
+    Stopped,
+}
+
+/// A snapshot writer, reaped by a thread of its own as soon as it exits (no zombie process
+/// waits for the next cell).
+struct Writer {
+    pid: libc::pid_t,
+    /// `None` while the writer runs, then its wait status. The reaper takes this lock before it
+    /// reaps, so that under it an unreaped pid is still the writer's and can be killed.
+    status: std::sync::Arc<std::sync::Mutex<Option<libc::c_int>>>,
+}
+
+impl Writer {
+    fn reaped_on_exit(pid: libc::pid_t) -> Writer {
+        let status = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let reaper_status = status.clone();
+        let reaper = move || {
+            // SAFETY: waits for our own child; WNOWAIT leaves it unreaped until the lock is held.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOWAIT,
+                )
+            };
+            let mut slot = reaper_status
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut wait_status = 0;
+            // SAFETY: reaps our own child, which has exited.
+            unsafe { libc::waitpid(pid, &mut wait_status, 0) };
+            *slot = Some(wait_status);
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("snapshot-reaper".into())
+            .spawn(reaper)
+        {
+            eprintln!("snapshot: cannot watch the writer: {e}");
+        }
+        Writer { pid, status }
+    }
+
+    /// The writer's state; one still running is killed if `stop` (a newer snapshot replaces
+    /// what it writes).
+    fn stop_unless_done(&self, stop: bool) -> WriterState {
+        let status = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *status {
+            None if stop => {
+                // SAFETY: not reaped yet (its reaper needs this lock), so the pid is still ours.
+                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                WriterState::Stopped
+            }
+            None => WriterState::Running,
+            Some(s) if libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0 => WriterState::Succeeded,
+            Some(_) => WriterState::Failed,
+        }
     }
 }
 
@@ -218,7 +319,7 @@ fn mark_all_changed(store: &mut crate::evcxr_internal_runtime::VariableStore) {
 /// The snapshot directory's lock (`flock`, held until the file closes in every process).
 fn lock_dir(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
-    let lock = std::fs::File::create(dir.join(child_protocol::snapshot::SNAPSHOT_LOCK))?;
+    let lock = private_files::create(&dir.join(child_protocol::snapshot::SNAPSHOT_LOCK))?;
     // SAFETY: a valid descriptor. Blocks only while a writer just killed is still exiting.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -244,6 +345,10 @@ fn write_snapshot(
 ) -> i32 {
     use child_protocol::snapshot::{SNAPSHOT_EXT, SNAPSHOT_STATUS};
     use std::os::fd::AsRawFd;
+    // Every file it writes holds a user's values: 0600 whatever the notebook's umask (this
+    // process only: files a cell writes keep the user's).
+    // SAFETY: umask(2) cannot fail.
+    unsafe { libc::umask(0o077) };
     // Not the kernel's pipes: what this process says goes to the directory's log.
     if let Ok(log) = std::fs::File::create(dir.join("log")) {
         // SAFETY: dup2 onto stdout and stderr, which this process no longer shares.
@@ -342,6 +447,7 @@ impl Runtime {
         self.install_crash_handlers();
         // tch-kernel: cooperative interrupt (see `INTERRUPTS`).
         install_interrupt_handler();
+        publish_password_record();
         watch_parent();
 
         let stdin = std::io::stdin();
@@ -360,6 +466,12 @@ impl Runtime {
             Lazy::new(|| Regex::new("LOAD_AND_RUN ([^ ]+) ([^ ]+)").unwrap());
         if let Some(captures) = LOAD_AND_RUN.captures(line) {
             self.load_and_run(&captures[1], &captures[2])
+        } else if let Some(token) = line
+            .strip_prefix(MARK_STDERR)
+            .and_then(|rest| rest.trim().parse::<u64>().ok())
+        {
+            eprintln!("{}{token}", child_protocol::STDERR_MARK);
+            Ok(())
         } else {
             bail!("Unrecognised line: {}", line);
         }

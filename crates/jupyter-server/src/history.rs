@@ -3,7 +3,6 @@
 
 use jupyter_wire::content::{HistAccessType, HistoryEntry, HistoryRequest};
 use serde::{Deserialize, Serialize};
-use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 
@@ -62,14 +61,11 @@ impl History {
                 s
             });
             let result = written.map_err(std::io::Error::other).and_then(|s| {
+                // The inputs may hold a user's secrets: private, as IPython's history.
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
+                    private_files::create_dir_all(dir)?;
                 }
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?
-                    .write_all(s.as_bytes())
+                private_files::append(path)?.write_all(s.as_bytes())
             });
             if let Err(e) = result {
                 log::warn!("cannot append to history file {}: {e}", path.display());

@@ -121,18 +121,29 @@ where
         })
     };
 
-    tokio::spawn(iopub_task(iopub, iopub_rx, signer.clone(), session.clone()));
+    let (iopub_flush, iopub_flush_rx) = unbounded_channel();
+    tokio::spawn(iopub_task(
+        iopub,
+        iopub_rx,
+        iopub_flush_rx,
+        signer.clone(),
+        session.clone(),
+    ));
     let (shell_send, shell_recv) = shell.split();
+    let (shell_flush, shell_flush_rx) = unbounded_channel();
     tokio::spawn(router_send_task(
         shell_send,
         shell_out_rx,
+        shell_flush_rx,
         signer.clone(),
         "shell",
     ));
     let (stdin_send, stdin_recv) = stdin_socket.split();
+    let (_stdin_flush, stdin_flush_rx) = unbounded_channel();
     tokio::spawn(router_send_task(
         stdin_send,
         stdin_out_rx,
+        stdin_flush_rx,
         signer.clone(),
         "stdin",
     ));
@@ -182,9 +193,11 @@ where
 
     tokio::spawn(shell_recv_task(shell_recv, signer.clone(), events_tx));
     let (control_send, control_recv) = control.split();
+    let (control_flush, control_flush_rx) = unbounded_channel();
     tokio::spawn(router_send_task(
         control_send,
         control_out_rx,
+        control_flush_rx,
         signer.clone(),
         "control",
     ));
@@ -208,10 +221,31 @@ where
         }
         () = parent_gone() => Stopped::ParentGone,
     };
-    // Let IOPub flush the shutdown reply and final status.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The shutdown reply and the last status go out before the process ends: each sending task
+    // says when it has sent what was queued (never waited for without end: a peer gone).
+    let mut sent = Vec::new();
+    for flush in [&iopub_flush, &control_flush, &shell_flush] {
+        let (done, done_rx) = tokio::sync::oneshot::channel();
+        if flush.send(done).is_ok() {
+            sent.push(done_rx);
+        }
+    }
+    let all_sent = async {
+        for done in sent {
+            let _ = done.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(2), all_sent)
+        .await
+        .is_err()
+    {
+        log::warn!("the last messages were not all sent before exit");
+    }
     Ok(stopped)
 }
+
+/// Asks a sending task to send everything queued so far, and is answered when it has.
+type FlushRequest = tokio::sync::oneshot::Sender<()>;
 
 fn to_zmq(frames: Vec<Vec<u8>>) -> Option<ZmqMessage> {
     ZmqMessage::try_from(frames.into_iter().map(Bytes::from).collect::<Vec<_>>()).ok()
@@ -244,6 +278,7 @@ async fn pause_after_error(channel: &str, e: impl std::fmt::Display) {
 async fn iopub_task(
     mut socket: XPubSocket,
     mut rx: UnboundedReceiver<Message>,
+    mut flush: UnboundedReceiver<FlushRequest>,
     signer: Signer,
     session: String,
 ) {
@@ -267,34 +302,65 @@ async fn iopub_task(
                 Err(e) => pause_after_error("iopub", e).await,
             },
             msg = rx.recv() => match msg {
-                Some(msg) => {
-                    if let Some(m) = to_zmq(msg.to_frames(&signer))
-                        && let Err(e) = socket.send(m).await {
-                            log::warn!("iopub: send failed: {e}");
-                        }
-                }
+                Some(msg) => iopub_send(&mut socket, msg, &signer).await,
                 None => break,
             },
+            Some(done) = flush.recv() => {
+                while let Ok(msg) = rx.try_recv() {
+                    iopub_send(&mut socket, msg, &signer).await;
+                }
+                let _ = done.send(());
+            }
         }
+    }
+}
+
+async fn iopub_send(socket: &mut XPubSocket, msg: Message, signer: &Signer) {
+    if let Some(m) = to_zmq(msg.to_frames(signer))
+        && let Err(e) = socket.send(m).await
+    {
+        log::warn!("iopub: send failed: {e}");
     }
 }
 
 async fn router_send_task(
     mut socket: impl SocketSend + Send,
     mut rx: UnboundedReceiver<Message>,
+    mut flush: UnboundedReceiver<FlushRequest>,
     signer: Signer,
     channel: &'static str,
 ) {
-    while let Some(msg) = rx.recv().await {
-        if msg.identities.is_empty() {
-            log::warn!("{channel}: no route for {}", msg.msg_type());
-            continue;
-        }
-        if let Some(m) = to_zmq(msg.to_frames(&signer)) {
-            // Sending to a peer that went away is an error in zmq.rs; log and go on.
-            if let Err(e) = socket.send(m).await {
-                log::warn!("{channel}: cannot send {}: {e}", msg.msg_type());
+    loop {
+        tokio::select! {
+            biased;
+            msg = rx.recv() => match msg {
+                Some(msg) => router_send(&mut socket, msg, &signer, channel).await,
+                None => break,
+            },
+            Some(done) = flush.recv() => {
+                while let Ok(msg) = rx.try_recv() {
+                    router_send(&mut socket, msg, &signer, channel).await;
+                }
+                let _ = done.send(());
             }
+        }
+    }
+}
+
+async fn router_send(
+    socket: &mut (impl SocketSend + Send),
+    msg: Message,
+    signer: &Signer,
+    channel: &str,
+) {
+    if msg.identities.is_empty() {
+        log::warn!("{channel}: no route for {}", msg.msg_type());
+        return;
+    }
+    if let Some(m) = to_zmq(msg.to_frames(signer)) {
+        // Sending to a peer that went away is an error in zmq.rs; log and go on.
+        if let Err(e) = socket.send(m).await {
+            log::warn!("{channel}: cannot send {}: {e}", msg.msg_type());
         }
     }
 }

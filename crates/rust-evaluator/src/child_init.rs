@@ -5,7 +5,8 @@
 //! `child-protocol`; in a kernel, the crate's own source is its module `__tch_kernel_protocol`.
 
 pub(crate) use child_protocol::{
-    FIELD_SEP, INPUT_ERR, INPUT_OK, INTERRUPT_PANIC, OUTPUT_MARKER, PANIC_MARKER, escape, unescape,
+    FIELD_SEP, INPUT_ERR, INPUT_OK, INTERRUPT_PANIC, OUTPUT_MARKER, PANIC_MARKER, STDERR_MARK,
+    escape, unescape,
 };
 
 /// The items of the first cell: child-protocol as a module, then `input()` / `password()`, the

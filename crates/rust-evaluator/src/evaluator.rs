@@ -3,6 +3,7 @@
 use crate::build_cache;
 use crate::build_progress::BuildProgress;
 use crate::child_init::{self, INPUT_ERR, INPUT_OK, PanicReport};
+use crate::child_life::{CellEnd, ChildLife, ChildState};
 use crate::hints;
 use crate::known_names::{self, KnownNames};
 use crate::loop_poll;
@@ -11,10 +12,13 @@ use crate::output::{Forwarder, OutputSink, Stream};
 use crate::snapshot::{RestoreReport, SnapshotConfig};
 use evcxr::{CommandContext, EvalCallbacks};
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+/// How long the end of a cell waits for the child's stderr mark (see `flush_output`): only a
+/// child that died at that moment takes it.
+const STDERR_MARK_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a completion or inspection waits for rust-analyzer once it is free; a busy one
 /// (warming up) is not waited for at all.
@@ -228,63 +232,18 @@ pub struct Completions {
     pub from_analyzer: bool,
 }
 
-struct InterruptState {
-    running: AtomicBool,
-    requested: AtomicBool,
-    /// Counts cells, so a watchdog started for one cell never kills the next.
-    cell: AtomicU64,
-    child: Arc<Mutex<Child>>,
-    grace: Duration,
-}
-
 /// Stops the running cell from another thread. The first interrupt asks the cell to stop (a
 /// SIGINT that the child turns into a flag which `check_interrupt()` and progress bars poll,
 /// keeping every variable of earlier cells); if the cell has not stopped after the grace
 /// period, or on a second interrupt, the child is killed and restarted. Interrupting while no
-/// cell runs does nothing, so an idle kernel never loses its variables to a stray interrupt.
+/// cell runs does nothing, so an idle kernel never loses its variables to a stray interrupt
+/// (see [`ChildLife`]).
 #[derive(Clone)]
-pub struct Interrupter(Arc<InterruptState>);
+pub struct Interrupter(Arc<ChildLife>);
 
 impl Interrupter {
     pub fn interrupt(&self) {
-        let state = &self.0;
-        if !state.running.load(Ordering::SeqCst) {
-            return;
-        }
-        if state.requested.swap(true, Ordering::SeqCst) {
-            self.kill_child();
-            return;
-        }
-        let pid = state
-            .child
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .id();
-        // SAFETY: kill(2) on our own child's pid; it is reaped only by the evaluator, under the
-        // same lock, so the pid cannot have been reused while the cell runs.
-        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) } != 0 {
-            log::debug!("interrupt: SIGINT: {}", std::io::Error::last_os_error());
-        }
-        let cell = state.cell.load(Ordering::SeqCst);
-        let watchdog = self.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(watchdog.0.grace);
-            let state = &watchdog.0;
-            if state.running.load(Ordering::SeqCst) && state.cell.load(Ordering::SeqCst) == cell {
-                log::info!(
-                    "the cell did not stop within {:?} of the interrupt; restarting the child",
-                    state.grace
-                );
-                watchdog.kill_child();
-            }
-        });
-    }
-
-    fn kill_child(&self) {
-        let mut child = self.0.child.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = child.kill() {
-            log::debug!("interrupt: kill: {e}");
-        }
+        self.0.interrupt();
     }
 }
 
@@ -295,19 +254,18 @@ pub struct Evaluator {
     panics: Arc<Mutex<Option<PanicReport>>>,
     /// Set by the stderr forwarder when Rust's allocator reports a failed allocation.
     alloc_failed: Arc<AtomicU64>,
-    interrupter: Interrupter,
-    /// A new child process needs its panic hook before running user code.
-    child_needs_init: bool,
+    /// Where the child is: running a cell, interrupted, restarting... (see [`ChildLife`]).
+    life: Arc<ChildLife>,
     /// Names for completion while rust-analyzer cannot answer (see `known_names`).
     known: Arc<KnownNames>,
     poll_loops: bool,
     snapshots: Option<SnapshotConfig>,
     /// Where a notice that is not a cell's own output goes (a process that died while idle).
     sink: Arc<dyn OutputSink>,
-    /// A restore is running (a crash during it is not followed by another).
-    restoring: bool,
     /// The line a cell that builds crates (a `:dep`) shows while they compile.
     build_progress: Arc<BuildProgress>,
+    /// The number of the last stderr mark asked for (see `flush_output`).
+    stderr_marks: u64,
     /// Declared last: removed after the engine (and its child) is gone.
     _build_dir: BuildDirGuard,
 }
@@ -345,6 +303,8 @@ impl Evaluator {
             keep: config.keep_build_dir,
         };
         let started = std::time::Instant::now();
+        // It holds the cells' sources: this user's only (the cache may be on shared scratch).
+        private_files::create_dir_all(&config.build_dir).map_err(io("build dir"))?;
         if let Some(seed) = config.seed_from.as_ref().filter(|s| s.is_dir()) {
             let copied = build_cache::clone_tree(seed, &config.build_dir.join("build"))
                 .map_err(io("seeding the build dir"))?;
@@ -451,13 +411,7 @@ impl Evaluator {
             panics.clone(),
             alloc_failed.clone(),
         );
-        let interrupter = Interrupter(Arc::new(InterruptState {
-            running: AtomicBool::new(false),
-            requested: AtomicBool::new(false),
-            cell: AtomicU64::new(0),
-            child: ctx.process_handle(),
-            grace: config.interrupt_grace,
-        }));
+        let life = ChildLife::new(ctx.process_handle(), config.interrupt_grace);
         // From here on, cargo's lines for crates a cell builds go to that cell (start-up's own
         // build says why it waits in other words; see `check_prebuilt`).
         let build_progress = BuildProgress::new(sink.clone());
@@ -474,52 +428,54 @@ impl Evaluator {
             stderr,
             panics,
             alloc_failed,
-            interrupter,
-            child_needs_init: false,
+            life,
             known: config.known_names.clone(),
             poll_loops: config.poll_loops,
             snapshots,
             sink,
-            restoring: false,
             build_progress,
+            stderr_marks: 0,
             _build_dir: build_dir,
         })
     }
 
     pub fn interrupter(&self) -> Interrupter {
-        self.interrupter.clone()
+        Interrupter(self.life.clone())
     }
 
-    fn init_child(&mut self) -> Result<(), StartError> {
-        self.ctx
-            .execute(child_init::PANIC_HOOK_CELL)
-            .map_err(|e| StartError::Setup {
-                command: "panic hook",
-                message: e.to_string(),
-            })?;
-        self.child_needs_init = false;
-        Ok(())
+    /// Where the child is now (for tests and logs).
+    pub fn child_state(&self) -> ChildState {
+        self.life.state()
+    }
+
+    /// A new child's panic hook, before it runs user code.
+    fn init_child(&mut self) {
+        if let Err(e) = self.ctx.execute(child_init::PANIC_HOOK_CELL) {
+            log::warn!("cannot set the new child's panic hook: {e}");
+        }
     }
 
     /// Compiles and runs a cell. Output streams to the sink while it runs and is flushed before
-    /// this returns. `input` answers `input()` calls from the cell.
+    /// this returns. `input` answers `input()` calls from the cell. A child that died since the
+    /// last cell is restarted first, and one that dies in this cell after it (both restore the
+    /// snapshot).
     pub fn eval(
         &mut self,
         code: &str,
         input: &dyn Fn(InputRequest) -> Result<String, String>,
     ) -> Result<EvalOutput, EvalError> {
-        self.restart_if_died_while_idle();
-        if self.child_needs_init
-            && let Err(e) = self.init_child()
-        {
-            log::warn!("{e}");
-        }
-        *self.panics.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        let state = &self.interrupter.0;
-        state.requested.store(false, Ordering::SeqCst);
-        state.cell.fetch_add(1, Ordering::SeqCst);
-        state.running.store(true, Ordering::SeqCst);
+        self.recover_if_died_while_idle();
+        let run = self.run_cell(code, input);
+        self.outcome(run, code)
+    }
 
+    /// Compiles and runs one cell in the child as it is, no more: see [`CellRun`].
+    fn run_cell(
+        &mut self,
+        code: &str,
+        input: &dyn Fn(InputRequest) -> Result<String, String>,
+    ) -> CellRun {
+        *self.panics.lock().unwrap_or_else(PoisonError::into_inner) = None;
         // evcxr does not export its request type, so the closure's parameter type is inferred
         // from the callback field.
         let mut callbacks = EvalCallbacks {
@@ -548,25 +504,37 @@ impl Evaluator {
         } else {
             loop_poll::Instrumented::unchanged(code)
         };
+        self.life.begin_cell();
         let result = self
             .ctx
             .execute_with_callbacks(&instrumented.code, &mut callbacks);
+        let end = self.life.end_cell();
         self.build_progress.finish();
         if let Ok(outputs) = &result {
             log_phases(outputs);
         }
-
-        state.running.store(false, Ordering::SeqCst);
-        let interrupted = state.requested.swap(false, Ordering::SeqCst);
-        self.flush_output();
+        let child_alive = !matches!(result, Err(evcxr::Error::SubprocessTerminated(_)));
+        self.flush_output(child_alive);
         let panic = self
             .panics
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        CellRun {
+            result,
+            end,
+            panic,
+            memory,
+            defined_before,
+            instrumented,
+        }
+    }
 
-        match result {
-            Ok(outputs) => match panic {
+    /// What a cell's run means for the notebook; a child that died is restarted (and the
+    /// snapshot restored) before this returns.
+    fn outcome(&mut self, run: CellRun, code: &str) -> Result<EvalOutput, EvalError> {
+        match run.result {
+            Ok(outputs) => match run.panic {
                 Some(p) if p.message == child_init::INTERRUPT_PANIC => {
                     Err(EvalError::Interrupted {
                         variables_kept: true,
@@ -589,7 +557,7 @@ impl Evaluator {
                     let mut data: Vec<(String, String)> =
                         outputs.content_by_mime_type.into_iter().collect();
                     data.sort();
-                    let (run, compile): (Vec<_>, Vec<_>) = outputs
+                    let (ran, compile): (Vec<_>, Vec<_>) = outputs
                         .phases
                         .iter()
                         .partition(|p| p.name == evcxr::EXECUTION_PHASE);
@@ -597,48 +565,41 @@ impl Evaluator {
                         data,
                         elapsed: outputs.timing,
                         compile_time: compile.iter().map(|p| p.duration).sum(),
-                        run_time: run.iter().map(|p| p.duration).sum(),
+                        run_time: ran.iter().map(|p| p.duration).sum(),
                     })
                 }
             },
             Err(evcxr::Error::SubprocessTerminated(reason)) => {
-                self.child_needs_init = true;
                 let alloc_failed =
                     Some(self.alloc_failed.load(Ordering::SeqCst)).filter(|n| *n > 0);
-                let out_of_memory = memory.and_then(|m| m.out_of_memory(alloc_failed));
-                let restored = self.restore_after_restart();
-                let mut lost: Vec<String> = defined_before
+                let out_of_memory = run.memory.and_then(|m| m.out_of_memory(alloc_failed));
+                let restored = self.recover();
+                let mut lost: Vec<String> = run
+                    .defined_before
                     .into_iter()
-                    .filter(|name| {
-                        !restored.as_ref().is_some_and(|r| {
-                            r.restored
-                                .iter()
-                                .chain(&r.not_restored)
-                                .any(|(n, _)| n == name)
-                        })
-                    })
+                    .filter(|name| !restored.as_ref().is_some_and(|r| r.mentions(name)))
                     .collect();
                 lost.sort();
-                if interrupted {
-                    Err(EvalError::Interrupted {
-                        variables_kept: false,
-                        lost,
-                        restored,
-                    })
-                } else {
+                if run.end == CellEnd::Ran {
                     Err(EvalError::ProcessDied {
                         reason,
                         lost,
                         restored,
                         out_of_memory,
                     })
+                } else {
+                    Err(EvalError::Interrupted {
+                        variables_kept: false,
+                        lost,
+                        restored,
+                    })
                 }
             }
             Err(evcxr::Error::CompilationErrors(mut errors)) => {
-                if !instrumented.is_unchanged() {
+                if !run.instrumented.is_unchanged() {
                     for error in &mut errors {
                         error.map_positions(&|line, column| {
-                            instrumented.original_position(line, column)
+                            run.instrumented.original_position(line, column)
                         });
                     }
                 }
@@ -669,37 +630,36 @@ impl Evaluator {
         }
     }
 
-    /// A child that died between cells (killed, out of memory while a thread ran) is restarted
-    /// before the next cell, which then runs with what the snapshot restores; a notice on
-    /// stderr says so. Returns that restore's report.
-    fn restart_if_died_while_idle(&mut self) -> Option<RestoreReport> {
-        let status = match self.ctx.process_handle().lock() {
-            Ok(mut child) => {
-                let mut status = child.try_wait().ok().flatten();
-                // A killed process whose threads are still exiting is a zombie that cannot be
-                // reaped yet: it will be in a moment (not waited for without end: a thread
-                // stuck in a driver).
-                let end = std::time::Instant::now() + Duration::from_secs(10);
-                while status.is_none() && is_zombie(child.id()) && std::time::Instant::now() < end {
-                    std::thread::sleep(Duration::from_millis(10));
-                    status = child.try_wait().ok().flatten();
-                }
-                status
-            }
-            Err(_) => None,
-        };
-        let status = status?;
-        // The engine finds the child gone when it sends it work, and starts a new one.
+    /// The exit status of a child that died between cells (killed, out of memory while a
+    /// thread ran), if it did.
+    fn died_while_idle(&self) -> Option<std::process::ExitStatus> {
+        let handle = self.ctx.process_handle();
+        let mut child = handle.lock().ok()?;
+        let mut status = child.try_wait().ok().flatten();
+        // A killed process whose threads are still exiting is a zombie that cannot be reaped
+        // yet: it will be in a moment (not waited for without end: a thread stuck in a driver).
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while status.is_none() && is_zombie(child.id()) && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+            status = child.try_wait().ok().flatten();
+        }
+        status
+    }
+
+    /// A child that died between cells is restarted before the next cell, which then runs with
+    /// what the snapshot restores; a notice on stderr says so. Returns that restore's report.
+    fn recover_if_died_while_idle(&mut self) -> Option<RestoreReport> {
+        let status = self.died_while_idle()?;
         let defined: Vec<String> = self.variables().into_iter().map(|(n, _)| n).collect();
+        // The engine finds the child gone when it sends it work, and starts a new one.
         match self.ctx.execute(child_init::PANIC_HOOK_CELL) {
             Err(evcxr::Error::SubprocessTerminated(_)) => {}
             other => log::warn!("restarting a dead child: {:?}", other.err()),
         }
-        self.child_needs_init = true;
         let mut notice = format!(
             "The evaluation process had died since the last cell ({status}); it was restarted.\n"
         );
-        let restored = self.restore_after_restart();
+        let restored = self.recover();
         match &restored {
             Some(report) if !report.is_empty() => notice.push_str(&report.to_string()),
             _ if defined.is_empty() => {}
@@ -709,19 +669,28 @@ impl Evaluator {
         restored
     }
 
-    /// After the child died: keeps what it saved, and restores it into the new child.
-    fn restore_after_restart(&mut self) -> Option<RestoreReport> {
-        let snapshots = self.snapshots.as_ref()?;
-        if let Err(e) = snapshots.keep_last() {
+    /// After the child died (the engine has started a new one): the new child gets its panic
+    /// hook, then what the snapshot holds. Returns the restore's report (`None`: no snapshots).
+    fn recover(&mut self) -> Option<RestoreReport> {
+        self.restart_child();
+        let restored = self
+            .snapshots
+            .is_some()
+            .then(|| self.restore_from_snapshot());
+        self.life.recovered();
+        restored
+    }
+
+    /// Readies the engine's new child: what the dead one saved is kept for the restore, and the
+    /// new one gets its panic hook.
+    fn restart_child(&mut self) {
+        self.life.restarting();
+        if let Some(snapshots) = &self.snapshots
+            && let Err(e) = snapshots.keep_last()
+        {
             log::warn!("snapshots: cannot keep the last ones: {e}");
         }
-        if self.restoring {
-            return None;
-        }
-        Some(self.restore().unwrap_or_else(|e| RestoreReport {
-            restored: Vec::new(),
-            not_restored: vec![("(all)".into(), format!("the restore failed: {e}"))],
-        }))
+        self.init_child();
     }
 
     /// Brings back the variables of the last snapshot kept from an earlier evaluation process
@@ -730,13 +699,23 @@ impl Evaluator {
     pub fn restore(&mut self) -> Result<RestoreReport, EvalError> {
         // A process that died since the last cell hands over what it saved, and that restore
         // (of the same files) is this one.
-        if !self.restoring
-            && let Some(report) = self.restart_if_died_while_idle()
-        {
+        if let Some(report) = self.recover_if_died_while_idle() {
             return Ok(report);
         }
-        let Some(snapshots) = &self.snapshots else {
+        if self.snapshots.is_none() {
             return Err(EvalError::Other(format!("snapshots are {SNAPSHOTS_OFF}")));
+        }
+        let report = self.restore_from_snapshot();
+        self.life.recovered();
+        Ok(report)
+    }
+
+    /// Runs the snapshot's restore cell in the child (in [`ChildState::Restoring`]: a crash in
+    /// it restarts the child, but restores nothing again). What fails is tried one variable at
+    /// a time, so that it is named and the rest comes back.
+    fn restore_from_snapshot(&mut self) -> RestoreReport {
+        let Some(snapshots) = &self.snapshots else {
+            return RestoreReport::default();
         };
         let items: Vec<String> = self.ctx.defined_item_names().map(str::to_owned).collect();
         let plan = snapshots.plan(&self.variables(), &items);
@@ -745,29 +724,47 @@ impl Evaluator {
             not_restored: plan.not_restored,
         };
         if plan.code.is_empty() {
-            return Ok(report);
+            return report;
         }
-        self.restoring = true;
-        let no_input = |_: InputRequest| Err("no input while restoring".to_owned());
-        if self.eval(&plan.code, &no_input).is_err() {
-            // One variable at a time: what fails is named, the rest comes back.
+        self.life.restoring();
+        if self.run_restore_cell(&plan.code).is_err() {
             let mut restored = Vec::new();
             for (statement, (name, what)) in plan.statements.iter().zip(report.restored) {
-                match self.eval(statement, &no_input) {
-                    Ok(_) => restored.push((name, what)),
+                match self.run_restore_cell(statement) {
+                    Ok(()) => restored.push((name, what)),
                     Err(e) => report.not_restored.push((
                         name,
                         format!(
                             "its restore failed: {}",
-                            e.to_string().lines().next().unwrap_or_default()
+                            e.lines().next().unwrap_or_default()
                         ),
                     )),
                 }
             }
             report.restored = restored;
         }
-        self.restoring = false;
-        Ok(report)
+        report
+    }
+
+    /// One cell of a restore; a child that dies in it is restarted (nothing restored again).
+    fn run_restore_cell(&mut self, code: &str) -> Result<(), String> {
+        let no_input = |_: InputRequest| Err("no input while restoring".to_owned());
+        let run = self.run_cell(code, &no_input);
+        match (&run.result, &run.panic) {
+            (Ok(outputs), None) if outputs.user_error.is_none() => {
+                self.record_snapshot_types();
+                Ok(())
+            }
+            (Ok(outputs), None) => Err(outputs.user_error.clone().unwrap_or_default()),
+            (Ok(_), Some(panic)) => Err(panic.message.clone()),
+            (Err(evcxr::Error::SubprocessTerminated(reason)), _) => {
+                let reason = reason.clone();
+                self.restart_child();
+                self.life.restoring();
+                Err(reason)
+            }
+            (Err(e), _) => Err(e.to_string()),
+        }
     }
 
     /// What `:snapshot` shows: where this notebook's snapshots are, and what they hold.
@@ -778,11 +775,21 @@ impl Evaluator {
         }
     }
 
-    /// Output the child wrote before finishing may still be in the stderr pipe: give it a moment,
-    /// then drain both forwarders.
-    fn flush_output(&self) {
-        std::thread::sleep(Duration::from_millis(5));
+    /// Hands what the cell printed to the sink before its result. Its stdout is all received
+    /// (the child's end of the cell comes on stdout, after it); its stderr may still be in the
+    /// pipe, so a live child is asked to write a mark there after it, which is waited for.
+    fn flush_output(&mut self, child_alive: bool) {
         self.stdout.flush();
+        if child_alive {
+            self.stderr_marks += 1;
+            let token = self.stderr_marks;
+            match self.ctx.mark_stderr(token) {
+                Ok(()) if self.stderr.wait_for_mark(token, STDERR_MARK_WAIT) => return,
+                Ok(()) => log::warn!("the child's stderr mark did not come back"),
+                Err(e) => log::debug!("stderr mark: {e}"),
+            }
+        }
+        // A child that died: its stderr was read to the end before the engine said so.
         self.stderr.flush();
     }
 
@@ -888,6 +895,22 @@ impl Evaluator {
             .map(|(n, t)| (n.to_owned(), t.to_owned()))
             .collect()
     }
+}
+
+/// One cell's run in the child, before it means anything for the notebook (see
+/// `Evaluator::outcome`).
+struct CellRun {
+    result: Result<evcxr::EvalOutputs, evcxr::Error>,
+    /// Whether the user interrupted it.
+    end: CellEnd,
+    /// The panic the child reported on the cell's thread.
+    panic: Option<PanicReport>,
+    /// The child's memory use at the start (to say whether it was killed for memory).
+    memory: Option<MemoryWatch>,
+    /// The variables before the cell: what a crash takes with it.
+    defined_before: Vec<String>,
+    /// The code as compiled, to map compile errors back to the cell as written.
+    instrumented: loop_poll::Instrumented,
 }
 
 /// Why `:restore` and `:snapshot` have nothing to do.

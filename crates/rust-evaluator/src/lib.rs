@@ -9,6 +9,7 @@
 mod build_cache;
 mod build_progress;
 mod child_init;
+mod child_life;
 mod completeness;
 mod evaluator;
 mod hints;
@@ -20,6 +21,7 @@ mod snapshot;
 
 pub use build_cache::{BuildCache, PrebuiltState};
 pub use child_init::DisplayEvent;
+pub use child_life::ChildState;
 pub use child_protocol::snapshot::SNAPSHOT_DIR_ENV;
 pub use completeness::{Completeness, completeness};
 pub use evaluator::{

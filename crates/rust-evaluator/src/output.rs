@@ -2,10 +2,10 @@
 //! chatty loop does not flood the frontend), in order per stream, and flushed before a cell's
 //! result is reported.
 
-use crate::child_init::{DisplayEvent, OUTPUT_MARKER, PANIC_MARKER, PanicReport};
+use crate::child_init::{DisplayEvent, OUTPUT_MARKER, PANIC_MARKER, PanicReport, STDERR_MARK};
 use crossbeam_channel::{Receiver, Sender, select};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,14 @@ const BATCH_INTERVAL: Duration = Duration::from_millis(20);
 
 pub(crate) struct Forwarder {
     barrier: Sender<Sender<()>>,
+    marks: Arc<Marks>,
+}
+
+/// The last [`STDERR_MARK`] a forwarder has passed, everything before it handed to the sink.
+#[derive(Default)]
+struct Marks {
+    last: Mutex<u64>,
+    passed: Condvar,
 }
 
 impl Forwarder {
@@ -38,6 +46,8 @@ impl Forwarder {
         alloc_failed: Arc<AtomicU64>,
     ) -> Forwarder {
         let (barrier_tx, barrier_rx) = crossbeam_channel::unbounded::<Sender<()>>();
+        let marks = Arc::new(Marks::default());
+        let batch_marks = marks.clone();
         let name = format!("forward-{stream:?}").to_lowercase();
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
             let mut batch = Batch {
@@ -46,6 +56,7 @@ impl Forwarder {
                 sink,
                 panics,
                 alloc_failed,
+                marks: batch_marks,
                 last_write: Instant::now(),
             };
             loop {
@@ -83,7 +94,24 @@ impl Forwarder {
         }
         Forwarder {
             barrier: barrier_tx,
+            marks,
         }
+    }
+
+    /// Waits until the mark numbered `token` has passed (see [`STDERR_MARK`]); false after
+    /// `timeout` (a child that died before writing it).
+    pub(crate) fn wait_for_mark(&self, token: u64, timeout: Duration) -> bool {
+        let last = self
+            .marks
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (last, _) = self
+            .marks
+            .passed
+            .wait_timeout_while(last, timeout, |last| *last < token)
+            .unwrap_or_else(PoisonError::into_inner);
+        *last >= token
     }
 
     /// Returns once every line already received has been handed to the sink.
@@ -102,11 +130,25 @@ struct Batch {
     panics: Arc<Mutex<Option<PanicReport>>>,
     /// The size in Rust's "memory allocation of N bytes failed" (then the process aborts).
     alloc_failed: Arc<AtomicU64>,
+    marks: Arc<Marks>,
     last_write: Instant,
 }
 
 impl Batch {
     fn push(&mut self, line: &str) {
+        if let Some(token) = line
+            .strip_prefix(STDERR_MARK)
+            .and_then(|t| t.parse::<u64>().ok())
+        {
+            self.write();
+            *self
+                .marks
+                .last
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = token;
+            self.marks.passed.notify_all();
+            return;
+        }
         if let Some(at) = line.find(OUTPUT_MARKER) {
             if at > 0 {
                 self.text.push_str(&line[..at]);
@@ -154,5 +196,52 @@ impl Batch {
             self.text.clear();
         }
         self.last_write = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collected(Mutex<String>);
+
+    impl OutputSink for Collected {
+        fn write(&self, _stream: Stream, text: &str) {
+            self.0.lock().unwrap().push_str(text);
+        }
+        fn display(&self, _event: DisplayEvent) {}
+    }
+
+    /// Lines that reach the forwarder late (still in the pipe when the cell ended) are out
+    /// before the mark is: waiting for the mark waits for them, and the mark is not shown.
+    #[test]
+    fn everything_before_a_mark_is_out_when_it_has_passed() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let sink = Arc::new(Collected::default());
+        let forwarder = Forwarder::spawn(
+            rx,
+            Stream::Stderr,
+            sink.clone(),
+            Arc::default(),
+            Arc::default(),
+        );
+        let writer = std::thread::spawn(move || {
+            for i in 0..50 {
+                tx.send(format!("line {i}")).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            tx.send(format!("{STDERR_MARK}1")).unwrap();
+            tx
+        });
+        assert!(forwarder.wait_for_mark(1, Duration::from_secs(60)));
+        let text = sink.0.lock().unwrap().clone();
+        assert_eq!(text.lines().count(), 50, "{text}");
+        assert!(text.ends_with("line 49\n") && !text.contains(STDERR_MARK));
+        let _tx = writer.join().unwrap();
+        assert!(
+            !forwarder.wait_for_mark(2, Duration::from_millis(10)),
+            "a mark not yet written"
+        );
     }
 }

@@ -99,7 +99,7 @@ fn write_types(dir: &Path, types: &BTreeMap<String, (String, bool)>) -> io::Resu
 fn write_whole(path: &Path, text: &str) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    std::fs::write(&tmp, text)?;
+    private_files::write(Path::new(&tmp), text)?;
     std::fs::rename(tmp, path)
 }
 
@@ -117,7 +117,7 @@ impl DirLock {
     /// is whole, the others are the earlier ones).
     fn take(dir: &Path) -> io::Result<Option<DirLock>> {
         use std::os::fd::AsRawFd;
-        let file = std::fs::File::create(dir.join(SNAPSHOT_LOCK))?;
+        let file = private_files::create(&dir.join(SNAPSHOT_LOCK))?;
         let end = std::time::Instant::now() + WRITER_WAIT;
         loop {
             // SAFETY: a valid descriptor; the lock goes with the file.
@@ -205,6 +205,14 @@ impl RestoreReport {
     pub fn is_empty(&self) -> bool {
         self.restored.is_empty() && self.not_restored.is_empty()
     }
+
+    /// Whether the report says anything of variable `name` (restored or why not).
+    pub fn mentions(&self, name: &str) -> bool {
+        self.restored
+            .iter()
+            .chain(&self.not_restored)
+            .any(|(n, _)| n == name)
+    }
 }
 
 impl std::fmt::Display for RestoreReport {
@@ -259,8 +267,10 @@ impl SnapshotConfig {
     /// written has finished), so the next process starts with an empty `live`.
     pub(crate) fn keep_last(&self) -> io::Result<()> {
         let (live, saved) = (self.live_dir(), self.saved_dir());
-        std::fs::create_dir_all(&live)?;
-        std::fs::create_dir_all(&saved)?;
+        // The variables' values: this user's only (the base may be on shared scratch).
+        private_files::create_dir_all(&self.dir)?;
+        private_files::create_dir_all(&live)?;
+        private_files::create_dir_all(&saved)?;
         // Replaced at each start: the directory's time says when it was last used (old ones are
         // removed with the cache's garbage).
         write_whole(&self.dir.join("notebook"), &format!("{}\n", self.notebook))?;
@@ -283,7 +293,7 @@ impl SnapshotConfig {
     /// Records evcxr's names for the variables' types (after each cell).
     pub(crate) fn record_types(&self, variables: &[(String, String, bool)]) -> io::Result<()> {
         let live = self.live_dir();
-        std::fs::create_dir_all(&live)?;
+        private_files::create_dir_all(&live)?;
         let types = variables
             .iter()
             .filter(|(_, t, _)| !t.is_empty())

@@ -38,9 +38,19 @@ pub fn __tch_kernel_emit(kind: &str, id: &str, data: &[(&str, &str)]) {
 pub fn input(prompt: &str) -> String {
     __tch_kernel_input(prompt, false)
 }
-/// Like `input`, but the frontend hides what is typed.
+/// Like `input`, but the frontend hides what is typed, and a variable holding what it returned
+/// is never written to a snapshot.
 pub fn password(prompt: &str) -> String {
-    __tch_kernel_input(prompt, true)
+    let value = __tch_kernel_input(prompt, true);
+    // The evaluation process's record of passwords (see evcxr's runtime.rs).
+    if let Some(address) = std::env::var(__tch_kernel_protocol::PASSWORDS_ENV)
+        .ok()
+        .and_then(|a| __tch_kernel_protocol::counter_address(&a))
+    {
+        // SAFETY: the address of a static PasswordRecord of this process.
+        unsafe { &*(address as *const __tch_kernel_protocol::PasswordRecord) }.add(&value);
+    }
+    value
 }
 #[doc(hidden)]
 pub fn __tch_kernel_input(prompt: &str, password: bool) -> String {
