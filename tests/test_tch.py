@@ -201,3 +201,23 @@ def test_torch_kernelspec_is_listed_with_its_environment(torch_env):
     assert env["LD_LIBRARY_PATH"] == f"{env['LIBTORCH']}/lib:${{LD_LIBRARY_PATH}}"
     assert Path(env["LIBTORCH"], "lib", "libtorch_cpu.so").exists()
     assert (Path(env["TCH_KERNEL_CACHE_DIR"]) / "prebuilt").is_dir()
+
+
+def test_a_program_started_outside_the_kernel_sees_none_of_its_variables(tk):
+    """Every variable the kernel or its evaluation process sets for itself (not the kernelspec's
+    settings) is left out of what `outside_the_kernel` starts, as builds and jobs from a cell
+    are: a new one the kernel starts setting fails here until it is listed."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    launched = set(os.environ) | set(KernelSpecManager().get_kernel_spec(TORCH_KERNEL_NAME).env)
+    ours = lambda names: {n for n in names if n.startswith(("TCH_KERNEL_", "EVCXR_")) and n not in launched}
+    code = """
+let inside: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+let out = outside_the_kernel(&mut std::process::Command::new("env")).output().unwrap();
+let outside: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_once('=')).map(|(k, _)| k.to_owned()).collect();
+println!("{}", serde_json::json!({"inside": inside, "outside": outside}));
+"""
+    seen = json.loads(stdout_of(ok(tk, code)))
+    set_by_the_kernel = ours(seen["inside"])
+    assert {"EVCXR_IS_RUNTIME", "TCH_KERNEL_EXE", "EVCXR_INTERRUPT_COUNTER"} <= set_by_the_kernel, set_by_the_kernel
+    assert ours(seen["outside"]) == set(), f"left to programs started from a cell: {ours(seen['outside'])}"

@@ -4,9 +4,7 @@
 use jupyter_server::wire::content::ErrorInfo;
 use rust_evaluator::{EvalError, RestoreReport};
 
-pub const RED: &str = "\x1b[0;31m";
-pub const BOLD: &str = "\x1b[1m";
-pub const RESET: &str = "\x1b[0m";
+pub use rust_evaluator::ansi::{BOLD, RED, RESET};
 
 /// What a restart of the evaluation process took, what came back from the snapshot, and what
 /// it kept.

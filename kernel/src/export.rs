@@ -51,8 +51,8 @@ const CARRIED: [&str; 6] = [
     // A shared install's crates (install.sh): the job builds offline from them.
     "CARGO_HOME",
     "LD_LIBRARY_PATH",
-    "TCH_KERNEL_TORCH_VERSION",
-    "TCH_KERNEL_TCH_VERSION",
+    child_protocol::env::kernelspec::TORCH_VERSION,
+    child_protocol::env::kernelspec::TCH_VERSION,
     "OMP_NUM_THREADS",
     "TORCH_CUDA_ARCH_LIST",
 ];
@@ -79,7 +79,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         None => std::env::vars().collect(),
     };
     let get = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-    let prelude_dir = get("TCH_KERNEL_PRELUDE").map(PathBuf::from).context(
+    let prelude_dir = get(child_protocol::env::kernelspec::PRELUDE).map(PathBuf::from).context(
         "TCH_KERNEL_PRELUDE is not set: run `export` from a notebook cell, or pass --kernel NAME (a kernel installed with libtorch)",
     )?;
     let carried = notebook_export::BUILD_ENV
@@ -102,7 +102,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
             .iter()
             .map(|c| c.to_string())
             .collect(),
-        lockfile: get("TCH_KERNEL_LOCKFILE").map(PathBuf::from),
+        lockfile: get(child_protocol::env::kernelspec::LOCKFILE).map(PathBuf::from),
         env: carried,
         name: args.name.clone(),
         slurm: SlurmOptions {

@@ -13,7 +13,7 @@ use jupyter_server::wire::content::{
 use jupyter_server::{
     ExecuteOutcome, Interpreter, KernelInfo, Publisher, ServeOptions, Startup, StdinHandle,
 };
-use notebook_export::commands::{Command, GPU_REPORT_CODE, vars_table_code};
+use kernel_commands::{Command, GPU_REPORT_CODE, vars_table_code};
 use rust_evaluator::{DisplayEvent, Evaluator, InputRequest, KnownNames, OutputSink, Stream};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -249,19 +249,9 @@ Batch jobs: tch-kernel export NOTEBOOK.ipynb OUTDIR --partition P --gres gpu:TYP
   (--nodes N --ntasks-per-node K: N*K ranks; the same code trains data-parallel with
   Distributed::init(), DataParallel::new(&dist, &vs) and ShardedSampler::new(len))
 
-Kernel commands
-  :help          this text
-  :gpu           libtorch version, CUDA availability and devices
-  :vars          variables: name, type and a short value
-  :restore       the variables saved before the evaluation process was restarted or the
-                 kernel started (tensors, VarStores, plain data); after a crash it is automatic
-  :snapshot      where this notebook's snapshots are and what they hold
-  :timing [on|off]  compile and run time of each cell (a bare :timing turns it on)
-  :dep NAME = \"VERSION\"   add a crate (needs a registry or a vendored source)
-  :opt LEVEL     rustc opt-level for later cells (0, 1, 2, 3, s, z)
-
-More commands (the evaluation engine's)
 ";
+
+const HELP_ENGINE: &str = "More commands (the evaluation engine's)\n";
 
 impl RustInterpreter {
     fn help(&mut self) -> ExecuteOutcome {
@@ -280,7 +270,10 @@ impl RustInterpreter {
         let mut data = MimeBundle::new();
         data.insert(
             "text/plain".into(),
-            Value::String(format!("{HELP_INTRO}{engine_help}")),
+            Value::String(format!(
+                "{HELP_INTRO}{}\n{HELP_ENGINE}{engine_help}",
+                kernel_commands::help_section()
+            )),
         );
         ExecuteOutcome::Ok {
             result: None,

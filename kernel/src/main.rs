@@ -62,7 +62,7 @@ fn init_logging() {
         "jupyter_wire",
         "rust_evaluator",
     ];
-    let spec = std::env::var("TCH_KERNEL_LOG").unwrap_or_default();
+    let spec = std::env::var(child_protocol::env::kernelspec::LOG).unwrap_or_default();
     let filters = match spec.as_str() {
         "" => "warn".to_owned(),
         level @ ("error" | "warn" | "info" | "debug" | "trace") => {
@@ -114,9 +114,9 @@ unsafe fn prepare_process_env(settings: &settings::Settings, build_dir: &std::pa
         rust_evaluator::use_build_dir(build_dir);
         // Cells can run `tch-kernel export` (see notebooks/05-from-notebook-to-slurm).
         if let Ok(exe) = std::env::current_exe() {
-            std::env::set_var("TCH_KERNEL_EXE", exe);
+            std::env::set_var(child_protocol::env::KERNEL_EXE, exe);
         }
-        // The evaluation process writes its snapshots there (rust-evaluator's `snapshot`).
+        // The evaluation process writes its snapshots there (rust-evaluator's `snapshot_dir`).
         if let Some(snapshots) = &settings.snapshots {
             std::env::set_var(rust_evaluator::SNAPSHOT_DIR_ENV, snapshots.live_dir());
         }
@@ -124,7 +124,7 @@ unsafe fn prepare_process_env(settings: &settings::Settings, build_dir: &std::pa
         if !preload.is_empty()
             && let Ok(list) = std::env::join_paths(preload)
         {
-            std::env::set_var("TCH_KERNEL_CHILD_PRELOAD", list);
+            std::env::set_var(child_protocol::env::CHILD_PRELOAD, list);
         }
     }
 }

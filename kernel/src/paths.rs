@@ -17,7 +17,7 @@ fn data_home_dir(override_var: &str, sub: &str) -> Option<PathBuf> {
 
 /// Kernel data (history): `$TCH_KERNEL_DATA_DIR`, else `~/.local/share/tch-kernel`.
 pub fn data_dir() -> Option<PathBuf> {
-    data_home_dir("TCH_KERNEL_DATA_DIR", "tch-kernel")
+    data_home_dir(child_protocol::env::kernelspec::DATA_DIR, "tch-kernel")
 }
 
 /// Jupyter's user data dir, as jupyter_core computes it on Linux: `$JUPYTER_DATA_DIR`, else

@@ -53,22 +53,25 @@ pub struct Settings {
 impl Settings {
     pub fn from_env() -> Settings {
         Settings {
-            cache: var("TCH_KERNEL_CACHE_DIR").map(|root| own_instances(BuildCache::new(root))),
-            prelude_dir: var("TCH_KERNEL_PRELUDE").map(PathBuf::from),
-            lockfile: var("TCH_KERNEL_LOCKFILE").map(PathBuf::from),
+            cache: var(child_protocol::env::kernelspec::CACHE_DIR)
+                .map(|root| own_instances(BuildCache::new(root))),
+            prelude_dir: var(child_protocol::env::kernelspec::PRELUDE).map(PathBuf::from),
+            lockfile: var(child_protocol::env::kernelspec::LOCKFILE).map(PathBuf::from),
             libtorch: var("LIBTORCH").map(PathBuf::from),
-            torch_version: var("TCH_KERNEL_TORCH_VERSION"),
-            opt_level: var("TCH_KERNEL_OPT_LEVEL").unwrap_or_else(|| "1".to_owned()),
+            torch_version: var(child_protocol::env::kernelspec::TORCH_VERSION),
+            opt_level: var(child_protocol::env::kernelspec::OPT_LEVEL)
+                .unwrap_or_else(|| "1".to_owned()),
             // Measured: mold saves nothing per cell here (the cell's link is small).
-            linker: var("TCH_KERNEL_LINKER").unwrap_or_else(|| "system".to_owned()),
+            linker: var(child_protocol::env::kernelspec::LINKER)
+                .unwrap_or_else(|| "system".to_owned()),
             offline: var("CARGO_NET_OFFLINE").is_some_and(|v| v == "true" || v == "1"),
             interrupt_grace: std::time::Duration::from_secs_f64(
-                var("TCH_KERNEL_INTERRUPT_GRACE")
+                var(child_protocol::env::kernelspec::INTERRUPT_GRACE)
                     .and_then(|v| v.parse().ok())
                     .filter(|s: &f64| s.is_finite() && *s >= 0.0)
                     .unwrap_or(3.0),
             ),
-            poll_loops: var("TCH_KERNEL_LOOP_POLL").is_none_or(|v| v != "0"),
+            poll_loops: var(child_protocol::env::kernelspec::LOOP_POLL).is_none_or(|v| v != "0"),
             snapshots: None,
         }
     }
@@ -77,7 +80,7 @@ impl Settings {
     /// (`JPY_SESSION_NAME`), else this kernel's connection file (which a restart by the client
     /// keeps). Needs the prelude; off with `TCH_KERNEL_SNAPSHOTS=off`.
     pub fn use_snapshots_for(&mut self, connection_file: &Path) {
-        let choice = var("TCH_KERNEL_SNAPSHOTS");
+        let choice = var(child_protocol::env::kernelspec::SNAPSHOTS);
         if self.prelude_dir.is_none() || choice.as_deref().is_some_and(|v| v == "off" || v == "0") {
             return;
         }

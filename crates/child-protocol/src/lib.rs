@@ -11,8 +11,11 @@
 include!("markers.rs");
 include!("fields.rs");
 
+/// Environment variables, named once (not in [`SOURCE`]).
+pub mod env;
+
 /// Snapshots of variables (not in [`SOURCE`]: cells get the store's own copy of the types).
-pub mod snapshot;
+pub mod snapshot_format;
 
 /// This crate's definitions as Rust source, for a module of the cell crate.
 pub const SOURCE: &str = concat!(include_str!("markers.rs"), include_str!("fields.rs"));

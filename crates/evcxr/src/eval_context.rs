@@ -73,7 +73,7 @@ pub struct EvalContext {
 
 /// tch-kernel: set by an embedder that evaluates a cell of its own right after start-up, so
 /// the engine's warm-up eval of `42` is not needed.
-pub const SKIP_WARM_UP_EVAL_ENV: &str = "EVCXR_SKIP_WARM_UP_EVAL";
+pub const SKIP_WARM_UP_EVAL_ENV: &str = child_protocol::env::SKIP_WARM_UP_EVAL;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Config {

@@ -37,7 +37,7 @@ pub fn unescape_line(line: &str) -> String {
 }
 
 /// tch-kernel: what the store keeps with a variable to snapshot it (see child-protocol's
-/// `snapshot`, whose `SnapshotSaver` is this same type: a test of the evcxr crate checks it).
+/// `snapshot_format`, whose `SnapshotSaver` is this same type: a test of the evcxr crate checks it).
 pub type Saver = fn(&dyn std::any::Any) -> SaverWrite;
 pub type SaverWrite = Box<dyn FnOnce(&std::path::Path) -> Result<u64, String>>;
 

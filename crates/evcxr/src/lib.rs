@@ -63,7 +63,7 @@ pub use rust_analyzer::Completions;
 /// returns, but it can be overridden by the `EVCXR_CONFIG_DIR` environment
 /// variable.
 pub fn config_dir() -> Option<std::path::PathBuf> {
-    std::env::var_os("EVCXR_CONFIG_DIR")
+    std::env::var_os(child_protocol::env::ENGINE_CONFIG_DIR)
         .map(std::path::PathBuf::from)
         .or_else(|| dirs::config_dir().map(|d| d.join("evcxr")))
 }

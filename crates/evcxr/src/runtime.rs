@@ -14,7 +14,7 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 use std::{self};
 
-pub(crate) const EVCXR_IS_RUNTIME_VAR: &str = "EVCXR_IS_RUNTIME";
+pub(crate) const EVCXR_IS_RUNTIME_VAR: &str = child_protocol::env::IS_RUNTIME;
 pub(crate) const EVCXR_EXECUTION_COMPLETE: &str = "EVCXR_EXECUTION_COMPLETE";
 /// tch-kernel: a cell's shared object could not be loaded (or its entry point found); the
 /// loader's message follows (escaped), then [`EVCXR_EXECUTION_COMPLETE`]. The process keeps
@@ -60,8 +60,8 @@ fn holds_password(value: &dyn std::any::Any) -> bool {
 /// What a snapshot holds for a variable that holds a password: why it is not saved.
 fn password_not_saved() -> crate::evcxr_internal_runtime::SaverWrite {
     Box::new(|path: &std::path::Path| {
-        let text = child_protocol::snapshot::SnapshotHeader {
-            kind: child_protocol::snapshot::SnapshotKind::Unsaved,
+        let text = child_protocol::snapshot_format::SnapshotHeader {
+            kind: child_protocol::snapshot_format::SnapshotKind::Unsaved,
             type_name: std::any::type_name::<String>().to_owned(),
             reason: "it holds a password (never written to disk)".to_owned(),
             tensors: Vec::new(),
@@ -131,10 +131,11 @@ pub fn runtime_hook() {
 }
 
 // tch-kernel: the store's saver type is child-protocol's (checked here, at compile time).
-const _: fn(child_protocol::snapshot::SnapshotSaver) -> crate::evcxr_internal_runtime::Saver =
-    |saver| saver;
+const _: fn(
+    child_protocol::snapshot_format::SnapshotSaver,
+) -> crate::evcxr_internal_runtime::Saver = |saver| saver;
 
-/// tch-kernel: snapshots of the variables (child-protocol's `snapshot`). After each cell, the
+/// tch-kernel: snapshots of the variables (child-protocol's `snapshot_format`). After each cell, the
 /// savers of the variables it stored run here (cheap: shallow copies), then a forked copy of
 /// this process writes the files, so the next cell starts at once: the fork sees the variables
 /// as they were when the cell ended, whatever the next cell does to them.
@@ -151,7 +152,7 @@ struct Snapshots {
 impl Snapshots {
     fn from_env() -> Option<Snapshots> {
         let dir = std::path::PathBuf::from(std::env::var_os(
-            child_protocol::snapshot::SNAPSHOT_DIR_ENV,
+            child_protocol::snapshot_format::SNAPSHOT_DIR_ENV,
         )?);
         // The variables' values: this user's only (the cache may be on shared scratch).
         if let Err(e) = private_files::create_dir_all(&dir) {
@@ -319,7 +320,7 @@ fn mark_all_changed(store: &mut crate::evcxr_internal_runtime::VariableStore) {
 /// The snapshot directory's lock (`flock`, held until the file closes in every process).
 fn lock_dir(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
-    let lock = private_files::create(&dir.join(child_protocol::snapshot::SNAPSHOT_LOCK))?;
+    let lock = private_files::create(&dir.join(child_protocol::snapshot_format::SNAPSHOT_LOCK))?;
     // SAFETY: a valid descriptor. Blocks only while a writer just killed is still exiting.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -343,7 +344,7 @@ fn write_snapshot(
     names: &[String],
     cell: u64,
 ) -> i32 {
-    use child_protocol::snapshot::{SNAPSHOT_EXT, SNAPSHOT_STATUS};
+    use child_protocol::snapshot_format::{SNAPSHOT_EXT, SNAPSHOT_STATUS};
     use std::os::fd::AsRawFd;
     // Every file it writes holds a user's values: 0600 whatever the notebook's umask (this
     // process only: files a cell writes keep the user's).

@@ -1,6 +1,6 @@
 //! Every protocol rule, in one place: [`Dispatch::dispatch`] matches each request type to its
 //! handler for both channels, as xeus does. Shell requests are dispatched in order on the
-//! executor thread ([`Engine::run`]), which owns the interpreter, so a long cell never blocks
+//! executor thread ([`Executor::run`]), which owns the interpreter, so a long cell never blocks
 //! the socket tasks; control requests are dispatched by the control task beside a running
 //! cell and get only what needs no interpreter (kernel_info, interrupt, shutdown). The
 //! transport only moves frames; the executor returns why the kernel stopped ([`Stopped`]).
@@ -56,7 +56,8 @@ pub enum ExecuteOutcome {
     Error(ErrorInfo),
 }
 
-/// A language engine. Every method runs on the kernel's executor thread, one request at a time.
+/// A language to run cells in. Every method runs on the kernel's executor thread, one request at a
+/// time.
 pub trait Interpreter: Send + 'static {
     /// Runs a cell. Output goes through `publisher` while it runs; everything the cell printed
     /// must have been handed to the publisher before this returns.
@@ -146,15 +147,15 @@ impl Dispatch {
         }
     }
 
-    /// Handles one request, bracketed by busy/idle on IOPub. `engine` is the executor's state
+    /// Handles one request, bracketed by busy/idle on IOPub. `executor` is the executor's state
     /// on shell; on control it is `None`, and requests that need the interpreter are refused.
     pub(crate) fn dispatch<I: Interpreter>(
         &self,
         channel: Channel,
         msg: &Message,
-        engine: Option<&mut Engine<I>>,
+        executor: Option<&mut Executor<I>>,
     ) -> Flow {
-        self.bracketed(msg, || self.handle(channel, msg, engine))
+        self.bracketed(msg, || self.handle(channel, msg, executor))
     }
 
     /// Runs `handle` between the busy and idle status of `parent` on IOPub.
@@ -170,7 +171,7 @@ impl Dispatch {
         &self,
         channel: Channel,
         msg: &Message,
-        engine: Option<&mut Engine<I>>,
+        executor: Option<&mut Executor<I>>,
     ) -> Flow {
         let request = match Request::parse(msg.msg_type(), &msg.content) {
             Ok(r) => r,
@@ -189,7 +190,7 @@ impl Dispatch {
                 return Flow::Continue;
             }
         };
-        match (request, engine) {
+        match (request, executor) {
             (Request::KernelInfo, _) => self.reply(channel, msg, self.info.reply()),
             (Request::Interrupt, _) if channel == Channel::Shell => {
                 log::warn!("interrupt_request belongs on control; ignoring it on shell");
@@ -198,7 +199,7 @@ impl Dispatch {
                 (self.interrupt)();
                 self.reply(channel, msg, StatusOnly { status: "ok" });
             }
-            (Request::Shutdown(req), engine) => {
+            (Request::Shutdown(req), executor) => {
                 let reply = ShutdownReply {
                     status: "ok",
                     restart: req.restart,
@@ -208,9 +209,9 @@ impl Dispatch {
                 let stopped = Stopped::Shutdown {
                     restart: req.restart,
                 };
-                match engine {
+                match executor {
                     // On shell (deprecated since 5.4, still accepted) the executor is here.
-                    Some(engine) => engine.shut_down(req.restart),
+                    Some(executor) => executor.shut_down(req.restart),
                     // On control: stop a running cell, then the executor releases the
                     // interpreter (its child process and temp files) when it gets here.
                     None => {
@@ -248,9 +249,9 @@ impl Dispatch {
             }
             (Request::CommMsg(_) | Request::CommClose(_), _) => {}
             (Request::Unknown(t), _) => log::info!("{channel:?}: ignoring unsupported request {t}"),
-            (Request::Execute(req), Some(engine)) => return engine.execute(self, msg, req),
-            (Request::Complete(req), Some(engine)) => {
-                let reply = match engine.interpreter() {
+            (Request::Execute(req), Some(executor)) => return executor.execute(self, msg, req),
+            (Request::Complete(req), Some(executor)) => {
+                let reply = match executor.interpreter() {
                     Ok(i) => i.complete(&req.code, req.cursor_pos),
                     Err(_) => CompleteReply {
                         status: "ok",
@@ -262,8 +263,8 @@ impl Dispatch {
                 };
                 self.reply(channel, msg, reply);
             }
-            (Request::Inspect(req), Some(engine)) => {
-                let reply = match engine.interpreter() {
+            (Request::Inspect(req), Some(executor)) => {
+                let reply = match executor.interpreter() {
                     Ok(i) => i.inspect(&req.code, req.cursor_pos, req.detail_level),
                     Err(_) => InspectReply {
                         status: "ok",
@@ -274,8 +275,8 @@ impl Dispatch {
                 };
                 self.reply(channel, msg, reply);
             }
-            (Request::IsComplete(req), Some(engine)) => {
-                let reply = match engine.interpreter() {
+            (Request::IsComplete(req), Some(executor)) => {
+                let reply = match executor.interpreter() {
                     Ok(i) => i.is_complete(&req.code),
                     Err(_) => IsCompleteReply {
                         status: jupyter_wire::content::Completeness::Unknown,
@@ -284,8 +285,8 @@ impl Dispatch {
                 };
                 self.reply(channel, msg, reply);
             }
-            (Request::History(req), Some(engine)) => {
-                let history = engine.history.query(&req);
+            (Request::History(req), Some(executor)) => {
+                let history = executor.history.query(&req);
                 self.reply(
                     channel,
                     msg,
@@ -302,7 +303,7 @@ impl Dispatch {
 }
 
 /// The executor thread's state: the interpreter and what only shell requests touch.
-pub(crate) struct Engine<I: Interpreter> {
+pub(crate) struct Executor<I: Interpreter> {
     pub(crate) stdin: StdinHandle,
     pub(crate) history: History,
     pub(crate) execution_count: u64,
@@ -314,14 +315,14 @@ pub(crate) struct Engine<I: Interpreter> {
     pending: VecDeque<ShellEvent>,
 }
 
-impl<I: Interpreter> Engine<I> {
+impl<I: Interpreter> Executor<I> {
     pub(crate) fn new(
         stdin: StdinHandle,
         history: History,
         interpreter: Startup<I>,
         events: crossbeam_channel::Receiver<ShellEvent>,
     ) -> Self {
-        Engine {
+        Executor {
             stdin,
             history,
             execution_count: 0,
@@ -667,7 +668,7 @@ mod tests {
             running: running_tx,
             shut_down: shut_down.clone(),
         };
-        let engine = Engine::new(
+        let executor = Executor::new(
             stdin,
             History::open(None),
             Startup::spawn("fake", move || Ok(fake)).unwrap(),
@@ -675,7 +676,7 @@ mod tests {
         );
         let executor = {
             let dispatch = dispatch.clone();
-            std::thread::spawn(move || engine.run(&dispatch))
+            std::thread::spawn(move || executor.run(&dispatch))
         };
         Kernel {
             dispatch,

@@ -2,7 +2,9 @@
 //! parent death, shutdown). Requests are handled by the core ([`Dispatch`]); here they are only
 //! received, decoded and routed, and replies sent.
 
-use crate::core::{Channel, Dispatch, Engine, Flow, Interpreter, KernelInfo, ShellEvent, Stopped};
+use crate::core::{
+    Channel, Dispatch, Executor, Flow, Interpreter, KernelInfo, ShellEvent, Stopped,
+};
 use crate::history::History;
 use crate::publisher::{Publisher, StdinHandle};
 use crate::startup::Startup;
@@ -176,7 +178,7 @@ where
     };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Stopped>();
     {
-        let engine = Engine::new(
+        let executor = Executor::new(
             stdin.clone(),
             History::open(options.history_file.clone()),
             interpreter,
@@ -186,7 +188,7 @@ where
         std::thread::Builder::new()
             .name("executor".into())
             .spawn(move || {
-                let _ = done_tx.send(engine.run(&dispatch));
+                let _ = done_tx.send(executor.run(&dispatch));
             })
             .map_err(ServeError::Runtime)?;
     }

@@ -1,7 +1,7 @@
 //! Cells to one program: items at the top, statements in `main`.
 
 use crate::Cell;
-use crate::commands::{Command, GPU_REPORT_CODE};
+use kernel_commands::{Command, GPU_REPORT_CODE};
 use ra_ap_syntax::ast::{self, HasModuleItem};
 use ra_ap_syntax::{AstNode, Edition, SourceFile, TextRange};
 

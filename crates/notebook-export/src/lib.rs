@@ -9,7 +9,6 @@
 //! `raises-exception` or `notebook-only` are left out ([`LEFT_OUT_TAGS`]).
 
 mod cells;
-pub mod commands;
 mod project;
 
 pub use cells::{LEFT_OUT_TAGS, Program, convert_cells};

@@ -9,21 +9,25 @@
 //! let log = job.result()?;     // the log, or an error naming how the job ended
 //! ```
 
+use crate::display::html_escape;
 use crate::display::{DisplayHandle, MimeBundle, RichDisplay};
-use pulldown_cmark_escape::{FmtWriter, escape_html};
 use slurm_client::{JobId, JobInfo, JobState, SlurmError};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The evaluation process's own variables: a build or a job started from a cell must not take
-/// them for its own (the program would think it runs in a kernel).
-const KERNEL_ONLY_ENV: [&str; 3] = [
-    "EVCXR_IS_RUNTIME",
-    child_protocol::INTERRUPT_COUNTER_ENV,
-    "TCH_KERNEL_CHILD_PRELOAD",
-];
+use child_protocol::env::KERNEL_ONLY as KERNEL_ONLY_ENV;
+
+/// `command` without the kernel's own environment variables, as if started outside the
+/// kernel: a program (a build, a script that checks for a kernel) started from a cell then does
+/// not take the evaluation process's variables for its own. `submit` builds and submits so.
+pub fn outside_the_kernel(command: &mut std::process::Command) -> &mut std::process::Command {
+    for name in KERNEL_ONLY_ENV {
+        command.env_remove(name);
+    }
+    command
+}
 
 /// How often [`Job::wait`] asks Slurm (`scontrol`) about the job.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -305,7 +309,7 @@ fn prepare(options: &Submit) -> Result<Prepared, JobError> {
     }
     // Before minutes of building: is there a cluster to submit to?
     slurm_client::ping()?;
-    let exe = std::env::var_os("TCH_KERNEL_EXE").ok_or(JobError::NoKernel)?;
+    let exe = std::env::var_os(child_protocol::env::KERNEL_EXE).ok_or(JobError::NoKernel)?;
     let stem = notebook
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -341,7 +345,7 @@ fn prepare(options: &Submit) -> Result<Prepared, JobError> {
     )));
     let mut env = options.env.clone();
     // Every submission builds in one target dir, so only the first compiles tch.
-    if let Some(cache) = std::env::var_os("TCH_KERNEL_CACHE_DIR")
+    if let Some(cache) = std::env::var_os(child_protocol::env::kernelspec::CACHE_DIR)
         && std::env::var_os("CARGO_TARGET_DIR").is_none()
     {
         let target = Path::new(&cache).join("jobs-target");
@@ -352,10 +356,9 @@ fn prepare(options: &Submit) -> Result<Prepared, JobError> {
         .args(["build", "--release"])
         .current_dir(&dir)
         .envs(env.iter().map(|(k, v)| (k, v)));
-    for name in KERNEL_ONLY_ENV {
-        cargo.env_remove(name);
-    }
-    let build = cargo.output().map_err(|e| JobError::Build(e.to_string()))?;
+    let build = outside_the_kernel(&mut cargo)
+        .output()
+        .map_err(|e| JobError::Build(e.to_string()))?;
     if !build.status.success() {
         let stderr = String::from_utf8_lossy(&build.stderr);
         return Err(JobError::Build(tail_of(&stderr, 30)));
@@ -639,11 +642,11 @@ impl RichDisplay for Job {
             ),
         };
         let mut html = String::from("<div class=\"tch-kernel-job\"><b>");
-        let _ = escape_html(FmtWriter(&mut html), &status);
+        html.push_str(&html_escape(&status));
         html.push_str("</b>");
         if !tail.is_empty() {
             html.push_str("<pre style=\"margin:0.3em 0 0 0\">");
-            let _ = escape_html(FmtWriter(&mut html), &tail);
+            html.push_str(&html_escape(&tail));
             html.push_str("</pre>");
         }
         html.push_str("</div>");

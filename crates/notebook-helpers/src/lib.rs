@@ -56,7 +56,7 @@ mod image;
 /// compiles.
 #[cfg(feature = "tch")]
 #[doc(hidden)]
-pub mod snapshot;
+pub mod snapshot_savers;
 #[cfg(feature = "tch")]
 mod tensor;
 
@@ -73,19 +73,19 @@ pub use display::{
 #[cfg(feature = "tch")]
 pub use image::{image, image_grid};
 pub use interrupt::{INTERRUPT_PANIC, check_interrupt, interrupted};
-pub use jobs::{Job, JobError, Submit, submit, sweep};
+pub use jobs::{Job, JobError, Submit, outside_the_kernel, submit, sweep};
 pub use mllog::{MlLog, keys as mllog_keys};
 pub use plot::{BarChart, ConfusionMatrix, Histogram, LinePlot, LiveChart, PlotError, ScatterPlot};
 pub use progress::{Postfix, Progress, progress, progress_postfix};
 pub use results::{RunResult, RunResults, results};
 pub use sampler::ShardedSampler;
-/// serde, for a notebook's own types in snapshots (see [`snapshot::SnapshotData`]).
+/// serde, for a notebook's own types in snapshots (see [`snapshot_savers::SnapshotData`]).
 #[cfg(feature = "tch")]
 pub use serde;
 /// JSON values for MLLOG metadata and values: `json!({"epoch_num": 1})`.
 pub use serde_json::{self, Value as JsonValue, json};
 pub use slurm_client::{JobId, JobInfo, JobState};
 #[cfg(feature = "tch")]
-pub use snapshot::SnapshotData;
+pub use snapshot_savers::SnapshotData;
 #[cfg(feature = "tch")]
 pub use tensor::{tensor_html, tensor_text};

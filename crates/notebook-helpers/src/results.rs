@@ -2,9 +2,9 @@
 //! time to train, accuracy, images per second) and a bar chart: [`results`] over the `RUN_DIR` of a
 //! sweep, or of jobs on several GPU types.
 
+use crate::display::html_escape;
 use crate::display::{MimeBundle, RichDisplay};
 use crate::plot::BarChart;
-use pulldown_cmark_escape::{FmtWriter, escape_html};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -195,7 +195,7 @@ impl RichDisplay for RunResults {
             html.push_str("<tr>");
             for cell in &cells {
                 html.push_str("<td>");
-                let _ = escape_html(FmtWriter(&mut html), cell);
+                html.push_str(&html_escape(cell));
                 html.push_str("</td>");
             }
             html.push_str("</tr>");

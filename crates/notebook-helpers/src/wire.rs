@@ -10,7 +10,8 @@ use std::io::Write;
 pub fn in_kernel() -> bool {
     static IN_KERNEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *IN_KERNEL.get_or_init(|| {
-        std::env::var_os("EVCXR_IS_RUNTIME").is_some() && crate::interrupt::counter().is_some()
+        std::env::var_os(child_protocol::env::IS_RUNTIME).is_some()
+            && crate::interrupt::counter().is_some()
     })
 }
 

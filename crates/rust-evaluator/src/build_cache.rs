@@ -144,7 +144,7 @@ impl BuildCache {
 
     /// Removes build dirs left by kernels that died without cleaning up: same-host instances
     /// whose process is gone, and other hosts' instances untouched for a week; and notebooks'
-    /// snapshots no kernel will read again (see `snapshot::is_stale`).
+    /// snapshots no kernel will read again (see `snapshot_dir::is_stale`).
     pub fn collect_garbage(&self) {
         let age = |entry: &fs::DirEntry| {
             entry
@@ -158,7 +158,7 @@ impl BuildCache {
             .flatten()
             .flatten()
         {
-            if crate::snapshot::is_stale(&entry.path(), age(&entry)) {
+            if crate::snapshot_dir::is_stale(&entry.path(), age(&entry)) {
                 log::info!("removing old snapshots {}", entry.path().display());
                 let _ = fs::remove_dir_all(entry.path());
             }

@@ -3,7 +3,7 @@
 //! long. Without it the cell sat silent for as long as its crates took (half a minute for
 //! `image`), with cargo's lines in the server's log only.
 
-use crate::child_init::DisplayEvent;
+use crate::child_output::DisplayEvent;
 use crate::output::OutputSink;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;

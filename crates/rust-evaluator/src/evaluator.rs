@@ -1,15 +1,17 @@
 //! The evaluator: evcxr's `CommandContext` behind a small interface.
 
+use crate::ansi;
 use crate::build_cache;
 use crate::build_progress::BuildProgress;
-use crate::child_init::{self, INPUT_ERR, INPUT_OK, PanicReport};
+use crate::child_cells;
 use crate::child_life::{CellEnd, ChildLife, ChildState};
+use crate::child_output::{self, INPUT_ERR, INPUT_OK, PanicReport};
 use crate::hints;
 use crate::known_names::{self, KnownNames};
 use crate::loop_poll;
 use crate::memory::{self, MemoryWatch};
 use crate::output::{Forwarder, OutputSink, Stream};
-use crate::snapshot::{RestoreReport, SnapshotConfig};
+use crate::snapshot_dir::{RestoreReport, SnapshotConfig};
 use evcxr::{CommandContext, EvalCallbacks};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,7 +66,7 @@ pub struct EvaluatorConfig {
     pub known_names: Arc<KnownNames>,
     /// Snapshots of the variables after each cell, restored after a crash and by `:restore`
     /// (needs the prelude's savers; the evaluation process reads its directory from
-    /// [`child_protocol::snapshot::SNAPSHOT_DIR_ENV`]).
+    /// [`child_protocol::snapshot_format::SNAPSHOT_DIR_ENV`]).
     pub snapshots: Option<SnapshotConfig>,
 }
 
@@ -103,7 +105,10 @@ pub unsafe fn use_build_dir(build_dir: &Path) {
             .map(|s| PathBuf::from(s.trim()));
     // SAFETY: the caller guarantees no other thread runs yet.
     unsafe {
-        std::env::set_var("EVCXR_CONFIG_DIR", build_dir.join("engine-config"));
+        std::env::set_var(
+            child_protocol::env::ENGINE_CONFIG_DIR,
+            build_dir.join("engine-config"),
+        );
         // `Evaluator::start` compiles its first cell at once: the engine's own warm-up eval
         // would be a second compile at start-up.
         std::env::set_var(evcxr::SKIP_WARM_UP_EVAL_ENV, "1");
@@ -358,11 +363,11 @@ impl Evaluator {
                 first.push_str(&format!(":dep {dependency}\n"));
             }
         }
-        first.push_str(&child_init::items_cell());
+        first.push_str(&child_cells::items_cell());
         if config.prelude.is_none() {
-            first.push_str(&child_init::standalone_items_cell());
+            first.push_str(&child_cells::standalone_items_cell());
         }
-        first.push_str(child_init::PANIC_HOOK_CELL);
+        first.push_str(child_cells::PANIC_HOOK_CELL);
         if let Some(prelude) = &config.prelude {
             first.push_str(&prelude.import);
         }
@@ -450,7 +455,7 @@ impl Evaluator {
 
     /// A new child's panic hook, before it runs user code.
     fn init_child(&mut self) {
-        if let Err(e) = self.ctx.execute(child_init::PANIC_HOOK_CELL) {
+        if let Err(e) = self.ctx.execute(child_cells::PANIC_HOOK_CELL) {
             log::warn!("cannot set the new child's panic hook: {e}");
         }
     }
@@ -481,12 +486,12 @@ impl Evaluator {
         let mut callbacks = EvalCallbacks {
             input_reader: &|req| {
                 let request = InputRequest {
-                    prompt: child_init::unescape(&req.prompt),
+                    prompt: child_output::unescape(&req.prompt),
                     password: req.is_password,
                 };
                 match input(request) {
-                    Ok(value) => format!("{INPUT_OK}{}", child_init::escape(&value)),
-                    Err(reason) => format!("{INPUT_ERR}{}", child_init::escape(&reason)),
+                    Ok(value) => format!("{INPUT_OK}{}", child_output::escape(&value)),
+                    Err(reason) => format!("{INPUT_ERR}{}", child_output::escape(&reason)),
                 }
             },
         };
@@ -535,7 +540,7 @@ impl Evaluator {
     fn outcome(&mut self, run: CellRun, code: &str) -> Result<EvalOutput, EvalError> {
         match run.result {
             Ok(outputs) => match run.panic {
-                Some(p) if p.message == child_init::INTERRUPT_PANIC => {
+                Some(p) if p.message == child_output::INTERRUPT_PANIC => {
                     Err(EvalError::Interrupted {
                         variables_kept: true,
                         lost: Vec::new(),
@@ -652,7 +657,7 @@ impl Evaluator {
         let status = self.died_while_idle()?;
         let defined: Vec<String> = self.variables().into_iter().map(|(n, _)| n).collect();
         // The engine finds the child gone when it sends it work, and starts a new one.
-        match self.ctx.execute(child_init::PANIC_HOOK_CELL) {
+        match self.ctx.execute(child_cells::PANIC_HOOK_CELL) {
             Err(evcxr::Error::SubprocessTerminated(_)) => {}
             other => log::warn!("restarting a dead child: {:?}", other.err()),
         }
@@ -971,10 +976,6 @@ fn html_escape(s: &str) -> String {
     out
 }
 
-/// How a hint line starts and ends (bold cyan, as rustc's `help` is shown in colour).
-const HINT_STYLE: &str = "\x1b[1;36m";
-const HINT_RESET: &str = "\x1b[0m";
-
 /// An error's message, labels and helps in one text, for `hints` to match on.
 fn error_text(error: &evcxr::CompilationError) -> String {
     let mut text = error.message();
@@ -1032,7 +1033,7 @@ fn render_compile_errors(errors: &[evcxr::CompilationError], code: &str) -> Eval
         if error.level() == "error"
             && let Some(hint) = hints::compile_hint(error.code(), &error_text(error))
         {
-            report.push(format!("{HINT_STYLE}hint{HINT_RESET}: {hint}"));
+            report.push(format!("{}hint{}: {hint}", ansi::BOLD_CYAN, ansi::RESET));
         }
     }
     let message = errors

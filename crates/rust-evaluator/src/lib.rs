@@ -6,10 +6,12 @@
 //! notebook needs on top (streamed output, panics reported as errors, interrupts, a child that
 //! restarts after a crash with a clear message) and answers `is_complete` for Rust.
 
+pub mod ansi;
 mod build_cache;
 mod build_progress;
-mod child_init;
+mod child_cells;
 mod child_life;
+mod child_output;
 mod completeness;
 mod evaluator;
 mod hints;
@@ -17,12 +19,12 @@ mod known_names;
 mod loop_poll;
 mod memory;
 mod output;
-mod snapshot;
+mod snapshot_dir;
 
 pub use build_cache::{BuildCache, PrebuiltState};
-pub use child_init::DisplayEvent;
 pub use child_life::ChildState;
-pub use child_protocol::snapshot::SNAPSHOT_DIR_ENV;
+pub use child_output::DisplayEvent;
+pub use child_protocol::snapshot_format::SNAPSHOT_DIR_ENV;
 pub use completeness::{Completeness, completeness};
 pub use evaluator::{
     Completions, EvalError, EvalOutput, Evaluator, EvaluatorConfig, InputRequest, Interrupter,
@@ -32,7 +34,7 @@ pub use evaluator::{
 pub use evcxr::CELL_EDITION;
 pub use known_names::{KNOWN_NAMES_FILE, KnownNames};
 pub use output::{OutputSink, Stream};
-pub use snapshot::{CONNECTION_FILE_KEY, RestoreReport, SnapshotConfig};
+pub use snapshot_dir::{CONNECTION_FILE_KEY, RestoreReport, SnapshotConfig};
 
 /// Must be the first call in `main` of any binary that creates an [`Evaluator`]: the same
 /// executable is re-launched as the evaluation child (and as a rustc wrapper), and this call
@@ -45,12 +47,13 @@ pub use snapshot::{CONNECTION_FILE_KEY, RestoreReport, SnapshotConfig};
 pub fn child_process_hook() {
     // The evaluation child is started without arguments. A cell that runs this executable as a
     // command (`tch-kernel export ...`) passes its environment on; that is not a child.
-    if std::env::var_os("EVCXR_IS_RUNTIME").is_some() && std::env::args_os().len() > 1 {
+    if std::env::var_os(child_protocol::env::IS_RUNTIME).is_some() && std::env::args_os().len() > 1
+    {
         // SAFETY: first thing in main, before any thread exists.
-        unsafe { std::env::remove_var("EVCXR_IS_RUNTIME") };
+        unsafe { std::env::remove_var(child_protocol::env::IS_RUNTIME) };
     }
-    if std::env::var_os("EVCXR_IS_RUNTIME").is_some()
-        && let Some(list) = std::env::var_os("TCH_KERNEL_CHILD_PRELOAD")
+    if std::env::var_os(child_protocol::env::IS_RUNTIME).is_some()
+        && let Some(list) = std::env::var_os(child_protocol::env::CHILD_PRELOAD)
     {
         for lib in std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()) {
             preload(&lib);

@@ -2,7 +2,7 @@
 //! chatty loop does not flood the frontend), in order per stream, and flushed before a cell's
 //! result is reported.
 
-use crate::child_init::{DisplayEvent, OUTPUT_MARKER, PANIC_MARKER, PanicReport, STDERR_MARK};
+use crate::child_output::{DisplayEvent, OUTPUT_MARKER, PANIC_MARKER, PanicReport, STDERR_MARK};
 use crossbeam_channel::{Receiver, Sender, select};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};

@@ -30,8 +30,8 @@ pub use c10d::{self, DataParallel, Distributed, ReduceOp};
 pub fn versions() -> (String, String) {
     let get = |name: &str| std::env::var(name).unwrap_or_else(|_| "(unknown)".to_owned());
     (
-        get("TCH_KERNEL_TCH_VERSION"),
-        get("TCH_KERNEL_TORCH_VERSION"),
+        get(child_protocol::env::kernelspec::TCH_VERSION),
+        get(child_protocol::env::kernelspec::TORCH_VERSION),
     )
 }
 

@@ -1,4 +1,4 @@
-// Compiled into the first cell of every evaluation child (see child_init.rs), after the module
+// Compiled into the first cell of every evaluation child (see child_cells.rs), after the module
 // `__tch_kernel_protocol` (child-protocol's source). Functions every cell can call:
 // `input(prompt)` / `password(prompt)`, the Debug display of a cell's value, and rich output.
 

@@ -7,10 +7,10 @@
 //! traits (numbers, strings, vectors, maps, options and tuples of them). Other values get a
 //! saver that records why they were not saved. After the cell, the evaluation process runs the
 //! savers of what the cell stored, each taking what it needs cheaply, and a forked copy of the
-//! process writes the files (child-protocol's `snapshot` has the format). The loaders here are
+//! process writes the files (child-protocol's `snapshot_format` has the format). The loaders here are
 //! what `:restore` compiles.
 
-use child_protocol::snapshot::{
+use child_protocol::snapshot_format::{
     SnapshotHeader, SnapshotKind, SnapshotSaver, SnapshotWrite, TensorEntry,
 };
 use std::any::{Any, type_name};
@@ -144,8 +144,8 @@ impl<T: 'static> ViaNone for &Probe<T> {
 macro_rules! __tch_snapshot_saver {
     ($value:expr) => {{
         #[allow(unused_imports)]
-        use $crate::snapshot::{ViaData as _, ViaNone as _, ViaTch as _};
-        (&&&$crate::snapshot::Probe::of($value)).saver()
+        use $crate::snapshot_savers::{ViaData as _, ViaNone as _, ViaTch as _};
+        (&&&$crate::snapshot_savers::Probe::of($value)).saver()
     }};
 }
 

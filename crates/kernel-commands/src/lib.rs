@@ -1,5 +1,80 @@
-//! The kernel's own `:` commands: what the kernel runs for them, and what an exported program
-//! does instead. One place, so a notebook and its batch job agree.
+//! The kernel's own `:` commands, named once: how a cell's line parses ([`Command`]), what
+//! `:help` says of each ([`COMMANDS`], which the README's table is checked against), and the
+//! Rust the kernel runs for them, which an exported program runs instead. One place, so a
+//! notebook, its help and its batch job agree.
+
+/// One line of `:help`'s "Kernel commands".
+#[derive(Debug, Clone, Copy)]
+pub struct CommandHelp {
+    /// How it is written, e.g. `:timing [on|off]`.
+    pub usage: &'static str,
+    /// What it does (lines after the first are indented under it).
+    pub summary: &'static str,
+}
+
+impl CommandHelp {
+    /// The command's name, e.g. `:timing`.
+    pub fn name(&self) -> &'static str {
+        self.usage.split_whitespace().next().unwrap_or(self.usage)
+    }
+}
+
+/// Every `:` command the kernel itself knows (others go to the evaluation engine, whose own
+/// `:help` follows).
+pub const COMMANDS: &[CommandHelp] = &[
+    CommandHelp {
+        usage: ":help",
+        summary: "this text",
+    },
+    CommandHelp {
+        usage: ":gpu",
+        summary: "libtorch version, CUDA availability and devices",
+    },
+    CommandHelp {
+        usage: ":vars",
+        summary: "variables: name, type and a short value",
+    },
+    CommandHelp {
+        usage: ":restore",
+        summary: "the variables saved before the evaluation process was restarted or the\n\
+                  kernel started (tensors, VarStores, plain data); after a crash it is automatic",
+    },
+    CommandHelp {
+        usage: ":snapshot",
+        summary: "where this notebook's snapshots are and what they hold",
+    },
+    CommandHelp {
+        usage: ":timing [on|off]",
+        summary: "compile and run time of each cell (a bare :timing turns it on)",
+    },
+    CommandHelp {
+        usage: ":dep NAME = \"VERSION\"",
+        summary: "add a crate (needs a registry or a vendored source)",
+    },
+    CommandHelp {
+        usage: ":opt LEVEL",
+        summary: "rustc opt-level for later cells (0, 1, 2, 3, s, z)",
+    },
+];
+
+/// `:help`'s "Kernel commands" section, from [`COMMANDS`].
+pub fn help_section() -> String {
+    const COLUMN: usize = 15;
+    let mut text = String::from("Kernel commands\n");
+    for command in COMMANDS {
+        let mut lines = command.summary.lines();
+        let first = lines.next().unwrap_or_default();
+        if command.usage.len() < COLUMN {
+            text.push_str(&format!("  {:<COLUMN$}{first}\n", command.usage));
+        } else {
+            text.push_str(&format!("  {}  {first}\n", command.usage));
+        }
+        for line in lines {
+            text.push_str(&format!("  {:COLUMN$}{}\n", "", line.trim()));
+        }
+    }
+    text
+}
 
 /// The Rust a `:gpu` cell runs (the prelude's report of libtorch, CUDA and devices).
 pub const GPU_REPORT_CODE: &str = "println!(\"{}\", gpu_report());";
@@ -74,7 +149,36 @@ impl<'a> Command<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::Command;
+    use super::{COMMANDS, Command, help_section};
+
+    #[test]
+    fn every_listed_command_parses_to_itself_and_has_help() {
+        for help in COMMANDS {
+            let parsed = Command::parse(help.name()).expect("a command");
+            // `:opt` is the engine's, listed for its importance; the rest are the kernel's own.
+            assert_eq!(
+                matches!(parsed, Command::Engine(_)),
+                help.name() == ":opt",
+                "{}",
+                help.name()
+            );
+            assert!(help_section().contains(help.usage));
+        }
+        assert!(help_section().contains("                 kernel started"));
+    }
+
+    /// The README's table of commands names every one of them (it is the users' reference).
+    #[test]
+    fn the_readme_lists_every_command() {
+        let readme = include_str!("../../../README.md");
+        for help in COMMANDS {
+            assert!(
+                readme.contains(&format!("| `{}", help.name())),
+                "README.md's table of commands lacks {}",
+                help.name()
+            );
+        }
+    }
 
     #[test]
     fn commands_parse() {

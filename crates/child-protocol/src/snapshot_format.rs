@@ -1,7 +1,7 @@
 //! Snapshots of a notebook's variables: the contract between the variable store compiled into
 //! cells (the evcxr fork's `evcxr_internal_runtime`), the evaluation process that writes them
-//! (its runtime), the prelude's savers and loaders (notebook-helpers' `snapshot`) and the
-//! kernel, which lists and restores them (rust-evaluator's `snapshot`).
+//! (its runtime), the prelude's savers and loaders (notebook-helpers' `snapshot_savers`) and the
+//! kernel, which lists and restores them (rust-evaluator's `snapshot_dir`).
 //!
 //! A snapshot directory holds one file per variable, `NAME.snap`: a header (text lines, see
 //! [`SnapshotHeader`]) and then the bytes of its tensors, or its serialized value.

@@ -1,4 +1,4 @@
-//! The kernel's side of snapshots (child-protocol's `snapshot`): a notebook's snapshot
+//! The kernel's side of snapshots (child-protocol's `snapshot_format`): a notebook's snapshot
 //! directory, the files a dead evaluation process left kept for `:restore`, and the cell that
 //! restores them.
 //!
@@ -6,7 +6,7 @@
 //! starts (the kernel starts, or the last process died), what `live` holds moves to
 //! `DIR/saved`, replacing older files of the same variables: that is what `:restore` reads.
 
-use child_protocol::snapshot::{
+use child_protocol::snapshot_format::{
     SNAPSHOT_EXT, SNAPSHOT_LOCK, SNAPSHOT_STATUS, SnapshotHeader, SnapshotKind,
 };
 use child_protocol::{FIELD_SEP, escape, unescape};
@@ -38,13 +38,13 @@ pub(crate) fn is_stale(dir: &Path, age: Option<std::time::Duration>) -> bool {
 #[derive(Debug, Clone)]
 pub struct SnapshotConfig {
     /// The notebook's snapshot directory (the evaluation process writes `DIR/live`, whose path
-    /// it gets from [`child_protocol::snapshot::SNAPSHOT_DIR_ENV`]).
+    /// it gets from [`child_protocol::snapshot_format::SNAPSHOT_DIR_ENV`]).
     pub dir: PathBuf,
     /// What the directory is for (the notebook's path, or [`CONNECTION_FILE_KEY`] and the
     /// kernel's connection file), written into it as `DIR/notebook`.
     pub notebook: String,
     /// The prelude crate's path in cells (`::tch_prelude`): its `__tch_snapshot_saver!`, its
-    /// `snapshot` loaders and its `tch`.
+    /// `snapshot_savers` loaders and its `tch`.
     pub prelude_path: String,
 }
 
@@ -325,7 +325,7 @@ impl SnapshotConfig {
             };
             let binding = if is_mut { "let mut" } else { "let" };
             let path = rust_string(&variable.path);
-            let loaders = format!("{prelude}::snapshot");
+            let loaders = format!("{prelude}::snapshot_savers");
             match header.kind {
                 SnapshotKind::Unsaved => plan.not_restored.push((name, header.reason)),
                 SnapshotKind::Tensor => {
@@ -447,7 +447,7 @@ impl SnapshotConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use child_protocol::snapshot::TensorEntry;
+    use child_protocol::snapshot_format::TensorEntry;
 
     fn write(dir: &Path, name: &str, kind: SnapshotKind, type_name: &str) {
         let header = SnapshotHeader {
@@ -525,16 +525,14 @@ mod tests {
         )
         .unwrap();
         let plan = c.plan(&[], &[]);
-        assert!(
-            plan.code.contains(
-                "let t: ::tch_prelude::tch::Tensor = ::tch_prelude::snapshot::load_tensor("
-            )
-        );
         assert!(plan.code.contains(
-            "let mut losses: Vec<f64> = ::tch_prelude::snapshot::load_data::<Vec<f64>>("
+            "let t: ::tch_prelude::tch::Tensor = ::tch_prelude::snapshot_savers::load_tensor("
         ));
         assert!(plan.code.contains(
-            "let vs: ::tch_prelude::tch::nn::VarStore = ::tch_prelude::snapshot::load_var_store("
+            "let mut losses: Vec<f64> = ::tch_prelude::snapshot_savers::load_data::<Vec<f64>>("
+        ));
+        assert!(plan.code.contains(
+            "let vs: ::tch_prelude::tch::nn::VarStore = ::tch_prelude::snapshot_savers::load_var_store("
         ));
         let not: Vec<&str> = plan.not_restored.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(not, ["cfg", "f"]);

@@ -1,0 +1,49 @@
+//! The environment variables the installer, the kernel, the evaluation child, the prelude and
+//! programs started from a cell agree on, each named once.
+
+/// Kernelspec settings: `install.sh` writes them into the kernelspec's `env`, the kernel reads
+/// them (see the kernel's `settings.rs` for what each means).
+pub mod kernelspec {
+    pub const CACHE_DIR: &str = "TCH_KERNEL_CACHE_DIR";
+    pub const PRELUDE: &str = "TCH_KERNEL_PRELUDE";
+    pub const LOCKFILE: &str = "TCH_KERNEL_LOCKFILE";
+    pub const TORCH_VERSION: &str = "TCH_KERNEL_TORCH_VERSION";
+    pub const TCH_VERSION: &str = "TCH_KERNEL_TCH_VERSION";
+    pub const OPT_LEVEL: &str = "TCH_KERNEL_OPT_LEVEL";
+    pub const LINKER: &str = "TCH_KERNEL_LINKER";
+    pub const INTERRUPT_GRACE: &str = "TCH_KERNEL_INTERRUPT_GRACE";
+    pub const LOOP_POLL: &str = "TCH_KERNEL_LOOP_POLL";
+    pub const SNAPSHOTS: &str = "TCH_KERNEL_SNAPSHOTS";
+    /// The kernel's log filter (`env_logger` syntax).
+    pub const LOG: &str = "TCH_KERNEL_LOG";
+    /// Where the kernel keeps its history.
+    pub const DATA_DIR: &str = "TCH_KERNEL_DATA_DIR";
+}
+
+/// Set by the engine in the evaluation child: the kernel's executable, started again, runs
+/// cells instead of serving Jupyter.
+pub const IS_RUNTIME: &str = "EVCXR_IS_RUNTIME";
+/// Set by the kernel: shared libraries (colon-separated paths) the child loads first, with
+/// `RTLD_GLOBAL` (`libtorch_cuda.so`, which nothing references directly).
+pub const CHILD_PRELOAD: &str = "TCH_KERNEL_CHILD_PRELOAD";
+/// Set by the kernel: its own executable, which a cell runs for `tch-kernel export`.
+pub const KERNEL_EXE: &str = "TCH_KERNEL_EXE";
+/// Set by the kernel: where the engine finds its settings.
+pub const ENGINE_CONFIG_DIR: &str = "EVCXR_CONFIG_DIR";
+/// Set by the kernel: the engine skips its own warm-up compile (the kernel's first cell is one).
+pub const SKIP_WARM_UP_EVAL: &str = "EVCXR_SKIP_WARM_UP_EVAL";
+pub use crate::snapshot_format::SNAPSHOT_DIR_ENV;
+pub use crate::{INTERRUPT_COUNTER_ENV, PASSWORDS_ENV};
+
+/// Everything the kernel and the evaluation child set for themselves: a build or a job started
+/// from a cell must not inherit them (the program would think it runs in a kernel).
+pub const KERNEL_ONLY: [&str; 8] = [
+    IS_RUNTIME,
+    CHILD_PRELOAD,
+    KERNEL_EXE,
+    ENGINE_CONFIG_DIR,
+    SKIP_WARM_UP_EVAL,
+    SNAPSHOT_DIR_ENV,
+    INTERRUPT_COUNTER_ENV,
+    PASSWORDS_ENV,
+];
