@@ -75,7 +75,8 @@ def test_kernel_info_on_control_with_busy_idle(kernel):
     reply = reply_to(kc, msg["header"]["msg_id"], channel="control")
     assert reply["content"]["status"] == "ok"
     assert reply["content"]["language_info"]["name"] == "rust"
-    assert reply["content"]["protocol_version"] >= "5.4"
+    # As numbers: "5.10" is newer than "5.4".
+    assert tuple(int(p) for p in reply["content"]["protocol_version"].split(".")) >= (5, 4)
     states = [m["content"]["execution_state"] for m in iopub_until_idle(kc, msg["header"]["msg_id"])]
     assert states == ["busy", "idle"]
 

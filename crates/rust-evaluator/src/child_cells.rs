@@ -229,21 +229,30 @@ mod tests {
 
     #[test]
     fn a_loop_learns_how_many_items_to_run_between_polls() {
+        use child_code::{__TCH_KERNEL_CHUNK as MOST, __TCH_KERNEL_CHUNK_TICKS as TARGET};
+        let next = child_code::__TchKernelSite::next_size;
         let site = child_code::__TchKernelSite::new();
         assert_eq!(site.size(), 1, "a new loop polls at every item");
-        // A quick chunk: at most 16 times as many next, up to 4096.
-        let mut size = site.size();
-        for _ in 0..5 {
-            size = site.learn(size, child_code::__tch_kernel_ticks());
-        }
-        assert_eq!((size, site.size()), (4096, 4096));
+        // Quick chunks: at most 16 times as many next, up to the most.
+        let mut size = 1;
+        let sizes: Vec<usize> = (0..5)
+            .map(|_| {
+                size = next(size, 1);
+                size
+            })
+            .collect();
+        assert_eq!(sizes, [16, 256, MOST, MOST, MOST]);
         // A slow one (seconds): one item per poll at once.
-        let long_ago = child_code::__tch_kernel_ticks() - (1 << 40);
-        assert_eq!(site.learn(4096, long_ago), 1);
-        // One that took about the target: about as many again.
-        let target = child_code::__TCH_KERNEL_CHUNK_TICKS;
-        let size = site.learn(64, child_code::__tch_kernel_ticks() - target);
-        assert!((32..=64).contains(&size), "{size}");
+        assert_eq!(next(MOST, TARGET << 20), 1);
+        // One that took the target: as many again; twice the target: half as many.
+        assert_eq!(next(64, TARGET), 64);
+        assert_eq!(next(64, 2 * TARGET), 32);
+        // No time at all (a clock that did not move) is the quickest, not a division by zero.
+        assert_eq!(next(64, 0), 64 * 16);
+        // `learn` stores what it computed from the clock, for the loop's next run.
+        let learnt = site.learn(16, child_code::__tch_kernel_ticks());
+        assert_eq!(site.size(), learnt);
+        assert!((1..=256).contains(&learnt), "{learnt}");
     }
 
     #[test]

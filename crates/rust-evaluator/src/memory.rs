@@ -25,9 +25,9 @@ fn keyed(path: &Path, key: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// Where each hierarchy is mounted, from `/proc/self/mountinfo`: (v2 root, v1 memory root).
-fn mount_points() -> (Option<PathBuf>, Option<PathBuf>) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+/// Where each hierarchy is mounted, from `/proc/self/mountinfo`'s text: (v2 root, v1 memory
+/// root).
+fn mount_points(info: &str) -> (Option<PathBuf>, Option<PathBuf>) {
     let (mut v2, mut v1) = (None, None);
     for line in info.lines() {
         // `... mount_point options - fstype source super_options`
@@ -55,7 +55,14 @@ impl Cgroup {
     /// The memory cgroup of process `pid` (v1's memory controller when it has one, else v2).
     pub(crate) fn of(pid: u32) -> Option<Cgroup> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        let (v2_root, v1_root) = mount_points();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        Cgroup::parse(&text, &info).filter(|c| matches!(c, Cgroup::V1(_)) || c.dir().is_dir())
+    }
+
+    /// The memory cgroup a process's `/proc/PID/cgroup` names, under the mounts of
+    /// `/proc/self/mountinfo` (v1's memory controller when it has one, else v2).
+    fn parse(text: &str, mountinfo: &str) -> Option<Cgroup> {
+        let (v2_root, v1_root) = mount_points(mountinfo);
         let mut v2 = None;
         for line in text.lines() {
             let mut fields = line.splitn(3, ':');
@@ -72,7 +79,7 @@ impl Cgroup {
                 v2 = Some(Cgroup::V2(root.join(path)));
             }
         }
-        v2.filter(|c| c.dir().is_dir())
+        v2
     }
 
     fn dir(&self) -> &Path {
@@ -236,11 +243,34 @@ mod tests {
     }
 
     #[test]
-    fn this_process_has_a_memory_cgroup_or_none() {
-        // Whatever the machine: no panic, and a cgroup found is a directory.
-        if let Some(c) = Cgroup::of(std::process::id()) {
-            assert!(c.dir().is_dir(), "{c:?}");
-        }
+    fn the_memory_cgroup_is_found_under_its_mount() {
+        // A Slurm job's step on a cgroup v2 node (systemd's unified hierarchy).
+        let v2_mounts = "25 1 0:22 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        let step = "0::/system.slice/slurmstepd.scope/job_42/step_0/user/task_0\n";
+        assert_eq!(
+            Cgroup::parse(step, v2_mounts),
+            Some(Cgroup::V2(PathBuf::from(
+                "/sys/fs/cgroup/system.slice/slurmstepd.scope/job_42/step_0/user/task_0"
+            )))
+        );
+        // A cgroup v1 node (with the unified hierarchy mounted beside it): the memory
+        // controller's directory wins.
+        let v1_mounts = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+                         35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                         41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        let v1 = "4:memory:/slurm/uid_1000/job_7/step_0\n1:cpu:/\n0::/\n";
+        assert_eq!(
+            Cgroup::parse(v1, v1_mounts),
+            Some(Cgroup::V1(PathBuf::from(
+                "/sys/fs/cgroup/memory/slurm/uid_1000/job_7/step_0"
+            )))
+        );
+        // No memory controller mounted: none.
+        assert_eq!(
+            Cgroup::parse("1:cpu:/\n", v1_mounts.lines().next().unwrap()),
+            None
+        );
+        assert_eq!(Cgroup::parse(step, ""), None);
     }
 
     #[test]

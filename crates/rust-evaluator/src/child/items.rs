@@ -136,11 +136,15 @@ impl __TchKernelSite {
     /// the size of the next.
     #[inline(always)]
     pub fn learn(&self, size: usize, start: u64) -> usize {
-        let took = __tch_kernel_ticks().wrapping_sub(start).max(1);
-        let most = (size.saturating_mul(16)).min(__TCH_KERNEL_CHUNK) as u64;
-        let next = (size as u64 * __TCH_KERNEL_CHUNK_TICKS / took).clamp(1, most.max(1)) as usize;
+        let next = Self::next_size(size, __tch_kernel_ticks().wrapping_sub(start));
         self.0.store(next, std::sync::atomic::Ordering::Relaxed);
         next
+    }
+    /// The size of the chunk after one of `size` items that took `took` ticks.
+    #[inline(always)]
+    pub fn next_size(size: usize, took: u64) -> usize {
+        let most = (size.saturating_mul(16)).min(__TCH_KERNEL_CHUNK) as u64;
+        (size as u64 * __TCH_KERNEL_CHUNK_TICKS / took.max(1)).clamp(1, most.max(1)) as usize
     }
 }
 /// The end of the next chunk of `size` items of an integer range loop `for i in start..end`:
