@@ -1,6 +1,6 @@
 //! Glue between the Jupyter server and the Rust evaluator: turns cells into evaluations and
 //! evaluation results into Jupyter outcomes, answers completion and inspection, and runs the
-//! kernel's own `:` commands (parsed by `notebook_export::commands`, shared with export).
+//! kernel's own `:` commands (`kernel_commands`, shared with export).
 
 use crate::error_report::{RED, RESET, error_info};
 use crate::settings::Settings;

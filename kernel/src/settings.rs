@@ -16,7 +16,7 @@
 //! | `TCH_KERNEL_SNAPSHOTS` | `off`: no snapshots of variables; a dir: keep them there (scratch), not in the cache |
 //! | `JPY_SESSION_NAME` | the notebook's path (Jupyter Server sets it): its snapshots' key |
 
-use rust_evaluator::{BuildCache, EvaluatorConfig, Prelude, SnapshotConfig};
+use rust_evaluator::{BuildCache, EvaluatorConfig, LoopPolls, Prelude, SnapshotConfig};
 use std::path::{Path, PathBuf};
 
 fn var(name: &str) -> Option<String> {
@@ -45,7 +45,7 @@ pub struct Settings {
     pub interrupt_grace: std::time::Duration,
     /// Insert an interrupt poll into every loop of cell code (`TCH_KERNEL_LOOP_POLL=0` turns it
     /// off: for the benchmark that measures what it costs).
-    pub poll_loops: bool,
+    pub loop_polls: LoopPolls,
     /// This notebook's variable snapshots (see [`Settings::use_snapshots_for`]).
     pub snapshots: Option<SnapshotConfig>,
 }
@@ -71,7 +71,9 @@ impl Settings {
                     .filter(|s: &f64| s.is_finite() && *s >= 0.0)
                     .unwrap_or(3.0),
             ),
-            poll_loops: var(child_protocol::env::kernelspec::LOOP_POLL).is_none_or(|v| v != "0"),
+            loop_polls: LoopPolls::from_setting(
+                var(child_protocol::env::kernelspec::LOOP_POLL).as_deref(),
+            ),
             snapshots: None,
         }
     }
@@ -143,7 +145,7 @@ impl Settings {
             // Not for the installer's prebuild, which only compiles.
             warm_up_analyzer: !keep,
             interrupt_grace: self.interrupt_grace,
-            poll_loops: self.poll_loops,
+            loop_polls: self.loop_polls,
             // The prelude dylib loads libtorch; cells need not read its libraries to link.
             link_stand_in_dirs: self.libtorch.iter().map(|l| l.join("lib")).collect(),
             // Loaded by the kernel, which completes from them before the evaluator starts.

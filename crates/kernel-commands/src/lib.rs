@@ -109,7 +109,7 @@ pub enum Command<'a> {
     Timing(&'a str),
     /// `:dep NAME = SPEC` (a bare `:dep NAME` means any version): a crate for later cells.
     Dep { name: &'a str, spec: &'a str },
-    /// Anything else (`:vars`, `:opt 2`, ...), left to the evaluation engine.
+    /// Anything else (`:opt 2`, `:clear`, ...), left to the evaluation engine.
     Engine(&'a str),
 }
 

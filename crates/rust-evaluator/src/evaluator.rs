@@ -8,7 +8,7 @@ use crate::child_life::{CellEnd, ChildLife, ChildState};
 use crate::child_output::{self, INPUT_ERR, INPUT_OK, PanicReport};
 use crate::hints;
 use crate::known_names::{self, KnownNames};
-use crate::loop_poll;
+use crate::loop_poll::{self, LoopPolls};
 use crate::memory::{self, MemoryWatch};
 use crate::output::{Forwarder, OutputSink, Stream};
 use crate::snapshot_dir::{RestoreReport, SnapshotConfig};
@@ -55,8 +55,8 @@ pub struct EvaluatorConfig {
     /// How long an interrupted cell may take to reach a `check_interrupt()` before the child
     /// is killed (and variables lost).
     pub interrupt_grace: Duration,
-    /// Insert an interrupt poll at the top of every loop body in cells (see `loop_poll`).
-    pub poll_loops: bool,
+    /// How loops in cells poll for an interrupt (see `loop_poll`).
+    pub loop_polls: LoopPolls,
     /// Native library dirs whose shared objects the prelude dylib already brings into the
     /// child (libtorch's `lib/`): cells link against empty stand-ins of them, not the real
     /// (900 MB) files.
@@ -263,7 +263,7 @@ pub struct Evaluator {
     life: Arc<ChildLife>,
     /// Names for completion while rust-analyzer cannot answer (see `known_names`).
     known: Arc<KnownNames>,
-    poll_loops: bool,
+    loop_polls: LoopPolls,
     snapshots: Option<SnapshotConfig>,
     /// Where a notice that is not a cell's own output goes (a process that died while idle).
     sink: Arc<dyn OutputSink>,
@@ -435,7 +435,7 @@ impl Evaluator {
             alloc_failed,
             life,
             known: config.known_names.clone(),
-            poll_loops: config.poll_loops,
+            loop_polls: config.loop_polls,
             snapshots,
             sink,
             build_progress,
@@ -504,11 +504,7 @@ impl Evaluator {
         self.alloc_failed.store(0, Ordering::SeqCst);
         // What a crash of the child would take with it.
         let defined_before: Vec<String> = self.variables().into_iter().map(|(n, _)| n).collect();
-        let instrumented = if self.poll_loops {
-            loop_poll::instrument(code)
-        } else {
-            loop_poll::Instrumented::unchanged(code)
-        };
+        let instrumented = loop_poll::instrument_with(code, self.loop_polls);
         self.life.begin_cell();
         let result = self
             .ctx

@@ -33,6 +33,7 @@ pub use evaluator::{
 /// The Rust edition cells are compiled in (exported programs must use it too).
 pub use evcxr::CELL_EDITION;
 pub use known_names::{KNOWN_NAMES_FILE, KnownNames};
+pub use loop_poll::LoopPolls;
 pub use output::{OutputSink, Stream};
 pub use snapshot_dir::{CONNECTION_FILE_KEY, RestoreReport, SnapshotConfig};
 

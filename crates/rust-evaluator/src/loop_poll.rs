@@ -128,9 +128,48 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Inserts the polls into every loop of `code` that may call them, and wraps the destructors
-/// it defines.
+/// How the loops of a cell poll for an interrupt (`TCH_KERNEL_LOOP_POLL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoopPolls {
+    /// In chunks of items learnt per loop (see the module's documentation): the default.
+    #[default]
+    Chunked,
+    /// At every iteration of every loop: simpler, and slower in tight loops (the benchmark's
+    /// middle column, `bench/loop_poll.py`).
+    EveryIteration,
+    /// Not at all: only `check_interrupt()` and progress bars stop a loop.
+    Off,
+}
+
+impl LoopPolls {
+    /// The setting's value: `0` is off, `every` polls at every iteration, anything else (or
+    /// nothing) chunks.
+    pub fn from_setting(value: Option<&str>) -> LoopPolls {
+        match value {
+            Some("0") => LoopPolls::Off,
+            Some("every") => LoopPolls::EveryIteration,
+            _ => LoopPolls::Chunked,
+        }
+    }
+}
+
+/// Inserts the polls into every loop of `code` that may call them, as `polls` says, and wraps
+/// the destructors it defines.
+pub(crate) fn instrument_with(code: &str, polls: LoopPolls) -> Instrumented {
+    match polls {
+        LoopPolls::Off => Instrumented::unchanged(code),
+        LoopPolls::Chunked => instrument_loops(code, true),
+        LoopPolls::EveryIteration => instrument_loops(code, false),
+    }
+}
+
+/// [`instrument_with`] in chunks, the default.
+#[cfg(test)]
 pub(crate) fn instrument(code: &str) -> Instrumented {
+    instrument_loops(code, true)
+}
+
+fn instrument_loops(code: &str, chunked: bool) -> Instrumented {
     const HEAD: &str = "fn __tch_kernel_cell() {\n";
     let wrapped = format!("{HEAD}{code}\n}}");
     let edition = evcxr::CELL_EDITION.parse().unwrap_or(Edition::Edition2021);
@@ -139,7 +178,7 @@ pub(crate) fn instrument(code: &str) -> Instrumented {
     let mut loops: Vec<Loop> = file
         .syntax()
         .descendants()
-        .filter_map(|node| Loop::of(&node, &local))
+        .filter_map(|node| Loop::of(&node, &local, chunked))
         .collect();
     loops.sort_by_key(|l| (l.range.start, std::cmp::Reverse(l.range.end)));
     let mut out = Builder::default();
@@ -247,7 +286,13 @@ impl Pair {
 }
 
 impl Loop {
-    fn of(node: &SyntaxNode, local: &dyn Fn(usize) -> Option<usize>) -> Option<Loop> {
+    /// The loop (or destructor body) at `node`; every loop polls at each iteration unless
+    /// `chunked`.
+    fn of(
+        node: &SyntaxNode,
+        local: &dyn Fn(usize) -> Option<usize>,
+        chunked: bool,
+    ) -> Option<Loop> {
         if let Some(body) = drop_body(node) {
             let range = local(usize::from(body.start()))?..local(usize::from(body.end()))?;
             return Some(Loop {
@@ -290,7 +335,7 @@ impl Loop {
                     SyntaxKind::LOOP_EXPR | SyntaxKind::WHILE_EXPR | SyntaxKind::FOR_EXPR
                 )
             });
-        let each_iteration = has_break || for_around_loop;
+        let each_iteration = has_break || for_around_loop || !chunked;
         let while_chunks = ast::WhileExpr::cast(node.clone()).and_then(|w| {
             let cond = w.condition()?;
             let is_let = cond

@@ -8,7 +8,7 @@
 
 use rust_evaluator::{
     ChildState, DisplayEvent, EvalError, EvalOutput, Evaluator, EvaluatorConfig, InputRequest,
-    OutputSink, Stream,
+    LoopPolls, OutputSink, Stream,
 };
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
@@ -67,7 +67,7 @@ fn start(build_dir: &Path, grace: Duration) -> (Evaluator, Arc<Printed>) {
         lockfile: None,
         warm_up_analyzer: false,
         interrupt_grace: grace,
-        poll_loops: true,
+        loop_polls: LoopPolls::Chunked,
         link_stand_in_dirs: Vec::new(),
         known_names: Arc::default(),
         snapshots: None,
