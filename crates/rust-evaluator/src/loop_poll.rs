@@ -665,48 +665,72 @@ mod tests {
         instrument(code).code.matches(POLL_CALL).count()
     }
 
+    /// How each loop (and destructor) of `code` is instrumented, in the order they start. What
+    /// the generated code does is checked by running it (`tests/child_life.rs`), not by its text.
+    fn kinds(code: &str, chunked: bool) -> Vec<&'static str> {
+        const HEAD: &str = "fn __tch_kernel_cell() {\n";
+        let wrapped = format!("{HEAD}{code}\n}}");
+        let file = SourceFile::parse(&wrapped, Edition::Edition2021).tree();
+        let local = |offset: usize| offset.checked_sub(HEAD.len()).filter(|o| *o <= code.len());
+        let mut loops: Vec<Loop> = file
+            .syntax()
+            .descendants()
+            .filter_map(|node| Loop::of(&node, &local, chunked))
+            .collect();
+        loops.sort_by_key(|l| (l.range.start, std::cmp::Reverse(l.range.end)));
+        loops
+            .iter()
+            .map(|l| match &l.how {
+                How::DropBody => "drop body",
+                How::Poll { .. } => "every iteration",
+                How::WhileChunks { .. } => "while chunks",
+                How::RangeChunks {
+                    inclusive: false, ..
+                } => "range chunks",
+                How::RangeChunks {
+                    inclusive: true, ..
+                } => "inclusive range chunks",
+                How::Chunks { pair: None, .. } => "iterator chunks",
+                How::Chunks { pair: Some(_), .. } => "pair chunks",
+            })
+            .collect()
+    }
+
     #[test]
     fn every_kind_of_loop_gets_a_poll() {
         let code = "let mut n = 0;\nfor i in 0..3 { n += i; }\nwhile n > 0 {\n    n -= 1;\n}\n'outer: loop { break 'outer; }\nlet f = |v: Vec<i32>| { for x in v {} };\nfn g() { loop { return; } }\nimpl S { fn h(&self) { while let Some(_) = None::<i32> {} } }\nfor j in a..b {}\nfor k in 1..=n { n += k; }";
         assert_eq!(polls(code), 8);
-        let out = instrument(code).code;
-        assert!(
-            out.contains(&format!("{{ {SITE} let __tch_range = 0..3; let (mut __tch_lo, __tch_hi) = (__tch_range.start, __tch_range.end); while __tch_lo < __tch_hi {{ crate::__tch_kernel_poll(); let __tch_top = crate::__tch_kernel_chunk_end(__tch_lo, __tch_hi, __tch_size); {TIMED} for i in __tch_lo..__tch_top {{ n += i; }} __tch_lo = __tch_top; if __tch_lo < __tch_hi {{ {LEARN} }} }} {LOOP_END} }}")),
-            "{out}"
+        assert_eq!(
+            kinds(code, true),
+            [
+                "range chunks",
+                "while chunks",
+                "every iteration",
+                "iterator chunks",
+                "every iteration",
+                "every iteration",
+                // A range of unknown type goes through its iterator; one ending in a literal,
+                // by ranges.
+                "iterator chunks",
+                "inclusive range chunks",
+            ]
         );
-        assert!(
-            out.contains(&format!("match ::std::iter::IntoIterator::into_iter(v) {{ mut __tch_it => {{ {SITE} '__tch_chunks124: loop {{ crate::__tch_kernel_poll(); {SPLIT} {SPLIT_TIMED} let mut __tch_n = 0usize; while __tch_n < __tch_limit {{ match crate::__TchKernelChunkNext::__tch_next(&mut __tch_chunk, &mut __tch_it) {{ ::std::option::Option::Some(x) => {{__tch_n += __tch_step;}} ::std::option::Option::None => if __tch_last {{ break '__tch_chunks124 }} else {{ break }} }} }} {LEARN} }} {LOOP_END} }} }}")),
-            "{out}"
+        // The simple setting: every loop polls at every iteration.
+        assert!(kinds(code, false).iter().all(|k| *k == "every iteration"));
+        assert_eq!(
+            instrument_with(code, LoopPolls::EveryIteration)
+                .code
+                .matches(POLL_CALL)
+                .count(),
+            8
         );
-        // A range of unknown type goes through its iterator; one ending in a literal, by ranges.
-        assert!(out.contains("into_iter(a..b)"), "{out}");
-        assert!(
-            out.contains(&format!("{{ {SITE} let (mut __tch_lo, __tch_hi) = (1..=n).into_inner(); if __tch_lo <= __tch_hi {{ loop {{ crate::__tch_kernel_poll(); let __tch_top = crate::__tch_kernel_chunk_last(__tch_lo, __tch_hi, __tch_size); {TIMED} for k in __tch_lo..=__tch_top {{ n += k; }} if __tch_top == __tch_hi {{ break; }} __tch_lo = __tch_top + 1; {LEARN} }} }} {LOOP_END} }}")),
-            "{out}"
-        );
-        assert!(
-            out.contains(&format!("{{ {SITE} loop {{ crate::__tch_kernel_poll(); {START} let mut __tch_n = 0usize; while __tch_n < __tch_size && (n > 0) {{__tch_n += 1;\n    n -= 1;\n}} if __tch_n < __tch_size {{ break; }} {LEARN} }} {LOOP_END} }}")),
-            "{out}"
-        );
+        assert!(instrument_with(code, LoopPolls::Off).is_unchanged());
     }
 
     #[test]
     fn zip_and_enumerate_of_a_value_go_through_the_pair() {
         let code = "for (x, y) in a.iter().zip(&b) { s += x * y; }\nfor (i, x) in v.iter_mut().enumerate() { *x += i; }";
-        let out = instrument(code).code;
-        assert!(
-            out.starts_with("match (a.iter(), &b) { (__tch_za, __tch_zb) => match ::std::iter::IntoIterator::into_iter({ #[allow(unused_imports)] use crate::{__TchKernelZipFast as _, __TchKernelZipAny as _}; (&&crate::__TchKernelPair::of(&__tch_za, &__tch_zb)).__tch_zip(__tch_za, __tch_zb, |__tch_za, __tch_zb| __tch_za.zip(__tch_zb)) }) { mut __tch_it => {"),
-            "{out}"
-        );
-        assert!(
-            out.contains("match (v.iter_mut(), ()) { (__tch_za, __tch_zb) => match ::std::iter::IntoIterator::into_iter({ #[allow(unused_imports)] use crate::{__TchKernelEnumerateFast as _, __TchKernelEnumerateAny as _}; (&&crate::__TchKernelPair::of(&__tch_za, &__tch_zb)).__tch_enumerate(__tch_za, |__tch_za| __tch_za.enumerate()) }) { mut __tch_it => {"),
-            "{out}"
-        );
-        assert!(
-            out.contains(&format!("Some((x, y)) => {{__tch_n += __tch_step; s += x * y; }} ::std::option::Option::None => if __tch_last {{ break '__tch_chunks0 }} else {{ break }} }} }} {LEARN} }} {LOOP_END} }} }} }}\n")),
-            "{out}"
-        );
-        assert!(out.ends_with(&format!("{LOOP_END} }} }} }}")), "{out}");
+        assert_eq!(kinds(code, true), ["pair chunks", "pair chunks"]);
         // A place (moved by the pair, only borrowed by a `zip(&self, ..)`), a turbofish, other
         // methods: as any iterator.
         for code in [
@@ -715,9 +739,7 @@ mod tests {
             "for p in a.iter().zip(&b).rev() {}",
             "for p in a.iter().enumerate().skip(1) {}",
         ] {
-            let out = instrument(code).code;
-            assert!(!out.contains("__TchKernelPair"), "{out}");
-            assert!(out.contains("into_iter"), "{out}");
+            assert_eq!(kinds(code, true), ["iterator chunks"], "{code}");
         }
         // Errors in the pair point at the code as written.
         let inst = instrument(code);
@@ -738,28 +760,24 @@ mod tests {
 
     #[test]
     fn a_for_with_a_break_polls_each_iteration_and_labels_stay() {
-        let out = instrument("for i in 0..9 { if i == 3 { break; } }").code;
         assert_eq!(
-            out,
-            "{ for i in 0..9 {crate::__tch_kernel_poll(); if i == 3 { break; } } crate::__tch_kernel_loop_end() }"
+            kinds("for i in 0..9 { if i == 3 { break; } }", true),
+            ["every iteration"]
         );
-        let out = instrument("let v = 'a: loop { break 'a 3; };").code;
         assert_eq!(
-            out,
-            "let v = 'a: loop {crate::__tch_kernel_poll(); break 'a 3; };"
+            kinds("let v = 'a: loop { break 'a 3; };", true),
+            ["every iteration"]
         );
-        let out = instrument("for i in 0..9 { my_macro!(if i == 3 { break }); }").code;
-        assert!(
-            out.starts_with("{ for i in 0..9 {crate::__tch_kernel_poll();"),
-            "{out}"
+        // A `break` inside a macro call is a token, and counts.
+        assert_eq!(
+            kinds("for i in 0..9 { my_macro!(if i == 3 { break }); }", true),
+            ["every iteration"]
         );
-        let out = instrument("'rows: for r in 0..2 { for c in 0..2 { continue 'rows; } }").code;
+        let code = "'rows: for r in 0..2 { for c in 0..2 { continue 'rows; } }";
+        assert_eq!(kinds(code, true), ["every iteration", "range chunks"]);
+        let out = instrument(code).code;
         assert!(
-            out.starts_with("{ 'rows: for r in 0..2 {crate::__tch_kernel_poll(); { "),
-            "{out}"
-        );
-        assert!(
-            out.contains("for c in __tch_lo..__tch_top { continue 'rows; }"),
+            out.contains("'rows: for r in") && out.contains("continue 'rows;"),
             "{out}"
         );
         assert_eq!(out.matches(POLL_CALL).count(), 2, "{out}");
@@ -770,46 +788,32 @@ mod tests {
         let code = "for e in 0..3 { for x in &v { s += x; } }
 while n > 0 { n -= 1; let f = |w: &[f64]| { let mut k = 0; while k < 2 { k += 1; } }; }
 for b in loader { loop { break; } }";
-        let out = instrument(code).code;
-        assert!(
-            out.starts_with("{ for e in 0..3 {crate::__tch_kernel_poll(); match ::std::iter::IntoIterator::into_iter(&v)"),
-            "{out}"
-        );
         // A `while` around a loop keeps its chunks.
-        assert!(
-            out.contains("__tch_n < __tch_size && (n > 0) {__tch_n += 1; n -= 1; let f = |w: &[f64]| { let mut k = 0; { static __TCH_SITE"),
-            "{out}"
+        assert_eq!(
+            kinds(code, true),
+            [
+                "every iteration",
+                "iterator chunks",
+                "while chunks",
+                "while chunks",
+                "every iteration",
+                "every iteration",
+            ]
         );
-        assert!(
-            out.contains("{ for b in loader {crate::__tch_kernel_poll(); loop {crate::__tch_kernel_poll(); break; } } crate::__tch_kernel_loop_end() }"),
-            "{out}"
-        );
-        assert_eq!(out.matches(POLL_CALL).count(), 6, "{out}");
-        assert_eq!(out.matches(SITE).count(), 3, "{out}");
+        assert_eq!(polls(code), 6);
     }
 
     #[test]
     fn destructors_run_through_the_drop_wrapper() {
         let code = "struct F(u32);\nimpl Drop for F { fn drop(&mut self) { for i in 0..3 { self.0 += i; } } }\nimpl std::ops::Drop for G { fn drop(&mut self) {} }\nimpl F { fn drop(&mut self) {} }\nimpl Clone for F { fn drop(&self) {} }";
+        // Only Drop's drop is wrapped (the wrapper's work is checked by running it).
+        assert_eq!(
+            kinds(code, true),
+            ["drop body", "range chunks", "drop body"]
+        );
         let out = instrument(code).code;
-        assert!(
-            out.contains(&format!("impl Drop for F {{ fn drop(&mut self) {{ crate::__tch_kernel_in_drop(|| {{ {{ {SITE} let __tch_range = 0..3;")),
-            "{out}"
-        );
-        assert!(
-            out.contains("} } crate::__tch_kernel_loop_end() } }) } }\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("impl std::ops::Drop for G { fn drop(&mut self) { crate::__tch_kernel_in_drop(|| {}) } }"),
-            "{out}"
-        );
-        // Only Drop's drop.
+        assert_eq!(out.matches("__tch_kernel_in_drop").count(), 2, "{out}");
         assert!(out.contains("impl F { fn drop(&mut self) {} }"), "{out}");
-        assert!(
-            out.contains("impl Clone for F { fn drop(&self) {} }"),
-            "{out}"
-        );
         // Errors inside still point at the code as written.
         let inst = instrument(code);
         let at = inst.code.find("self.0 += i").unwrap();

@@ -55,6 +55,14 @@ impl OutputSink for Printed {
 }
 
 fn start(build_dir: &Path, grace: Duration) -> (Evaluator, Arc<Printed>) {
+    start_polling(build_dir, grace, LoopPolls::Chunked)
+}
+
+fn start_polling(
+    build_dir: &Path,
+    grace: Duration,
+    loop_polls: LoopPolls,
+) -> (Evaluator, Arc<Printed>) {
     let config = EvaluatorConfig {
         opt_level: "0".into(),
         offline: true,
@@ -67,7 +75,7 @@ fn start(build_dir: &Path, grace: Duration) -> (Evaluator, Arc<Printed>) {
         lockfile: None,
         warm_up_analyzer: false,
         interrupt_grace: grace,
-        loop_polls: LoopPolls::Chunked,
+        loop_polls,
         link_stand_in_dirs: Vec::new(),
         known_names: Arc::default(),
         snapshots: None,
@@ -234,6 +242,164 @@ fn a_cells_stderr_is_all_out_before_its_result(build_dir: &Path) {
     assert!(!stderr.contains("stderr-mark"));
 }
 
+/// Loops of every shape the instrumentation handles differently, each checking itself against
+/// the same items taken without a loop (`collect`), so the cell panics if a chunked or polled
+/// loop skips, repeats or reorders an item, or ends early.
+/// In a block: nothing of it is kept for later cells (a closure cannot be).
+const LOOPS_CELL: &str = r#"{
+let mut log: Vec<String> = Vec::new();
+// Integer ranges with literal bounds (chunked by sub-range), at chunk edges, empty, at the
+// type's ends, inclusive and not.
+for (lo, hi) in [(0i64, 0i64), (0, 1), (0, 4095), (0, 4096), (0, 4097), (-5, 10_000), (7, 3)] {
+    let mut got = Vec::new();
+    for i in lo..hi { got.push(i); }
+    assert_eq!(got, (lo..hi).collect::<Vec<_>>());
+    let mut got = Vec::new();
+    for i in lo..=hi { got.push(i); }
+    assert_eq!(got, (lo..=hi).collect::<Vec<_>>());
+}
+let mut bytes = Vec::new();
+for b in 0..=255u8 { bytes.push(b); }
+assert_eq!(bytes.len(), 256);
+let mut top = Vec::new();
+for i in (i64::MAX - 2)..=i64::MAX { top.push(i); }
+assert_eq!(top, [i64::MAX - 2, i64::MAX - 1, i64::MAX]);
+let mut count = 0u64;
+for _ in 0..10_000 { count += 1; }
+assert_eq!(count, 10_000);
+// Slices by reference and in place, and values that move (Strings), chars, reversed, chained.
+for len in [0usize, 1, 15, 16, 17, 255, 256, 257, 4095, 4096, 4097, 9000] {
+    let v: Vec<u32> = (0..len as u32).collect();
+    let mut got = Vec::new();
+    for x in &v { got.push(*x); }
+    assert_eq!(got, v);
+    let mut w = v.clone();
+    for x in w.iter_mut() { *x *= 2; }
+    assert_eq!(w, v.iter().map(|x| x * 2).collect::<Vec<_>>());
+    let mut got = Vec::new();
+    for x in v.iter().rev() { got.push(*x); }
+    assert_eq!(got, v.iter().rev().copied().collect::<Vec<_>>());
+    let strings: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+    let mut joined = Vec::new();
+    for s in strings.clone() { joined.push(s); }
+    assert_eq!(joined, strings);
+    // Zipped and enumerated slices (chunked as pairs), of unequal lengths too.
+    let other: Vec<u32> = (0..(len as u32 / 2)).map(|x| x + 1).collect();
+    let mut got = Vec::new();
+    for (x, y) in v.iter().zip(other.iter()) { got.push((*x, *y)); }
+    assert_eq!(got, v.iter().copied().zip(other.iter().copied()).collect::<Vec<_>>());
+    let mut got = Vec::new();
+    for (i, x) in v.iter().enumerate() { got.push((i, *x)); }
+    assert_eq!(got, v.iter().copied().enumerate().collect::<Vec<_>>());
+    log.push(format!("{len}"));
+}
+// Other iterators (counted chunks of the iterator itself), ranges of types known only after
+// inference, of u128 at its end, of chars, reversed; pairs of what is not a slice's iterator.
+let data: Vec<usize> = (0..5000).collect();
+let mut got = Vec::new();
+for x in data.iter().map(|x| x * 2) { got.push(x); }
+assert_eq!(got, data.iter().map(|x| x * 2).collect::<Vec<_>>());
+let (lo, hi) = (3i64, 5003i64);
+let mut got = Vec::new();
+for i in lo..hi { got.push(i); }
+assert_eq!(got, (lo..hi).collect::<Vec<_>>());
+let mut got = Vec::new();
+for i in u128::MAX - 2..u128::MAX { got.push(i); }
+assert_eq!(got, [u128::MAX - 2, u128::MAX - 1]);
+let mut got = Vec::new();
+for c in 'a'..'d' { got.push(c); }
+assert_eq!(got, ['a', 'b', 'c']);
+#[allow(clippy::reversed_empty_ranges)]
+for _ in 5i32..-5 { unreachable!(); }
+let a: Vec<u8> = (0..10).collect();
+let mut got = Vec::new();
+for p in (0..3u8).rev().zip(&a) { got.push(p); }
+assert_eq!(got, [(2, &0), (1, &1), (0, &2)]);
+let mut got = Vec::new();
+for p in a.iter().zip(5..7u8) { got.push(p); }
+assert_eq!(got, [(&0, 5), (&1, 6)]);
+let mut got = Vec::new();
+for p in Some(1).into_iter().zip(Some('x')) { got.push(p); }
+assert_eq!(got, [(1, 'x')]);
+let mut got = Vec::new();
+for p in a.iter().skip(8).enumerate() { got.push(p); }
+assert_eq!(got, [(0, &8), (1, &9)]);
+// Pairs changed in place, on either side.
+let b: Vec<usize> = (0..5007).map(|i| i * 3).collect();
+let mut out = vec![0usize; 5000];
+for (o, y) in out.iter_mut().zip(&b) { *o = *y + 1; }
+assert_eq!(out, (0..5000).map(|i| i * 3 + 1).collect::<Vec<_>>());
+let mut copy = b.clone();
+for (x, y) in data.iter().zip(&mut copy) { *y += x; }
+assert_eq!(&copy[..5000], (0..5000).map(|i| i * 4).collect::<Vec<_>>());
+assert_eq!(&copy[5000..], &b[5000..]);
+let mut copy = data.clone();
+for (i, x) in copy.iter_mut().enumerate() { *x += i; }
+assert_eq!(copy, (0..5000).map(|i| i * 2).collect::<Vec<_>>());
+let mut got = String::new();
+for c in "héllo wörld".chars() { got.push(c); }
+assert_eq!(got, "héllo wörld");
+// while (chunked by a counter), while let, loop with a value, break and labelled continue.
+let (mut n, mut steps) = (27u64, 0u32);
+while n != 1 { n = if n % 2 == 0 { n / 2 } else { 3 * n + 1 }; steps += 1; }
+assert_eq!(steps, 111);
+let mut stack = vec![1, 2, 3];
+let mut popped = Vec::new();
+while let Some(x) = stack.pop() { popped.push(x); }
+assert_eq!(popped, [3, 2, 1]);
+let mut k = 0;
+let found = loop { k += 1; if k * k > 50 { break k; } };
+assert_eq!(found, 8);
+let mut seen = Vec::new();
+for i in 0..100 { if i == 5 { break; } seen.push(i); }
+assert_eq!(seen, [0, 1, 2, 3, 4]);
+let mut pairs = Vec::new();
+'rows: for r in 0..4 { for c in 0..4 { if c > r { continue 'rows; } pairs.push((r, c)); } }
+assert_eq!(pairs.len(), 10);
+// Loops in a function, a closure and a destructor.
+fn triangle(n: u64) -> u64 { let mut s = 0; for i in 1..=n { s += i; } s }
+assert_eq!(triangle(1000), 500_500);
+let squares = |n: usize| { let mut v = Vec::new(); for i in 0..n { v.push(i * i); } v };
+assert_eq!(squares(5), [0, 1, 4, 9, 16]);
+struct Counted(std::rc::Rc<std::cell::Cell<u32>>);
+impl Drop for Counted { fn drop(&mut self) { for _ in 0..3 { self.0.set(self.0.get() + 1); } } }
+let drops = std::rc::Rc::new(std::cell::Cell::new(0));
+{ let _a = Counted(drops.clone()); let _b = Counted(drops.clone()); }
+assert_eq!(drops.get(), 6);
+// A loop around a loop, run many times: its inner loop's chunk size, learnt, crosses every length.
+for len in 0..300u32 {
+    let v: Vec<u32> = (0..len).collect();
+    let mut got = Vec::new();
+    for x in &v { got.push(*x); }
+    assert_eq!(got, v);
+}
+println!("{}", log.join(","));
+}"#;
+
+fn every_loop_runs_every_item_once_in_order_whatever_the_polls(build_dir: &Path) {
+    let mut printed_by = Vec::new();
+    for polls in [
+        LoopPolls::Off,
+        LoopPolls::Chunked,
+        LoopPolls::EveryIteration,
+    ] {
+        let (mut ev, printed) = start_polling(build_dir, Duration::from_secs(5), polls);
+        // Twice: the second run starts from the chunk sizes the first learnt.
+        for run in 0..2 {
+            if let Err(e) = eval(&mut ev, LOOPS_CELL) {
+                panic!("{polls:?}, run {run}: {e:?}\n{}", printed.stderr());
+            }
+        }
+        printed_by.push(printed.stdout());
+        drop(ev);
+    }
+    assert!(printed_by[0].contains("4097,9000"), "{printed_by:?}");
+    assert!(
+        printed_by.iter().all(|p| *p == printed_by[0]),
+        "{printed_by:?}"
+    );
+}
+
 type Test = (&'static str, fn(&Path));
 
 const TESTS: &[Test] = &[
@@ -257,6 +423,10 @@ const TESTS: &[Test] = &[
     (
         "a_cells_stderr_is_all_out_before_its_result",
         a_cells_stderr_is_all_out_before_its_result,
+    ),
+    (
+        "every_loop_runs_every_item_once_in_order_whatever_the_polls",
+        every_loop_runs_every_item_once_in_order_whatever_the_polls,
     ),
 ];
 
