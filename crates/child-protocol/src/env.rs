@@ -26,7 +26,8 @@ pub const IS_RUNTIME: &str = "EVCXR_IS_RUNTIME";
 /// Set by the kernel: shared libraries (colon-separated paths) the child loads first, with
 /// `RTLD_GLOBAL` (`libtorch_cuda.so`, which nothing references directly).
 pub const CHILD_PRELOAD: &str = "TCH_KERNEL_CHILD_PRELOAD";
-/// Set by the kernel: its own executable, which a cell runs for `tch-kernel export`.
+/// Set by the kernel: its own executable, which `submit()` runs for `tch-kernel export`. Passed
+/// on to programs and jobs (not in [`KERNEL_ONLY`]): a job's program may submit another notebook.
 pub const KERNEL_EXE: &str = "TCH_KERNEL_EXE";
 /// Set by the kernel: where the engine finds its settings.
 pub const ENGINE_CONFIG_DIR: &str = "EVCXR_CONFIG_DIR";
@@ -37,10 +38,9 @@ pub use crate::{INTERRUPT_COUNTER_ENV, PASSWORDS_ENV};
 
 /// Everything the kernel and the evaluation child set for themselves: a build or a job started
 /// from a cell must not inherit them (the program would think it runs in a kernel).
-pub const KERNEL_ONLY: [&str; 8] = [
+pub const KERNEL_ONLY: [&str; 7] = [
     IS_RUNTIME,
     CHILD_PRELOAD,
-    KERNEL_EXE,
     ENGINE_CONFIG_DIR,
     SKIP_WARM_UP_EVAL,
     SNAPSHOT_DIR_ENV,

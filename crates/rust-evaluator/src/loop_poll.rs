@@ -169,7 +169,8 @@ pub(crate) fn instrument(code: &str) -> Instrumented {
     instrument_loops(code, true)
 }
 
-fn instrument_loops(code: &str, chunked: bool) -> Instrumented {
+/// The loops (and destructor bodies) of `code`, in the order they start, outer before inner.
+fn loops_of(code: &str, chunked: bool) -> Vec<Loop> {
     const HEAD: &str = "fn __tch_kernel_cell() {\n";
     let wrapped = format!("{HEAD}{code}\n}}");
     let edition = evcxr::CELL_EDITION.parse().unwrap_or(Edition::Edition2021);
@@ -181,6 +182,11 @@ fn instrument_loops(code: &str, chunked: bool) -> Instrumented {
         .filter_map(|node| Loop::of(&node, &local, chunked))
         .collect();
     loops.sort_by_key(|l| (l.range.start, std::cmp::Reverse(l.range.end)));
+    loops
+}
+
+fn instrument_loops(code: &str, chunked: bool) -> Instrumented {
+    let loops = loops_of(code, chunked);
     let mut out = Builder::default();
     emit(code, 0..code.len(), &loops, &mut out);
     if out.pieces.iter().all(|p| p.3) {
@@ -668,17 +674,7 @@ mod tests {
     /// How each loop (and destructor) of `code` is instrumented, in the order they start. What
     /// the generated code does is checked by running it (`tests/child_life.rs`), not by its text.
     fn kinds(code: &str, chunked: bool) -> Vec<&'static str> {
-        const HEAD: &str = "fn __tch_kernel_cell() {\n";
-        let wrapped = format!("{HEAD}{code}\n}}");
-        let file = SourceFile::parse(&wrapped, Edition::Edition2021).tree();
-        let local = |offset: usize| offset.checked_sub(HEAD.len()).filter(|o| *o <= code.len());
-        let mut loops: Vec<Loop> = file
-            .syntax()
-            .descendants()
-            .filter_map(|node| Loop::of(&node, &local, chunked))
-            .collect();
-        loops.sort_by_key(|l| (l.range.start, std::cmp::Reverse(l.range.end)));
-        loops
+        loops_of(code, chunked)
             .iter()
             .map(|l| match &l.how {
                 How::DropBody => "drop body",

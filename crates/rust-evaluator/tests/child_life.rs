@@ -104,6 +104,19 @@ fn value(evaluator: &mut Evaluator, code: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A thread that interrupts the cell once it has printed `text` (it is running).
+fn interrupt_once_printed(
+    printed: &Arc<Printed>,
+    interrupter: rust_evaluator::Interrupter,
+    text: &'static str,
+) -> std::thread::JoinHandle<()> {
+    let printed = printed.clone();
+    std::thread::spawn(move || {
+        printed.wait_for(text);
+        interrupter.interrupt();
+    })
+}
+
 fn a_panic_keeps_the_variables(build_dir: &Path) {
     let (mut ev, _) = start(build_dir, Duration::from_secs(5));
     eval(&mut ev, "let x = 41;").unwrap();
@@ -153,13 +166,7 @@ fn an_interrupt_at_a_poll_keeps_the_variables(build_dir: &Path) {
     // Between cells an interrupt does nothing.
     interrupter.interrupt();
     assert_eq!(ev.child_state(), ChildState::Idle);
-    let watcher = {
-        let printed = printed.clone();
-        std::thread::spawn(move || {
-            printed.wait_for("looping");
-            interrupter.interrupt();
-        })
-    };
+    let watcher = interrupt_once_printed(&printed, interrupter, "looping");
     let cell = "println!(\"looping\");\nlet mut n = 0u64;\nloop {\n    n = std::hint::black_box(n + 1);\n}";
     match eval(&mut ev, cell) {
         Err(EvalError::Interrupted {
@@ -177,14 +184,7 @@ fn an_interrupt_at_a_poll_keeps_the_variables(build_dir: &Path) {
 fn a_sleep_ends_by_restart_after_the_grace_period(build_dir: &Path) {
     let (mut ev, printed) = start(build_dir, Duration::from_millis(500));
     eval(&mut ev, "let w = 7;").unwrap();
-    let interrupter = ev.interrupter();
-    let watcher = {
-        let printed = printed.clone();
-        std::thread::spawn(move || {
-            printed.wait_for("sleeping");
-            interrupter.interrupt();
-        })
-    };
+    let watcher = interrupt_once_printed(&printed, ev.interrupter(), "sleeping");
     let cell = "println!(\"sleeping\");\nstd::thread::sleep(std::time::Duration::from_secs(600));";
     match eval(&mut ev, cell) {
         Err(EvalError::Interrupted {
