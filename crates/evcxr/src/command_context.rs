@@ -77,9 +77,9 @@ impl CommandContext {
         self.eval_context.process_handle()
     }
 
-    /// tch-kernel: see [`EvalContext::mark_stderr`].
-    pub fn mark_stderr(&mut self, token: u64) -> Result<(), Error> {
-        self.eval_context.mark_stderr(token)
+    /// tch-kernel: see [`EvalContext::last_stderr_mark`].
+    pub fn last_stderr_mark(&self) -> u64 {
+        self.eval_context.last_stderr_mark()
     }
 
     pub fn variables_and_types(&self) -> impl Iterator<Item = (&str, &str)> {

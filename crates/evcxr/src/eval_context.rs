@@ -69,6 +69,10 @@ pub struct EvalContext {
     /// "busy" at once, so a Tab never holds up the cells queued behind it.
     analyzer_wait: Option<Duration>,
     initial_config: Config,
+    /// tch-kernel: the number of the last run sent to the child, which it writes on its stderr
+    /// (child-protocol's `STDERR_MARK`) after the run and before its end on stdout (see
+    /// `last_stderr_mark`). Never reset, so a restarted child's marks follow the old one's.
+    stderr_marks: u64,
 }
 
 /// tch-kernel: set by an embedder that evaluates a cell of its own right after start-up, so
@@ -426,6 +430,7 @@ impl EvalContext {
             // tch-kernel: wait for rust-analyzer until the embedder sets a limit.
             analyzer_wait: None,
             initial_config,
+            stderr_marks: 0,
         };
         let outputs = EvalContextOutputs {
             stdout: stdout_receiver,
@@ -675,11 +680,12 @@ impl EvalContext {
         self.child_process.process_handle()
     }
 
-    /// tch-kernel: asks the child to write child-protocol's `STDERR_MARK` and `token` on its
-    /// stderr, after everything it wrote there so far (the child must be idle: between cells).
-    pub fn mark_stderr(&mut self, token: u64) -> Result<(), Error> {
-        self.child_process
-            .send(&format!("{} {token}", crate::runtime::MARK_STDERR))
+    /// tch-kernel: the number of the last run, which the child wrote on its stderr (after
+    /// child-protocol's `STDERR_MARK`) after everything the run wrote there and before it said
+    /// on stdout that the run was over: an embedder that waits for it has all of a cell's
+    /// stderr. 0 before the first run.
+    pub fn last_stderr_mark(&self) -> u64 {
+        self.stderr_marks
     }
 
     pub(crate) fn restart_child_process(&mut self) -> Result<(), Error> {
@@ -1042,10 +1048,13 @@ impl EvalContext {
         // things won't work if the path isn't UTF-8 - apparently that's a thing
         // on some platforms.
         let fn_name = state.current_user_fn_name();
+        // tch-kernel: the run's number, for the stderr mark (see `last_stderr_mark`).
+        self.stderr_marks += 1;
         self.child_process.send(&format!(
-            "LOAD_AND_RUN {} {}",
+            "LOAD_AND_RUN {} {} {}",
             so_file.path.to_string_lossy(),
             fn_name,
+            self.stderr_marks,
         ))?;
 
         state.build_num += 1;

@@ -22,9 +22,6 @@ pub(crate) const EVCXR_EXECUTION_COMPLETE: &str = "EVCXR_EXECUTION_COMPLETE";
 pub(crate) const LOAD_FAILED: &str = "EVCXR_LOAD_FAILED";
 pub(crate) const WRAP_RUSTC_ENV: &str = "EVCXR_RUSTC_WRAPPER";
 pub(crate) const FORCE_DYLIB_ENV: &str = "EVCXR_FORCE_DYLIB";
-/// tch-kernel: `MARK_STDERR n` on the child's stdin: write child-protocol's `STDERR_MARK` and
-/// `n` on stderr (see `EvalContext::mark_stderr`).
-pub(crate) const MARK_STDERR: &str = "MARK_STDERR";
 
 /// tch-kernel: cooperative interrupt. In the child, SIGINT does not kill the process; it
 /// increments this counter, which cell code polls (`check_interrupt()` in tch-kernel) to stop
@@ -463,22 +460,31 @@ impl Runtime {
 
     fn handle_line(&mut self, line: &io::Result<String>) -> Result<(), Error> {
         let line = line.as_ref()?;
+        // tch-kernel: a third field, the run's number, for the stderr mark.
         static LOAD_AND_RUN: Lazy<Regex> =
-            Lazy::new(|| Regex::new("LOAD_AND_RUN ([^ ]+) ([^ ]+)").unwrap());
+            Lazy::new(|| Regex::new("LOAD_AND_RUN ([^ ]+) ([^ ]+)(?: ([0-9]+))?").unwrap());
         if let Some(captures) = LOAD_AND_RUN.captures(line) {
-            self.load_and_run(&captures[1], &captures[2])
-        } else if let Some(token) = line
-            .strip_prefix(MARK_STDERR)
-            .and_then(|rest| rest.trim().parse::<u64>().ok())
-        {
-            eprintln!("{}{token}", child_protocol::STDERR_MARK);
-            Ok(())
+            let mark = captures.get(3).and_then(|m| m.as_str().parse().ok());
+            self.load_and_run(&captures[1], &captures[2], mark)
         } else {
             bail!("Unrecognised line: {}", line);
         }
     }
 
-    fn load_and_run(&mut self, so_path: &str, fn_name: &str) -> Result<(), Error> {
+    /// tch-kernel: `mark`, the run's number, goes on stderr after the run (child-protocol's
+    /// `STDERR_MARK`), before its end on stdout: the kernel waits for it to have all the run's
+    /// stderr, instead of guessing how long the pipe takes.
+    fn load_and_run(
+        &mut self,
+        so_path: &str,
+        fn_name: &str,
+        mark: Option<u64>,
+    ) -> Result<(), Error> {
+        let end_stderr = || {
+            if let Some(mark) = mark {
+                eprintln!("{}{mark}", child_protocol::STDERR_MARK);
+            }
+        };
         use std::os::raw::c_void;
         // tch-kernel: a cell that cannot be loaded fails alone; upstream ended the process
         // (status 99), and every variable with it.
@@ -502,6 +508,7 @@ impl Runtime {
                     "{LOAD_FAILED} {}",
                     crate::evcxr_internal_runtime::escape_line(&message)
                 );
+                end_stderr();
                 println!("{EVCXR_EXECUTION_COMPLETE}");
                 return Ok(());
             }
@@ -511,6 +518,7 @@ impl Runtime {
         // arrives while the next cell compiles (the parent sends it only while a cell is being
         // evaluated) is kept, and stops that cell at its first check.
         INTERRUPTS.store(0, std::sync::atomic::Ordering::SeqCst);
+        end_stderr();
         println!("{EVCXR_EXECUTION_COMPLETE}");
         self.shared_objects.push(shared_object);
         // tch-kernel: after the kernel has the cell's end, so its reply is not delayed.

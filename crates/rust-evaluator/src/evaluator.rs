@@ -269,8 +269,8 @@ pub struct Evaluator {
     sink: Arc<dyn OutputSink>,
     /// The line a cell that builds crates (a `:dep`) shows while they compile.
     build_progress: Arc<BuildProgress>,
-    /// The number of the last stderr mark asked for (see `flush_output`).
-    stderr_marks: u64,
+    /// The number of the last stderr mark waited for (see `flush_output`).
+    stderr_mark_seen: u64,
     /// Declared last: removed after the engine (and its child) is gone.
     _build_dir: BuildDirGuard,
 }
@@ -439,7 +439,7 @@ impl Evaluator {
             snapshots,
             sink,
             build_progress,
-            stderr_marks: 0,
+            stderr_mark_seen: 0,
             _build_dir: build_dir,
         })
     }
@@ -778,19 +778,20 @@ impl Evaluator {
 
     /// Hands what the cell printed to the sink before its result. Its stdout is all received
     /// (the child's end of the cell comes on stdout, after it); its stderr may still be in the
-    /// pipe, so a live child is asked to write a mark there after it, which is waited for.
+    /// pipe, so when the cell ran in a live child, this waits for the mark the child wrote on
+    /// stderr after the run (see `CommandContext::last_stderr_mark`).
     fn flush_output(&mut self, child_alive: bool) {
         self.stdout.flush();
-        if child_alive {
-            self.stderr_marks += 1;
-            let token = self.stderr_marks;
-            match self.ctx.mark_stderr(token) {
-                Ok(()) if self.stderr.wait_for_mark(token, STDERR_MARK_WAIT) => return,
-                Ok(()) => log::warn!("the child's stderr mark did not come back"),
-                Err(e) => log::debug!("stderr mark: {e}"),
+        let mark = self.ctx.last_stderr_mark();
+        if child_alive && mark > self.stderr_mark_seen {
+            self.stderr_mark_seen = mark;
+            if self.stderr.wait_for_mark(mark, STDERR_MARK_WAIT) {
+                return;
             }
+            log::warn!("the child's stderr mark did not come");
         }
-        // A child that died: its stderr was read to the end before the engine said so.
+        // No run (a compile error), or a child that died: its stderr was read to the end
+        // before the engine said so.
         self.stderr.flush();
     }
 
