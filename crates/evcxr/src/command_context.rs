@@ -82,6 +82,11 @@ impl CommandContext {
         self.eval_context.last_stderr_mark()
     }
 
+    /// tch-kernel: see [`EvalContext::mark_stderr_after_runs`].
+    pub fn mark_stderr_after_runs(&mut self, on: bool) {
+        self.eval_context.mark_stderr_after_runs(on);
+    }
+
     pub fn variables_and_types(&self) -> impl Iterator<Item = (&str, &str)> {
         self.eval_context.variables_and_types()
     }

@@ -73,6 +73,9 @@ pub struct EvalContext {
     /// (child-protocol's `STDERR_MARK`) after the run and before its end on stdout (see
     /// `last_stderr_mark`). Never reset, so a restarted child's marks follow the old one's.
     stderr_marks: u64,
+    /// tch-kernel: whether the child writes those marks (`mark_stderr_after_runs`); off by
+    /// default, as upstream, whose embedders would show them.
+    stderr_marks_on: bool,
 }
 
 /// tch-kernel: set by an embedder that evaluates a cell of its own right after start-up, so
@@ -431,6 +434,7 @@ impl EvalContext {
             analyzer_wait: None,
             initial_config,
             stderr_marks: 0,
+            stderr_marks_on: false,
         };
         let outputs = EvalContextOutputs {
             stdout: stdout_receiver,
@@ -686,6 +690,12 @@ impl EvalContext {
     /// stderr. 0 before the first run.
     pub fn last_stderr_mark(&self) -> u64 {
         self.stderr_marks
+    }
+
+    /// tch-kernel: the child writes a mark on its stderr after each run (see
+    /// `last_stderr_mark`); the embedder then drops those lines.
+    pub fn mark_stderr_after_runs(&mut self, on: bool) {
+        self.stderr_marks_on = on;
     }
 
     pub(crate) fn restart_child_process(&mut self) -> Result<(), Error> {
@@ -1049,12 +1059,16 @@ impl EvalContext {
         // on some platforms.
         let fn_name = state.current_user_fn_name();
         // tch-kernel: the run's number, for the stderr mark (see `last_stderr_mark`).
-        self.stderr_marks += 1;
+        let mark = if self.stderr_marks_on {
+            self.stderr_marks += 1;
+            format!(" {}", self.stderr_marks)
+        } else {
+            String::new()
+        };
         self.child_process.send(&format!(
-            "LOAD_AND_RUN {} {} {}",
+            "LOAD_AND_RUN {} {}{mark}",
             so_file.path.to_string_lossy(),
             fn_name,
-            self.stderr_marks,
         ))?;
 
         state.build_num += 1;

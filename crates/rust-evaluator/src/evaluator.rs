@@ -330,6 +330,8 @@ impl Evaluator {
         let (mut ctx, outputs) =
             CommandContext::new().map_err(|e| StartError::Engine(e.to_string()))?;
         ctx.set_link_stand_in_dirs(config.link_stand_in_dirs.clone());
+        // The end of each run's stderr, which `flush_output` waits for; the forwarder drops it.
+        ctx.mark_stderr_after_runs(true);
         // Snapshots need the prelude's savers.
         let snapshots = config
             .snapshots
