@@ -214,13 +214,10 @@ impl Settings {
 }
 
 /// A notebook's snapshot directory name: a hash of its whole path (FNV-1a: stable across
-/// builds, unlike std's hasher), so two notebooks never share, and the name says nothing of the
-/// notebook to someone listing the directory (its path is inside, in the private `notebook`).
+/// builds), so two notebooks never share, and the name says nothing of the notebook to someone
+/// listing the directory (its path is inside, in the private `notebook`).
 fn snapshot_key(notebook: &str) -> String {
-    let hash = notebook.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("nb-{hash:016x}")
+    format!("nb-{:016x}", child_protocol::fnv1a(notebook.as_bytes()))
 }
 
 /// A cache this user cannot write (a course's, installed by its teacher) is used read-only: the

@@ -81,13 +81,13 @@ impl PasswordRecord {
     pub fn add(&self, value: &str) {
         use std::sync::atomic::Ordering::SeqCst;
         let slot = self.count.fetch_add(1, SeqCst) % PASSWORD_SLOTS;
-        self.hashes[slot].store(password_hash(value), SeqCst);
+        self.hashes[slot].store(fnv1a(value.as_bytes()), SeqCst);
     }
 
     pub fn holds(&self, value: &str) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
         let filled = self.count.load(SeqCst).min(PASSWORD_SLOTS);
-        let hash = password_hash(value);
+        let hash = fnv1a(value.as_bytes());
         self.hashes[..filled].iter().any(|h| h.load(SeqCst) == hash)
     }
 }
@@ -98,9 +98,10 @@ impl Default for PasswordRecord {
     }
 }
 
-/// FNV-1a: enough to recognise a value this process has seen; it never leaves the process.
-fn password_hash(value: &str) -> u64 {
-    value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+/// FNV-1a, 64 bits: the same on every build (unlike std's hasher), and enough to tell values
+/// apart that are not chosen to collide (a password seen in this process, a notebook's path).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }

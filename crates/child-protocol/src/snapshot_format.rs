@@ -95,6 +95,16 @@ pub struct SnapshotHeader {
 }
 
 impl SnapshotHeader {
+    /// The header of a variable that is not saved: its type and why.
+    pub fn unsaved(type_name: &str, reason: String) -> SnapshotHeader {
+        SnapshotHeader {
+            kind: SnapshotKind::Unsaved,
+            type_name: type_name.to_owned(),
+            reason,
+            tensors: Vec::new(),
+        }
+    }
+
     pub fn to_text(&self) -> String {
         let sep = crate::FIELD_SEP;
         let esc = crate::escape;

@@ -57,12 +57,10 @@ fn holds_password(value: &dyn std::any::Any) -> bool {
 /// What a snapshot holds for a variable that holds a password: why it is not saved.
 fn password_not_saved() -> crate::evcxr_internal_runtime::SaverWrite {
     Box::new(|path: &std::path::Path| {
-        let text = child_protocol::snapshot_format::SnapshotHeader {
-            kind: child_protocol::snapshot_format::SnapshotKind::Unsaved,
-            type_name: std::any::type_name::<String>().to_owned(),
-            reason: "it holds a password (never written to disk)".to_owned(),
-            tensors: Vec::new(),
-        }
+        let text = child_protocol::snapshot_format::SnapshotHeader::unsaved(
+            std::any::type_name::<String>(),
+            "it holds a password (never written to disk)".to_owned(),
+        )
         .to_text();
         std::fs::write(path, &text).map_err(|e| e.to_string())?;
         Ok(text.len() as u64)

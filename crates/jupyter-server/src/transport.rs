@@ -141,7 +141,7 @@ where
         "shell",
     ));
     let (stdin_send, stdin_recv) = stdin_socket.split();
-    let (_stdin_flush, stdin_flush_rx) = unbounded_channel();
+    let (stdin_flush, stdin_flush_rx) = unbounded_channel();
     tokio::spawn(router_send_task(
         stdin_send,
         stdin_out_rx,
@@ -226,7 +226,7 @@ where
     // The shutdown reply and the last status go out before the process ends: each sending task
     // says when it has sent what was queued (never waited for without end: a peer gone).
     let mut sent = Vec::new();
-    for flush in [&iopub_flush, &control_flush, &shell_flush] {
+    for flush in [&iopub_flush, &control_flush, &shell_flush, &stdin_flush] {
         let (done, done_rx) = tokio::sync::oneshot::channel();
         if flush.send(done).is_ok() {
             sent.push(done_rx);

@@ -257,14 +257,8 @@ fn tensors_write(
 
 fn unsaved_write(type_name: &'static str, reason: String) -> SnapshotWrite {
     Box::new(move |path: &Path| {
-        let header = SnapshotHeader {
-            kind: SnapshotKind::Unsaved,
-            type_name: type_name.to_owned(),
-            reason,
-            tensors: Vec::new(),
-        };
         let mut out = create(path)?;
-        let text = header.to_text();
+        let text = SnapshotHeader::unsaved(type_name, reason).to_text();
         out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
         finish(out)?;
         Ok(text.len() as u64)

@@ -676,10 +676,7 @@ impl Evaluator {
     /// hook, then what the snapshot holds. Returns the restore's report (`None`: no snapshots).
     fn recover(&mut self) -> Option<RestoreReport> {
         self.restart_child();
-        let restored = self
-            .snapshots
-            .is_some()
-            .then(|| self.restore_from_snapshot());
+        let restored = self.restore_from_snapshot();
         self.life.recovered();
         restored
     }
@@ -705,21 +702,16 @@ impl Evaluator {
         if let Some(report) = self.recover_if_died_while_idle() {
             return Ok(report);
         }
-        if self.snapshots.is_none() {
-            return Err(EvalError::Other(format!("snapshots are {SNAPSHOTS_OFF}")));
-        }
         let report = self.restore_from_snapshot();
         self.life.recovered();
-        Ok(report)
+        report.ok_or_else(|| EvalError::Other(format!("snapshots are {SNAPSHOTS_OFF}")))
     }
 
     /// Runs the snapshot's restore cell in the child (in [`ChildState::Restoring`]: a crash in
     /// it restarts the child, but restores nothing again). What fails is tried one variable at
-    /// a time, so that it is named and the rest comes back.
-    fn restore_from_snapshot(&mut self) -> RestoreReport {
-        let Some(snapshots) = &self.snapshots else {
-            return RestoreReport::default();
-        };
+    /// a time, so that it is named and the rest comes back. `None`: this kernel has no snapshots.
+    fn restore_from_snapshot(&mut self) -> Option<RestoreReport> {
+        let snapshots = self.snapshots.as_ref()?;
         let items: Vec<String> = self.ctx.defined_item_names().map(str::to_owned).collect();
         let plan = snapshots.plan(&self.variables(), &items);
         let mut report = RestoreReport {
@@ -727,7 +719,7 @@ impl Evaluator {
             not_restored: plan.not_restored,
         };
         if plan.code.is_empty() {
-            return report;
+            return Some(report);
         }
         self.life.restoring();
         if self.run_restore_cell(&plan.code).is_err() {
@@ -746,7 +738,7 @@ impl Evaluator {
             }
             report.restored = restored;
         }
-        report
+        Some(report)
     }
 
     /// One cell of a restore; a child that dies in it is restarted (nothing restored again).
