@@ -2,7 +2,7 @@
 # Builds tch-kernel and registers it with Jupyter as a named kernel, the way
 # `python -m ipykernel install --user --name X --display-name Y` does for Python.
 #
-#   ./install.sh                                   # venv with torch 2.13.0 + build + kernel "rust-tch"
+#   ./install.sh                                   # venv with torch 2.15.0 + build + kernel "rust-tch"
 #   ./install.sh --name rust-course --display-name "Rust (course)"
 #   ./install.sh --python ~/envs/torch/bin/python  # use that env's torch (and Jupyter)
 #   ./install.sh --libtorch /opt/libtorch-2.13.0   # an unpacked libtorch
@@ -25,9 +25,10 @@ uninstall=""
 envs=()
 libtorch=""
 with_torch=1
+force_generated=0
 cache_dir=""
 tch_override=""
-torch_version_required="2.13.0"   # what the project venv gets
+torch_version_required="2.15.0"   # what the project venv gets: the newest that passed the suite
 versions_table="$here/kernelspec/torch-versions.tsv"
 
 usage() {
@@ -42,6 +43,8 @@ Options:
   --sys-prefix           install into the Python environment's prefix (of --python or the venv)
   --python PATH          use this Python env (its torch, and its Jupyter if any) instead of a venv
   --libtorch DIR         use an unpacked libtorch (DIR/lib/libtorch_cpu.so) instead of PyTorch's
+  --generate-bindings    tch's bindings generated from this torch's own operator list even where
+                         a tch release was made for it (as for PyTorch 2.14 and newer)
   --no-torch             a plain Rust kernel, without libtorch and the tch prelude
   --tch VERSION          build on this tch release instead of the one the table of supported
                          PyTorch versions names (kernelspec/torch-versions.tsv), with tch's
@@ -63,17 +66,37 @@ supported_torch() {
     awk -F'\t' '!/^#/ && NF >= 3 { printf "%s%s", sep, $1; sep = ", " }' "$versions_table"
 }
 
-# Sets tch_version and bypass_check (1 or empty) for PyTorch version $1 (e.g. 2.11.0+cu130),
-# or stops with the supported versions, before anything is built or registered.
+# The newest PyTorch version the suite passed on (the table's last "tested").
+last_tested() {
+    awk -F'\t' '!/^#/ && NF >= 4 { v = $4 } END { print v }' "$versions_table"
+}
+
+# Sets tch_version, bindings ("release" or "generated") and bypass_check (1 or empty) for PyTorch
+# version $1 (e.g. 2.11.0+cu130), or stops with the supported versions, before anything is built
+# or registered. A PyTorch newer than the table gets bindings generated from its own torchgen.
 choose_tch() {
-    local version="${1%%+*}" minor row check
+    local version="${1%%+*}" minor row check newest
     minor="$(echo "$version" | cut -d. -f1-2)"
     row="$(awk -F'\t' -v m="$minor" '!/^#/ && $1 == m { print $2, $3 }' "$versions_table")"
-    [ -n "$row" ] || die "PyTorch $version is not supported (in $libtorch); supported are PyTorch $(supported_torch): install one of them into the environment, or pass --libtorch DIR"
+    if [ -z "$row" ]; then
+        newest="$(last_tested)"
+        if [ "$(printf '%s\n%s\n' "$newest" "$version" | sort -V | tail -n 1)" = "$version" ]; then
+            echo "warning: PyTorch $version is newer than any this kernel was tested with (the last: $newest): its bindings are generated from its own operator list; report what fails" >&2
+            row="$(awk -F'\t' '!/^#/ && $3 == "generated" { r = $2 " " $3 } END { print r }' "$versions_table")"
+        else
+            die "PyTorch $version is not supported (in $libtorch); supported are PyTorch $(supported_torch) and newer: install one of them into the environment, or pass --libtorch DIR"
+        fi
+    fi
+    if [ "$force_generated" = 1 ]; then
+        row="$(awk -F'\t' '!/^#/ && $3 == "generated" { r = $2 " " $3 } END { print r }' "$versions_table")"
+    fi
     read -r tch_version check <<< "$row"
+    bindings=release
     bypass_check=""
+    if [ "$check" = generated ]; then
+        bindings=generated
     # torch-sys accepts only the X.Y.0 it was made for; patch releases keep the ABI.
-    if [ "$check" = bypass ] || [ "$version" != "$minor.0" ]; then
+    elif [ "$check" = bypass ] || [ "$version" != "$minor.0" ]; then
         bypass_check=1
     fi
 }
@@ -90,6 +113,7 @@ while [ $# -gt 0 ]; do
         --no-venv) make_venv=0; shift ;;
         --libtorch) libtorch="${2:?--libtorch needs a directory}"; shift 2 ;;
         --tch) tch_override="${2:?--tch needs a tch version, e.g. 0.26.0}"; shift 2 ;;
+        --generate-bindings) force_generated=1; shift ;;
         --no-torch) with_torch=0; shift ;;
         --cache-dir) cache_dir="${2:?--cache-dir needs a directory}"; shift 2 ;;
         --env) envs+=("--env" "${2:?--env needs KEY=VALUE}"); shift 2 ;;
@@ -160,16 +184,39 @@ if [ "$with_torch" = 1 ]; then
     fi
     [ -f "$libtorch/lib/libtorch_cpu.so" ] || die "$libtorch/lib/libtorch_cpu.so not found: not a libtorch (or PyTorch) installation"
     [ -d "$libtorch/include/torch" ] || die "$libtorch/include/torch not found: this libtorch has no C++ headers"
+    # A partial copy (or a mixed-up one) fails late and obscurely: at link or at the first cell.
+    case "$torch_version" in
+        *+cu*) [ -f "$libtorch/lib/libtorch_cuda.so" ] \
+            || die "$libtorch is a CUDA build ($torch_version) without lib/libtorch_cuda.so: a partial copy? Unpack the whole libtorch, or use a CPU build" ;;
+        *+cpu) [ ! -f "$libtorch/lib/libtorch_cuda.so" ] \
+            || die "$libtorch is a CPU build ($torch_version) with lib/libtorch_cuda.so: files of two libtorch builds are mixed in it" ;;
+    esac
     [ -n "$torch_version" ] || [ -n "$tch_override" ] \
         || die "cannot tell the version of the libtorch in $libtorch (no build-version file): supported are PyTorch $(supported_torch); --tch VERSION chooses a tch release anyway"
     if [ -n "$tch_override" ]; then
         tch_version="$tch_override"
+        bindings=release
         bypass_check=1
         echo "warning: tch $tch_version for PyTorch $torch_version was chosen by --tch: not a tested pair (see kernelspec/torch-versions.tsv)" >&2
     else
         choose_tch "$torch_version"
     fi
-    echo "==> libtorch $torch_version in $libtorch: tch $tch_version${bypass_check:+ (version check of torch-sys bypassed)}"
+    if [ "$bindings" = generated ]; then
+        # torchgen (which lists the operators) is in the wheel beside torch/, not in a libtorch zip.
+        site_packages="$(dirname "$libtorch")"
+        [ -f "$site_packages/torchgen/packaged/ATen/native/native_functions.yaml" ] \
+            || die "PyTorch $torch_version in $libtorch has no torchgen beside it (an unpacked libtorch does not ship one): its tch bindings are generated from torchgen's operator list; pass --python of an environment with torch $torch_version"
+        # torchgen needs PyYAML, which torch does not depend on: the env's Python, else ours.
+        bindgen_python=""
+        for candidate in "${py:-}" "$venv/bin/python"; do
+            if [ -x "$candidate" ] && "$candidate" -c 'import yaml, typing_extensions' 2>/dev/null; then
+                bindgen_python="$candidate"
+                break
+            fi
+        done
+        [ -n "$bindgen_python" ] || die "generating tch bindings needs PyYAML in ${py:-the Python of the environment}: pip install pyyaml"
+    fi
+    echo "==> libtorch $torch_version in $libtorch: tch $tch_version${bypass_check:+ (version check of torch-sys bypassed)}${bindings:+, $bindings bindings}"
 fi
 
 # --- Build ----------------------------------------------------------------------------------
@@ -194,6 +241,22 @@ if [ "$with_torch" = 1 ]; then
     lock_dir="$cache_dir/prelude-lock"
     mkdir -p "$lock_dir/src"
     : > "$lock_dir/src/lib.rs"
+    patch=""
+    if [ "$bindings" = generated ]; then
+        # tch's vendored copy with bindings for exactly this torch (crates/torch-bindgen), in the
+        # cache dir: one per kernel, rewritten only where it changes (cargo rebuilds on mtimes).
+        bindings_dir="$cache_dir/bindings"
+        log="$cache_dir/bindings.log"
+        echo "==> generating tch's bindings for PyTorch $torch_version into $bindings_dir (log: $log)"
+        "$here/target/release/torch-bindgen" --crates-from "$here/crates" --site-packages "$site_packages" \
+                --python "$bindgen_python" --out "$bindings_dir" > "$log" 2>&1 \
+            || die "generating tch's bindings for PyTorch $torch_version failed: $(tail -n 3 "$log" | tr '\n' ' ')(log: $log); nothing was registered"
+        sed 's/^/    /' "$log"
+        patch="
+[patch.crates-io]
+tch = { path = \"$bindings_dir/tch\" }
+torch-sys = { path = \"$bindings_dir/torch-sys\" }"
+    fi
     cat > "$lock_dir/Cargo.toml" <<TOML
 # Written by install.sh: pins the tch release for torch $torch_version (kernelspec/torch-versions.tsv).
 [package]
@@ -208,6 +271,7 @@ tch = "=$tch_version"
 torch-sys = "=$tch_version"
 
 [workspace]
+$patch
 TOML
     cp "$here/Cargo.lock" "$lock_dir/Cargo.lock"
     if [ -n "$prefix" ] || [ "$sys_prefix" = 1 ]; then
@@ -226,30 +290,12 @@ TOML
         "TCH_KERNEL_PRELUDE=$here/crates/tch-prelude"
         "TCH_KERNEL_LOCKFILE=$lock_dir/Cargo.lock"
     )
+    [ "$bindings" = generated ] && kernel_env+=("TCH_KERNEL_BINDINGS=$bindings_dir")
     # torch-sys reads it in its build script, so cells and exported programs need it too.
     [ -n "$bypass_check" ] && kernel_env+=("LIBTORCH_BYPASS_VERSION_CHECK=1")
-    # torch-sys compiles tch's C++ shim with -std=c++17, and PyTorch 2.14's headers require
-    # C++20: a compiler wrapper in the cache dir raises the standard (CXX reaches torch-sys's
-    # build script through the cc crate, for cells and exported programs alike).
-    if grep -qs "C++20 or later" "$libtorch/include/torch/csrc/api/include/torch/all.h"; then
-        real_cxx="$(command -v "${CXX:-c++}")" || die "no C++ compiler (c++) for tch's C++ shim"
-        cat > "$cache_dir/cxx20" <<CXX
-#!/usr/bin/env bash
-# Written by install.sh: this PyTorch's headers need C++20; torch-sys asks for C++17.
-args=()
-for arg in "\$@"; do
-    [ "\$arg" = -std=c++17 ] && arg=-std=c++20
-    args+=("\$arg")
-done
-exec "$real_cxx" "\${args[@]}"
-CXX
-        chmod 755 "$cache_dir/cxx20"
-        kernel_env+=("CXX=$cache_dir/cxx20")
-        echo "==> this PyTorch needs C++20: tch's shim is compiled through $cache_dir/cxx20"
-    fi
     echo "==> building the tch prelude into $cache_dir (once; a few minutes the first time)"
     env "${kernel_env[@]}" "LD_LIBRARY_PATH=$libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$bin" prebuild \
-        || die "building the prelude failed (see above)"
+        || die "building the prelude${bindings_dir:+ on the bindings generated in $bindings_dir} failed (see above); nothing was registered"
     # Jupyter expands ${LD_LIBRARY_PATH} from the server's environment when the kernel starts.
     kernel_env+=('LD_LIBRARY_PATH='"$libtorch"'/lib:${LD_LIBRARY_PATH}')
     # The prelude only links with the rustc that built it: kernels use that toolchain, whatever

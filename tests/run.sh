@@ -19,11 +19,11 @@ fi
 cargo test --release --locked   # default members: the prelude is built by install.sh
 cargo build --release --locked
 # c10d links libtorch, so it is not a default member: its own tests (two processes running the
-# raw collectives over 127.0.0.1) run against the venv's torch, in a target dir of their own
-# that .ci/run's lint of c10d and the prelude has filled (torch-sys's C++ shim is built once).
-if libtorch="$("$python" -c 'import pathlib, torch; print(pathlib.Path(torch.__file__).parent)' 2>/dev/null)"; then
-    LIBTORCH="$libtorch" LD_LIBRARY_PATH="$libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-        CARGO_TARGET_DIR="$repo/target/tch-tests" cargo test --locked -p c10d
+# raw collectives over 127.0.0.1) run against the kernel's torch and tch, in a target dir of
+# their own that .ci/run's lint of c10d and the prelude has filled (torch-sys's C++ shim is
+# built once).
+if "$python" -c 'import torch' 2>/dev/null; then
+    "$repo/tests/kernel-cargo.sh" test --locked -p c10d
 else
     echo "tests/run.sh: no torch in $python: c10d's own tests skipped" >&2
 fi

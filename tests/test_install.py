@@ -101,18 +101,43 @@ def fake_libtorch(root, version):
 def test_wrong_or_missing_torch_is_a_clear_error(tmp_path):
     r = install("--libtorch", str(tmp_path / "nowhere"), data_dir=tmp_path, torch=True)
     assert r.returncode != 0 and "no such directory" in r.stderr
-    supported = [line.split("\t")[0] for line in (REPO / "kernelspec" / "torch-versions.tsv").read_text().splitlines()
-                 if line and not line.startswith("#")]
-    for version in ["2.9.1", "3.0.0"]:
-        old = fake_libtorch(tmp_path / f"libtorch-{version}", version)
-        r = install("--libtorch", str(old), data_dir=tmp_path, torch=True)
-        assert r.returncode != 0 and f"PyTorch {version} is not supported" in r.stderr, r.stderr
-        assert "supported are PyTorch " + ", ".join(supported) in r.stderr, r.stderr
+    rows = [line.split("\t") for line in (REPO / "kernelspec" / "torch-versions.tsv").read_text().splitlines()
+            if line and not line.startswith("#")]
+    supported = [row[0] for row in rows]
+    old = fake_libtorch(tmp_path / "libtorch-2.9.1", "2.9.1")
+    r = install("--libtorch", str(old), data_dir=tmp_path, torch=True)
+    assert r.returncode != 0 and "PyTorch 2.9.1 is not supported" in r.stderr, r.stderr
+    assert "supported are PyTorch " + ", ".join(supported) + " and newer" in r.stderr, r.stderr
+    # Newer than the table: a warning naming the last tested version, then its bindings are
+    # generated from torchgen, which an unpacked libtorch lacks.
+    newer = fake_libtorch(tmp_path / "libtorch-3.0.0", "3.0.0")
+    r = install("--libtorch", str(newer), data_dir=tmp_path, torch=True)
+    assert f"newer than any this kernel was tested with (the last: {rows[-1][3]})" in r.stderr, r.stderr
+    assert r.returncode != 0 and "has no torchgen beside it" in r.stderr, r.stderr
+    # A torchgen that cannot make the operator list: the failing step and its log are named.
+    site = tmp_path / "site-packages"
+    broken = fake_libtorch(site / "torch", "3.0.0")
+    native = site / "torchgen" / "packaged" / "ATen" / "native"
+    native.mkdir(parents=True)
+    (native / "native_functions.yaml").write_text("not: [the operators\n")
+    (site / "torchgen" / "__init__.py").write_text("")
+    r = install("--libtorch", str(broken), "--cache-dir", str(tmp_path / "cache"), data_dir=tmp_path, torch=True)
+    assert r.returncode != 0 and "generating tch's bindings for PyTorch 3.0.0 failed" in r.stderr, r.stderr
+    log = tmp_path / "cache" / "bindings.log"
+    assert f"(log: {log})" in r.stderr and "torchgen" in log.read_text(), r.stderr
     # The binary's own install runs the same installer for a libtorch kernel.
     old = tmp_path / "libtorch-2.9.1"
     env = dict(os.environ, JUPYTER_DATA_DIR=str(tmp_path))
     r = subprocess.run([str(KERNEL_BIN), "install", "--name", "old-torch", "--libtorch", str(old)], env=env, capture_output=True, text=True)
     assert r.returncode != 0 and "PyTorch 2.9.1 is not supported" in r.stderr, r.stderr
+    # A partial copy: a CUDA build (so its version says) without its CUDA library, and the reverse.
+    partial = fake_libtorch(tmp_path / "libtorch-cu", "2.13.0+cu130")
+    r = install("--libtorch", str(partial), data_dir=tmp_path, torch=True)
+    assert r.returncode != 0 and "a CUDA build (2.13.0+cu130) without lib/libtorch_cuda.so" in r.stderr, r.stderr
+    cpu = fake_libtorch(tmp_path / "libtorch-cpu", "2.13.0+cpu")
+    (cpu / "lib" / "libtorch_cuda.so").write_bytes(b"")
+    r = install("--libtorch", str(cpu), data_dir=tmp_path, torch=True)
+    assert r.returncode != 0 and "a CPU build (2.13.0+cpu) with lib/libtorch_cuda.so" in r.stderr, r.stderr
     not_torch = tmp_path / "empty"
     not_torch.mkdir()
     r = install("--libtorch", str(not_torch), data_dir=tmp_path, torch=True)

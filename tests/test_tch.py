@@ -223,3 +223,40 @@ println!("{}", serde_json::json!({"inside": inside, "outside": outside}));
     assert {"EVCXR_IS_RUNTIME", "TCH_KERNEL_EXE", "EVCXR_INTERRUPT_COUNTER"} <= set_by_the_kernel, set_by_the_kernel
     # The kernel's executable is passed on on purpose: a job's program may submit another notebook.
     assert ours(seen["outside"]) == {"TCH_KERNEL_EXE"}, f"left to programs started from a cell: {ours(seen['outside'])}"
+
+
+def torch_minor(torch_env):
+    return tuple(int(x) for x in torch_env["TCH_KERNEL_TORCH_VERSION"].split("+")[0].split(".")[:2])
+
+
+# linalg_polar: added in PyTorch 2.14 (native_functions.yaml), so in no tch release.
+POLAR_CELL = """{
+    let a = Tensor::from_slice2(&[[2.0f64, 1.0], [0.5, 3.0]]);
+    let (u, h) = Tensor::linalg_polar(&a);
+    let eye = Tensor::eye(2, (Kind::Double, Device::Cpu));
+    let err = |t: Tensor| t.abs().max().double_value(&[]);
+    (err(u.mm(&h) - &a) < 1e-12, err(u.tr().mm(&u) - &eye) < 1e-12, err(h.tr() - &h) < 1e-12)
+}"""
+
+
+def test_an_operator_new_in_the_kernels_pytorch(tk, torch_env):
+    """Bindings generated from the environment's own operator list reach operators no tch release
+    has; a kernel on an older PyTorch says clearly that there is no such function."""
+    reply, outputs = run(tk, POLAR_CELL, timeout=600)
+    if torch_minor(torch_env) >= (2, 14):
+        assert reply["status"] == "ok", reply
+        assert result(outputs) == ["(true, true, true)"]
+    else:
+        assert reply["status"] == "error"
+        assert "no function or associated item named `linalg_polar` found" in reply["evalue"], reply["evalue"]
+
+
+def test_operators_pytorch_removed_keep_their_methods(tk):
+    """torch::cholesky and torch::qr are gone from PyTorch 2.14; tch's methods for them stay, on
+    linalg_cholesky and linalg_qr (`some` is mode \"reduced\"), on every PyTorch."""
+    ok(tk, "let spd = Tensor::from_slice2(&[[4.0f64, 2.0], [2.0, 3.0]]);")
+    assert result(ok(tk, "(spd.cholesky(false) - spd.linalg_cholesky(false)).abs().max().double_value(&[])")) == ["0.0"]
+    ok(tk, "let m = Tensor::from_slice2(&[[1.0f64, 2.0], [3.0, 4.0], [5.0, 6.0]]);")
+    assert result(ok(tk, "let (q, r) = m.qr(true); (q.size(), r.size(), (q.mm(&r) - &m).abs().max().double_value(&[]) < 1e-12)")) == \
+        ["([3, 2], [2, 2], true)"]
+    assert result(ok(tk, "let (q, r) = m.qr(false); (q.size(), r.size())")) == ["([3, 3], [3, 2])"]

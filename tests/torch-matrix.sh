@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole end-to-end suite on other PyTorch versions, each one as the suite's libtorch kernel:
 #
-#   tests/torch-matrix.sh 2.10.0 2.12.1           # tch as kernelspec/torch-versions.tsv says
-#   TCH=0.26.0 tests/torch-matrix.sh 2.14.1       # a PyTorch the table has no row for yet
+#   tests/torch-matrix.sh 2.10.0 2.12.1 2.15.0    # tch as kernelspec/torch-versions.tsv says
+#   GENERATE=1 tests/torch-matrix.sh 2.13.0       # bindings generated even where tch has a release
+#   TCH=0.24.0 tests/torch-matrix.sh 2.12.1       # another tch release than the table's
 #
 # Per version: a Python env .venv-torch<version> in the checkout (pip, the first time), a kernel
 # installed by ./install.sh into a throw-away Jupyter dir with its cache under target/torch-envs/,
@@ -22,18 +23,19 @@ for version in "$@"; do
     logs="$repo/target/torch-envs/$name"
     if ! "$env/bin/python" -c "import torch, sys; sys.exit(not torch.__version__.startswith('$version'))" 2>/dev/null; then
         echo "==> torch $version into $env"
-        python3 -m venv --clear "$env" && "$env/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$version" \
+        python3 -m venv --clear "$env" && "$env/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir "torch==$version" \
             || { summary+=("$version: pip install torch==$version failed"); failed=1; continue; }
     fi
     data="$(mktemp -d)/jupyter"
-    echo "==> installing $name (tch ${TCH:-from the table}); log: $logs.install.log"
+    echo "==> installing $name (tch ${TCH:-from the table}${GENERATE:+, generated bindings}); log: $logs.install.log"
     if ! JUPYTER_DATA_DIR="$data" "$repo/install.sh" --python "$env/bin/python" --name "$name" \
-            --cache-dir "$repo/target/torch-envs/$name" ${TCH:+--tch "$TCH"} > "$logs.install.log" 2>&1; then
+            --cache-dir "$repo/target/torch-envs/$name" ${TCH:+--tch "$TCH"} ${GENERATE:+--generate-bindings} > "$logs.install.log" 2>&1; then
         summary+=("$version: install failed: $(grep -m1 -E 'error' "$logs.install.log")")
         failed=1
         continue
     fi
     tch="$(grep -o '"TCH_KERNEL_TCH_VERSION": "[^"]*"' "$data/kernels/$name/kernel.json" | cut -d'"' -f4)"
+    grep -q TCH_KERNEL_BINDINGS "$data/kernels/$name/kernel.json" && tch="$tch, bindings generated"
     echo "==> the suite on torch $version (tch $tch); log: $logs.pytest.log"
     JUPYTER_DATA_DIR="$data" TCH_KERNEL_SPEC="$name" "$python" -m pytest -p no:cacheprovider -q -rs "$repo/tests" > "$logs.pytest.log" 2>&1
     status=$?

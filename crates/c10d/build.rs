@@ -61,6 +61,10 @@ fn main() {
             "c10d needs LIBTORCH (the directory with include/ and lib/ of libtorch, e.g. site-packages/torch)"
         );
     };
+    // The C++ standard torch-sys compiled tch's shim with (the vendored torch-sys says which its
+    // headers need: C++20 from PyTorch 2.14); a torch-sys release says nothing: C++17.
+    println!("cargo:rerun-if-env-changed=DEP_TCH_CXX_STD");
+    let std = std::env::var("DEP_TCH_CXX_STD").unwrap_or_else(|_| "c++17".to_owned());
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
     let include = libtorch.join("include");
     let lib = libtorch.join("lib");
@@ -69,7 +73,7 @@ fn main() {
         .cpp(true)
         .pic(true)
         .warnings(false)
-        .std("c++17")
+        .std(&std)
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
         .define("USE_C10D_GLOO", None)
         .define("GLOG_USE_GLOG_EXPORT", None)

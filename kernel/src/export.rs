@@ -103,6 +103,13 @@ pub fn export(args: &ExportArgs) -> Result<()> {
             .map(|c| c.to_string())
             .collect(),
         lockfile: get(child_protocol::env::kernelspec::LOCKFILE).map(PathBuf::from),
+        crate_patches: match get(child_protocol::env::kernelspec::BINDINGS) {
+            Some(dir) => child_protocol::env::GENERATED_CRATES
+                .iter()
+                .map(|name| (name.to_string(), PathBuf::from(&dir).join(name)))
+                .collect(),
+            None => Vec::new(),
+        },
         env: carried,
         name: args.name.clone(),
         slurm: SlurmOptions {

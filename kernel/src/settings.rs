@@ -8,8 +8,8 @@
 //! | `LIBTORCH` | the libtorch the prelude was built against |
 //! | `TCH_KERNEL_TORCH_VERSION` | its version, for the banner and `:gpu` |
 //! | `TCH_KERNEL_TCH_VERSION` | the tch release the prelude is built on (export pins it) |
+//! | `TCH_KERNEL_BINDINGS` | tch and torch-sys generated for this PyTorch (unset: tch's release) |
 //! | `LIBTORCH_BYPASS_VERSION_CHECK` | set when that tch release was made for another torch |
-//! | `CXX` | install.sh's C++20 wrapper, for a PyTorch whose headers need C++20 |
 //! | `TCH_KERNEL_OPT_LEVEL` | rustc opt-level for cells (default 1) |
 //! | `TCH_KERNEL_LINKER` | `system` (default), `lld` or `mold` |
 //! | `CARGO_NET_OFFLINE` | `true`: cells never touch the network |
@@ -35,6 +35,8 @@ pub struct Settings {
     pub cache: Option<BuildCache>,
     pub prelude_dir: Option<PathBuf>,
     pub lockfile: Option<PathBuf>,
+    /// This kernel's generated tch and torch-sys (see [`Settings::crate_patches`]).
+    pub bindings: Option<PathBuf>,
     pub libtorch: Option<PathBuf>,
     pub torch_version: Option<String>,
     pub opt_level: String,
@@ -57,6 +59,7 @@ impl Settings {
                 .map(|root| own_instances(BuildCache::new(root))),
             prelude_dir: var(child_protocol::env::kernelspec::PRELUDE).map(PathBuf::from),
             lockfile: var(child_protocol::env::kernelspec::LOCKFILE).map(PathBuf::from),
+            bindings: var(child_protocol::env::kernelspec::BINDINGS).map(PathBuf::from),
             libtorch: var("LIBTORCH").map(PathBuf::from),
             torch_version: var(child_protocol::env::kernelspec::TORCH_VERSION),
             opt_level: var(child_protocol::env::kernelspec::OPT_LEVEL)
@@ -142,6 +145,7 @@ impl Settings {
             keep_build_dir: keep,
             prelude: self.prelude(),
             lockfile: self.lockfile.clone(),
+            crate_patches: self.crate_patches(),
             // Not for the installer's prebuild, which only compiles.
             warm_up_analyzer: !keep,
             interrupt_grace: self.interrupt_grace,
@@ -154,10 +158,23 @@ impl Settings {
         }
     }
 
+    /// The crates cells take from this kernel's bindings dir instead of crates.io.
+    pub fn crate_patches(&self) -> Vec<(String, PathBuf)> {
+        let Some(dir) = &self.bindings else {
+            return Vec::new();
+        };
+        child_protocol::env::GENERATED_CRATES
+            .iter()
+            .map(|name| (name.to_string(), dir.join(name)))
+            .collect()
+    }
+
     /// What the prelude is built from: its crate dir, those of its path dependencies (found
-    /// through their manifests' `path = "..."`), and the lockfile.
+    /// through their manifests' `path = "..."`), this kernel's generated crates, and the
+    /// lockfile.
     fn prelude_sources(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = self.prelude_dir.iter().cloned().collect();
+        dirs.extend(self.crate_patches().into_iter().map(|(_, dir)| dir));
         let mut next = 0;
         while let Some(dir) = dirs.get(next).cloned() {
             next += 1;

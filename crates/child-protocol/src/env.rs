@@ -9,6 +9,9 @@ pub mod kernelspec {
     pub const LOCKFILE: &str = "TCH_KERNEL_LOCKFILE";
     pub const TORCH_VERSION: &str = "TCH_KERNEL_TORCH_VERSION";
     pub const TCH_VERSION: &str = "TCH_KERNEL_TCH_VERSION";
+    /// A directory holding [`super::GENERATED_CRATES`] made for this kernel's PyTorch (unset:
+    /// the tch release of the lockfile, from crates.io).
+    pub const BINDINGS: &str = "TCH_KERNEL_BINDINGS";
     pub const OPT_LEVEL: &str = "TCH_KERNEL_OPT_LEVEL";
     pub const LINKER: &str = "TCH_KERNEL_LINKER";
     pub const INTERRUPT_GRACE: &str = "TCH_KERNEL_INTERRUPT_GRACE";
@@ -19,6 +22,12 @@ pub mod kernelspec {
     /// Where the kernel keeps its history.
     pub const DATA_DIR: &str = "TCH_KERNEL_DATA_DIR";
 }
+
+/// The crates of a kernel's bindings dir ([`kernelspec::BINDINGS`]): the vendored tch and
+/// torch-sys with files crates/torch-bindgen generated for that PyTorch, each in a subdirectory
+/// of its name. Cells, the prelude and exported programs take them instead of crates.io's
+/// (`[patch.crates-io]`).
+pub const GENERATED_CRATES: [&str; 2] = ["tch", "torch-sys"];
 
 /// Set by the engine in the evaluation child: the kernel's executable, started again, runs
 /// cells instead of serving Jupyter.

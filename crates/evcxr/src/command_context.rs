@@ -228,6 +228,12 @@ Panic detected. Here's some useful information if you're filing a bug report.
         self.eval_context.set_opt_level(level)
     }
 
+    /// tch-kernel: crates the cells' manifest takes from a directory instead of crates.io
+    /// (`[patch.crates-io]`): a kernel's tch and torch-sys generated for its PyTorch.
+    pub fn set_crate_patches(&mut self, patches: Vec<(String, std::path::PathBuf)>) {
+        self.eval_context.set_crate_patches(patches);
+    }
+
     pub fn last_source(&self) -> std::io::Result<String> {
         self.eval_context.last_source()
     }

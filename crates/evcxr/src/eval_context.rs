@@ -125,6 +125,9 @@ pub(crate) struct Config {
     /// tch-kernel: the path of a macro that, given `&value`, names the snapshot saver for the
     /// value's type (`Saver` in `evcxr_internal_runtime`); none: variables are not snapshotted.
     pub(crate) snapshot_saver_macro: Option<String>,
+    /// tch-kernel: `[patch.crates-io]` of the cell crate's manifest (crate name, its source dir):
+    /// a kernel whose tch was generated for its own PyTorch builds cells with that tch.
+    pub(crate) crate_patches: Vec<(String, PathBuf)>,
 }
 
 fn create_initial_config(tmpdir: PathBuf, subprocess_path: PathBuf) -> Result<Config> {
@@ -160,6 +163,7 @@ impl Config {
             cache_bytes: 0,
             // tch-kernel: no `sccache`.
             offline_mode: false,
+            crate_patches: Vec::new(),
             toolchain: String::new(),
             cargo_path: default_cargo_path()?,
             rustc_path,
@@ -626,6 +630,11 @@ impl EvalContext {
 
     pub fn set_opt_level(&mut self, level: &str) -> Result<(), Error> {
         self.committed_state.set_opt_level(level)
+    }
+
+    /// tch-kernel: see `Config::crate_patches`.
+    pub fn set_crate_patches(&mut self, patches: Vec<(String, PathBuf)>) {
+        self.committed_state.set_crate_patches(patches);
     }
 
     pub fn set_time_passes(&mut self, value: bool) {
@@ -1568,6 +1577,25 @@ impl ContextState {
 
     pub fn set_offline_mode(&mut self, value: bool) {
         self.config.offline_mode = value;
+    }
+
+    /// tch-kernel: see `Config::crate_patches`.
+    pub fn set_crate_patches(&mut self, patches: Vec<(String, PathBuf)>) {
+        self.config.crate_patches = patches;
+    }
+
+    pub(crate) fn format_crate_patches(&self) -> String {
+        if self.config.crate_patches.is_empty() {
+            return String::new();
+        }
+        let mut section = "[patch.crates-io]\n".to_owned();
+        for (name, dir) in &self.config.crate_patches {
+            section.push_str(&format!(
+                "{name} = {{ path = {:?} }}\n",
+                dir.display().to_string()
+            ));
+        }
+        section
     }
 
     pub fn set_allow_static_linking(&mut self, value: bool) {

@@ -538,12 +538,14 @@ codegen-units = 4
 
 # tch-kernel: never part of an enclosing workspace (a cache dir may be inside a checkout).
 [workspace]
-"#,
+
+{}"#,
         CRATE_NAME,
         crate::CELL_EDITION,
         state.opt_level(),
         CRATE_NAME,
-        crate_imports
+        crate_imports,
+        state.format_crate_patches()
     )
 }
 

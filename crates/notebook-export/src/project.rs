@@ -50,6 +50,9 @@ pub struct ExportOptions {
     pub dependencies: Vec<String>,
     /// The kernel's Cargo.lock, so the program gets the same crate versions (and builds offline).
     pub lockfile: Option<PathBuf>,
+    /// Crates the kernel takes from a directory instead of crates.io (its tch and torch-sys
+    /// generated for its PyTorch): the program's `[patch.crates-io]`.
+    pub crate_patches: Vec<(String, PathBuf)>,
     /// Environment the job needs (LIBTORCH, library path, ...), in order.
     pub env: Vec<(String, String)>,
     /// Project and binary name; from the notebook's file name when `None`.
@@ -168,6 +171,13 @@ pub fn export(
         manifest.push('\n');
     }
     manifest.push_str("\n[profile.release]\nopt-level = 3\n\n# Not part of any enclosing workspace.\n[workspace]\n");
+    if !options.crate_patches.is_empty() {
+        manifest.push_str("\n# The kernel's tch, generated for its PyTorch.\n[patch.crates-io]\n");
+        for (crate_name, dir) in &options.crate_patches {
+            let dir = toml_string(&dir.display().to_string());
+            manifest.push_str(&format!("{crate_name} = {{ path = {dir} }}\n"));
+        }
+    }
     files.push(write("Cargo.toml", &manifest)?);
     if let Some(text) = &lock {
         files.push(write("Cargo.lock", text)?);
@@ -199,8 +209,8 @@ pub fn export(
     })
 }
 
-/// What torch-sys's build script reads, from the kernel's environment (`CXX`: install.sh's
-/// C++20 wrapper for a PyTorch whose headers need it). The exporter must carry them.
+/// What torch-sys's build script reads, from the kernel's environment (`CXX`: a compiler the
+/// user chose for tch's C++ shim). The exporter must carry them.
 pub const BUILD_ENV: [&str; 3] = ["LIBTORCH", "LIBTORCH_BYPASS_VERSION_CHECK", "CXX"];
 
 /// `.cargo/config.toml`: the kernel's libtorch for the build, so a plain `cargo build` works in a
@@ -409,6 +419,7 @@ mod tests {
             edition: "2021".into(),
             dependencies: vec!["anyhow = \"1\"".into(), "rand = \"0.8\"".into()],
             lockfile: None,
+            crate_patches: Vec::new(),
             env: vec![
                 ("LIBTORCH".into(), "/env/torch".into()),
                 (
@@ -456,6 +467,21 @@ mod tests {
         }
         assert!(!job.contains("CUDA_VISIBLE_DEVICES"));
         assert!(!job.contains("--nodes") && !job.contains("--ntasks-per-node"));
+        assert!(
+            !manifest.contains("[patch"),
+            "no patch for a kernel on a tch release"
+        );
+        // A kernel whose tch was generated for its PyTorch: the program builds on the same.
+        let generated = ExportOptions {
+            crate_patches: vec![("tch".into(), PathBuf::from("/cache/bindings/tch"))],
+            ..options.clone()
+        };
+        export(&nb, &out, &generated).unwrap();
+        let manifest = std::fs::read_to_string(out.join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.ends_with("[patch.crates-io]\ntch = { path = \"/cache/bindings/tch\" }\n"),
+            "{manifest}"
+        );
         let ranks = ExportOptions {
             slurm: SlurmOptions {
                 nodes: 2,

@@ -50,6 +50,9 @@ pub struct EvaluatorConfig {
     pub prelude: Option<Prelude>,
     /// A Cargo.lock to start from, so dependencies resolve to tested versions (and offline).
     pub lockfile: Option<PathBuf>,
+    /// Crates taken from a directory instead of crates.io (`[patch.crates-io]` of the cells'
+    /// manifest): a kernel's tch generated for its PyTorch.
+    pub crate_patches: Vec<(String, PathBuf)>,
     /// Start rust-analyzer (completion, hover) in the background at start-up.
     pub warm_up_analyzer: bool,
     /// How long an interrupted cell may take to reach a `check_interrupt()` before the child
@@ -330,6 +333,7 @@ impl Evaluator {
         let (mut ctx, outputs) =
             CommandContext::new().map_err(|e| StartError::Engine(e.to_string()))?;
         ctx.set_link_stand_in_dirs(config.link_stand_in_dirs.clone());
+        ctx.set_crate_patches(config.crate_patches.clone());
         // The end of each run's stderr, which `flush_output` waits for; the forwarder drops it.
         ctx.mark_stderr_after_runs(true);
         // Snapshots need the prelude's savers.

@@ -73,6 +73,7 @@ fn start_polling(
         keep_build_dir: false,
         prelude: None,
         lockfile: None,
+        crate_patches: Vec::new(),
         warm_up_analyzer: false,
         interrupt_grace: grace,
         loop_polls,
