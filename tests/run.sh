@@ -27,4 +27,5 @@ if "$python" -c 'import torch' 2>/dev/null; then
 else
     echo "tests/run.sh: no torch in $python: c10d's own tests skipped" >&2
 fi
-"$python" -m pytest -p no:cacheprovider -v tests "$@"
+# The slowest tests, so that time for new ones can be found (CI has a 45-minute budget).
+"$python" -m pytest -p no:cacheprovider -v --durations=25 tests "$@"
