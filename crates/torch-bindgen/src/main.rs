@@ -45,7 +45,7 @@ fn main() -> Result<()> {
         _ => anyhow::bail!("pass --declarations FILE, or --site-packages DIR with --python PATH"),
     };
     if let Some(from) = &args.crates_from {
-        for name in ["tch", "torch-sys"] {
+        for name in child_protocol::env::GENERATED_CRATES {
             let generated = |path: &std::path::Path| torch_bindgen::is_generated(&args.out, path);
             torch_bindgen::mirror_dir(&from.join(name), &args.out.join(name), &generated)
                 .with_context(|| {
