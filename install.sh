@@ -71,6 +71,11 @@ last_tested() {
     awk -F'\t' '!/^#/ && NF >= 4 { v = $4 } END { print v }' "$versions_table"
 }
 
+# The tch release and check of the table's newest "generated" row, e.g. "0.26.0 generated".
+generated_row() {
+    awk -F'\t' '!/^#/ && $3 == "generated" { r = $2 " " $3 } END { print r }' "$versions_table"
+}
+
 # Sets tch_version, bindings ("release" or "generated") and bypass_check (1 or empty) for PyTorch
 # version $1 (e.g. 2.11.0+cu130), or stops with the supported versions, before anything is built
 # or registered. A PyTorch newer than the table gets bindings generated from its own torchgen.
@@ -82,13 +87,13 @@ choose_tch() {
         newest="$(last_tested)"
         if [ "$(printf '%s\n%s\n' "$newest" "$version" | sort -V | tail -n 1)" = "$version" ]; then
             echo "warning: PyTorch $version is newer than any this kernel was tested with (the last: $newest): its bindings are generated from its own operator list; report what fails" >&2
-            row="$(awk -F'\t' '!/^#/ && $3 == "generated" { r = $2 " " $3 } END { print r }' "$versions_table")"
+            row="$(generated_row)"
         else
             die "PyTorch $version is not supported (in $libtorch); supported are PyTorch $(supported_torch) and newer: install one of them into the environment, or pass --libtorch DIR"
         fi
     fi
     if [ "$force_generated" = 1 ]; then
-        row="$(awk -F'\t' '!/^#/ && $3 == "generated" { r = $2 " " $3 } END { print r }' "$versions_table")"
+        row="$(generated_row)"
     fi
     read -r tch_version check <<< "$row"
     bindings=release

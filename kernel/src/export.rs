@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use notebook_export::{ExportOptions, SlurmOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -103,13 +103,9 @@ pub fn export(args: &ExportArgs) -> Result<()> {
             .map(|c| c.to_string())
             .collect(),
         lockfile: get(child_protocol::env::kernelspec::LOCKFILE).map(PathBuf::from),
-        crate_patches: match get(child_protocol::env::kernelspec::BINDINGS) {
-            Some(dir) => child_protocol::env::GENERATED_CRATES
-                .iter()
-                .map(|name| (name.to_string(), PathBuf::from(&dir).join(name)))
-                .collect(),
-            None => Vec::new(),
-        },
+        crate_patches: get(child_protocol::env::kernelspec::BINDINGS)
+            .map(|dir| child_protocol::env::generated_crates_in(Path::new(&dir)))
+            .unwrap_or_default(),
         env: carried,
         name: args.name.clone(),
         slurm: SlurmOptions {

@@ -117,8 +117,8 @@ impl Settings {
     pub fn prelude(&self) -> Option<Prelude> {
         let dir = self.prelude_dir.as_ref()?;
         let mut dependencies = vec![format!(
-            "tch-prelude = {{ path = {:?} }}",
-            dir.display().to_string()
+            "tch-prelude = {{ path = {} }}",
+            child_protocol::env::toml_string(&dir.display().to_string())
         )];
         dependencies.extend(CELL_CRATES.iter().map(|c| c.to_string()));
         Some(Prelude {
@@ -160,13 +160,10 @@ impl Settings {
 
     /// The crates cells take from this kernel's bindings dir instead of crates.io.
     pub fn crate_patches(&self) -> Vec<(String, PathBuf)> {
-        let Some(dir) = &self.bindings else {
-            return Vec::new();
-        };
-        child_protocol::env::GENERATED_CRATES
-            .iter()
-            .map(|name| (name.to_string(), dir.join(name)))
-            .collect()
+        self.bindings
+            .as_deref()
+            .map(child_protocol::env::generated_crates_in)
+            .unwrap_or_default()
     }
 
     /// What the prelude is built from: its crate dir, those of its path dependencies (found

@@ -29,6 +29,34 @@ pub mod kernelspec {
 /// (`[patch.crates-io]`).
 pub const GENERATED_CRATES: [&str; 2] = ["tch", "torch-sys"];
 
+/// Each of [`GENERATED_CRATES`] with its directory in the bindings dir `dir`: what cells and
+/// exported programs patch in.
+pub fn generated_crates_in(dir: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
+    GENERATED_CRATES
+        .iter()
+        .map(|name| (name.to_string(), dir.join(name)))
+        .collect()
+}
+
+/// A manifest's `[patch.crates-io]` section taking each crate of `patches` from its directory
+/// (empty without patches): the cells' crate and exported programs write the same.
+pub fn crates_io_patch(patches: &[(String, std::path::PathBuf)]) -> String {
+    if patches.is_empty() {
+        return String::new();
+    }
+    let mut section = String::from("[patch.crates-io]\n");
+    for (name, dir) in patches {
+        let dir = toml_string(&dir.display().to_string());
+        section.push_str(&format!("{name} = {{ path = {dir} }}\n"));
+    }
+    section
+}
+
+/// `s` as a TOML basic string (quoted, `\` and `"` escaped), for manifests and cargo configs.
+pub fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// Set by the engine in the evaluation child: the kernel's executable, started again, runs
 /// cells instead of serving Jupyter.
 pub const IS_RUNTIME: &str = "EVCXR_IS_RUNTIME";
@@ -56,3 +84,25 @@ pub const KERNEL_ONLY: [&str; 7] = [
     INTERRUPT_COUNTER_ENV,
     PASSWORDS_ENV,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn a_bindings_dir_patches_each_generated_crate() {
+        let patches = generated_crates_in(Path::new("/c/b \"x\""));
+        assert_eq!(
+            patches[0],
+            ("tch".to_owned(), PathBuf::from("/c/b \"x\"/tch"))
+        );
+        assert_eq!(
+            crates_io_patch(&patches),
+            "[patch.crates-io]\ntch = { path = \"/c/b \\\"x\\\"/tch\" }\n\
+             torch-sys = { path = \"/c/b \\\"x\\\"/torch-sys\" }\n"
+        );
+        assert_eq!(crates_io_patch(&[]), "");
+        assert_eq!(toml_string(r"C:\a"), r#""C:\\a""#);
+    }
+}

@@ -1585,17 +1585,7 @@ impl ContextState {
     }
 
     pub(crate) fn format_crate_patches(&self) -> String {
-        if self.config.crate_patches.is_empty() {
-            return String::new();
-        }
-        let mut section = "[patch.crates-io]\n".to_owned();
-        for (name, dir) in &self.config.crate_patches {
-            section.push_str(&format!(
-                "{name} = {{ path = {:?} }}\n",
-                dir.display().to_string()
-            ));
-        }
-        section
+        child_protocol::env::crates_io_patch(&self.config.crate_patches)
     }
 
     pub fn set_allow_static_linking(&mut self, value: bool) {

@@ -128,12 +128,7 @@ pub fn export(
         .unwrap_or("notebook");
     let mut files = Vec::new();
 
-    let prelude = options
-        .prelude_dir
-        .display()
-        .to_string()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
+    let prelude = child_protocol::env::toml_string(&options.prelude_dir.display().to_string());
     let lock = match &options.lockfile {
         Some(lock) => Some(
             std::fs::read_to_string(lock).map_err(|source| ExportError::Read {
@@ -155,7 +150,7 @@ pub fn export(
          [package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"{cell_edition}\"\npublish = false\n\n\
          [dependencies]\n\
          # The kernel's prelude: the same tch, helpers and versions as in the notebook.\n\
-         tch-prelude = {{ path = \"{prelude}\" }}\n\
+         tch-prelude = {{ path = {prelude} }}\n\
          # A direct dependency, so build.rs sees libtorch's location (DEP_TCH_LIBTORCH_LIB).\n\
          torch-sys = \"{torch_sys}\"\n"
     );
@@ -172,11 +167,10 @@ pub fn export(
     }
     manifest.push_str("\n[profile.release]\nopt-level = 3\n\n# Not part of any enclosing workspace.\n[workspace]\n");
     if !options.crate_patches.is_empty() {
-        manifest.push_str("\n# The kernel's tch, generated for its PyTorch.\n[patch.crates-io]\n");
-        for (crate_name, dir) in &options.crate_patches {
-            let dir = toml_string(&dir.display().to_string());
-            manifest.push_str(&format!("{crate_name} = {{ path = {dir} }}\n"));
-        }
+        manifest.push_str("\n# The kernel's tch, generated for its PyTorch.\n");
+        manifest.push_str(&child_protocol::env::crates_io_patch(
+            &options.crate_patches,
+        ));
     }
     files.push(write("Cargo.toml", &manifest)?);
     if let Some(text) = &lock {
@@ -220,13 +214,12 @@ fn cargo_config(env: &[(String, String)]) -> String {
         "# Written by `tch-kernel export`: the libtorch of the kernel the notebook ran in.\n[env]\n",
     );
     for (key, value) in env.iter().filter(|(k, _)| BUILD_ENV.contains(&k.as_str())) {
-        text.push_str(&format!("{key} = {}\n", toml_string(value)));
+        text.push_str(&format!(
+            "{key} = {}\n",
+            child_protocol::env::toml_string(value)
+        ));
     }
     text
-}
-
-fn toml_string(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The version of package `name` in a Cargo.lock, when it holds exactly one.

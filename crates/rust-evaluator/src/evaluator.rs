@@ -134,7 +134,7 @@ pub unsafe fn use_build_dir(build_dir: &Path) {
 fn write_engine_config(config: &EvaluatorConfig) -> std::io::Result<()> {
     let dir = config.build_dir.join("engine-config");
     std::fs::create_dir_all(&dir)?;
-    let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let quote = child_protocol::env::toml_string;
     let text = format!(
         "[evcxr]\ntmpdir = {}\nopt_level = {}\noffline_mode = true\n",
         quote(&config.build_dir.join("build").to_string_lossy()),

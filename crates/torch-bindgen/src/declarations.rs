@@ -176,8 +176,7 @@ pub fn read(yaml: &str) -> Result<Vec<Func>, DeclarationsError> {
             let arg_name = field(arg, "name")
                 .and_then(text)
                 .ok_or_else(|| err(format!("{name}: an argument without a name")))?;
-            let dynamic_type = field(arg, "dynamic_type")
-                .and_then(text)
+            let dynamic_type = dynamic_type(arg)
                 .ok_or_else(|| err(format!("{name}: `{arg_name}` has no dynamic_type")))?;
             let is_nullable = field(arg, "is_nullable").and_then(boolean).unwrap_or(false);
             let has_default = field(arg, "default").is_some();

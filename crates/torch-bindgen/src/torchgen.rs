@@ -94,10 +94,7 @@ pub fn declarations(
         .stdout(log_file.try_clone().map_err(io(&log))?)
         .stderr(log_file)
         .status()
-        .map_err(|e| TorchgenError::Spawn {
-            python: python.to_owned(),
-            source: e,
-        })?;
+        .map_err(spawn)?;
     let yaml = out.join("Declarations.yaml");
     if !status.success() || !yaml.is_file() {
         return Err(TorchgenError::Failed {
