@@ -167,6 +167,11 @@ if [ "$make_venv" = 1 ]; then
         # No copy of the 3 GB of wheels in pip's cache: $HOME is small on clusters, and the
         # installed files are all that is used.
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir "torch==$torch_version_required"
+        # torchvision, which the tests and benchmarks compare with (ImageFolder, DataLoader,
+        # ResNets' state_dicts): the release made for this torch (0.N+15 for 2.N), or the newest
+        # before it while none is out; without dependencies, so that pip keeps this torch.
+        tv_minor=$(( $(echo "$torch_version_required" | cut -d. -f2) + 16 ))
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "torchvision<0.$tv_minor" pillow
     fi
 fi
 if [ -n "$python" ]; then

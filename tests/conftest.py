@@ -222,6 +222,15 @@ def notebook_env(tmp_path_factory):
         "BATCH_SIZE": "64",
         "RESNET50_BATCH": "4",
     })
+    # Notebook 08: a folder of real photos (with a truncated file) and a ResNet-18 state_dict
+    # saved by Python, fine-tuned at 64x64 for one epoch.
+    import torch
+    import torchvision
+    from make_image_folder import write_folder
+
+    write_folder(root / "images")
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), root / "resnet18.pth")
+    env.update({"IMAGE_DIR": str(root / "images"), "WEIGHTS": str(root / "resnet18.pth"), "IMAGE_SIZE": "64", "BATCH_SIZE_08": "16"})
     return env
 
 

@@ -18,12 +18,13 @@ fi
 # features) are the ones built there, so only the test harnesses compile here.
 cargo test --release --locked   # default members: the prelude is built by install.sh
 cargo build --release --locked
-# c10d links libtorch, so it is not a default member: its own tests (two processes running the
+# c10d, tch-data and torch-weights link libtorch, so they are not default members: c10d's tests (two processes running the
 # raw collectives over 127.0.0.1) run against the kernel's torch and tch, in a target dir of
 # their own that .ci/run's lint of c10d and the prelude has filled (torch-sys's C++ shim is
 # built once).
 if "$python" -c 'import torch' 2>/dev/null; then
-    "$repo/tests/kernel-cargo.sh" test --locked -p c10d
+    # With the prelude's data loading and PyTorch weights, on the same torch.
+    "$repo/tests/kernel-cargo.sh" test --locked -p c10d -p tch-data -p torch-weights
 else
     echo "tests/run.sh: no torch in $python: c10d's own tests skipped" >&2
 fi

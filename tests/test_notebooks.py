@@ -15,6 +15,8 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 # Notebooks that submit jobs: where a local Slurm can run, the Slurm tests (test_slurm,
 # test_distributed) run them whole with a cluster to submit to; here only where it cannot.
 RUN_WITH_SLURM = {"05-from-notebook-to-slurm", "07-data-parallel"}
+# Notebooks whose own test below runs them and checks what they show.
+RUN_BY_OWN_TEST = {"08-your-own-images"}
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +63,8 @@ def assert_cells_ran_as_tagged(executed):
 def test_notebook_runs_end_to_end(notebook, tmp_path, notebook_env):
     if notebook.stem in RUN_WITH_SLURM and slurm_missing() is None:
         pytest.skip("run whole by the Slurm tests, with a cluster to submit to")
+    if notebook.stem in RUN_BY_OWN_TEST:
+        pytest.skip("run by its own test in this file")
     assert_cells_ran_as_tagged(execute(notebook, tmp_path, notebook_env))
 
 
@@ -139,3 +143,29 @@ def test_benchmark_notebook_writes_a_compliant_mlperf_log(tmp_path, notebook_env
     assert result["resnet50_images_per_second"]["32"] > 0 and result["resnet50_images_per_second"]["224"] > 0, result
     html = [o for c in executed["cells"] if c["id"] == "c12" for o in c["outputs"] if o["output_type"] == "execute_result"]
     assert "ResNet-50 images/s, 224x224" in html[0]["data"]["text/html"]
+
+
+def test_own_images_notebook_fine_tunes_from_pytorch_weights(tmp_path, notebook_env):
+    """Notebook 08 on scikit-image's photos (one file truncated) with a torchvision ResNet-18
+    state_dict saved by Python: the report, both throughputs, and weights Python reads back."""
+    import torch
+    import torchvision
+
+    env = dict(notebook_env, RUN_DIR=str(tmp_path / "runs"))
+    executed = execute(REPO / "notebooks" / "08-your-own-images.ipynb", tmp_path, env)
+    assert_cells_ran_as_tagged(executed)
+    cells = {c["id"]: c for c in executed["cells"]}
+    assert "4 classes" in streams(cells["c03"])
+    assert any("image/png" in o.get("data", {}) for o in cells["c05"]["outputs"])
+    # The ImageNet head is reported, not loaded; the rest matched.
+    report = streams(cells["c07"])
+    assert "missing_keys (2)" in report and "unexpected_keys (2)" in report and "fc.weight" in report, report
+    assert "loader alone:" in streams(cells["c09"])
+    training = streams(cells["c11"])
+    assert "validation accuracy" in training and "training" in training and "images/s" in training, training
+    skipped = "".join(o["text"] for c in executed["cells"] for o in c["outputs"] if o.get("name") == "stderr")
+    assert "truncated.jpg" in skipped, skipped
+    model = torchvision.models.resnet18(weights=None)
+    model.fc = torch.nn.Identity()
+    model.head = torch.nn.Linear(512, 4)
+    model.load_state_dict(torch.load(tmp_path / "runs" / "finetuned.pth"))

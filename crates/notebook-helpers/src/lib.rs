@@ -76,7 +76,7 @@ pub use interrupt::{INTERRUPT_PANIC, check_interrupt, interrupted};
 pub use jobs::{Job, JobError, Submit, outside_the_kernel, submit, sweep};
 pub use mllog::{MlLog, keys as mllog_keys};
 pub use plot::{BarChart, ConfusionMatrix, Histogram, LinePlot, LiveChart, PlotError, ScatterPlot};
-pub use progress::{Postfix, Progress, progress, progress_postfix};
+pub use progress::{Postfix, Progress, progress, progress_postfix, progress_units};
 pub use results::{RunResult, RunResults, results};
 pub use sampler::ShardedSampler;
 /// serde, for a notebook's own types in snapshots (see [`snapshot_savers::SnapshotData`]).

@@ -14,8 +14,9 @@ const MIN_REDRAW_INTERVAL: Duration = Duration::from_millis(100);
 const BATCH_REDRAW_INTERVAL: Duration = Duration::from_secs(10);
 
 thread_local! {
-    /// The postfixes of the bars being iterated, innermost last (for `progress_postfix`).
-    static ACTIVE: RefCell<Vec<Postfix>> = const { RefCell::new(Vec::new()) };
+    /// The postfixes and unit counts of the bars being iterated, innermost last (for
+    /// `progress_postfix` and `progress_units`).
+    static ACTIVE: RefCell<Vec<(Postfix, Units)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Wraps an iterator in a progress bar: one output showing count, percentage, rate, elapsed
@@ -42,6 +43,7 @@ pub fn progress<I: IntoIterator>(iter: I) -> Progress<I::IntoIter> {
         last_draw: None,
         handle: DisplayHandle::new(),
         postfix: Postfix::default(),
+        units: Units::default(),
         done: false,
         registered: false,
         // In a job of several ranks only rank 0 draws (as tqdm's `disable=rank != 0`).
@@ -52,10 +54,37 @@ pub fn progress<I: IntoIterator>(iter: I) -> Progress<I::IntoIter> {
 /// Sets the postfix text (e.g. `loss=0.123`) of the innermost progress bar being iterated.
 pub fn progress_postfix(text: impl std::fmt::Display) {
     ACTIVE.with(|active| {
-        if let Some(postfix) = active.borrow().last() {
+        if let Some((postfix, _)) = active.borrow().last() {
             postfix.set(text);
         }
     });
+}
+
+/// Counts `n` units (e.g. `"images"`) in the innermost progress bar being iterated, which then
+/// also shows their rate (`2310.4 images/s`). An iterator of batches calls it as it yields each
+/// batch, so that `progress(loader)` shows images per second without the loop doing anything.
+pub fn progress_units(n: usize, unit: &'static str) {
+    ACTIVE.with(|active| {
+        if let Some((_, units)) = active.borrow().last() {
+            units.add(n, unit);
+        }
+    });
+}
+
+/// A shared count of the units a bar's items hold (images in batches, say).
+#[derive(Clone, Debug, Default)]
+struct Units(Rc<RefCell<Option<(usize, &'static str)>>>);
+
+impl Units {
+    fn add(&self, n: usize, unit: &'static str) {
+        let mut units = self.0.borrow_mut();
+        let count = units.map_or(0, |(count, _)| count);
+        *units = Some((count + n, unit));
+    }
+
+    fn get(&self) -> Option<(usize, &'static str)> {
+        *self.0.borrow()
+    }
 }
 
 /// A shared handle on a bar's postfix text.
@@ -82,6 +111,7 @@ pub struct Progress<I> {
     last_draw: Option<Instant>,
     handle: DisplayHandle,
     postfix: Postfix,
+    units: Units,
     done: bool,
     registered: bool,
     quiet: bool,
@@ -112,6 +142,7 @@ impl<I> Progress<I> {
             total: self.total,
             elapsed: self.started.map(|s| now - s).unwrap_or_default(),
             postfix: self.postfix.get(),
+            units: self.units.get(),
             finished: self.done,
         }
     }
@@ -166,7 +197,11 @@ impl<I: Iterator> Iterator for Progress<I> {
         let now = Instant::now();
         if self.started.is_none() {
             self.started = Some(now);
-            ACTIVE.with(|active| active.borrow_mut().push(self.postfix.clone()));
+            ACTIVE.with(|active| {
+                active
+                    .borrow_mut()
+                    .push((self.postfix.clone(), self.units.clone()))
+            });
             self.registered = true;
             self.draw(now, true);
         } else {
@@ -209,6 +244,8 @@ struct BarState {
     total: Option<usize>,
     elapsed: Duration,
     postfix: String,
+    /// Units counted by `progress_units` (images, say) and their name.
+    units: Option<(usize, &'static str)>,
     finished: bool,
 }
 
@@ -236,6 +273,10 @@ impl BarState {
             Some(r) if r >= 1.0 => s.push_str(&format!(", {r:.2}it/s")),
             Some(r) => s.push_str(&format!(", {:.2}s/it", 1.0 / r)),
             None => s.push_str(", ?it/s"),
+        }
+        let secs = self.elapsed.as_secs_f64();
+        if let Some((count, unit)) = self.units.filter(|_| secs > 0.0) {
+            s.push_str(&format!(", {:.1} {unit}/s", count as f64 / secs));
         }
         if !self.postfix.is_empty() {
             s.push_str(", ");
@@ -321,6 +362,7 @@ mod tests {
             total,
             elapsed: Duration::from_secs_f64(secs),
             postfix: "loss=0.5".into(),
+            units: None,
             finished: false,
         }
     }
@@ -375,5 +417,22 @@ mod tests {
             progress_postfix("outer");
         }
         assert_eq!(outer_postfix.get(), "outer");
+    }
+
+    #[test]
+    fn units_counted_by_the_iterator_show_their_rate() {
+        let mut s = state(2, Some(4), 2.0);
+        s.units = Some((128, "images"));
+        assert_eq!(
+            s.text(),
+            "train:  50%|██████████          | 2/4 [00:02<00:02, 1.00it/s, 64.0 images/s, loss=0.5]"
+        );
+        // An iterator that reports its batches' sizes counts into the bar that wraps it.
+        let batches = [3usize, 5]
+            .into_iter()
+            .inspect(|n| progress_units(*n, "images"));
+        let mut bar = progress(batches);
+        for _ in bar.by_ref() {}
+        assert_eq!(bar.units.get(), Some((8, "images")));
     }
 }

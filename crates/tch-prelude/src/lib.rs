@@ -6,6 +6,8 @@
 //! It also brings the notebook helpers: `display(&x)` and display handles, `Html`/`Markdown`/
 //! `Svg`/`Png`, tensors shown like PyTorch, `LinePlot`/`ScatterPlot`/`Histogram`/
 //! `ConfusionMatrix`/`LiveChart`, `image`/`image_grid`, `progress(iter)` and `check_interrupt()`;
+//! for your own data, `ImageFolder`, `TensorDataset`, `DataLoader` and torchvision's transforms;
+//! PyTorch's weights through `vs.load_state_dict(path)` and `vs.save_state_dict(path)`;
 //! and for training on several processes, `Distributed`, `DataParallel` and `ShardedSampler`.
 //!
 //! This crate is built as a Rust `dylib` once, at install time, and every cell links to it
@@ -20,6 +22,17 @@ pub use tch::{
 
 // Display, plots, images, progress bars and interrupt checks (see notebook-helpers).
 pub use notebook_helpers::*;
+
+// Your own data, as torchvision and torch.utils.data name it: image folders, CSV lists and
+// arrays, transforms, and a loader whose worker threads build batches ahead of the loop.
+pub use tch_data::{
+    self, CenterCrop, Compose, DataError, DataLoader, Dataset, DatasetExt, IMAGENET_MEAN,
+    IMAGENET_STD, ImageFolder, Normalize, RandomHorizontalFlip, RandomResizedCrop, Resize, Subset,
+    TensorDataset, Transform, transforms,
+};
+
+// PyTorch's weights: `vs.load_state_dict("resnet18.pth")?`, `vs.save_state_dict(path)?`.
+pub use torch_weights::{self, LoadReport, StateDict, VarStoreStateDict, WeightsError};
 
 // More than one process: the job's ranks (Slurm's srun or torchrun; alone in a notebook) and a
 // VarStore trained data-parallel on them (see the c10d crate).
