@@ -11,6 +11,7 @@ Each side runs one epoch to start its workers and fill caches, then times the ne
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 RUST_CELL = """
-let loader = DataLoader::new(ImageFolder::new({root:?})?.transform(Compose::new()
+let loader = DataLoader::new(ImageFolder::new({root})?.transform(Compose::new()
     .then(RandomResizedCrop::new(224)).then(RandomHorizontalFlip::default()).then(Normalize::imagenet())))
     .batch_size({batch}).shuffle(true).workers({workers});
 let mut n = 0i64;
@@ -111,7 +112,7 @@ def rust_rate(kc, root, batch, workers):
                 if line.startswith("ready "):
                     peak[0] = PeakRss(int(line.split()[1]))
 
-    reply = kc.execute_interactive(RUST_CELL.format(root=str(root), batch=batch, workers=workers),
+    reply = kc.execute_interactive(RUST_CELL.format(root=json.dumps(str(root)), batch=batch, workers=workers),
                                    timeout=1200, output_hook=hook)
     if reply["content"]["status"] != "ok":
         raise RuntimeError(f"the Rust cell failed: {reply['content'].get('evalue')}")
@@ -125,6 +126,8 @@ def main():
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--settle", type=float, default=10.0,
+                        help="seconds to let the kernel's rust-analyzer warm up (a background thread) first")
     args = parser.parse_args()
 
     from make_image_folder import write_benchmark_folder
@@ -140,6 +143,7 @@ def main():
     km, kc = start_new_kernel(kernel_name=args.kernel, startup_timeout=120)
     try:
         kc.execute_interactive("1", timeout=600, output_hook=lambda m: None)
+        time.sleep(args.settle)
         print(f"{args.images} JPEGs, batch {args.batch}, CPUs {os.cpu_count()}")
         print(f"{'workers':>7} {'tch-kernel img/s':>17} {'torchvision img/s':>18} {'ratio':>6} "
               f"{'tch-kernel MiB':>15} {'torchvision MiB':>16}")

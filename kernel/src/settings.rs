@@ -125,6 +125,10 @@ impl Settings {
             dependencies,
             import: "use tch_prelude::*;".to_owned(),
             warm_up: "Tensor::zeros([1], (Kind::Float, Device::Cpu))".to_owned(),
+            optimized_crates: child_protocol::env::PRELUDE_OPTIMIZED_CRATES
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
         })
     }
 
@@ -200,12 +204,13 @@ impl Settings {
                 .unwrap_or_default()
         };
         format!(
-            "prelude={}\nlockfile={}\nlibtorch={}\nopt_level={}\nlinker={}\n",
+            "prelude={}\nlockfile={}\nlibtorch={}\nopt_level={}\nlinker={}\noptimized={}\n",
             show(&self.prelude_dir),
             show(&self.lockfile),
             show(&self.libtorch),
             self.opt_level,
-            self.linker
+            self.linker,
+            child_protocol::env::PRELUDE_OPTIMIZED_CRATES.join(",")
         )
     }
 

@@ -234,6 +234,11 @@ Panic detected. Here's some useful information if you're filing a bug report.
         self.eval_context.set_crate_patches(patches);
     }
 
+    /// tch-kernel: dependencies built at opt-level 3 whatever the cells' opt-level.
+    pub fn set_optimized_crates(&mut self, crates: Vec<String>) {
+        self.eval_context.set_optimized_crates(crates);
+    }
+
     pub fn last_source(&self) -> std::io::Result<String> {
         self.eval_context.last_source()
     }

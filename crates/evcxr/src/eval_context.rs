@@ -128,6 +128,8 @@ pub(crate) struct Config {
     /// tch-kernel: `[patch.crates-io]` of the cell crate's manifest (crate name, its source dir):
     /// a kernel whose tch was generated for its own PyTorch builds cells with that tch.
     pub(crate) crate_patches: Vec<(String, PathBuf)>,
+    /// tch-kernel: dependencies built fully optimized whatever the cells' opt-level.
+    pub(crate) optimized_crates: Vec<String>,
 }
 
 fn create_initial_config(tmpdir: PathBuf, subprocess_path: PathBuf) -> Result<Config> {
@@ -164,6 +166,7 @@ impl Config {
             // tch-kernel: no `sccache`.
             offline_mode: false,
             crate_patches: Vec::new(),
+            optimized_crates: Vec::new(),
             toolchain: String::new(),
             cargo_path: default_cargo_path()?,
             rustc_path,
@@ -630,6 +633,11 @@ impl EvalContext {
 
     pub fn set_opt_level(&mut self, level: &str) -> Result<(), Error> {
         self.committed_state.set_opt_level(level)
+    }
+
+    /// tch-kernel: see `Config::optimized_crates`.
+    pub fn set_optimized_crates(&mut self, crates: Vec<String>) {
+        self.committed_state.set_optimized_crates(crates);
     }
 
     /// tch-kernel: see `Config::crate_patches`.
@@ -1586,6 +1594,15 @@ impl ContextState {
 
     pub(crate) fn format_crate_patches(&self) -> String {
         child_protocol::env::crates_io_patch(&self.config.crate_patches)
+    }
+
+    /// tch-kernel: see `Config::optimized_crates`.
+    pub fn set_optimized_crates(&mut self, crates: Vec<String>) {
+        self.config.optimized_crates = crates;
+    }
+
+    pub(crate) fn format_optimized_profiles(&self) -> String {
+        child_protocol::env::optimized_profiles(&self.config.optimized_crates)
     }
 
     pub fn set_allow_static_linking(&mut self, value: bool) {

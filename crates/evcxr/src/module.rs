@@ -539,13 +539,15 @@ codegen-units = 4
 # tch-kernel: never part of an enclosing workspace (a cache dir may be inside a checkout).
 [workspace]
 
+{}
 {}"#,
         CRATE_NAME,
         crate::CELL_EDITION,
         state.opt_level(),
         CRATE_NAME,
         crate_imports,
-        state.format_crate_patches()
+        state.format_crate_patches(),
+        state.format_optimized_profiles()
     )
 }
 

@@ -84,6 +84,9 @@ pub struct Prelude {
     /// An expression using the prelude's types, analysed by rust-analyzer in the background at
     /// start-up so the first completion is fast.
     pub warm_up: String,
+    /// The prelude's dependencies built fully optimized whatever the cells' opt-level (its
+    /// image decoding: `child_protocol::env::PRELUDE_OPTIMIZED_CRATES`).
+    pub optimized_crates: Vec<String>,
 }
 
 /// Prepares the process environment the engine and its child read.
@@ -334,6 +337,9 @@ impl Evaluator {
             CommandContext::new().map_err(|e| StartError::Engine(e.to_string()))?;
         ctx.set_link_stand_in_dirs(config.link_stand_in_dirs.clone());
         ctx.set_crate_patches(config.crate_patches.clone());
+        if let Some(prelude) = &config.prelude {
+            ctx.set_optimized_crates(prelude.optimized_crates.clone());
+        }
         // The end of each run's stderr, which `flush_output` waits for; the forwarder drops it.
         ctx.mark_stderr_after_runs(true);
         // Snapshots need the prelude's savers.

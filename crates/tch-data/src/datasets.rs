@@ -63,6 +63,25 @@ pub struct Batch {
     pub targets: Tensor,
 }
 
+impl Batch {
+    /// No samples (all of the batch's files skipped): the loader passes over it.
+    fn empty(inputs: Tensor) -> Batch {
+        Batch {
+            inputs,
+            targets: Tensor::from_slice::<i64>(&[]),
+        }
+    }
+
+    /// How many samples.
+    pub fn len(&self) -> usize {
+        self.targets.size().first().copied().unwrap_or(0) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A data set a [`DataLoader`](crate::DataLoader) can batch: it builds whole batches, so that a
 /// worker decodes a batch's images straight into the batch's memory.
 pub trait Dataset: Send + Sync {
@@ -377,30 +396,48 @@ impl Dataset for ImageFolder {
                 ),
             ));
         }
-        // Bytes in `[N, 3, H, W]`, written in place: no second copy of the batch.
         let plane = (w * h) as usize;
-        let inputs = Tensor::f_zeros(
-            [images.len() as i64, 3, i64::from(h), i64::from(w)],
-            (Kind::Uint8, Device::Cpu),
-        )?;
-        if !images.is_empty() {
-            // SAFETY: a fresh contiguous uint8 tensor of exactly N*3*H*W bytes, owned here.
-            let out = unsafe {
-                std::slice::from_raw_parts_mut(
-                    inputs.data_ptr() as *mut u8,
-                    images.len() * 3 * plane,
-                )
-            };
-            for (image, out) in images.iter().zip(out.chunks_exact_mut(3 * plane)) {
-                let (r, rest) = out.split_at_mut(plane);
-                let (g, b) = rest.split_at_mut(plane);
-                for (p, px) in image.pixels.chunks_exact(3).enumerate() {
-                    r[p] = px[0];
-                    g[p] = px[1];
-                    b[p] = px[2];
+        let size = [images.len() as i64, 3, i64::from(h), i64::from(w)];
+        // For a GPU: bytes, pinned, normalized on the device after a copy 4x smaller than
+        // floats. For the CPU: floats normalized here, in the worker, in the same pass that
+        // lays the pixels out as planes (normalizing in the loop's thread would hold it up).
+        let normalize_here = self.normalization().filter(|_| !ctx.device.is_cuda());
+        let inputs = match normalize_here {
+            None => {
+                let inputs = Tensor::f_empty(size, (Kind::Uint8, Device::Cpu))?;
+                if images.is_empty() {
+                    return Ok(Batch::empty(inputs));
                 }
+                // SAFETY: a fresh contiguous uint8 tensor of N*3*H*W bytes, owned here.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        inputs.data_ptr() as *mut u8,
+                        images.len() * 3 * plane,
+                    )
+                };
+                write_planes(&images, out, plane, |_, v| v);
+                inputs
             }
-        }
+            Some(norm) => {
+                let inputs = Tensor::f_empty(size, (Kind::Float, Device::Cpu))?;
+                if images.is_empty() {
+                    return Ok(Batch::empty(inputs));
+                }
+                // SAFETY: a fresh contiguous f32 tensor of N*3*H*W elements, owned here.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        inputs.data_ptr() as *mut f32,
+                        images.len() * 3 * plane,
+                    )
+                };
+                let scale = norm.std.map(|s| (1.0 / (s * 255.0)) as f32);
+                let shift = norm.mean.map(|m| (m * 255.0) as f32);
+                write_planes(&images, out, plane, |c, v| {
+                    (f32::from(v) - shift[c]) * scale[c]
+                });
+                inputs
+            }
+        };
         Ok(Batch {
             inputs: ctx.pin(inputs)?,
             targets: ctx.pin(Tensor::from_slice(&labels))?,
@@ -413,6 +450,24 @@ impl Dataset for ImageFolder {
 
     fn unit(&self) -> &'static str {
         "images"
+    }
+}
+
+/// Each image's pixels into three planes (`[3, H, W]`) of `out`, through `value(channel, byte)`.
+fn write_planes<T: Copy>(
+    images: &[RgbImage],
+    out: &mut [T],
+    plane: usize,
+    value: impl Fn(usize, u8) -> T,
+) {
+    for (image, out) in images.iter().zip(out.chunks_exact_mut(3 * plane)) {
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        for (p, px) in image.pixels.chunks_exact(3).enumerate() {
+            r[p] = value(0, px[0]);
+            g[p] = value(1, px[1]);
+            b[p] = value(2, px[2]);
+        }
     }
 }
 

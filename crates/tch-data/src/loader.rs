@@ -261,6 +261,7 @@ impl<D: Dataset + 'static> DataLoader<D> {
             results_rx,
             jobs_tx,
             failed: false,
+            reported: false,
         }
     }
 
@@ -393,6 +394,7 @@ pub struct Epoch<'a, D: Dataset + 'static> {
     results_rx: Receiver<(usize, Result<Batch, DataError>, Vec<DataError>)>,
     jobs_tx: Option<Sender<Job>>,
     failed: bool,
+    reported: bool,
 }
 
 impl<D: Dataset + 'static> Epoch<'_, D> {
@@ -473,12 +475,20 @@ impl<D: Dataset + 'static> Epoch<'_, D> {
     /// The next batch on the loader's device, or the error that stopped the epoch (a file
     /// that cannot be decoded, a worker's panic).
     pub fn try_next(&mut self) -> Option<Result<(Tensor, Tensor), DataError>> {
-        let batch = match self.next_raw()? {
-            Ok(batch) => batch,
-            Err(e) => {
-                self.failed = true;
-                self.shared.stop.store(true, Ordering::Relaxed);
-                return Some(Err(e));
+        let batch = loop {
+            match self.next_raw() {
+                // Every file of this batch was skipped: on to the next.
+                Some(Ok(batch)) if batch.is_empty() => continue,
+                Some(Ok(batch)) => break batch,
+                Some(Err(e)) => {
+                    self.failed = true;
+                    self.shared.stop.store(true, Ordering::Relaxed);
+                    return Some(Err(e));
+                }
+                None => {
+                    self.report_skipped();
+                    return None;
+                }
             }
         };
         let result = self.to_device(batch);
@@ -490,8 +500,7 @@ impl<D: Dataset + 'static> Epoch<'_, D> {
 
     fn to_device(&self, batch: Batch) -> Result<(Tensor, Tensor), DataError> {
         let device = self.loader.device;
-        let n = batch.targets.size().first().copied().unwrap_or(0) as usize;
-        notebook_helpers::progress_units(n, self.loader.dataset.unit());
+        notebook_helpers::progress_units(batch.len(), self.loader.dataset.unit());
         // From pinned memory the copies return at once and overlap the host's work.
         let non_blocking = device.is_cuda();
         let inputs = batch
@@ -501,14 +510,20 @@ impl<D: Dataset + 'static> Epoch<'_, D> {
             batch
                 .targets
                 .f_to_device_(device, batch.targets.kind(), non_blocking, false)?;
+        // Images still in bytes (for a GPU) are normalized on their device; for the CPU the
+        // workers did it.
         let inputs = match self.loader.dataset.normalization() {
-            Some(norm) => norm.apply_to_batch(&inputs)?,
-            None => inputs,
+            Some(norm) if inputs.kind() == tch::Kind::Uint8 => norm.apply_to_batch(&inputs)?,
+            _ => inputs,
         };
         Ok((inputs, targets))
     }
 
-    fn report_skipped(&self) {
+    /// Says once, at the end of the epoch, which files were skipped.
+    fn report_skipped(&mut self) {
+        if std::mem::replace(&mut self.reported, true) {
+            return;
+        }
         let skipped = self.loader.skipped();
         if let Some(first) = skipped.first() {
             eprintln!(
@@ -532,6 +547,7 @@ impl<D: Dataset + 'static> Iterator for Epoch<'_, D> {
         }
     }
 
+    /// Exact, unless every file of a batch is skipped (`skip_bad_files`): then one fewer.
     fn size_hint(&self) -> (usize, Option<usize>) {
         let left = if self.failed {
             0
@@ -541,8 +557,6 @@ impl<D: Dataset + 'static> Iterator for Epoch<'_, D> {
         (left, Some(left))
     }
 }
-
-impl<D: Dataset + 'static> ExactSizeIterator for Epoch<'_, D> {}
 
 impl<D: Dataset + 'static> Drop for Epoch<'_, D> {
     fn drop(&mut self) {
