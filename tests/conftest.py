@@ -210,8 +210,9 @@ def wait_for_analyzer(kc, code="let warm_up_probe = 1; warm_up_pr", deadline_s=6
 
 @pytest.fixture(scope="session")
 def notebook_env(tmp_path_factory):
-    """Small settings for CI: a CIFAR-10 sample in the real binary format, one or two epochs,
-    outputs (checkpoints, MLPerf logs, the exported job) in a temp dir."""
+    """Small settings for CI: a CIFAR-10 sample in the real binary format, a folder of real
+    photos, one or two epochs, outputs (checkpoints, MLPerf logs, the exported job) in a temp
+    dir."""
     root = tmp_path_factory.mktemp("notebooks")
     env = dict(os.environ)
     env.update({
@@ -230,7 +231,9 @@ def notebook_env(tmp_path_factory):
 
     write_folder(root / "images")
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), root / "resnet18.pth")
-    env.update({"IMAGE_DIR": str(root / "images"), "WEIGHTS": str(root / "resnet18.pth"), "IMAGE_SIZE": "64", "BATCH_SIZE_08": "16"})
+    env.update({"IMAGE_DIR": str(root / "images"), "WEIGHTS": str(root / "resnet18.pth"), "IMAGE_SIZE": "64",
+                # Notebook 04's ResNet-50 on real images: the same folder in ImageNet's layout.
+                "IMAGENET_DIR": str(root / "images")})
     return env
 
 

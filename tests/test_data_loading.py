@@ -199,3 +199,23 @@ loop { for (x, _) in &slow { std::thread::sleep(std::time::Duration::from_millis
 """, printed("loading"), timeout=120)
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
     assert result(ok(kc, "slow.iter().take(3).count()")) == ["3"]
+
+
+def test_a_data_set_of_the_users_that_panics_in_a_worker_is_the_cells_error(dk):
+    km, kc = dk
+    reply, _ = run(kc, """
+struct Flaky;
+impl Dataset for Flaky {
+    fn len(&self) -> usize { 8 }
+    fn batch(&self, indices: &[usize], _: &tch_data::BatchContext<'_>) -> Result<tch_data::Batch, DataError> {
+        if indices.contains(&5) { panic!("sample 5 is corrupt"); }
+        let x = Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        Ok(tch_data::Batch { inputs: x.shallow_clone(), targets: x })
+    }
+}
+let flaky = DataLoader::new(Flaky).batch_size(2).workers(2);
+for (x, _) in &flaky { let _ = x; }
+""", timeout=600)
+    assert reply["status"] == "error" and "sample 5 is corrupt" in reply["evalue"], reply
+    assert "worker panicked" in reply["evalue"], reply["evalue"]
+    assert result(ok(kc, "1 + 1")) == ["2"]

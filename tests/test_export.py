@@ -80,3 +80,28 @@ def test_exported_program_builds_and_gives_the_notebooks_result(exported, torch_
     notebook = execute(REPO / "notebooks" / "02-first-classifier.ipynb", tmp_path, dict(os.environ, RUN_DIR=str(tmp_path / "nb-run")))
     text = "".join(streams(c) for c in notebook["cells"] if c["cell_type"] == "code")
     assert accuracy_in(run.stdout) == accuracy_in(text)
+
+
+def test_an_exported_job_trains_on_images_with_the_loader(torch_env, notebook_env, tmp_path):
+    """Notebook 08 as a batch job: the loader's workers, PyTorch's weights and the saved
+    fine-tuned weights work in the exported program as in the notebook."""
+    out = tmp_path / "images-job"
+    result = subprocess.run([str(KERNEL_BIN), "export", str(REPO / "notebooks" / "08-your-own-images.ipynb"), str(out),
+                             "--kernel", TORCH_KERNEL_NAME], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    env = shell_env()
+    cache = torch_env.get("TCH_KERNEL_CACHE_DIR")
+    if cache:
+        env["CARGO_TARGET_DIR"] = str(Path(cache) / "jobs-target")
+    build = subprocess.run(["cargo", "build", "--release"], cwd=out, env=env, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-5000:]
+    target = Path(env.get("CARGO_TARGET_DIR", out / "target"))
+    for key in ("IMAGE_DIR", "WEIGHTS", "IMAGE_SIZE", "BATCH_SIZE", "EPOCHS"):
+        env[key] = notebook_env[key]
+    env["RUN_DIR"] = str(tmp_path / "run")
+    run = subprocess.run([str(target / "release" / "nb-08-your-own-images")], cwd=out, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-5000:]
+    assert "loader alone:" in run.stdout and "validation accuracy" in run.stdout, run.stdout
+    assert "truncated.jpg" in run.stderr, run.stderr[-2000:]
+    assert (tmp_path / "run" / "finetuned.pth").stat().st_size > 40_000_000

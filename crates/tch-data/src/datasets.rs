@@ -302,6 +302,24 @@ impl ImageFolder {
         })
     }
 
+    /// Checks that every label is below `n` (a model's number of classes), naming the first
+    /// image whose label is not; a CSV list with indices up to `n - 1` then has `n` classes.
+    pub fn num_classes(mut self, n: usize) -> Result<ImageFolder, DataError> {
+        if let Some((path, label)) = self.samples.iter().find(|(_, l)| *l as usize >= n) {
+            return Err(DataError::bad_file(
+                path,
+                format!(
+                    "label {label} is out of range for {n} classes (0 to {})",
+                    n.max(1) - 1
+                ),
+            ));
+        }
+        while self.classes.len() < n {
+            self.classes.push(self.classes.len().to_string());
+        }
+        Ok(self)
+    }
+
     /// The same images through `transform` (e.g. a [`Compose`](crate::Compose)).
     pub fn transform(mut self, transform: impl Transform + 'static) -> ImageFolder {
         self.transform = Some(Arc::new(transform));
@@ -518,6 +536,37 @@ impl TensorDataset {
                 targets.size()
             ))),
         }
+    }
+
+    /// Checks that the targets are class indices below `n` (a model's number of classes),
+    /// naming the first sample whose target is not, instead of a loss failing mid-epoch.
+    pub fn num_classes(self, n: usize) -> Result<TensorDataset, DataError> {
+        {
+            let t = self
+                .tensors
+                .lock()
+                .map_err(|_| DataError::invalid("a worker panicked holding the data set"))?;
+            let targets = &t.1;
+            if targets.is_floating_point() || targets.is_complex() {
+                return Err(DataError::invalid(format!(
+                    "targets of kind {:?} are not class indices",
+                    targets.kind()
+                )));
+            }
+            let flat = targets.f_flatten(0, -1)?;
+            let bad = flat.f_lt(0)?.f_logical_or(&flat.f_ge(n as i64)?)?;
+            if bad.f_any()?.int64_value(&[]) != 0 {
+                let first = bad.f_nonzero()?.int64_value(&[0, 0]);
+                let per_sample = (flat.numel() / self.len.max(1)).max(1) as i64;
+                return Err(DataError::invalid(format!(
+                    "sample {}: target {} is out of range for {n} classes (0 to {})",
+                    first / per_sample,
+                    flat.int64_value(&[first]),
+                    n.max(1) - 1
+                )));
+            }
+        }
+        Ok(self)
     }
 
     /// Two `.npy` files, as NumPy's `np.save` writes them.
