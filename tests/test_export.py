@@ -48,17 +48,22 @@ def shell_env():
             if k not in ("LIBTORCH", "LD_LIBRARY_PATH", "LIBTORCH_BYPASS_VERSION_CHECK") and not k.startswith("TCH_KERNEL_")}
 
 
-def test_exported_program_builds_and_gives_the_notebooks_result(exported, torch_env, tmp_path):
-    # Exactly as a user would, in a new shell: `cargo build --release`, then the binary.
+def build(project, torch_env):
+    """Builds an exported project exactly as a user would, in a new shell (`cargo build
+    --release`); returns that shell's environment and the target dir."""
     env = shell_env()
     # Reuse a target dir next to the kernel's build cache when there is one (it is outside the
     # checkout); a cold build compiles tch (a few minutes on 2 cores).
     cache = torch_env.get("TCH_KERNEL_CACHE_DIR")
     if cache:
         env["CARGO_TARGET_DIR"] = str(Path(cache) / "jobs-target")
-    build = subprocess.run(["cargo", "build", "--release"], cwd=exported, env=env, capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-5000:]
-    target = Path(env.get("CARGO_TARGET_DIR", exported / "target"))
+    built = subprocess.run(["cargo", "build", "--release"], cwd=project, env=env, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-5000:]
+    return env, Path(env.get("CARGO_TARGET_DIR", project / "target"))
+
+
+def test_exported_program_builds_and_gives_the_notebooks_result(exported, torch_env, tmp_path):
+    env, target = build(exported, torch_env)
     env["RUN_DIR"] = str(tmp_path / "batch-run")
     run = subprocess.run([str(target / "release" / "nb-02-first-classifier")], cwd=exported, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
@@ -89,13 +94,7 @@ def test_an_exported_job_trains_on_images_with_the_loader(torch_env, notebook_en
     result = subprocess.run([str(KERNEL_BIN), "export", str(REPO / "notebooks" / "08-your-own-images.ipynb"), str(out),
                              "--kernel", TORCH_KERNEL_NAME], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    env = shell_env()
-    cache = torch_env.get("TCH_KERNEL_CACHE_DIR")
-    if cache:
-        env["CARGO_TARGET_DIR"] = str(Path(cache) / "jobs-target")
-    build = subprocess.run(["cargo", "build", "--release"], cwd=out, env=env, capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-5000:]
-    target = Path(env.get("CARGO_TARGET_DIR", out / "target"))
+    env, target = build(out, torch_env)
     for key in ("IMAGE_DIR", "WEIGHTS", "IMAGE_SIZE", "BATCH_SIZE", "EPOCHS"):
         env[key] = notebook_env[key]
     env["RUN_DIR"] = str(tmp_path / "run")

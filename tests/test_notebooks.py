@@ -15,8 +15,10 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 # Notebooks that submit jobs: where a local Slurm can run, the Slurm tests (test_slurm,
 # test_distributed) run them whole with a cluster to submit to; here only where it cannot.
 RUN_WITH_SLURM = {"05-from-notebook-to-slurm", "07-data-parallel"}
-# Notebooks whose own test below runs them and checks what they show.
-RUN_BY_OWN_TEST = {"08-your-own-images"}
+# Notebooks whose own test below runs them (with the same check of every cell) and checks what
+# they show: each runs once (CI's time budget).
+RUN_BY_OWN_TEST = {"00-rust-basics", "02-first-classifier", "04-benchmark-gpus", "06-display-plots-progress",
+                   "08-your-own-images"}
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +72,7 @@ def test_notebook_runs_end_to_end(notebook, tmp_path, notebook_env):
 
 def test_basics_notebook_outputs(tmp_path):
     executed = execute(REPO / "notebooks" / "00-rust-basics.ipynb", tmp_path)
+    assert_cells_ran_as_tagged(executed)
     cells = {c["id"]: c for c in executed["cells"]}
 
     def result(cell_id):
@@ -89,6 +92,7 @@ def test_basics_notebook_outputs(tmp_path):
 
 def test_display_notebook_outputs(tmp_path):
     executed = execute(REPO / "notebooks" / "06-display-plots-progress.ipynb", tmp_path)
+    assert_cells_ran_as_tagged(executed)
     cells = {c["id"]: c for c in executed["cells"]}
 
     def outputs(cell_id, kind):
@@ -111,6 +115,7 @@ def test_display_notebook_outputs(tmp_path):
 
 def test_classifier_notebook_learns(tmp_path, notebook_env):
     executed = execute(REPO / "notebooks" / "02-first-classifier.ipynb", tmp_path, notebook_env)
+    assert_cells_ran_as_tagged(executed)
     text = "".join(streams(c) for c in executed["cells"] if c["cell_type"] == "code")
     accuracy = float(text.split("test accuracy: ")[1].split()[0])
     assert accuracy > 0.9, text
@@ -119,6 +124,7 @@ def test_classifier_notebook_learns(tmp_path, notebook_env):
 def test_benchmark_notebook_writes_a_compliant_mlperf_log(tmp_path, notebook_env):
     env = dict(notebook_env, RUN_DIR=str(tmp_path / "runs"))
     executed = execute(REPO / "notebooks" / "04-benchmark-gpus.ipynb", tmp_path, env)
+    assert_cells_ran_as_tagged(executed)
     log = tmp_path / "runs" / "mllog-local.txt"
     lines = log.read_text().splitlines()
     assert lines and all(line.startswith(":::MLLOG {") for line in lines)
