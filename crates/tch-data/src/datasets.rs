@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::error::DataError;
 use crate::image::{IMAGE_EXTENSIONS, RgbImage, decode};
@@ -414,48 +414,22 @@ impl Dataset for ImageFolder {
                 ),
             ));
         }
-        let plane = (w * h) as usize;
         let size = [images.len() as i64, 3, i64::from(h), i64::from(w)];
         // For a GPU: bytes, pinned, normalized on the device after a copy 4x smaller than
         // floats. For the CPU: floats normalized here, in the worker, in the same pass that
         // lays the pixels out as planes (normalizing in the loop's thread would hold it up).
         let normalize_here = self.normalization().filter(|_| !ctx.device.is_cuda());
         let inputs = match normalize_here {
-            None => {
-                let inputs = Tensor::f_empty(size, (Kind::Uint8, Device::Cpu))?;
-                if images.is_empty() {
-                    return Ok(Batch::empty(inputs));
-                }
-                // SAFETY: a fresh contiguous uint8 tensor of N*3*H*W bytes, owned here.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        inputs.data_ptr() as *mut u8,
-                        images.len() * 3 * plane,
-                    )
-                };
-                write_planes(&images, out, plane, |_, v| v);
-                inputs
-            }
+            None => planes::<u8>(&images, size, |_, v| v)?,
             Some(norm) => {
-                let inputs = Tensor::f_empty(size, (Kind::Float, Device::Cpu))?;
-                if images.is_empty() {
-                    return Ok(Batch::empty(inputs));
-                }
-                // SAFETY: a fresh contiguous f32 tensor of N*3*H*W elements, owned here.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        inputs.data_ptr() as *mut f32,
-                        images.len() * 3 * plane,
-                    )
-                };
                 let scale = norm.std.map(|s| (1.0 / (s * 255.0)) as f32);
                 let shift = norm.mean.map(|m| (m * 255.0) as f32);
-                write_planes(&images, out, plane, |c, v| {
-                    (f32::from(v) - shift[c]) * scale[c]
-                });
-                inputs
+                planes::<f32>(&images, size, |c, v| (f32::from(v) - shift[c]) * scale[c])?
             }
         };
+        if images.is_empty() {
+            return Ok(Batch::empty(inputs));
+        }
         Ok(Batch {
             inputs: ctx.pin(inputs)?,
             targets: ctx.pin(Tensor::from_slice(&labels))?,
@@ -471,13 +445,22 @@ impl Dataset for ImageFolder {
     }
 }
 
-/// Each image's pixels into three planes (`[3, H, W]`) of `out`, through `value(channel, byte)`.
-fn write_planes<T: Copy>(
+/// A `[N, 3, H, W]` tensor of `images`' pixels laid out as planes, each byte through
+/// `value(channel, byte)`, written in place: no second copy of the batch.
+fn planes<T: tch::kind::Element + Copy>(
     images: &[RgbImage],
-    out: &mut [T],
-    plane: usize,
+    size: [i64; 4],
     value: impl Fn(usize, u8) -> T,
-) {
+) -> Result<Tensor, DataError> {
+    let tensor = Tensor::f_empty(size, (T::KIND, Device::Cpu))?;
+    if images.is_empty() {
+        return Ok(tensor);
+    }
+    let plane = (size[2] * size[3]) as usize;
+    // SAFETY: a fresh contiguous tensor of T with N*3*H*W elements, owned here.
+    let out = unsafe {
+        std::slice::from_raw_parts_mut(tensor.data_ptr() as *mut T, images.len() * 3 * plane)
+    };
     for (image, out) in images.iter().zip(out.chunks_exact_mut(3 * plane)) {
         let (r, rest) = out.split_at_mut(plane);
         let (g, b) = rest.split_at_mut(plane);
@@ -487,6 +470,7 @@ fn write_planes<T: Copy>(
             b[p] = value(2, px[2]);
         }
     }
+    Ok(tensor)
 }
 
 /// Inputs and targets held as two tensors whose first dimensions match, as PyTorch's

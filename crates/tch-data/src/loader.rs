@@ -302,12 +302,14 @@ struct EpochShared {
     stop: AtomicBool,
 }
 
+/// A built batch: its number in the epoch, the batch or its error, and the files skipped.
+type Built = (usize, Result<Batch, DataError>, Vec<DataError>);
+
 struct Job {
     shared: Arc<EpochShared>,
     number: usize,
     indices: Vec<usize>,
-    skipped: Arc<Mutex<Vec<DataError>>>,
-    results: Sender<(usize, Result<Batch, DataError>, Vec<DataError>)>,
+    results: Sender<Built>,
 }
 
 /// Worker threads kept across epochs (`persistent_workers`), fed one job queue.
@@ -364,7 +366,6 @@ fn worker(dataset: &dyn Dataset, queue: &Receiver<Job>) {
         let (result, skipped) = build(dataset, &job);
         // The epoch may be gone (the loop was left): its batches are dropped.
         let _ = job.results.send((job.number, result, skipped));
-        drop(job.skipped);
     }
 }
 
@@ -390,14 +391,23 @@ pub struct Epoch<'a, D: Dataset + 'static> {
     in_flight: usize,
     next: usize,
     ready: BTreeMap<usize, Result<Batch, DataError>>,
-    results_tx: Sender<(usize, Result<Batch, DataError>, Vec<DataError>)>,
-    results_rx: Receiver<(usize, Result<Batch, DataError>, Vec<DataError>)>,
+    results_tx: Sender<Built>,
+    results_rx: Receiver<Built>,
     jobs_tx: Option<Sender<Job>>,
     failed: bool,
     reported: bool,
 }
 
 impl<D: Dataset + 'static> Epoch<'_, D> {
+    fn job(&self, number: usize, indices: Vec<usize>) -> Job {
+        Job {
+            shared: self.shared.clone(),
+            number,
+            indices,
+            results: self.results_tx.clone(),
+        }
+    }
+
     /// Hands batches to the workers until `workers x prefetch` are being built or ready.
     fn dispatch(&mut self) {
         let Some(jobs) = &self.jobs_tx else { return };
@@ -406,14 +416,7 @@ impl<D: Dataset + 'static> Epoch<'_, D> {
             let Some((number, indices)) = self.pending.pop() else {
                 break;
             };
-            let job = Job {
-                shared: self.shared.clone(),
-                number,
-                indices,
-                skipped: Arc::new(Mutex::new(Vec::new())),
-                results: self.results_tx.clone(),
-            };
-            if jobs.send(job).is_err() {
+            if jobs.send(self.job(number, indices)).is_err() {
                 break;
             }
             self.in_flight += 1;
@@ -439,14 +442,7 @@ impl<D: Dataset + 'static> Epoch<'_, D> {
         if self.jobs_tx.is_none() {
             // No workers: build it here.
             let (number, indices) = self.pending.pop()?;
-            let job = Job {
-                shared: self.shared.clone(),
-                number,
-                indices,
-                skipped: Arc::new(Mutex::new(Vec::new())),
-                results: self.results_tx.clone(),
-            };
-            let (result, skipped) = build(&*self.loader.dataset, &job);
+            let (result, skipped) = build(&*self.loader.dataset, &self.job(number, indices));
             self.record_skipped(skipped);
             self.next += 1;
             return Some(result);
