@@ -148,15 +148,17 @@ def run_interrupted(km, kc, code, when, interrupts=1, timeout=120):
     return reply["content"], [o for o in outputs if o[0] != "status"]
 
 
-def start_torch(extra_env=None, name=TORCH_KERNEL_NAME, cwd=None):
+def start_torch(extra_env=None, name=TORCH_KERNEL_NAME, cwd=None, stderr=None):
     """Starts the libtorch kernel `name` (environment plus `extra_env`, in the working directory
-    `cwd`, as a notebook's folder); returns (manager, client)."""
+    `cwd`, as a notebook's folder, its stderr to the file `stderr`); returns (manager, client)."""
     from jupyter_client import KernelManager
 
     km = KernelManager(kernel_name=name)
     env = dict(os.environ)
     env.update(extra_env or {})
-    km.start_kernel(env=env, **({"cwd": str(cwd)} if cwd else {}))
+    km.start_kernel(
+        env=env, **({"cwd": str(cwd)} if cwd else {}), **({"stderr": stderr} if stderr else {})
+    )
     kc = km.client()
     kc.start_channels()
     kc.wait_for_ready(timeout=120)

@@ -5,17 +5,14 @@ import unittest
 
 import jupyter_kernel_test
 
-from conftest import wait_for_analyzer, KERNEL_NAME
+from conftest import KERNEL_NAME, TORCH_KERNEL_NAME
 
 
 class TchKernelConformance(jupyter_kernel_test.KernelTests):
-    kernel_name = KERNEL_NAME
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        # The completion samples need rust-analyzer (a path, a `let` of the same cell).
-        wait_for_analyzer(cls.kc)
+    # The kernel users run (the installed one, with the prelude), right after start, with no
+    # wait for rust-analyzer: the completion samples (a path, a `let` of the same cell) are
+    # answered from what it knew at install until it is warm.
+    kernel_name = TORCH_KERNEL_NAME
     language_name = "rust"
     file_extension = ".rs"
 

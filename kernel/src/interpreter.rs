@@ -394,32 +394,20 @@ impl Interpreter for RustInterpreter {
 
     fn inspect(&mut self, code: &str, cursor_pos: usize, _detail_level: u8) -> InspectReply {
         let byte = byte_offset(code, cursor_pos);
-        let Some(Ok(evaluator)) = self.evaluator.try_get() else {
-            return InspectReply {
-                status: "ok",
-                found: false,
-                data: MimeBundle::new(),
-                metadata: Map::new(),
-            };
+        let found = match self.evaluator.try_get() {
+            Some(Ok(evaluator)) => evaluator.inspect(code, byte),
+            _ => rust_evaluator::inspect_from_known_names(code, byte, &self.known),
         };
-        match evaluator.inspect(code, byte) {
-            Some((plain, html)) => {
-                let mut data = MimeBundle::new();
-                data.insert("text/plain".into(), Value::String(plain));
-                data.insert("text/html".into(), Value::String(html));
-                InspectReply {
-                    status: "ok",
-                    found: true,
-                    data,
-                    metadata: Map::new(),
-                }
-            }
-            None => InspectReply {
-                status: "ok",
-                found: false,
-                data: MimeBundle::new(),
-                metadata: Map::new(),
-            },
+        let mut data = MimeBundle::new();
+        if let Some((plain, html)) = found {
+            data.insert("text/plain".into(), Value::String(plain));
+            data.insert("text/html".into(), Value::String(html));
+        }
+        InspectReply {
+            status: "ok",
+            found: !data.is_empty(),
+            data,
+            metadata: Map::new(),
         }
     }
 

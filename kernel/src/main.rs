@@ -46,6 +46,8 @@ fn main() {
     rust_evaluator::child_process_hook();
 
     init_logging();
+    // rust-analyzer's own bugs are caught where it is queried; keep them off stderr.
+    rust_evaluator::quiet_analyzer_panics();
 
     if let Err(e) = run() {
         eprintln!("tch-kernel: error: {e:#}");

@@ -68,8 +68,11 @@ pub fn prebuild(settings: Settings) -> Result<()> {
     );
     // Names for Tab while a kernel's own rust-analyzer is still warming up.
     let names = staging.join("build").join(rust_evaluator::KNOWN_NAMES_FILE);
-    let sample = settings.prelude().map(|p| p.warm_up);
-    if let Err(e) = evaluator.save_known_names(&names, sample.as_deref()) {
+    let types = settings
+        .prelude()
+        .map(|p| p.member_types)
+        .unwrap_or_default();
+    if let Err(e) = evaluator.save_known_names(&names, &types) {
         log::warn!("cannot save completion names to {}: {e}", names.display());
     }
     drop(evaluator);

@@ -31,6 +31,38 @@ fn var(name: &str) -> Option<String> {
 /// a cell anything until it uses it. A `:dep` of the same name replaces the line.
 pub const CELL_CRATES: &[&str] = &["anyhow = \"1\"", "rand = \"0.8\"", "tch = \"*\""];
 
+/// The prelude's types whose methods Tab completes before rust-analyzer is warm (saved at
+/// install, `Prelude::member_types`), as a cell names them.
+const PRELUDE_MEMBER_TYPES: &[&str] = &[
+    "Tensor",
+    "Device",
+    "Kind",
+    "Scalar",
+    "TchError",
+    "nn::VarStore",
+    "nn::Path<'static>",
+    "nn::Sequential",
+    "nn::SequentialT",
+    "nn::Linear",
+    "nn::Conv2D",
+    "nn::BatchNorm",
+    "nn::LayerNorm",
+    "nn::Embedding",
+    "nn::LSTM",
+    "nn::Optimizer",
+    "nn::Adam",
+    "nn::Sgd",
+    "ImageFolder",
+    "TensorDataset",
+    "DataLoader<ImageFolder>",
+    "StateDict",
+    "LoadReport",
+    "LinePlot",
+    "LiveChart",
+    "Job",
+    "Distributed",
+];
+
 pub struct Settings {
     pub cache: Option<BuildCache>,
     pub prelude_dir: Option<PathBuf>,
@@ -125,6 +157,7 @@ impl Settings {
             dependencies,
             import: "use tch_prelude::*;".to_owned(),
             warm_up: "Tensor::zeros([1], (Kind::Float, Device::Cpu))".to_owned(),
+            member_types: PRELUDE_MEMBER_TYPES.iter().map(|t| t.to_string()).collect(),
             optimized_crates: child_protocol::env::PRELUDE_OPTIMIZED_CRATES
                 .iter()
                 .map(|c| c.to_string())

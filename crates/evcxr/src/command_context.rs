@@ -294,6 +294,15 @@ Panic detected. Here's some useful information if you're filing a bug report.
             .completions(non_command_code, state, &code_info.nodes, position)
     }
 
+    /// tch-kernel: completions at each of `positions` in `src` (Rust code, no commands), from
+    /// one analysis of it (see `EvalContext::completions_at`).
+    pub fn completions_at(&mut self, src: &str, positions: &[usize]) -> Result<Vec<Completions>> {
+        let (user_code, code_info) = CodeBlock::from_original_user_code(src);
+        let (non_command_code, state, _errors) = self.prepare_for_analysis(user_code)?;
+        self.eval_context
+            .completions_at(non_command_code, state, &code_info.nodes, positions)
+    }
+
     fn prepare_for_analysis(
         &mut self,
         user_code: CodeBlock,
@@ -334,6 +343,9 @@ Panic detected. Here's some useful information if you're filing a bug report.
                     code: (*cmd).to_owned(),
                     kind: "magic",
                     label: (*cmd).to_owned(),
+                    lookup: (*cmd).to_owned(),
+                    detail: None,
+                    documentation: None,
                 })
             }
         }
@@ -832,9 +844,7 @@ Panic detected. Here's some useful information if you're filing a bug report.
         let (user_code, _code_info) = CodeBlock::from_original_user_code(src);
         let (_, mut state, _) = self.prepare_for_analysis(user_code)?;
         let (plain, markdown) = self.eval_context.hover(code_up_to_cursor, &mut state)?;
-        let mut html = String::new();
-        pulldown_cmark::html::push_html(&mut html, pulldown_cmark::Parser::new(&markdown));
-        Ok((plain, html))
+        Ok((plain, markdown_to_html(&markdown)))
     }
 
     fn hover(
@@ -848,10 +858,10 @@ Panic detected. Here's some useful information if you're filing a bug report.
             bail!("Input required")
         };
         let (hover_text, hover_markdown) = self.eval_context.hover(args, state)?;
-        let mut hover_html = String::new();
-        let parser = pulldown_cmark::Parser::new(&hover_markdown);
-        pulldown_cmark::html::push_html(&mut hover_html, parser);
-        Ok(EvalOutputs::text_html(hover_text, hover_html))
+        Ok(EvalOutputs::text_html(
+            hover_text,
+            markdown_to_html(&hover_markdown),
+        ))
     }
 }
 
@@ -960,4 +970,11 @@ fn text_output<T: Into<String>>(text: T) -> Result<EvalOutputs, Error> {
         .content_by_mime_type
         .insert("text/plain".to_owned(), content);
     Ok(outputs)
+}
+
+/// tch-kernel: markdown (rust-analyzer's hovers, saved docs) as HTML for Jupyter's inspector.
+pub fn markdown_to_html(markdown: &str) -> String {
+    let mut html = String::new();
+    pulldown_cmark::html::push_html(&mut html, pulldown_cmark::Parser::new(markdown));
+    html
 }

@@ -544,10 +544,24 @@ impl EvalContext {
     pub(crate) fn completions(
         &mut self,
         user_code: CodeBlock,
-        mut state: ContextState,
+        state: ContextState,
         nodes: &[SyntaxNode],
         offset: usize,
     ) -> Result<Completions> {
+        let mut all = self.completions_at(user_code, state, nodes, &[offset])?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    /// tch-kernel: completions at each of `offsets` in the same code, analysed once (a query
+    /// that changes the source costs rust-analyzer a new analysis of the cell crate; asking
+    /// at several places of one source does not).
+    pub(crate) fn completions_at(
+        &mut self,
+        user_code: CodeBlock,
+        mut state: ContextState,
+        nodes: &[SyntaxNode],
+        offsets: &[usize],
+    ) -> Result<Vec<Completions>> {
         // Wrapping the final expression in order to display it might interfere
         // with completions on that final expression.
         state.config.display_final_expression = false;
@@ -559,37 +573,45 @@ impl EvalContext {
         state.config.expand_use_statements = false;
         let user_code = state.apply(user_code, nodes)?;
         let code = state.analysis_code(user_code);
-        let wrapped_offset = code.user_offset_to_output_offset(offset)?;
-
-        if state.config.debug_mode {
-            let mut s = code.code_string();
-            s.insert_str(wrapped_offset, "<|>");
-            println!("=========\n{s}\n==========");
-        }
+        let wrapped_offsets = offsets
+            .iter()
+            .map(|&offset| code.user_offset_to_output_offset(offset))
+            .collect::<Result<Vec<_>>>()?;
 
         // tch-kernel: through `with_analyzer`; a busy analyzer answers `analyzer_busy` at once.
         let source = code.code_string();
-        let Some(mut completions) = self.with_analyzer(move |analyzer| {
+        let Some(all) = self.with_analyzer(move |analyzer| {
             analyzer.set_source(source)?;
-            analyzer.completions(wrapped_offset)
+            wrapped_offsets
+                .into_iter()
+                .map(|offset| analyzer.completions(offset))
+                .collect::<Result<Vec<_>>>()
         })?
         else {
-            return Ok(Completions {
-                analyzer_busy: true,
-                start_offset: offset,
-                end_offset: offset,
-                ..Completions::default()
-            });
+            return Ok(offsets
+                .iter()
+                .map(|&offset| Completions {
+                    analyzer_busy: true,
+                    start_offset: offset,
+                    end_offset: offset,
+                    ..Completions::default()
+                })
+                .collect());
         };
-        completions.start_offset = code.output_offset_to_user_offset(completions.start_offset)?;
-        completions.end_offset = code.output_offset_to_user_offset(completions.end_offset)?;
-        // Filter internal identifiers.
-        completions.completions.retain(|c| {
-            c.code != "evcxr_variable_store"
-                && c.code != "evcxr_internal_runtime"
-                && c.code != "evcxr_analysis_wrapper"
-        });
-        Ok(completions)
+        let mut out = Vec::with_capacity(all.len());
+        for mut completions in all {
+            completions.start_offset =
+                code.output_offset_to_user_offset(completions.start_offset)?;
+            completions.end_offset = code.output_offset_to_user_offset(completions.end_offset)?;
+            // Filter internal identifiers.
+            completions.completions.retain(|c| {
+                c.code != "evcxr_variable_store"
+                    && c.code != "evcxr_internal_runtime"
+                    && c.code != "evcxr_analysis_wrapper"
+            });
+            out.push(completions);
+        }
+        Ok(out)
     }
 
     pub fn hover(&mut self, code: &str, state: &mut ContextState) -> Result<(String, String)> {
@@ -1011,7 +1033,7 @@ impl EvalContext {
         };
         let analyzer = self.analyzer.clone();
         let (sender, receiver) = crossbeam_channel::bounded(1);
-        std::thread::spawn(move || {
+        crate::rust_analyzer::spawn_analyzer_thread(move || {
             let mut guard = match analyzer.try_lock() {
                 Ok(guard) => guard,
                 Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -1021,7 +1043,7 @@ impl EvalContext {
                 }
             };
             let _ = sender.send(Some(query(&mut guard)));
-        });
+        })?;
         match receiver.recv_timeout(wait) {
             Ok(Some(result)) => result.map(Some),
             Ok(None) | Err(_) => Ok(None),
@@ -1048,7 +1070,7 @@ impl EvalContext {
                 Ok((analysis_code.code_string(), offset))
             });
         let analyzer = self.analyzer.clone();
-        std::thread::spawn(move || {
+        crate::rust_analyzer::spawn_analyzer_thread(move || {
             // Lowest CPU priority for this thread only (Linux nice is per thread): a training
             // cell started right away should not share the cores with it.
             #[cfg(target_os = "linux")]
@@ -1062,6 +1084,8 @@ impl EvalContext {
             analyzer.completions(offset)?;
             Ok(())
         })
+        // As std::thread::spawn does: no thread for this means no threads at all.
+        .expect("cannot start rust-analyzer's warm-up thread")
     }
 
     fn run_and_capture_output(

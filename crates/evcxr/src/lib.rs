@@ -33,6 +33,7 @@ mod type_probe;
 mod use_trees;
 
 pub use crate::command_context::CommandContext;
+pub use crate::command_context::markdown_to_html;
 pub use crate::module::BuildProgress;
 
 /// tch-kernel: the Rust edition cells are compiled (and parsed) in: 2021, the edition of tch's
@@ -55,6 +56,7 @@ pub use crate::eval_context::SKIP_WARM_UP_EVAL_ENV;
 pub use crate::runtime::runtime_hook;
 // tch-kernel: how a variable's type is shown.
 pub use crate::type_probe::short_type_name;
+pub use rust_analyzer::ANALYZER_THREAD;
 pub use rust_analyzer::Completions;
 
 /// Return the directory that evcxr tools should use for their configuration.

@@ -42,6 +42,20 @@ use ra_ide::RangeInfo;
 use std::convert::TryFrom;
 use std::path::Path;
 
+/// tch-kernel: the name of every thread that queries rust-analyzer, so that the analyzer's own
+/// panics (its bugs, caught by its caller) go to the log at debug level, not on the kernel's
+/// stderr (rust-evaluator's `quiet_analyzer_panics`).
+pub const ANALYZER_THREAD: &str = "rust-analyzer";
+
+/// tch-kernel: starts `f` on a thread named [`ANALYZER_THREAD`].
+pub(crate) fn spawn_analyzer_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(ANALYZER_THREAD.to_owned())
+        .spawn(f)
+}
+
 // tch-kernel: the edition cells are written in (see `CELL_EDITION`).
 pub(crate) const EDITION: Edition = Edition::Edition2021;
 
@@ -251,7 +265,9 @@ impl RustAnalyzer {
             callable: Some(CallableSnippets::FillArguments),
             limit: None,
             prefer_prelude: false,
-            enable_term_search: true,
+            // tch-kernel: off. Term search (whole expressions of the expected type) panicked
+            // inside rust-analyzer ("failed to unify type owners") and costs time per Tab.
+            enable_term_search: false,
             term_search_fuel: 400,
             prefer_absolute: false,
             add_semicolon_to_unit: true,
@@ -289,6 +305,9 @@ impl RustAnalyzer {
                             .replace("$0", ""),
                         kind: jupyter_kind(item.kind),
                         label: item.label.primary.to_string(),
+                        lookup: item.lookup().to_owned(),
+                        detail: item.detail.clone(),
+                        documentation: item.documentation.as_ref().map(|d| d.as_str().to_owned()),
                     });
                     if let Some(previous_range) = range.as_ref() {
                         if *previous_range != indel.delete {
@@ -373,6 +392,12 @@ pub struct Completion {
     pub code: String,
     pub kind: &'static str,
     pub label: String,
+    /// tch-kernel: the name a typed prefix is matched against (`swap` for `swap(x, y)`).
+    pub lookup: String,
+    /// tch-kernel: the item's signature or type, as rust-analyzer shows it (`fn(&mut self, T)`).
+    pub detail: Option<String>,
+    /// tch-kernel: the item's doc comment (markdown).
+    pub documentation: Option<String>,
 }
 
 fn jupyter_kind(kind: ra_ide::CompletionItemKind) -> &'static str {

@@ -7,16 +7,18 @@ use crate::child_cells;
 use crate::child_life::{CellEnd, ChildLife, ChildState};
 use crate::child_output::{self, INPUT_ERR, INPUT_OK, PanicReport};
 use crate::hints;
-use crate::known_names::{self, KnownNames};
+use crate::known_names::{self, KnownItem, KnownNames};
+use crate::local_types::Ty;
 use crate::loop_poll::{self, LoopPolls};
 use crate::memory::{self, MemoryWatch};
 use crate::output::{Forwarder, OutputSink, Stream};
 use crate::snapshot_dir::{RestoreReport, SnapshotConfig};
 use evcxr::{CommandContext, EvalCallbacks};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the end of a cell waits for the child's stderr mark (see `flush_output`): only a
 /// child that died at that moment takes it.
@@ -84,6 +86,9 @@ pub struct Prelude {
     /// An expression using the prelude's types, analysed by rust-analyzer in the background at
     /// start-up so the first completion is fast.
     pub warm_up: String,
+    /// The prelude's types (as a cell names them) whose methods the installer saves, so that
+    /// `x.` completes before rust-analyzer is warm (see `Evaluator::save_known_names`).
+    pub member_types: Vec<String>,
     /// The prelude's dependencies built fully optimized whatever the cells' opt-level (its
     /// image decoding: `child_protocol::env::PRELUDE_OPTIMIZED_CRATES`).
     pub optimized_crates: Vec<String>,
@@ -407,7 +412,9 @@ impl Evaluator {
                 match analyzer.join() {
                     Ok(Ok(())) => log::info!("rust-analyzer warm-up took {:?}", t.elapsed()),
                     Ok(Err(e)) => log::warn!("rust-analyzer warm-up failed: {e}"),
-                    Err(_) => log::warn!("rust-analyzer warm-up panicked"),
+                    // Its panic is logged at debug level (`quiet_analyzer_panics`); Tab answers
+                    // from the names saved at install.
+                    Err(_) => log::debug!("rust-analyzer warm-up panicked"),
                 }
             });
         }
@@ -799,12 +806,13 @@ impl Evaluator {
         self.stderr.flush();
     }
 
-    /// Completions at `byte_pos`: rust-analyzer's when it answers within [`ANALYZER_WAIT`],
-    /// otherwise (warming up, busy) at once from what the kernel knows: variables and their
-    /// types, defined items, the prelude's names saved at install, std's prelude, keywords.
+    /// Completions at `byte_pos`: rust-analyzer's when it answers within [`ANALYZER_WAIT`] with
+    /// something, otherwise (warming up, busy, or still loading) at once from what the kernel
+    /// knows: variables and their types, defined items, the cell's own `let`s, and what
+    /// rust-analyzer listed at install (`known_names`).
     pub fn complete(&mut self, code: &str, byte_pos: usize) -> Completions {
         match self.ctx.completions(code, byte_pos) {
-            Ok(c) if !c.analyzer_busy => {
+            Ok(c) if !c.analyzer_busy && !c.completions.is_empty() => {
                 let mut matches: Vec<String> = Vec::new();
                 for completion in c.completions {
                     if !matches.contains(&completion.code) {
@@ -828,60 +836,195 @@ impl Evaluator {
         }
     }
 
-    /// Asks rust-analyzer (waiting as long as it takes) for the names a cell can use and the
-    /// members of the type of `sample` (an expression: the prelude's main type), and saves them
-    /// for kernels to complete from before their own rust-analyzer is ready. The installer
-    /// runs this once.
-    pub fn save_known_names(&mut self, path: &Path, sample: Option<&str>) -> std::io::Result<()> {
-        self.ctx.set_analyzer_wait(None);
-        // At the start of a statement: everything in scope (an empty cell has no position).
-        let mut known = KnownNames {
-            top_level: self.complete("{ ", 2).matches,
-            ..KnownNames::default()
+    /// rust-analyzer's completions (waiting as long as it takes) at the end of each probe
+    /// (`std::collections::`, `x.`), from one analysis of all of them: each probe is one
+    /// statement of the same code, so rust-analyzer analyses the cell crate once.
+    fn analyzer_items(&mut self, probes: &[String]) -> Vec<Vec<KnownItem>> {
+        let mut code = String::new();
+        let mut positions = Vec::with_capacity(probes.len());
+        for probe in probes {
+            code.push_str(probe);
+            positions.push(code.len());
+            code.push_str(";\n");
+        }
+        let all = match self.ctx.completions_at(&code, &positions) {
+            Ok(all) => all,
+            Err(e) => {
+                log::debug!("no completions for {probes:?}: {e}");
+                return vec![Vec::new(); probes.len()];
+            }
         };
-        if let Some(sample) = sample {
-            let name = "__tch_kernel_known_names_sample";
-            if self
-                .eval(&format!("let {name} = {sample};"), &|_| {
-                    Err("no input".into())
-                })
-                .is_ok()
-            {
-                let ty = self
-                    .variables()
+        all.into_iter()
+            .map(|c| {
+                c.completions
                     .into_iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, t)| t);
-                let code = format!("{name}.");
-                let members = self.complete(&code, code.len()).matches;
-                if let Some(ty) = ty {
-                    known.members.insert(ty, members);
+                    .filter(|c| !c.lookup.starts_with("__") && !c.lookup.starts_with("evcxr_"))
+                    .map(|c| KnownItem {
+                        name: known_names::name_of(&c.code, &c.lookup),
+                        code: c.code,
+                        kind: c.kind.to_owned(),
+                        detail: c.detail,
+                        doc: c.documentation.as_deref().map(known_names::doc_start),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Asks rust-analyzer (waiting as long as it takes) what a cell can name (see
+    /// `known_names`): the names in scope; what follows `path::` for the modules and types
+    /// reachable from them (std's and tch's modules [`KNOWN_PATH_DEPTH`] deep, within
+    /// [`KNOWN_NAMES_BUDGET`]); the members of [`STD_MEMBER_TYPES`] and of `types` (the
+    /// prelude's, `Prelude::member_types`). Saves them for kernels to answer from before their
+    /// own rust-analyzer is ready. The installer runs this once.
+    pub fn save_known_names(&mut self, path: &Path, types: &[String]) -> std::io::Result<()> {
+        self.ctx.set_analyzer_wait(None);
+        let started = Instant::now();
+        let mut known = KnownNames::default();
+        // At the start of a statement: everything in scope (an empty cell has no position).
+        let mut top_level = self
+            .analyzer_items(&["{ ".to_owned()])
+            .pop()
+            .unwrap_or_default();
+        top_level.retain(|i| !i.name.is_empty());
+        let mut queue: std::collections::VecDeque<(String, usize)> = top_level
+            .iter()
+            .filter(|i| i.kind == "module" || i.kind == "class")
+            .map(|i| (i.name.clone(), 1))
+            .collect();
+        // A module or type re-exported elsewhere (`tch::Tensor`, `tch_prelude::nn`) is listed
+        // once: later paths to it are aliases. Only items with docs or a detail are told apart.
+        let mut first_path: HashMap<(String, String, Option<String>, Option<String>), String> =
+            top_level
+                .iter()
+                .filter(|i| i.detail.is_some() || i.doc.is_some())
+                .map(|i| {
+                    let key = (
+                        i.kind.clone(),
+                        i.name.clone(),
+                        i.detail.clone(),
+                        i.doc.clone(),
+                    );
+                    (key, i.name.clone())
+                })
+                .collect();
+        known.set_top_level(top_level);
+        let mut queries = 0;
+        while !queue.is_empty() {
+            if started.elapsed() > KNOWN_NAMES_BUDGET {
+                log::warn!(
+                    "saved completions stop with {} paths left: {queries} paths in {KNOWN_NAMES_BUDGET:?}",
+                    queue.len()
+                );
+                break;
+            }
+            let batch: Vec<(String, usize)> = std::iter::from_fn(|| queue.pop_front())
+                .filter(|(path, _)| !known.has_path(path))
+                .take(KNOWN_NAMES_BATCH)
+                .collect();
+            let probes: Vec<String> = batch.iter().map(|(path, _)| format!("{path}::")).collect();
+            let asked = Instant::now();
+            let answers = self.analyzer_items(&probes);
+            log::debug!("{} paths in {:.0?}", probes.len(), asked.elapsed());
+            queries += probes.len();
+            for ((path, depth), items) in batch.into_iter().zip(answers) {
+                // std re-exports core's and alloc's modules: listed once, under std. Serde
+                // is the prelude's dependency, not what notebooks call.
+                let max_depth = match path.split("::").next() {
+                    Some("core" | "alloc" | "serde" | "serde_json") => 1,
+                    _ => KNOWN_PATH_DEPTH,
+                };
+                for item in &items {
+                    // Below a module: its modules, and its types' associated items (a
+                    // type's own associated types are not types to list again). Lowercase
+                    // types are aliases of primitives (`c_ulong`), listed under `u64`.
+                    let deeper = is_module(&path, &known)
+                        && match item.kind.as_str() {
+                            "module" => {
+                                depth < max_depth && !SKIPPED_MODULES.contains(&item.name.as_str())
+                            }
+                            "class" => {
+                                depth <= max_depth && item.name.starts_with(char::is_uppercase)
+                            }
+                            _ => false,
+                        };
+                    if !deeper {
+                        continue;
+                    }
+                    let child = format!("{path}::{}", item.name);
+                    if item.detail.is_some() || item.doc.is_some() {
+                        let key = (
+                            item.kind.clone(),
+                            item.name.clone(),
+                            item.detail.clone(),
+                            item.doc.clone(),
+                        );
+                        if let Some(first) = first_path.get(&key) {
+                            if *first != child {
+                                known.insert_alias(child, first.clone());
+                            }
+                            continue;
+                        }
+                        first_path.insert(key, child.clone());
+                    }
+                    queue.push_back((child, depth + 1));
                 }
+                known.insert_path(path, items);
             }
         }
-        known
-            .top_level
-            .retain(|n| !n.starts_with("__") && !n.ends_with("::"));
+        // Names in scope that are re-exports of what was crawled (`Tensor` is `tch::Tensor`)
+        // were queried first, so they are the first paths: nothing more to do.
+        let types: Vec<String> = STD_MEMBER_TYPES
+            .iter()
+            .map(|t| t.to_string())
+            .chain(types.iter().cloned())
+            .collect();
+        let probes: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| format!("let __known{i}: {ty} = todo!(); __known{i}."))
+            .collect();
+        queries += probes.len();
+        for (ty, items) in types.into_iter().zip(self.analyzer_items(&probes)) {
+            if !items.is_empty() {
+                known.insert_members(Ty(ty).key(), items);
+            }
+        }
+        let (paths, types, items) = known.counts();
+        log::info!(
+            "saved completions: {paths} paths, {types} types, {items} distinct names, {queries} queries in {:.1?}",
+            started.elapsed()
+        );
         known.save(path)
     }
 
-    /// Documentation or type of what is under the cursor, as (plain text, HTML).
+    /// Documentation or type of what is under the cursor, as (plain text, HTML):
+    /// rust-analyzer's, else what was saved at install, else a variable's type.
     pub fn inspect(&mut self, code: &str, byte_pos: usize) -> Option<(String, String)> {
         let word = word_at(code, byte_pos);
-        if let Ok((plain, html)) = self.ctx.hover_at(code, end_of_word(code, byte_pos))
+        let end = end_of_word(code, byte_pos);
+        if let Ok((plain, markdown)) = self.ctx.hover_at(code, end)
             && !plain.trim().is_empty()
             && plain != "No documentation found"
         {
-            return Some((plain, html));
+            return Some((plain, markdown));
+        }
+        let variables = self.variables();
+        let items: Vec<String> = self.ctx.defined_item_names().map(str::to_owned).collect();
+        let session = known_names::Session {
+            variables: &variables,
+            items: &items,
+        };
+        if let Some((plain, markdown)) = known_names::inspect(code, end, &self.known, &session) {
+            return Some((plain, evcxr::markdown_to_html(&markdown)));
         }
         // Fall back to a variable's type, like IPython's `x?`.
-        let ty = self
-            .variables()
+        let ty = variables
             .into_iter()
             .find(|(name, _)| *name == word)
             .map(|(_, t)| t)?;
         let plain = format!("{word}: {}", evcxr::short_type_name(&ty));
-        let html = format!("<pre>{}</pre>", html_escape(&plain));
+        let html = evcxr::markdown_to_html(&format!("```rust\n{plain}\n```"));
         Some((plain, html))
     }
 
@@ -901,6 +1044,74 @@ impl Evaluator {
             .map(|(n, t)| (n.to_owned(), t.to_owned()))
             .collect()
     }
+}
+
+/// How deep below a crate (or a name in scope) the saved completions list modules: `std`,
+/// `std::collections`, `std::collections::hash_map`, then the types' associated items there.
+const KNOWN_PATH_DEPTH: usize = 3;
+
+/// The most time the installer spends saving completions (a few hundred paths take seconds).
+const KNOWN_NAMES_BUDGET: Duration = Duration::from_secs(60);
+
+/// Paths asked about in one analysis (see `Evaluator::analyzer_items`).
+const KNOWN_NAMES_BATCH: usize = 64;
+
+/// Modules not listed below their name: platform bindings with thousands of items (`std::os`,
+/// `libc`), intrinsics and SIMD, which a notebook does not Tab through.
+/// The same for libraries' internals that are public: tch's generated wrappers (their
+/// functions are `Tensor`'s), and fast_image_resize (`fir`) below tch-data's transforms.
+const SKIPPED_MODULES: &[&str] = &[
+    "arch",
+    "intrinsics",
+    "libc",
+    "os",
+    "simd",
+    "sys",
+    "wrappers",
+    "fir",
+];
+
+/// std's types whose methods are saved at install (with what a notebook names its values:
+/// `Vec` for `vec![..]`, `str` for a literal).
+const STD_MEMBER_TYPES: &[&str] = &[
+    "Vec<f32>",
+    "String",
+    "&str",
+    "&[f32]",
+    "Option<i64>",
+    "Result<i64, String>",
+    "std::collections::HashMap<String, f64>",
+    "std::collections::HashSet<String>",
+    "std::collections::BTreeMap<String, f64>",
+    "std::collections::VecDeque<f32>",
+    "std::path::PathBuf",
+    "&std::path::Path",
+    "std::time::Instant",
+    "std::time::Duration",
+    "std::ops::Range<i64>",
+    "f32",
+    "f64",
+    "i32",
+    "i64",
+    "usize",
+    "u8",
+    "bool",
+    "char",
+];
+
+/// Whether `path` (already crawled or being crawled) names a module: the item it was found as
+/// in its parent's list, or a name in scope.
+fn is_module(path: &str, known: &KnownNames) -> bool {
+    let (parent, name) = path.rsplit_once("::").unwrap_or(("", path));
+    let siblings = if parent.is_empty() {
+        Some(known.top_level())
+    } else {
+        known.path(parent)
+    };
+    siblings
+        .into_iter()
+        .flat_map(known_names::Items::iter)
+        .any(|i| i.name == name && i.kind == "module")
 }
 
 /// One cell's run in the child, before it means anything for the notebook (see
@@ -942,7 +1153,8 @@ pub fn complete_from_known_names(
     variables: &[(String, String)],
     items: &[String],
 ) -> Completions {
-    let (matches, start) = known_names::complete(code, byte_pos, known, variables, items);
+    let session = known_names::Session { variables, items };
+    let (matches, start) = known_names::complete(code, byte_pos, known, &session);
     let end = byte_pos.min(code.len());
     Completions {
         matches,
@@ -950,6 +1162,37 @@ pub fn complete_from_known_names(
         end,
         from_analyzer: false,
     }
+}
+
+/// A panic hook that logs panics on rust-analyzer's threads (`evcxr::ANALYZER_THREAD`: its own
+/// bugs, caught where it is queried, and answered from the saved names) at debug level with a
+/// backtrace, and hands every other panic to the hook that was there before.
+pub fn quiet_analyzer_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some(evcxr::ANALYZER_THREAD) {
+            log::debug!(
+                "rust-analyzer panicked: {info}\n{}",
+                std::backtrace::Backtrace::force_capture()
+            );
+        } else {
+            previous(info);
+        }
+    }));
+}
+
+/// Inspection from the saved names alone (before the evaluator is up), as (plain, HTML).
+pub fn inspect_from_known_names(
+    code: &str,
+    byte_pos: usize,
+    known: &KnownNames,
+) -> Option<(String, String)> {
+    let session = known_names::Session {
+        variables: &[],
+        items: &[],
+    };
+    known_names::inspect(code, end_of_word(code, byte_pos), known, &session)
+        .map(|(plain, markdown)| (plain, evcxr::markdown_to_html(&markdown)))
 }
 
 /// The engine's per-phase timings (compile attempts, execution), for `TCH_KERNEL_LOG=debug`.
@@ -969,12 +1212,6 @@ fn end_of_word(code: &str, byte_pos: usize) -> usize {
 fn word_at(code: &str, byte_pos: usize) -> &str {
     let end = end_of_word(code, byte_pos);
     &code[known_names::word_start(&code[..end])..end]
-}
-
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let _ = pulldown_cmark_escape::escape_html(&mut out, s);
-    out
 }
 
 /// An error's message, labels and helps in one text, for `hints` to match on.

@@ -16,6 +16,7 @@ mod completeness;
 mod evaluator;
 mod hints;
 mod known_names;
+mod local_types;
 mod loop_poll;
 mod memory;
 mod output;
@@ -28,11 +29,12 @@ pub use child_protocol::snapshot_format::SNAPSHOT_DIR_ENV;
 pub use completeness::{Completeness, completeness};
 pub use evaluator::{
     Completions, EvalError, EvalOutput, Evaluator, EvaluatorConfig, InputRequest, Interrupter,
-    Prelude, StartError, complete_from_known_names, use_build_dir,
+    Prelude, StartError, complete_from_known_names, inspect_from_known_names,
+    quiet_analyzer_panics, use_build_dir,
 };
 /// The Rust edition cells are compiled in (exported programs must use it too).
 pub use evcxr::CELL_EDITION;
-pub use known_names::{KNOWN_NAMES_FILE, KnownNames};
+pub use known_names::{KNOWN_NAMES_FILE, KnownItem, KnownNames};
 pub use loop_poll::LoopPolls;
 pub use output::{OutputSink, Stream};
 pub use snapshot_dir::{CONNECTION_FILE_KEY, RestoreReport, SnapshotConfig};
