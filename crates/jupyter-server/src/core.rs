@@ -2,12 +2,13 @@
 //! handler for both channels, as xeus does. Shell requests are dispatched in order on the
 //! executor thread ([`Executor::run`]), which owns the interpreter, so a long cell never blocks
 //! the socket tasks; control requests are dispatched by the control task beside a running
-//! cell and get only what needs no interpreter (kernel_info, interrupt, shutdown). The
+//! cell and get only what needs no interpreter (kernel_info, interrupt, shutdown, usage). The
 //! transport only moves frames; the executor returns why the kernel stopped ([`Stopped`]).
 
 use crate::history::History;
 use crate::publisher::{Publisher, StdinHandle};
 use crate::startup::Startup;
+use crate::usage::UsageMeter;
 use jupyter_wire::Message;
 use jupyter_wire::content::{
     CommClose, CommInfoReply, CompleteReply, ErrorInfo, ExecuteInput, ExecuteReply, ExecuteRequest,
@@ -122,6 +123,8 @@ pub(crate) struct Dispatch {
     pub(crate) interrupt: Arc<dyn Fn() + Send + Sync>,
     /// To the executor thread: a shutdown from control.
     pub(crate) executor: crossbeam_channel::Sender<ShellEvent>,
+    /// CPU and memory of the kernel's processes, for `usage_request`.
+    pub(crate) usage: Arc<UsageMeter>,
 }
 
 impl Dispatch {
@@ -199,6 +202,8 @@ impl Dispatch {
                 (self.interrupt)();
                 self.reply(channel, msg, StatusOnly { status: "ok" });
             }
+            // Beside a running cell too: it reads /proc, not the interpreter.
+            (Request::Usage, _) => self.reply(channel, msg, self.usage.reply()),
             (Request::Shutdown(req), executor) => {
                 let reply = ShutdownReply {
                     status: "ok",
@@ -658,6 +663,7 @@ mod tests {
             publisher,
             shell_out: shell_out_tx,
             control_out: control_out_tx,
+            usage: Arc::default(),
             interrupt,
             executor: shell.clone(),
         };
@@ -837,6 +843,19 @@ mod tests {
         assert!(matches!(k.control(&info), Flow::Continue));
         assert_eq!(k.control_reply(&info).content["implementation"], "fake");
         assert_eq!(types(&k.iopub_of(&info)), ["status", "status"]);
+        // usage_request too (jupyter-resource-usage asks on control every few seconds).
+        let usage = request("usage_request", json!({}));
+        assert!(matches!(k.control(&usage), Flow::Continue));
+        let reply = k.control_reply(&usage);
+        assert_eq!(reply.msg_type(), "usage_reply");
+        assert_eq!(reply.content["pid"], std::process::id());
+        assert!(reply.content["kernel_memory"].as_u64().unwrap() > 0);
+        assert!(
+            reply.content["host_virtual_memory"]["total"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
         // A shutdown mid-cell: replied on control and on IOPub, the cell is interrupted, the
         // interpreter is shut down, and the executor says why it stopped.
         let shutdown = request("shutdown_request", json!({"restart": true}));

@@ -8,6 +8,7 @@ pub mod history;
 mod publisher;
 mod startup;
 mod transport;
+pub mod usage;
 
 pub use crate::core::{ExecuteOutcome, Interpreter, KernelInfo, Stopped};
 pub use crate::publisher::{InputError, Publisher, StdinHandle};

@@ -175,6 +175,7 @@ where
         control_out: control_out_tx,
         interrupt: interrupt.clone(),
         executor: events_tx.clone(),
+        usage: Arc::default(),
     };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Stopped>();
     {

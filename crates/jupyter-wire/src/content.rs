@@ -120,6 +120,8 @@ pub enum Request {
     CommClose(CommId),
     Shutdown(ShutdownRequest),
     Interrupt,
+    /// ipykernel's `usage_request` (jupyter-resource-usage's kernel panel), on control.
+    Usage,
     /// A message type we do not implement; the spec allows not replying to it.
     Unknown(String),
 }
@@ -142,6 +144,7 @@ impl Request {
             "comm_close" => Request::CommClose(de(content)?),
             "shutdown_request" => Request::Shutdown(de(content)?),
             "interrupt_request" => Request::Interrupt,
+            "usage_request" => Request::Usage,
             other => Request::Unknown(other.to_owned()),
         })
     }
