@@ -1,4 +1,5 @@
-"""The notebook as an IDE, through the clients that use it: jupyter-resource-usage's kernel
+"""The notebook as an IDE, through the clients that use it: JupyterLab's debugger protocol
+(debug_request on control, as JupyterLab sends it) and jupyter-resource-usage's kernel
 panel (its server extension asks usage_request on control, in a real Jupyter server)."""
 
 import json
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TORCH_KERNEL_NAME
+from conftest import TORCH_KERNEL_NAME, tk  # noqa: F401 (a fixture)
 
 VENV_BIN = Path(sys.executable).parent
 TOKEN = "tch-kernel-test-token"
@@ -93,3 +94,69 @@ def test_the_resource_usage_panel_gets_figures_for_the_kernel_and_its_evaluation
     second = server.call("GET", path)["content"]
     assert second["kernel_cpu"] >= 0 and isinstance(second["kernel_cpu"], (int, float))
     server.call("DELETE", f"/api/kernels/{kernel['id']}")
+
+
+def debug(kc, command, arguments=None, seq=[0]):
+    """One DAP request through `debug_request` on control; returns the DAP response."""
+    seq[0] += 1
+    msg = kc.session.msg("debug_request", {"type": "request", "seq": seq[0], "command": command,
+                                           "arguments": arguments or {}})
+    kc.control_channel.send(msg)
+    while True:
+        reply = kc.control_channel.get_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            assert reply["msg_type"] == "debug_reply"
+            return reply["content"]
+
+
+def test_the_debuggers_variables_panel_through_debug_requests(tk):
+    # JupyterLab's debugger as it talks to a kernel: kernel_info says there is one.
+    info = tk.kernel_info(reply=True, timeout=60)["content"]
+    assert "debugger" in info["supported_features"] and info["debugger"] is True
+    assert debug(tk, "initialize", {"adapterID": "jupyterlab", "pathFormat": "path"})["success"]
+    assert debug(tk, "attach")["success"]
+    info = debug(tk, "debugInfo")["body"]
+    assert info["isStarted"] and info["hashMethod"] == "Murmur2" and info["richRendering"]
+    # JupyterLab names a cell's file itself: prefix + murmur2(code, seed) + suffix, the hash
+    # ipykernel computes too.
+    from ipykernel.compiler import murmur2_x86
+
+    code = "let lr = 0.1f64;\nlet step = 3usize;"
+    path = debug(tk, "dumpCell", {"code": code})["body"]["sourcePath"]
+    assert path == f"{info['tmpFilePrefix']}{murmur2_x86(code, info['hashSeed'])}{info['tmpFileSuffix']}"
+    assert Path(path).read_text() == code and (Path(path).stat().st_mode & 0o077) == 0
+    # A breakpoint is kept, and says why it cannot stop.
+    set_ = debug(tk, "setBreakpoints", {"source": {"path": path}, "breakpoints": [{"line": 2}]})
+    assert set_["body"]["breakpoints"][0]["verified"] is False and set_["body"]["breakpoints"][0]["message"]
+    assert debug(tk, "debugInfo")["body"]["breakpoints"][0]["source"] == path
+    # Cells run; after each one JupyterLab asks inspectVariables.
+    from conftest import ok
+
+    ok(tk, code)
+    ok(tk, "let vs = nn::VarStore::new(Device::Cpu);\nlet net = nn::linear(vs.root() / \"fc\", 3, 2, Default::default());\n"
+           "let loss = (net.forward(&Tensor::ones([4, 3], (Kind::Float, Device::Cpu))).sum(Kind::Float) * 0.0 + 0.25).detach();\n"
+           "let names = vec![String::from(\"cat\"); 1000];")
+    variables = {v["name"]: v for v in debug(tk, "inspectVariables")["body"]["variables"]}
+    assert variables["step"]["value"] == "3" and variables["step"]["type"] == "usize"
+    assert variables["lr"]["value"] == "0.1"
+    assert "[]" in variables["loss"]["value"] and variables["loss"]["type"] == "Tensor", variables["loss"]
+    assert variables["names"]["value"].startswith('["cat", "cat"') and variables["names"]["value"].endswith("…")
+    assert variables["vs"]["variablesReference"] > 0, variables["vs"]
+    children = debug(tk, "variables", {"variablesReference": variables["vs"]["variablesReference"]})["body"]["variables"]
+    assert {c["name"] for c in children} == {"fc.weight", "fc.bias"}, children
+    assert any("[2, 3]" in c["value"] for c in children)
+    rich = debug(tk, "richInspectVariables", {"variableName": "loss"})["body"]["data"]
+    assert "Tensor" in rich["text/html"] and "0.25" in rich["text/html"], rich
+    # A later cell's change shows at the next request, and a moved variable goes away.
+    ok(tk, "let step = step + 1; drop(names);")
+    variables = {v["name"]: v for v in debug(tk, "inspectVariables")["body"]["variables"]}
+    assert variables["step"]["value"] == "4" and "names" not in variables
+    assert debug(tk, "disconnect", {"restart": False, "terminateDebuggee": True})["success"]
+    assert not debug(tk, "debugInfo")["body"]["isStarted"]
+
+
+def test_the_kernelspec_offers_the_debugger(torch_env):
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(TORCH_KERNEL_NAME)
+    assert spec.metadata.get("debugger") is True

@@ -167,6 +167,7 @@ pub fn install(args: &InstallArgs) -> Result<()> {
         }
         env.insert(k.to_owned(), v.to_owned());
     }
+    let has_debugger = env.contains_key(child_protocol::env::kernelspec::PRELUDE);
     let spec = KernelJson {
         argv: vec![
             binary.display().to_string(),
@@ -177,7 +178,12 @@ pub fn install(args: &InstallArgs) -> Result<()> {
         language: "rust",
         interrupt_mode: args.interrupt_mode.clone(),
         env,
-        metadata: serde_json::json!({ "tch_kernel": { "version": env!("CARGO_PKG_VERSION") } }),
+        // JupyterLab shows the debugger's bug icon for kernels whose spec says so; a kernel
+        // with the prelude has one (see `debugger`).
+        metadata: serde_json::json!({
+            "tch_kernel": { "version": env!("CARGO_PKG_VERSION") },
+            "debugger": has_debugger,
+        }),
         kernel_protocol_version: jupyter_server::wire::PROTOCOL_VERSION,
     };
 

@@ -28,8 +28,19 @@ const COMPLETION_FROM_KNOWN_NAMES: &str = "known-names";
 /// Starts the server; the evaluator is built in the background while requests are answered.
 pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) -> Result<()> {
     let interrupter: Arc<OnceLock<rust_evaluator::Interrupter>> = Arc::default();
+    let start_notice = crate::prebuild::check_prebuilt(&settings);
+    let mut config = settings.evaluator_config(build_dir, false);
+    let has_prelude = config.prelude.is_some();
+    // The debugger's Variables panel reads what the evaluator publishes after each cell; the
+    // variables are described by the prelude's describers, so only a prelude kernel has one.
+    let debugger: Option<Arc<dyn jupyter_server::Debugger>> = has_prelude.then(|| {
+        Arc::new(crate::debugger::KernelDebugger::new(
+            config.variables.clone(),
+        )) as _
+    });
     let options = ServeOptions {
         info: kernel_info(settings.torch_version.as_deref()),
+        debugger,
         history_file: crate::paths::data_dir().map(|d| d.join("history.jsonl")),
         interrupt: {
             let interrupter = interrupter.clone();
@@ -40,9 +51,6 @@ pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) 
             })
         },
     };
-    let start_notice = crate::prebuild::check_prebuilt(&settings);
-    let mut config = settings.evaluator_config(build_dir, false);
-    let has_prelude = config.prelude.is_some();
     // Names for Tab, saved in the prebuilt dir: completion answers from them while the
     // evaluator starts, and (inside it) whenever rust-analyzer cannot answer in time.
     config.known_names = Arc::new(

@@ -1,6 +1,7 @@
 //! `tch-kernel`: the Jupyter kernel binary. Run by Jupyter with a connection file, or used to
 //! install and remove its own kernelspecs.
 
+mod debugger;
 mod error_report;
 mod export;
 mod install;

@@ -157,6 +157,10 @@ impl Settings {
             dependencies,
             import: "use tch_prelude::*;".to_owned(),
             warm_up: "Tensor::zeros([1], (Kind::Float, Device::Cpu))".to_owned(),
+            variable_describer: Some(format!(
+                "::tch_prelude::{}",
+                child_protocol::VARIABLE_DESCRIBER_MACRO
+            )),
             member_types: PRELUDE_MEMBER_TYPES.iter().map(|t| t.to_string()).collect(),
             optimized_crates: child_protocol::env::PRELUDE_OPTIMIZED_CRATES
                 .iter()
@@ -191,6 +195,7 @@ impl Settings {
             link_stand_in_dirs: self.libtorch.iter().map(|l| l.join("lib")).collect(),
             // Loaded by the kernel, which completes from them before the evaluator starts.
             known_names: Default::default(),
+            variables: Default::default(),
             snapshots: self.snapshots.clone(),
         }
     }

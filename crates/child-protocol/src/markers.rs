@@ -17,6 +17,15 @@ pub const INTERRUPT_PANIC: &str = "KeyboardInterrupt (tch-kernel)";
 /// kernel can wait for the mark instead of guessing how long stderr takes.
 pub const STDERR_MARK: &str = "\u{1e}tch-kernel:stderr-mark\u{1e}";
 
+/// Before the end of a run, on stdout: `VARIABLES_MARKER {"names": [..], "described": {name:
+/// description}}`, the store's variables and the descriptions of those the run stored (JSON
+/// from the prelude's `__tch_variable_describer!`: `value`, and a tensor's `html` and a
+/// VarStore's `children`), for the debugger's Variables panel.
+pub const VARIABLES_MARKER: &str = "\u{1e}tch-kernel:variables\u{1e}";
+
+/// The prelude's macro (at its crate root) that names a variable's describer, given `&value`.
+pub const VARIABLE_DESCRIBER_MACRO: &str = "__tch_variable_describer";
+
 /// A cell's final value, one MIME type at a time: `BEGIN_CONTENT mime`, the content's lines,
 /// `END_CONTENT` (the evaluation engine's own format, kept for its display code).
 pub const BEGIN_CONTENT: &str = "EVCXR_BEGIN_CONTENT";

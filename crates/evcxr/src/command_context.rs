@@ -249,6 +249,18 @@ Panic detected. Here's some useful information if you're filing a bug report.
         self.eval_context.set_analyzer_wait(wait);
     }
 
+    /// tch-kernel: the child's descriptions of the variables, by name (JSON from the
+    /// describers; see child-protocol's `VARIABLES_MARKER`).
+    pub fn described_variables(&self) -> &std::collections::BTreeMap<String, serde_json::Value> {
+        self.eval_context.described_variables()
+    }
+
+    /// tch-kernel: the macro naming each variable's describer (see
+    /// `Config::variable_describer_macro`).
+    pub fn set_variable_describer_macro(&mut self, path: Option<String>) {
+        self.eval_context.set_variable_describer_macro(path);
+    }
+
     /// tch-kernel: the macro naming each variable's snapshot saver (see
     /// `Config::snapshot_saver_macro`).
     pub fn set_snapshot_saver_macro(&mut self, path: Option<String>) {

@@ -76,6 +76,9 @@ pub struct EvalContext {
     /// tch-kernel: whether the child writes those marks (`mark_stderr_after_runs`); off by
     /// default, as upstream, whose embedders would show them.
     stderr_marks_on: bool,
+    /// tch-kernel: what the child last said about the variables (child-protocol's
+    /// `VARIABLES_MARKER`): each one's description, by name, for the debugger.
+    described_variables: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// tch-kernel: set by an embedder that evaluates a cell of its own right after start-up, so
@@ -125,6 +128,10 @@ pub(crate) struct Config {
     /// tch-kernel: the path of a macro that, given `&value`, names the snapshot saver for the
     /// value's type (`Saver` in `evcxr_internal_runtime`); none: variables are not snapshotted.
     pub(crate) snapshot_saver_macro: Option<String>,
+    /// tch-kernel: the path of a macro that, given `&value`, names the describer for the
+    /// value's type (`Describer` in `evcxr_internal_runtime`, for the debugger's Variables
+    /// panel); none: variables are not described.
+    pub(crate) variable_describer_macro: Option<String>,
     /// tch-kernel: `[patch.crates-io]` of the cell crate's manifest (crate name, its source dir):
     /// a kernel whose tch was generated for its own PyTorch builds cells with that tch.
     pub(crate) crate_patches: Vec<(String, PathBuf)>,
@@ -179,6 +186,7 @@ impl Config {
             codegen_backend: None,
             build_envs: Default::default(),
             snapshot_saver_macro: None,
+            variable_describer_macro: None,
         })
     }
 
@@ -442,6 +450,7 @@ impl EvalContext {
             initial_config,
             stderr_marks: 0,
             stderr_marks_on: false,
+            described_variables: Default::default(),
         };
         let outputs = EvalContextOutputs {
             stdout: stdout_receiver,
@@ -989,6 +998,36 @@ impl EvalContext {
         Ok(())
     }
 
+    /// tch-kernel: the child's descriptions of the variables (see `VARIABLES_MARKER`).
+    pub fn described_variables(&self) -> &std::collections::BTreeMap<String, serde_json::Value> {
+        &self.described_variables
+    }
+
+    /// tch-kernel: keeps what a `VARIABLES_MARKER` line says: the names the store holds now, and
+    /// new descriptions.
+    fn note_described_variables(&mut self, json: &str) {
+        let Ok(serde_json::Value::Object(mut update)) = serde_json::from_str(json) else {
+            return;
+        };
+        if let Some(serde_json::Value::Array(names)) = update.remove("names") {
+            let names: std::collections::HashSet<&str> =
+                names.iter().filter_map(|n| n.as_str()).collect();
+            self.described_variables
+                .retain(|name, _| names.contains(name.as_str()));
+        }
+        if let Some(serde_json::Value::Object(described)) = update.remove("described") {
+            self.described_variables.extend(described);
+        }
+    }
+
+    /// tch-kernel: see `Config::variable_describer_macro`.
+    pub fn set_variable_describer_macro(&mut self, path: Option<String>) {
+        self.initial_config
+            .variable_describer_macro
+            .clone_from(&path);
+        self.committed_state.config.variable_describer_macro = path;
+    }
+
     /// tch-kernel: see `Config::snapshot_saver_macro`.
     pub fn set_snapshot_saver_macro(&mut self, path: Option<String>) {
         self.initial_config.snapshot_saver_macro.clone_from(&path);
@@ -1128,6 +1167,8 @@ impl EvalContext {
             }
             if line == PANIC_NOTIFICATION {
                 got_panic = true;
+            } else if let Some(json) = line.strip_prefix(child_protocol::VARIABLES_MARKER) {
+                self.note_described_variables(json);
             } else if let Some(message) = line.strip_prefix(runtime::LOAD_FAILED) {
                 load_failed = Some(evcxr_internal_runtime::unescape_line(
                     message.strip_prefix(' ').unwrap_or(message),
@@ -2206,14 +2247,23 @@ impl ContextState {
                 };
                 // Note, we use stringify instead of quoting ourselves since it results in
                 // better errors if the user forgets to close a double-quote in their code.
-                let statement = match &self.config.snapshot_saver_macro {
-                    // tch-kernel: with the snapshot saver for the variable's type.
-                    Some(saver) => format!(
-                        "evcxr_variable_store.put_saved_variable{turbofish}(stringify!({var_name}), Some({saver}!(&{var_name})), {var_name});",
-                    ),
-                    None => format!(
+                let saver = self.config.snapshot_saver_macro.as_ref();
+                let describer = self.config.variable_describer_macro.as_ref();
+                let statement = if saver.is_none() && describer.is_none() {
+                    format!(
                         "evcxr_variable_store.put_variable{turbofish}(stringify!({var_name}), {var_name});",
-                    ),
+                    )
+                } else {
+                    // tch-kernel: with the snapshot saver and the describer for its type.
+                    let pick = |path: Option<&String>| match path {
+                        Some(path) => format!("Some({path}!(&{var_name}))"),
+                        None => "None".to_owned(),
+                    };
+                    format!(
+                        "evcxr_variable_store.put_saved_variable{turbofish}(stringify!({var_name}), {}, {}, {var_name});",
+                        pick(saver),
+                        pick(describer),
+                    )
                 };
                 statements.pack_variable(var_name.clone(), statement);
             }

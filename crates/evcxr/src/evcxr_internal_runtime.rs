@@ -41,6 +41,10 @@ pub fn unescape_line(line: &str) -> String {
 pub type Saver = fn(&dyn std::any::Any) -> SaverWrite;
 pub type SaverWrite = Box<dyn FnOnce(&std::path::Path) -> Result<u64, String>>;
 
+/// tch-kernel: a variable's description for the debugger's Variables panel (JSON; see
+/// child-protocol's `VARIABLES_MARKER`), chosen for its type as the saver is.
+pub type Describer = fn(&dyn std::any::Any) -> String;
+
 /// tch-kernel: a variable, with its snapshot saver and whether a cell stored it since the last
 /// snapshot. `repr(C)`: the evaluation process reads the store that cells built (each cell and
 /// the process compile this file on their own).
@@ -50,6 +54,9 @@ pub struct StoredVariable {
     pub value: Box<dyn std::any::Any + 'static>,
     pub saver: Option<Saver>,
     pub changed: bool,
+    pub describer: Option<Describer>,
+    /// Whether the evaluation process has described it since a cell stored it.
+    pub described: bool,
 }
 
 // tch-kernel: the store is a Vec searched by name, not a HashMap. This module is compiled into
@@ -72,18 +79,26 @@ impl VariableStore {
     }
 
     pub fn put_variable<T: 'static>(&mut self, name: &str, value: T) {
-        self.put_saved_variable(name, None, value);
+        self.put_saved_variable(name, None, None, value);
     }
 
-    /// tch-kernel: stores a variable with the saver chosen for its type (chosen from a
-    /// reference to the value, before it moves here: hence the order).
-    pub fn put_saved_variable<T: 'static>(&mut self, name: &str, saver: Option<Saver>, value: T) {
+    /// tch-kernel: stores a variable with the saver and describer chosen for its type (chosen
+    /// from a reference to the value, before it moves here: hence the order).
+    pub fn put_saved_variable<T: 'static>(
+        &mut self,
+        name: &str,
+        saver: Option<Saver>,
+        describer: Option<Describer>,
+        value: T,
+    ) {
         let value: Box<dyn std::any::Any> = Box::new(value);
         let stored = StoredVariable {
             name: name.to_owned(),
             value,
             saver,
             changed: true,
+            describer,
+            described: false,
         };
         match self.position(name) {
             Some(i) => self.variables[i] = stored,

@@ -422,6 +422,8 @@ struct Runtime {
     shared_objects: Vec<libloading::Library>,
     variable_store_ptr: *mut std::os::raw::c_void,
     snapshots: Option<Snapshots>,
+    /// tch-kernel: the variables' names as last reported (see `describe_variables`).
+    described_names: Vec<String>,
     // Our variable store is permitted to contain non-Send types (e.g. Rc), therefore we need to be
     // non-Send as well.
     _phantom_rc: PhantomData<Rc<()>>,
@@ -433,6 +435,7 @@ impl Runtime {
             shared_objects: Vec::new(),
             variable_store_ptr: std::ptr::null_mut(),
             snapshots: Snapshots::from_env(),
+            described_names: Vec::new(),
             _phantom_rc: PhantomData,
         }
     }
@@ -512,6 +515,11 @@ impl Runtime {
             }
         };
         self.variable_store_ptr = user_fn(self.variable_store_ptr);
+        let store = self.variable_store_ptr as *mut crate::evcxr_internal_runtime::VariableStore;
+        if !store.is_null() {
+            // SAFETY: the store cells built and handed back; no cell runs now.
+            self.describe_variables(unsafe { &mut *store });
+        }
         // tch-kernel: an interrupt the cell never looked at is not for the next cell. One that
         // arrives while the next cell compiles (the parent sends it only while a cell is being
         // evaluated) is kept, and stops that cell at its first check.
@@ -520,7 +528,6 @@ impl Runtime {
         println!("{EVCXR_EXECUTION_COMPLETE}");
         self.shared_objects.push(shared_object);
         // tch-kernel: after the kernel has the cell's end, so its reply is not delayed.
-        let store = self.variable_store_ptr as *mut crate::evcxr_internal_runtime::VariableStore;
         if let Some(snapshots) = &mut self.snapshots
             && !store.is_null()
         {
@@ -528,6 +535,38 @@ impl Runtime {
             snapshots.take(unsafe { &mut *store });
         }
         Ok(())
+    }
+
+    /// tch-kernel: tells the kernel (before the run's end, child-protocol's `VARIABLES_MARKER`)
+    /// which variables the store holds and what the ones the run stored look like: their
+    /// describers run here, so the debugger's Variables panel needs no cell of its own. Only
+    /// what changed is described; a describer that panics describes nothing.
+    fn describe_variables(&mut self, store: &mut crate::evcxr_internal_runtime::VariableStore) {
+        let mut described = serde_json::Map::new();
+        for variable in store.variables.iter_mut().filter(|v| !v.described) {
+            variable.described = true;
+            let Some(describe) = variable.describer else {
+                continue;
+            };
+            let value = &*variable.value;
+            if let Ok(text) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| describe(value)))
+                && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                described.insert(variable.name.clone(), json);
+            }
+        }
+        let mut names: Vec<String> = store.variables.iter().map(|v| v.name.clone()).collect();
+        names.sort();
+        if described.is_empty() && names == self.described_names {
+            return;
+        }
+        println!(
+            "{}{}",
+            child_protocol::VARIABLES_MARKER,
+            serde_json::json!({ "names": names, "described": described })
+        );
+        self.described_names = names;
     }
 
     #[cfg(all(unix, not(target_os = "freebsd")))]

@@ -33,7 +33,7 @@ pub struct KernelInfo {
 }
 
 impl KernelInfo {
-    pub(crate) fn reply(&self) -> KernelInfoReply {
+    pub(crate) fn reply(&self, debugger: bool) -> KernelInfoReply {
         KernelInfoReply {
             status: "ok",
             protocol_version: jupyter_wire::PROTOCOL_VERSION.to_owned(),
@@ -42,8 +42,13 @@ impl KernelInfo {
             language_info: self.language_info.clone(),
             banner: self.banner.clone(),
             help_links: self.help_links.clone(),
-            supported_features: Vec::new(),
-            debugger: false,
+            // Both: `debugger` is deprecated since protocol 5.5, and JupyterLab reads either.
+            supported_features: if debugger {
+                vec!["debugger".to_owned()]
+            } else {
+                Vec::new()
+            },
+            debugger,
         }
     }
 }
@@ -75,6 +80,19 @@ pub trait Interpreter: Send + 'static {
     fn is_complete(&mut self, code: &str) -> IsCompleteReply;
     /// Called once before the process exits.
     fn shutdown(&mut self, _restart: bool) {}
+}
+
+/// A debugger behind `debug_request` (Debug Adapter Protocol messages on control, xeus-zmq's
+/// shape): answered on the control task, beside a running cell, never through the interpreter.
+/// With one, kernel_info says `supported_features: ["debugger"]`.
+pub trait Debugger: Send + Sync + 'static {
+    /// The DAP response to `request` (the request message's content). `event` publishes a DAP
+    /// event (`{"type": "event", "event": .., "body": ..}`) as `debug_event` on IOPub.
+    fn handle(
+        &self,
+        request: &serde_json::Value,
+        event: &dyn Fn(serde_json::Value),
+    ) -> serde_json::Value;
 }
 
 /// The socket a request came in on; its reply goes back on the same one.
@@ -125,6 +143,7 @@ pub(crate) struct Dispatch {
     pub(crate) executor: crossbeam_channel::Sender<ShellEvent>,
     /// CPU and memory of the kernel's processes, for `usage_request`.
     pub(crate) usage: Arc<UsageMeter>,
+    pub(crate) debugger: Option<Arc<dyn Debugger>>,
 }
 
 impl Dispatch {
@@ -194,7 +213,9 @@ impl Dispatch {
             }
         };
         match (request, executor) {
-            (Request::KernelInfo, _) => self.reply(channel, msg, self.info.reply()),
+            (Request::KernelInfo, _) => {
+                self.reply(channel, msg, self.info.reply(self.debugger.is_some()))
+            }
             (Request::Interrupt, _) if channel == Channel::Shell => {
                 log::warn!("interrupt_request belongs on control; ignoring it on shell");
             }
@@ -204,6 +225,16 @@ impl Dispatch {
             }
             // Beside a running cell too: it reads /proc, not the interpreter.
             (Request::Usage, _) => self.reply(channel, msg, self.usage.reply()),
+            (Request::Debug(request), _) => match &self.debugger {
+                Some(debugger) => {
+                    let publish = |event: serde_json::Value| {
+                        self.publisher.send("debug_event", event, Some(msg));
+                    };
+                    let response = debugger.handle(&request, &publish);
+                    self.reply(channel, msg, response);
+                }
+                None => log::info!("{channel:?}: no debugger; ignoring debug_request"),
+            },
             (Request::Shutdown(req), executor) => {
                 let reply = ShutdownReply {
                     status: "ok",
@@ -664,6 +695,7 @@ mod tests {
             shell_out: shell_out_tx,
             control_out: control_out_tx,
             usage: Arc::default(),
+            debugger: None,
             interrupt,
             executor: shell.clone(),
         };

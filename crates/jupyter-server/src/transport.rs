@@ -25,6 +25,8 @@ pub struct ServeOptions {
     /// Stops the running cell. Called from the control task or the SIGINT handler, never from
     /// the executor thread, so it must not need the interpreter.
     pub interrupt: Arc<dyn Fn() + Send + Sync>,
+    /// Answers `debug_request` (see [`crate::Debugger`]); none: no debugger.
+    pub debugger: Option<Arc<dyn crate::Debugger>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +178,7 @@ where
         interrupt: interrupt.clone(),
         executor: events_tx.clone(),
         usage: Arc::default(),
+        debugger: options.debugger,
     };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Stopped>();
     {

@@ -122,6 +122,8 @@ pub enum Request {
     Interrupt,
     /// ipykernel's `usage_request` (jupyter-resource-usage's kernel panel), on control.
     Usage,
+    /// `debug_request`: a Debug Adapter Protocol request, on control.
+    Debug(Value),
     /// A message type we do not implement; the spec allows not replying to it.
     Unknown(String),
 }
@@ -145,6 +147,7 @@ impl Request {
             "shutdown_request" => Request::Shutdown(de(content)?),
             "interrupt_request" => Request::Interrupt,
             "usage_request" => Request::Usage,
+            "debug_request" => Request::Debug(content.clone()),
             other => Request::Unknown(other.to_owned()),
         })
     }
@@ -380,6 +383,10 @@ mod tests {
         assert!(Request::parse("execute_request", &json!({"code": 5})).is_err());
         assert!(matches!(
             Request::parse("debug_request", &json!({})).unwrap(),
+            Request::Debug(_)
+        ));
+        assert!(matches!(
+            Request::parse("subshell_request", &json!({})).unwrap(),
             Request::Unknown(_)
         ));
     }

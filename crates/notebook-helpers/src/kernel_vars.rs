@@ -83,6 +83,135 @@ impl ViaKnown for &&&Short<'_, tch::nn::VarStore> {
     }
 }
 
+/// A variable's description for the debugger's Variables panel, chosen by its type at the cell
+/// that stores it (`__tch_variable_describer!`): JSON with `value` (the short value), and a
+/// tensor's `html` preview or a VarStore's `children` (its parameters and their shapes). The
+/// evaluation process runs it after each cell for the variables the cell stored.
+pub type Describer = fn(&dyn std::any::Any) -> String;
+
+/// The type of a value, for choosing its describer by method resolution: tensors and var stores
+/// ([`DescribeKnown`]), then `Debug` values, then rich displays (their text; after Debug, as a
+/// plot renders its image for it), then anything.
+pub struct Describe<T: ?Sized>(std::marker::PhantomData<T>);
+
+impl<T: ?Sized> Describe<T> {
+    pub fn of(_: &T) -> Describe<T> {
+        Describe(std::marker::PhantomData)
+    }
+}
+
+pub trait DescribeKnown {
+    fn describer(&self) -> Describer;
+}
+
+pub trait DescribeDebug {
+    fn describer(&self) -> Describer;
+}
+
+pub trait DescribeRich {
+    fn describer(&self) -> Describer;
+}
+
+pub trait DescribeNothing {
+    fn describer(&self) -> Describer;
+}
+
+fn described(value: String) -> String {
+    serde_json::json!({ "value": value }).to_string()
+}
+
+impl<T: std::fmt::Debug + 'static> DescribeDebug for &&Describe<T> {
+    fn describer(&self) -> Describer {
+        |v| described(v.downcast_ref::<T>().map_or_else(String::new, short_debug))
+    }
+}
+
+impl<T: RichDisplay + 'static> DescribeRich for &Describe<T> {
+    fn describer(&self) -> Describer {
+        |v| {
+            let text = v.downcast_ref::<T>().map(|v| {
+                let bundle = v.mime_bundle();
+                shorten(bundle.get("text/plain").unwrap_or("…"))
+            });
+            described(text.unwrap_or_default())
+        }
+    }
+}
+
+impl<T: ?Sized> DescribeNothing for Describe<T> {
+    fn describer(&self) -> Describer {
+        |_| described("…".to_owned())
+    }
+}
+
+#[cfg(feature = "tch")]
+impl DescribeKnown for &&&Describe<tch::Tensor> {
+    fn describer(&self) -> Describer {
+        |v| {
+            let Some(t) = v.downcast_ref::<tch::Tensor>() else {
+                return described(String::new());
+            };
+            serde_json::json!({
+                "value": (&&&&Short(t)).short(),
+                "html": crate::tensor::tensor_html(t),
+            })
+            .to_string()
+        }
+    }
+}
+
+#[cfg(feature = "tch")]
+impl DescribeKnown for &&&Describe<tch::nn::VarStore> {
+    fn describer(&self) -> Describer {
+        |v| {
+            let Some(vs) = v.downcast_ref::<tch::nn::VarStore>() else {
+                return described(String::new());
+            };
+            let mut children: Vec<(String, String)> = vs
+                .variables()
+                .into_iter()
+                .map(|(name, t)| (name, (&&&&Short(&t)).short()))
+                .collect();
+            children.sort();
+            serde_json::json!({ "value": (&&&&Short(vs)).short(), "children": children })
+                .to_string()
+        }
+    }
+}
+
+/// `Debug` of `value`, cut at [`SHORT_CHARS`] without formatting the rest (a vector of a
+/// million numbers stops after its first few).
+fn short_debug<T: std::fmt::Debug + ?Sized>(value: &T) -> String {
+    struct Capped(String);
+    impl std::fmt::Write for Capped {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.push_str(s);
+            if self.0.chars().count() > SHORT_CHARS {
+                Err(std::fmt::Error)
+            } else {
+                Ok(())
+            }
+        }
+    }
+    let mut out = Capped(String::new());
+    let _ = std::fmt::write(&mut out, format_args!("{value:?}"));
+    shorten(&out.0)
+}
+
+/// Names a variable's describer (see [`Describer`]); the kernel puts it in the statements that
+/// store variables.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tch_variable_describer {
+    ($value:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::kernel_vars::{
+            DescribeDebug as _, DescribeKnown as _, DescribeNothing as _, DescribeRich as _,
+        };
+        (&&&&$crate::kernel_vars::Describe::of($value)).describer()
+    }};
+}
+
 fn shorten(text: &str) -> String {
     let line = text.lines().next().unwrap_or("");
     let more = text.lines().nth(1).is_some();

@@ -248,7 +248,11 @@ fn clone_dir(from: &Path, to: &Path, in_target: bool, copied: &mut u64) -> io::R
             // Cells' shared objects are per-session garbage. Object files in target are the
             // inputs of an archive or link that is already done (build scripts' `out/*.o`,
             // 7 MB for torch-sys): cargo never looks at them, a rerun build script remakes them.
-            if name_str.starts_with("libcode_") || (in_target && name_str.ends_with(".o")) {
+            // The saved completions (megabytes) are read from the prebuilt dir itself.
+            if name_str.starts_with("libcode_")
+                || (in_target && name_str.ends_with(".o"))
+                || name_str == crate::KNOWN_NAMES_FILE
+            {
                 continue;
             }
             let meta = entry.metadata()?;

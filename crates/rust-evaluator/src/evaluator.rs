@@ -13,6 +13,7 @@ use crate::loop_poll::{self, LoopPolls};
 use crate::memory::{self, MemoryWatch};
 use crate::output::{Forwarder, OutputSink, Stream};
 use crate::snapshot_dir::{RestoreReport, SnapshotConfig};
+use crate::variables_view::{self, SharedVariables};
 use evcxr::{CommandContext, EvalCallbacks};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -73,6 +74,8 @@ pub struct EvaluatorConfig {
     /// (needs the prelude's savers; the evaluation process reads its directory from
     /// [`child_protocol::snapshot_format::SNAPSHOT_DIR_ENV`]).
     pub snapshots: Option<SnapshotConfig>,
+    /// Where the variables are published after each cell, for a debugger's Variables panel.
+    pub variables: SharedVariables,
 }
 
 /// A crate made available to every cell at start-up.
@@ -86,6 +89,10 @@ pub struct Prelude {
     /// An expression using the prelude's types, analysed by rust-analyzer in the background at
     /// start-up so the first completion is fast.
     pub warm_up: String,
+    /// The path of the prelude's describer macro (`::tch_prelude::__tch_variable_describer`,
+    /// see child-protocol's `VARIABLE_DESCRIBER_MACRO`): variables are described for the
+    /// debugger's Variables panel after each cell.
+    pub variable_describer: Option<String>,
     /// The prelude's types (as a cell names them) whose methods the installer saves, so that
     /// `x.` completes before rust-analyzer is warm (see `Evaluator::save_known_names`).
     pub member_types: Vec<String>,
@@ -274,6 +281,8 @@ pub struct Evaluator {
     life: Arc<ChildLife>,
     /// Names for completion while rust-analyzer cannot answer (see `known_names`).
     known: Arc<KnownNames>,
+    /// The variables after the last cell, for a debugger (`EvaluatorConfig::variables`).
+    shared_variables: SharedVariables,
     loop_polls: LoopPolls,
     snapshots: Option<SnapshotConfig>,
     /// Where a notice that is not a cell's own output goes (a process that died while idle).
@@ -344,6 +353,7 @@ impl Evaluator {
         ctx.set_crate_patches(config.crate_patches.clone());
         if let Some(prelude) = &config.prelude {
             ctx.set_optimized_crates(prelude.optimized_crates.clone());
+            ctx.set_variable_describer_macro(prelude.variable_describer.clone());
         }
         // The end of each run's stderr, which `flush_output` waits for; the forwarder drops it.
         ctx.mark_stderr_after_runs(true);
@@ -454,6 +464,7 @@ impl Evaluator {
             alloc_failed,
             life,
             known: config.known_names.clone(),
+            shared_variables: config.variables.clone(),
             loop_polls: config.loop_polls,
             snapshots,
             sink,
@@ -490,7 +501,16 @@ impl Evaluator {
     ) -> Result<EvalOutput, EvalError> {
         self.recover_if_died_while_idle();
         let run = self.run_cell(code, input);
-        self.outcome(run, code)
+        let outcome = self.outcome(run, code);
+        self.publish_variables();
+        outcome
+    }
+
+    /// Publishes the variables for a debugger (see `variables_view`).
+    fn publish_variables(&self) {
+        let views =
+            variables_view::views(self.variables_for_display(), self.ctx.described_variables());
+        self.shared_variables.set(views);
     }
 
     /// Compiles and runs one cell in the child as it is, no more: see [`CellRun`].
@@ -721,6 +741,7 @@ impl Evaluator {
         }
         let report = self.restore_from_snapshot();
         self.life.recovered();
+        self.publish_variables();
         report.ok_or_else(|| EvalError::Other(format!("snapshots are {SNAPSHOTS_OFF}")))
     }
 

@@ -21,6 +21,7 @@ mod loop_poll;
 mod memory;
 mod output;
 mod snapshot_dir;
+mod variables_view;
 
 pub use build_cache::{BuildCache, PrebuiltState};
 pub use child_life::ChildState;
@@ -38,6 +39,7 @@ pub use known_names::{KNOWN_NAMES_FILE, KnownItem, KnownNames};
 pub use loop_poll::LoopPolls;
 pub use output::{OutputSink, Stream};
 pub use snapshot_dir::{CONNECTION_FILE_KEY, RestoreReport, SnapshotConfig};
+pub use variables_view::{SharedVariables, VariableView};
 
 /// Must be the first call in `main` of any binary that creates an [`Evaluator`]: the same
 /// executable is re-launched as the evaluation child (and as a rustc wrapper), and this call

@@ -80,6 +80,7 @@ fn start_polling(
         link_stand_in_dirs: Vec::new(),
         known_names: Arc::default(),
         snapshots: None,
+        variables: Default::default(),
     };
     let printed = Arc::new(Printed::default());
     let evaluator = Evaluator::start(&config, printed.clone()).expect("the evaluator starts");
