@@ -194,11 +194,16 @@ def stdout_of(outputs):
     return "".join(c["text"] for t, c in outputs if t == "stream" and c["name"] == "stdout")
 
 
-def wait_for_analyzer(kc, code="let warm_up_probe = 1; warm_up_pr", deadline_s=600):
+# Only rust-analyzer completes a field of a struct the cell defines: the names saved at install
+# have no answer, so this loads it (a kernel asks it only then, unless TCH_KERNEL_ANALYZER=first).
+ANALYZER_PROBE = "struct WarmUpProbe { warm_field: i32 }\nlet probe = WarmUpProbe { warm_field: 1 };\nprobe.warm_f"
+
+
+def wait_for_analyzer(kc, code=ANALYZER_PROBE, deadline_s=600):
     """Waits until rust-analyzer answers completions (the reply's `tch_kernel.source`
-    metadata), for tests of what only it knows. Until then the kernel answers from the names it
-    knows. Polls the observed source; the deadline only bounds a kernel that never gets there.
-    Returns rust-analyzer's reply for `code`."""
+    metadata) for `code`, something only it knows. Until then the kernel answers from the
+    names it knows. Polls the observed source; the deadline only bounds a kernel that never
+    gets there. Returns rust-analyzer's reply for `code`."""
     import time
 
     end = time.monotonic() + deadline_s

@@ -82,6 +82,10 @@ pub struct Settings {
     pub loop_polls: LoopPolls,
     /// This notebook's variable snapshots (see [`Settings::use_snapshots_for`]).
     pub snapshots: Option<SnapshotConfig>,
+    /// `TCH_KERNEL_ANALYZER=first`: rust-analyzer warms up at start and answers Tab first
+    /// (about 700 MB more per kernel); by default it loads only when the names saved at
+    /// install have no answer.
+    pub analyzer_first: bool,
 }
 
 impl Settings {
@@ -110,6 +114,8 @@ impl Settings {
                 var(child_protocol::env::kernelspec::LOOP_POLL).as_deref(),
             ),
             snapshots: None,
+            analyzer_first: var(child_protocol::env::kernelspec::ANALYZER)
+                .is_some_and(|v| v == "first"),
         }
     }
 
@@ -187,8 +193,10 @@ impl Settings {
             prelude: self.prelude(),
             lockfile: self.lockfile.clone(),
             crate_patches: self.crate_patches(),
-            // Not for the installer's prebuild, which only compiles.
-            warm_up_analyzer: !keep,
+            // Not for the installer's prebuild, which only compiles; and only for a kernel that
+            // asks rust-analyzer first (otherwise it loads when the saved names have nothing).
+            warm_up_analyzer: !keep && self.analyzer_first,
+            analyzer_first: self.analyzer_first,
             interrupt_grace: self.interrupt_grace,
             loop_polls: self.loop_polls,
             // The prelude dylib loads libtorch; cells need not read its libraries to link.

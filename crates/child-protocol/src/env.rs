@@ -17,6 +17,8 @@ pub mod kernelspec {
     pub const INTERRUPT_GRACE: &str = "TCH_KERNEL_INTERRUPT_GRACE";
     pub const LOOP_POLL: &str = "TCH_KERNEL_LOOP_POLL";
     pub const SNAPSHOTS: &str = "TCH_KERNEL_SNAPSHOTS";
+    /// `first`: rust-analyzer warms up at start and answers Tab before the saved names.
+    pub const ANALYZER: &str = "TCH_KERNEL_ANALYZER";
     /// The kernel's log filter (`env_logger` syntax).
     pub const LOG: &str = "TCH_KERNEL_LOG";
     /// Where the kernel keeps its history.

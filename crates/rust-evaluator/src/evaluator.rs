@@ -58,6 +58,10 @@ pub struct EvaluatorConfig {
     pub crate_patches: Vec<(String, PathBuf)>,
     /// Start rust-analyzer (completion, hover) in the background at start-up.
     pub warm_up_analyzer: bool,
+    /// Ask rust-analyzer first, the saved names only while it cannot answer. Otherwise (the
+    /// default) the saved names answer, and rust-analyzer is asked, and loaded, only when
+    /// they have nothing: most kernels never load it (hundreds of MB).
+    pub analyzer_first: bool,
     /// How long an interrupted cell may take to reach a `check_interrupt()` before the child
     /// is killed (and variables lost).
     pub interrupt_grace: Duration,
@@ -283,6 +287,8 @@ pub struct Evaluator {
     known: Arc<KnownNames>,
     /// The variables after the last cell, for a debugger (`EvaluatorConfig::variables`).
     shared_variables: SharedVariables,
+    /// See `EvaluatorConfig::analyzer_first`.
+    analyzer_first: bool,
     loop_polls: LoopPolls,
     snapshots: Option<SnapshotConfig>,
     /// Where a notice that is not a cell's own output goes (a process that died while idle).
@@ -451,11 +457,10 @@ impl Evaluator {
         let build_progress = BuildProgress::new(sink.clone());
         let progress = build_progress.clone();
         ctx.set_build_progress(Some(Arc::new(move |line: &str| progress.compiling(line))));
-        if config.warm_up_analyzer {
-            // A kernel answers Tab from what it knows while rust-analyzer is busy; the
-            // installer's prebuild waits for it (to save its names).
-            ctx.set_analyzer_wait(Some(ANALYZER_WAIT));
-        }
+        // A kernel answers Tab from what it knows while rust-analyzer is busy (warming up,
+        // whether at start or at the first Tab that needs it); the installer's prebuild waits
+        // for it (`save_known_names`).
+        ctx.set_analyzer_wait(Some(ANALYZER_WAIT));
         Ok(Evaluator {
             ctx,
             stdout,
@@ -465,6 +470,7 @@ impl Evaluator {
             life,
             known: config.known_names.clone(),
             shared_variables: config.variables.clone(),
+            analyzer_first: config.analyzer_first,
             loop_polls: config.loop_polls,
             snapshots,
             sink,
@@ -832,6 +838,12 @@ impl Evaluator {
     /// knows: variables and their types, defined items, the cell's own `let`s, and what
     /// rust-analyzer listed at install (`known_names`).
     pub fn complete(&mut self, code: &str, byte_pos: usize) -> Completions {
+        if !self.analyzer_first() {
+            let known = self.complete_from_known(code, byte_pos);
+            if !known.matches.is_empty() {
+                return known;
+            }
+        }
         match self.ctx.completions(code, byte_pos) {
             Ok(c) if !c.analyzer_busy && !c.completions.is_empty() => {
                 let mut matches: Vec<String> = Vec::new();
@@ -851,10 +863,20 @@ impl Evaluator {
                 if let Err(e) = other {
                     log::debug!("completion failed: {e}");
                 }
-                let items: Vec<String> = self.ctx.defined_item_names().map(str::to_owned).collect();
-                complete_from_known_names(code, byte_pos, &self.known, &self.variables(), &items)
+                self.complete_from_known(code, byte_pos)
             }
         }
+    }
+
+    /// Whether rust-analyzer answers before the saved names (see
+    /// `EvaluatorConfig::analyzer_first`); always when nothing was saved.
+    fn analyzer_first(&self) -> bool {
+        self.analyzer_first || self.known.counts().0 == 0
+    }
+
+    fn complete_from_known(&self, code: &str, byte_pos: usize) -> Completions {
+        let items: Vec<String> = self.ctx.defined_item_names().map(str::to_owned).collect();
+        complete_from_known_names(code, byte_pos, &self.known, &self.variables(), &items)
     }
 
     /// rust-analyzer's completions (waiting as long as it takes) at the end of each probe
@@ -1024,20 +1046,29 @@ impl Evaluator {
     pub fn inspect(&mut self, code: &str, byte_pos: usize) -> Option<(String, String)> {
         let word = word_at(code, byte_pos);
         let end = end_of_word(code, byte_pos);
-        if let Ok((plain, markdown)) = self.ctx.hover_at(code, end)
-            && !plain.trim().is_empty()
-            && plain != "No documentation found"
-        {
-            return Some((plain, markdown));
-        }
         let variables = self.variables();
         let items: Vec<String> = self.ctx.defined_item_names().map(str::to_owned).collect();
         let session = known_names::Session {
             variables: &variables,
             items: &items,
         };
-        if let Some((plain, markdown)) = known_names::inspect(code, end, &self.known, &session) {
-            return Some((plain, evcxr::markdown_to_html(&markdown)));
+        let known = || {
+            known_names::inspect(code, end, &self.known, &session)
+                .map(|(plain, markdown)| (plain, evcxr::markdown_to_html(&markdown)))
+        };
+        if !self.analyzer_first()
+            && let Some(found) = known()
+        {
+            return Some(found);
+        }
+        if let Ok((plain, html)) = self.ctx.hover_at(code, end)
+            && !plain.trim().is_empty()
+            && plain != "No documentation found"
+        {
+            return Some((plain, html));
+        }
+        if let Some(found) = known() {
+            return Some(found);
         }
         // Fall back to a variable's type, like IPython's `x?`.
         let ty = variables

@@ -81,6 +81,7 @@ fn start_polling(
         known_names: Arc::default(),
         snapshots: None,
         variables: Default::default(),
+        analyzer_first: false,
     };
     let printed = Arc::new(Printed::default());
     let evaluator = Evaluator::start(&config, printed.clone()).expect("the evaluator starts");
