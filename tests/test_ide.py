@@ -90,9 +90,13 @@ def test_the_resource_usage_panel_gets_figures_for_the_kernel_and_its_evaluation
     pids = [p["pid"] for p in content["processes"]]
     assert pids[0] == content["pid"] and len(pids) >= 2, content
     assert content["kernel_memory"] == sum(p["memory"] for p in content["processes"])
-    # CPU is measured between two requests.
-    second = server.call("GET", path)["content"]
-    assert second["kernel_cpu"] >= 0 and isinstance(second["kernel_cpu"], (int, float))
+    # CPU is measured between two requests. (Once in about ten runs one request of the panel's
+    # got no reply within its 10 s, not reproduced since: the panel asks again, as here.)
+    for _ in range(3):
+        second = server.call("GET", path)["content"]
+        if "reason" not in second:
+            break
+    assert isinstance(second.get("kernel_cpu"), (int, float)) and second["kernel_cpu"] >= 0, second
     server.call("DELETE", f"/api/kernels/{kernel['id']}")
 
 
@@ -147,10 +151,14 @@ def test_the_debuggers_variables_panel_through_debug_requests(tk):
     assert any("[2, 3]" in c["value"] for c in children)
     rich = debug(tk, "richInspectVariables", {"variableName": "loss"})["body"]["data"]
     assert "Tensor" in rich["text/html"] and "0.25" in rich["text/html"], rich
-    # A later cell's change shows at the next request, and a moved variable goes away.
-    ok(tk, "let step = step + 1; drop(names);")
+    # A later cell's change shows at the next request, and a moved variable goes away. A
+    # value whose Debug panics is described as "…", and its cell does not fail for it.
+    ok(tk, "let step = step + 1; drop(names);\n"
+           "struct Touchy; impl std::fmt::Debug for Touchy { fn fmt(&self, _: &mut std::fmt::Formatter) -> std::fmt::Result { panic!(\"no\") } }\n"
+           "let touchy = Touchy;")
     variables = {v["name"]: v for v in debug(tk, "inspectVariables")["body"]["variables"]}
     assert variables["step"]["value"] == "4" and "names" not in variables
+    assert variables["touchy"]["value"] == "…", variables["touchy"]
     assert debug(tk, "disconnect", {"restart": False, "terminateDebuggee": True})["success"]
     assert not debug(tk, "debugInfo")["body"]["isStarted"]
 

@@ -120,20 +120,33 @@ fn described(value: String) -> String {
     serde_json::json!({ "value": value }).to_string()
 }
 
+/// Runs a describer's work with its panics caught and unreported: a `Debug` that panics
+/// describes its value as "…" instead of showing as the cell's error (the evaluation process's
+/// panic hook reports every panic). Describers run between cells, on the main thread.
+fn quietly(describe: impl FnOnce() -> String) -> String {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(describe));
+    std::panic::set_hook(hook);
+    out.unwrap_or_else(|_| described("…".to_owned()))
+}
+
 impl<T: std::fmt::Debug + 'static> DescribeDebug for &&Describe<T> {
     fn describer(&self) -> Describer {
-        |v| described(v.downcast_ref::<T>().map_or_else(String::new, short_debug))
+        |v| quietly(|| described(v.downcast_ref::<T>().map_or_else(String::new, short_debug)))
     }
 }
 
 impl<T: RichDisplay + 'static> DescribeRich for &Describe<T> {
     fn describer(&self) -> Describer {
         |v| {
-            let text = v.downcast_ref::<T>().map(|v| {
-                let bundle = v.mime_bundle();
-                shorten(bundle.get("text/plain").unwrap_or("…"))
-            });
-            described(text.unwrap_or_default())
+            quietly(|| {
+                let text = v.downcast_ref::<T>().map(|v| {
+                    let bundle = v.mime_bundle();
+                    shorten(bundle.get("text/plain").unwrap_or("…"))
+                });
+                described(text.unwrap_or_default())
+            })
         }
     }
 }
@@ -148,14 +161,16 @@ impl<T: ?Sized> DescribeNothing for Describe<T> {
 impl DescribeKnown for &&&Describe<tch::Tensor> {
     fn describer(&self) -> Describer {
         |v| {
-            let Some(t) = v.downcast_ref::<tch::Tensor>() else {
-                return described(String::new());
-            };
-            serde_json::json!({
-                "value": (&&&&Short(t)).short(),
-                "html": crate::tensor::tensor_html(t),
+            quietly(|| {
+                let Some(t) = v.downcast_ref::<tch::Tensor>() else {
+                    return described(String::new());
+                };
+                serde_json::json!({
+                    "value": (&&&&Short(t)).short(),
+                    "html": crate::tensor::tensor_html(t),
+                })
+                .to_string()
             })
-            .to_string()
         }
     }
 }
@@ -164,17 +179,19 @@ impl DescribeKnown for &&&Describe<tch::Tensor> {
 impl DescribeKnown for &&&Describe<tch::nn::VarStore> {
     fn describer(&self) -> Describer {
         |v| {
-            let Some(vs) = v.downcast_ref::<tch::nn::VarStore>() else {
-                return described(String::new());
-            };
-            let mut children: Vec<(String, String)> = vs
-                .variables()
-                .into_iter()
-                .map(|(name, t)| (name, (&&&&Short(&t)).short()))
-                .collect();
-            children.sort();
-            serde_json::json!({ "value": (&&&&Short(vs)).short(), "children": children })
-                .to_string()
+            quietly(|| {
+                let Some(vs) = v.downcast_ref::<tch::nn::VarStore>() else {
+                    return described(String::new());
+                };
+                let mut children: Vec<(String, String)> = vs
+                    .variables()
+                    .into_iter()
+                    .map(|(name, t)| (name, (&&&&Short(&t)).short()))
+                    .collect();
+                children.sort();
+                serde_json::json!({ "value": (&&&&Short(vs)).short(), "children": children })
+                    .to_string()
+            })
         }
     }
 }
