@@ -103,7 +103,7 @@ impl UsageMeter {
         let host = host_cpu_ticks();
         let host_cpu_percent = match (samples.host, host) {
             (Some((busy0, total0)), Some((busy1, total1))) if total1 > total0 => {
-                Some(100.0 * (busy1 - busy0) as f64 / (total1 - total0) as f64)
+                Some(100.0 * busy1.saturating_sub(busy0) as f64 / (total1 - total0) as f64)
             }
             _ => None,
         };
@@ -217,7 +217,7 @@ fn host_cpu_ticks() -> Option<(u64, u64)> {
     let total: u64 = values.iter().take(8).sum();
     // idle and iowait are the 4th and 5th.
     let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
-    Some((total - idle, total))
+    Some((total.saturating_sub(idle), total))
 }
 
 fn hostname() -> String {

@@ -8,6 +8,10 @@ use crate::display::{MimeBundle, RichDisplay, html_escape};
 /// Longest short value shown, in characters.
 const SHORT_CHARS: usize = 60;
 
+/// The largest tensor (in host memory) whose values the debugger's rich view previews.
+#[cfg(feature = "tch")]
+const PREVIEW_MAX_ELEMENTS: usize = 100_000;
+
 /// A borrowed variable, to be summarised.
 pub struct Short<'a, T: ?Sized>(pub &'a T);
 
@@ -165,11 +169,18 @@ impl DescribeKnown for &&&Describe<tch::Tensor> {
                 let Some(t) = v.downcast_ref::<tch::Tensor>() else {
                     return described(String::new());
                 };
-                serde_json::json!({
-                    "value": (&&&&Short(t)).short(),
-                    "html": crate::tensor::tensor_html(t),
-                })
-                .to_string()
+                // The preview (values, min/max/mean) copies and reduces the tensor: only for a
+                // small one in host memory, since this runs after every cell that stores it.
+                let short = (&&&&Short(t)).short();
+                let html = if t.device() == tch::Device::Cpu && t.numel() <= PREVIEW_MAX_ELEMENTS {
+                    crate::tensor::tensor_html(t)
+                } else {
+                    format!(
+                        "<b>Tensor</b> <code>{}</code> (no preview of its values here: display it in a cell)",
+                        crate::display::html_escape(&short)
+                    )
+                };
+                serde_json::json!({ "value": short, "html": html }).to_string()
             })
         }
     }

@@ -1017,10 +1017,12 @@ impl Evaluator {
         }
         // Names in scope that are re-exports of what was crawled (`Tensor` is `tch::Tensor`)
         // were queried first, so they are the first paths: nothing more to do.
-        let types: Vec<String> = STD_MEMBER_TYPES
+        // The prelude's first: a key both name (`nn::Path`, `std::path::Path`) is the one a
+        // notebook meets most (`vs.root()`).
+        let types: Vec<String> = types
             .iter()
-            .map(|t| t.to_string())
-            .chain(types.iter().cloned())
+            .cloned()
+            .chain(STD_MEMBER_TYPES.iter().map(|t| t.to_string()))
             .collect();
         let probes: Vec<String> = types
             .iter()

@@ -387,6 +387,8 @@ fn expression_start(s: &str) -> usize {
             Some(c @ (')' | ']')) => {
                 let open = if c == ')' { '(' } else { '[' };
                 match matching_open(s, end - 1, open, c) {
+                    // A macro call (`vec![1]`): its path, and nothing before it.
+                    Some(i) if s[..i].ends_with('!') => return path_start(&s[..i - 1]),
                     Some(i) => end = i,
                     None => return end,
                 }
@@ -533,7 +535,14 @@ pub(crate) fn complete(
             add(&item.name, &item.code);
         }
     } else {
-        for name in defined_before(code_before) {
+        // The cell's own names first: what its patterns bind (`for item in ..`, `|x|`) and
+        // what it `use`s, which only rust-analyzer would otherwise know.
+        let scope = CellScope::of(code_before);
+        for name in defined_before(code_before)
+            .into_iter()
+            .chain(scope.pattern_names.iter().map(String::as_str))
+            .chain(scope.uses.keys().map(String::as_str))
+        {
             add(name, name);
         }
         for (name, _) in session.variables {
@@ -771,6 +780,7 @@ mod tests {
             Some("Tensor::zeros([2], o).view([-1])?")
         );
         assert_eq!(context("f(a, b.c", 8).receiver, Some("b"));
+        assert_eq!(context("vec![1].p", 9).receiver, Some("vec![1]"));
         assert_eq!(context("0..n", 4).receiver, None);
     }
 
@@ -863,6 +873,23 @@ mod tests {
         assert_eq!(
             complete_in("Tensor::zeros([2], o).size().p", none, &[]).0,
             vec!["push(value)", "pop()"]
+        );
+        assert_eq!(
+            complete_in("vec![1].p", none, &[]).0,
+            vec!["push(value)", "pop()"]
+        );
+        // Names the cell's patterns bind and its uses, before std's and keywords.
+        assert_eq!(
+            complete_in("for item in v {\n    it", none, &[]).0,
+            vec!["item"]
+        );
+        assert_eq!(
+            complete_in("let f = |xval: i32| xv", none, &[]).0,
+            vec!["xval"]
+        );
+        assert_eq!(
+            complete_in("use ndarray::Array2;\nArr", none, &[]).0,
+            vec!["Array2"]
         );
     }
 

@@ -75,12 +75,13 @@ impl Ty {
 /// The return type in a signature as rust-analyzer details it (`fn(&self, other: &Tensor) ->
 /// Tensor`, `pub fn zeros(..) -> Tensor where ...`), with `Self` replaced by `self_ty`.
 pub(crate) fn return_type(detail: &str, self_ty: &Ty) -> Option<Ty> {
-    // The last `->` outside brackets (an argument may be `impl Fn(i64) -> i64`).
+    // The first `->` outside brackets (an argument may be `impl Fn(i64) -> i64`, and so may
+    // the return type itself).
     let bytes = detail.as_bytes();
     let mut depth = 0i32;
     let mut arrow = None;
     let mut i = 0;
-    while i < bytes.len() {
+    while i < bytes.len() && arrow.is_none() {
         match bytes[i] {
             b'-' if bytes.get(i + 1) == Some(&b'>') => {
                 if depth == 0 {
@@ -127,8 +128,10 @@ fn replace_self(text: &str, with: &str) -> String {
 /// What the cell says about its names before the cursor: `let`s and function parameters with
 /// their annotation or initializer, and `use` aliases.
 pub(crate) struct CellScope {
-    /// Name -> its last binding before the cursor.
-    bindings: HashMap<String, Binding>,
+    /// Name -> its bindings before the cursor, in order (`let t = t.view(..)` shadows).
+    bindings: HashMap<String, Vec<Binding>>,
+    /// Every name a pattern binds before the cursor (`for item in ..`, `|x|`, match arms).
+    pub(crate) pattern_names: Vec<String>,
     /// Name -> full path, from the cell's `use` items (`HashMap` -> `std::collections::HashMap`).
     pub(crate) uses: HashMap<String, String>,
 }
@@ -145,8 +148,9 @@ impl CellScope {
         // A cell is statements and items: a function body holds both.
         let body = format!("fn __cell() {{\n{code_before}\n}}");
         let file = SourceFile::parse(&body, Edition::Edition2021).tree();
-        let mut bindings = HashMap::new();
+        let mut bindings: HashMap<String, Vec<Binding>> = HashMap::new();
         let mut uses = HashMap::new();
+        let mut pattern_names = Vec::new();
         for node in file.syntax().descendants() {
             if let Some(stmt) = ast::LetStmt::cast(node.clone()) {
                 let Some(ast::Pat::IdentPat(pat)) = stmt.pat() else {
@@ -158,21 +162,33 @@ impl CellScope {
                     (None, Some(init)) => Binding::Init(init),
                     (None, None) => continue,
                 };
-                bindings.insert(name.text().to_string(), binding);
+                bindings
+                    .entry(name.text().to_string())
+                    .or_default()
+                    .push(binding);
             } else if let Some(param) = ast::Param::cast(node.clone()) {
                 if let (Some(ast::Pat::IdentPat(pat)), Some(ty)) = (param.pat(), param.ty())
                     && let Some(name) = pat.name()
                 {
-                    bindings.insert(
-                        name.text().to_string(),
-                        Binding::Annotated(Ty::new(&ty.syntax().text().to_string())),
-                    );
+                    bindings
+                        .entry(name.text().to_string())
+                        .or_default()
+                        .push(Binding::Annotated(Ty::new(&ty.syntax().text().to_string())));
+                }
+            } else if let Some(name) = ast::IdentPat::cast(node.clone()).and_then(|p| p.name()) {
+                let name = name.text().to_string();
+                if !pattern_names.contains(&name) {
+                    pattern_names.push(name);
                 }
             } else if let Some(tree) = ast::Use::cast(node).and_then(|u| u.use_tree()) {
                 collect_uses(&tree, "", &mut uses);
             }
         }
-        CellScope { bindings, uses }
+        CellScope {
+            bindings,
+            uses,
+            pattern_names,
+        }
     }
 
     /// A path as written, with its first segment expanded when the cell `use`d it.
@@ -224,6 +240,10 @@ pub(crate) struct Inference<'a> {
     pub(crate) known: &'a KnownNames,
 }
 
+/// While an initializer is typed: how many of each name's latest bindings it cannot see (its
+/// own, and those it is inside of), so `let t = t.view(..)` reads the `t` before it.
+type Hidden = HashMap<String, usize>;
+
 impl Inference<'_> {
     /// The type of the expression `text` (a receiver before `.`).
     pub(crate) fn type_of_text(&self, text: &str) -> Option<Ty> {
@@ -234,16 +254,16 @@ impl Inference<'_> {
             .descendants()
             .find_map(ast::ExprStmt::cast)
             .and_then(|s| s.expr())?;
-        self.type_of(&expr, 0)
+        self.type_of(&expr, 0, &Hidden::new())
     }
 
-    fn type_of(&self, expr: &ast::Expr, depth: usize) -> Option<Ty> {
+    fn type_of(&self, expr: &ast::Expr, depth: usize, hidden: &Hidden) -> Option<Ty> {
         if depth > MAX_DEPTH {
             return None;
         }
         match expr {
-            ast::Expr::ParenExpr(p) => self.type_of(&p.expr()?, depth + 1),
-            ast::Expr::RefExpr(r) => self.type_of(&r.expr()?, depth + 1),
+            ast::Expr::ParenExpr(p) => self.type_of(&p.expr()?, depth + 1, hidden),
+            ast::Expr::RefExpr(r) => self.type_of(&r.expr()?, depth + 1, hidden),
             ast::Expr::Literal(l) => Some(Ty::new(literal_type(l)?)),
             ast::Expr::MacroExpr(m) => {
                 let name = m.macro_call()?.path()?.segment()?.name_ref()?;
@@ -255,12 +275,12 @@ impl Inference<'_> {
             }
             ast::Expr::ArrayExpr(_) => Some(Ty::new("[_]")),
             ast::Expr::RecordExpr(r) => Some(Ty::new(&r.path()?.syntax().text().to_string())),
-            ast::Expr::TryExpr(t) => self.type_of(&t.expr()?, depth + 1)?.unwrapped(),
+            ast::Expr::TryExpr(t) => self.type_of(&t.expr()?, depth + 1, hidden)?.unwrapped(),
             ast::Expr::PathExpr(p) => {
                 let path = p.path()?;
                 if path.qualifier().is_none() {
                     let name = path.segment()?.name_ref()?.text().to_string();
-                    return self.type_of_name(&name, depth + 1);
+                    return self.type_of_name(&name, depth + 1, hidden);
                 }
                 // A unit variant or constant (`Device::Cpu`): the qualifier's type.
                 let qualifier = path.qualifier()?.syntax().text().to_string();
@@ -300,7 +320,7 @@ impl Inference<'_> {
                 }
             }
             ast::Expr::MethodCallExpr(call) => {
-                let receiver = self.type_of(&call.receiver()?, depth + 1)?;
+                let receiver = self.type_of(&call.receiver()?, depth + 1, hidden)?;
                 let method = call.name_ref()?.text().to_string();
                 if matches!(method.as_str(), "unwrap" | "expect" | "unwrap_or_default")
                     && let Some(inner) = receiver.unwrapped()
@@ -317,11 +337,19 @@ impl Inference<'_> {
         }
     }
 
-    /// A name's type: the cell's last binding of it, else a variable of the session.
-    fn type_of_name(&self, name: &str, depth: usize) -> Option<Ty> {
-        match self.scope.bindings.get(name) {
+    /// A name's type: the cell's last binding of it that `hidden` leaves visible, else a
+    /// variable of the session.
+    fn type_of_name(&self, name: &str, depth: usize, hidden: &Hidden) -> Option<Ty> {
+        let skip = hidden.get(name).copied().unwrap_or(0);
+        let all = self.scope.bindings.get(name).map_or(&[][..], Vec::as_slice);
+        let visible = all.len().checked_sub(skip + 1).map(|i| &all[i]);
+        match visible {
             Some(Binding::Annotated(ty)) => Some(ty.clone()),
-            Some(Binding::Init(init)) => self.type_of(init, depth + 1),
+            Some(Binding::Init(init)) => {
+                let mut inner = hidden.clone();
+                inner.insert(name.to_owned(), skip + 1);
+                self.type_of(init, depth + 1, &inner)
+            }
             None => self
                 .variables
                 .iter()
@@ -470,8 +498,13 @@ mod tests {
         );
         assert_eq!(infer("let q = mystery();", "q"), None);
         assert_eq!(infer("", "nobody"), None);
-        // A name bound to itself is not followed forever.
+        // A name bound to itself reads the binding before it (or the session's variable).
         assert_eq!(infer("let a = a;", "a"), None);
+        assert_eq!(infer("let w = w.size();", "w").as_deref(), Some("Vec"));
+        assert_eq!(
+            infer("let t = Tensor::zeros([2]);\nlet t = t.size();", "t").as_deref(),
+            Some("Vec")
+        );
     }
 
     #[test]
@@ -489,6 +522,10 @@ mod tests {
             Some(Ty::new("Vec<i64>"))
         );
         assert_eq!(return_type("fn(&mut self, x: T)", &t), None);
+        assert_eq!(
+            return_type("fn adder(n: i64) -> impl Fn(i64) -> i64", &t),
+            Some(Ty::new("impl Fn(i64) -> i64"))
+        );
         assert_eq!(
             Ty::new("Result<Option<Tensor>, E>").unwrapped(),
             Some(Ty::new("Option<Tensor>"))
