@@ -838,11 +838,9 @@ impl Evaluator {
     /// knows: variables and their types, defined items, the cell's own `let`s, and what
     /// rust-analyzer listed at install (`known_names`).
     pub fn complete(&mut self, code: &str, byte_pos: usize) -> Completions {
-        if !self.analyzer_first() {
-            let known = self.complete_from_known(code, byte_pos);
-            if !known.matches.is_empty() {
-                return known;
-            }
+        let known = self.complete_from_known(code, byte_pos);
+        if !known.matches.is_empty() && !self.analyzer_first() {
+            return known;
         }
         match self.ctx.completions(code, byte_pos) {
             Ok(c) if !c.analyzer_busy && !c.completions.is_empty() => {
@@ -863,7 +861,7 @@ impl Evaluator {
                 if let Err(e) = other {
                     log::debug!("completion failed: {e}");
                 }
-                self.complete_from_known(code, byte_pos)
+                known
             }
         }
     }
@@ -937,20 +935,10 @@ impl Evaluator {
             .collect();
         // A module or type re-exported elsewhere (`tch::Tensor`, `tch_prelude::nn`) is listed
         // once: later paths to it are aliases. Only items with docs or a detail are told apart.
-        let mut first_path: HashMap<(String, String, Option<String>, Option<String>), String> =
-            top_level
-                .iter()
-                .filter(|i| i.detail.is_some() || i.doc.is_some())
-                .map(|i| {
-                    let key = (
-                        i.kind.clone(),
-                        i.name.clone(),
-                        i.detail.clone(),
-                        i.doc.clone(),
-                    );
-                    (key, i.name.clone())
-                })
-                .collect();
+        let mut first_path: HashMap<ItemIdentity, String> = top_level
+            .iter()
+            .filter_map(|i| Some((identity(i)?, i.name.clone())))
+            .collect();
         known.set_top_level(top_level);
         let mut queries = 0;
         while !queue.is_empty() {
@@ -977,11 +965,12 @@ impl Evaluator {
                     Some("core" | "alloc" | "serde" | "serde_json") => 1,
                     _ => KNOWN_PATH_DEPTH,
                 };
+                // Below a module: its modules, and its types' associated items (a type's
+                // own associated types are not types to list again).
+                let below_module = is_module(&path, &known);
                 for item in &items {
-                    // Below a module: its modules, and its types' associated items (a
-                    // type's own associated types are not types to list again). Lowercase
-                    // types are aliases of primitives (`c_ulong`), listed under `u64`.
-                    let deeper = is_module(&path, &known)
+                    // Lowercase types are aliases of primitives (`c_ulong`), listed under `u64`.
+                    let deeper = below_module
                         && match item.kind.as_str() {
                             "module" => {
                                 depth < max_depth && !SKIPPED_MODULES.contains(&item.name.as_str())
@@ -995,13 +984,7 @@ impl Evaluator {
                         continue;
                     }
                     let child = format!("{path}::{}", item.name);
-                    if item.detail.is_some() || item.doc.is_some() {
-                        let key = (
-                            item.kind.clone(),
-                            item.name.clone(),
-                            item.detail.clone(),
-                            item.doc.clone(),
-                        );
+                    if let Some(key) = identity(item) {
                         if let Some(first) = first_path.get(&key) {
                             if *first != child {
                                 known.insert_alias(child, first.clone());
@@ -1054,14 +1037,10 @@ impl Evaluator {
             variables: &variables,
             items: &items,
         };
-        let known = || {
-            known_names::inspect(code, end, &self.known, &session)
-                .map(|(plain, markdown)| (plain, evcxr::markdown_to_html(&markdown)))
-        };
-        if !self.analyzer_first()
-            && let Some(found) = known()
-        {
-            return Some(found);
+        let known = known_names::inspect(code, end, &self.known, &session)
+            .map(|(plain, markdown)| (plain, evcxr::markdown_to_html(&markdown)));
+        if known.is_some() && !self.analyzer_first() {
+            return known;
         }
         if let Ok((plain, html)) = self.ctx.hover_at(code, end)
             && !plain.trim().is_empty()
@@ -1069,8 +1048,8 @@ impl Evaluator {
         {
             return Some((plain, html));
         }
-        if let Some(found) = known() {
-            return Some(found);
+        if known.is_some() {
+            return known;
         }
         // Fall back to a variable's type, like IPython's `x?`.
         let ty = variables
@@ -1152,6 +1131,21 @@ const STD_MEMBER_TYPES: &[&str] = &[
     "bool",
     "char",
 ];
+
+/// What tells a re-exported module or type from others of its name: kind, name, detail and
+/// docs. None for an item with neither detail nor docs, which cannot be told apart.
+type ItemIdentity = (String, String, Option<String>, Option<String>);
+
+fn identity(item: &KnownItem) -> Option<ItemIdentity> {
+    (item.detail.is_some() || item.doc.is_some()).then(|| {
+        (
+            item.kind.clone(),
+            item.name.clone(),
+            item.detail.clone(),
+            item.doc.clone(),
+        )
+    })
+}
 
 /// Whether `path` (already crawled or being crawled) names a module: the item it was found as
 /// in its parent's list, or a name in scope.
