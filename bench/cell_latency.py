@@ -5,6 +5,7 @@ because absolute timings on shared machines are noisy.
 
     .venv/bin/python bench/cell_latency.py [--kernel rust-tch] [--reference python3] [--cells 10]
     .venv/bin/python bench/cell_latency.py --only floor      # just the compile-loop figures
+    .venv/bin/python bench/cell_latency.py --only debugger   # cells with JupyterLab's debugger on
 
 Two parts:
 
@@ -13,6 +14,8 @@ Two parts:
   trivial cell after 300 user fns + structs against the same cell before them (same kernel,
   rust-analyzer warm), and a
   `complete_request` sent to a fresh kernel followed at once by `40 + 2`.
+- `debugger`: the floor's cells with JupyterLab's debugger on (debug builds, lldb-dap attached)
+  against the same kernel with it off, and the first cell after it is switched on (the attach).
 - `reference`: start-to-ready, the first cell sent right after ready, later cells, a trivial cell
   and the child's RSS growth, against another kernel (ipykernel by default).
 """
@@ -232,6 +235,37 @@ def measure_floor(kernel_name, runs):
     return rows, complete, execute_after, content, first_cell(kernel_name)
 
 
+def debug_request(kc, command, arguments=None):
+    msg = kc.session.msg("debug_request", {"type": "request", "seq": 1, "command": command,
+                                           "arguments": arguments or {}})
+    kc.control_channel.send(msg)
+    while True:
+        reply = kc.control_channel.get_msg(timeout=120)
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            return reply["content"]
+
+
+def measure_debugger(kernel_name, runs):
+    """Rows of (figure, debugger on, debugger off, ratio) in one kernel, and the first cell
+    after the debugger is switched on (it attaches lldb-dap)."""
+    rows = []
+    with Kernel(kernel_name) as k:
+        kc = k.kc
+        execute(kc, "let t0 = Tensor::zeros([3, 4], (Kind::Float, Device::Cpu));")
+        for _ in range(2):
+            execute(kc, "1 + 1")
+        off = [kernel_times(kc, cell, runs) for _, cell, _, _ in FLOOR_CELLS]
+        debug_request(kc, "initialize", {"adapterID": "bench"})
+        debug_request(kc, "attach")
+        attach = execute(kc, "1 + 1")
+        on = [kernel_times(kc, cell, runs) for _, cell, _, _ in FLOOR_CELLS]
+        debug_request(kc, "disconnect")
+        after = [kernel_times(kc, cell, runs) for _, cell, _, _ in FLOOR_CELLS]
+        for (name, *_), a, b, c in zip(FLOOR_CELLS, on, off, after):
+            rows.append((name, a, b, a / b, c / b))
+    return rows, attach
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernel", default="rust-tch")
@@ -239,12 +273,22 @@ def main():
     ap.add_argument("--cells", type=int, default=10)
     ap.add_argument("--workload", choices=["tensor", "plain"], default="tensor",
                     help="tensor: tch cells vs PyTorch (needs torch in the reference kernel); plain: Rust vs Python")
-    ap.add_argument("--only", choices=["floor", "reference"], help="run one part only")
+    ap.add_argument("--only", choices=["floor", "reference", "debugger"], help="run one part only")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     figures = {}
 
-    if args.only != "reference":
+    if args.only == "debugger":
+        rows, attach = measure_debugger(args.kernel, args.cells)
+        print(f"JupyterLab's debugger on (debug builds, lldb-dap attached) against off, one kernel (medians of {args.cells})")
+        print(f"{'figure':40} {'on':>9} {'off':>9} {'ratio':>7} {'off again':>10}")
+        for name, on, off, ratio, again in rows:
+            print(f"{name:40} {on:8.3f}s {off:8.3f}s {ratio:6.2f}x {again:9.2f}x")
+            figures[name] = {"debugger_on_s": on, "debugger_off_s": off, "ratio": ratio, "off_again_ratio": again}
+        print(f"{'first cell after switching it on':40} {attach:8.3f}s   (attaches lldb-dap)")
+        figures["first_cell_debugger_on_s"] = attach
+
+    if args.only not in ("reference", "debugger"):
         rows, complete, execute_after, content, first = measure_floor(args.kernel, args.cells)
         print(f"compile loop: {args.kernel} against a bare rustc compile of the same cell (medians of {args.cells})")
         print(f"{'figure':40} {'kernel':>9} {'floor':>9} {'ratio':>7} {'target':>7}")
@@ -263,7 +307,7 @@ def main():
         figures["execute_after_complete_s"] = execute_after
         figures["first_cell_without_complete_s"] = first
 
-    if args.only != "floor":
+    if args.only not in ("floor", "debugger"):
         ours = measure_reference(args.kernel, args.cells, args.workload)
         ref = measure_reference(args.reference, args.cells, args.workload) if args.reference else None
         print(f"\nworkload: {args.workload}")

@@ -7,12 +7,16 @@ python="${TCH_KERNEL_PYTHON:-$repo/.venv/bin/python}"
 [ -x "$python" ] || { echo "tests/run.sh: $python not found: run ./install.sh first" >&2; exit 1; }
 
 cd "$repo"
-# The Slurm tests start a real one-node cluster (tests/local-slurm.sh). As root (as in CI) the
-# packages are installed when missing; elsewhere those tests skip and say why.
-if [ "$(id -u)" = 0 ] && ! command -v slurmctld >/dev/null && command -v apt-get >/dev/null; then
-    echo "==> installing Slurm and munge for the Slurm tests"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null; } \
-        || echo "tests/run.sh: could not install Slurm; the Slurm tests will skip" >&2
+# The Slurm tests start a real one-node cluster (tests/local-slurm.sh), and JupyterLab's debugger
+# stops at breakpoints through lldb-dap (tests/test_ide.py). As root (as in CI) the packages are
+# installed when missing; elsewhere those tests skip and say why.
+missing=()
+command -v slurmctld >/dev/null || missing+=(slurmctld slurmd slurm-client munge)
+compgen -c lldb-dap | grep -q . || missing+=(lldb-19)
+if [ "$(id -u)" = 0 ] && [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing ${missing[*]} for the Slurm and debugger tests"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } \
+        || echo "tests/run.sh: could not install ${missing[*]}; the tests that need them will skip" >&2
 fi
 # Release profile and the default members, as install.sh built them: the dependencies (and their
 # features) are the ones built there, so only the test harnesses compile here.

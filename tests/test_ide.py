@@ -16,6 +16,10 @@ import pytest
 from conftest import TORCH_KERNEL_NAME, tk  # noqa: F401 (a fixture)
 
 VENV_BIN = Path(sys.executable).parent
+# The DAP adapter the kernel finds (the newest lldb-dap on PATH); tests/run.sh installs lldb-19
+# as root.
+ADAPTER = next((p for d in os.environ.get("PATH", "").split(os.pathsep) if d
+                for p in sorted(Path(d).glob("lldb-dap*")) if os.access(p, os.X_OK)), None)
 TOKEN = "tch-kernel-test-token"
 
 
@@ -129,10 +133,12 @@ def test_the_debuggers_variables_panel_through_debug_requests(tk):
     path = debug(tk, "dumpCell", {"code": code})["body"]["sourcePath"]
     assert path == f"{info['tmpFilePrefix']}{murmur2_x86(code, info['hashSeed'])}{info['tmpFileSuffix']}"
     assert Path(path).read_text() == code and (Path(path).stat().st_mode & 0o077) == 0
-    # A breakpoint is kept, and says why it cannot stop.
+    # A breakpoint is kept; without an adapter it says why it cannot stop.
     set_ = debug(tk, "setBreakpoints", {"source": {"path": path}, "breakpoints": [{"line": 2}]})
-    assert set_["body"]["breakpoints"][0]["verified"] is False and set_["body"]["breakpoints"][0]["message"]
+    assert set_["body"]["breakpoints"][0]["verified"] is (ADAPTER is not None), set_
+    assert ADAPTER or "lldb" in set_["body"]["breakpoints"][0]["message"]
     assert debug(tk, "debugInfo")["body"]["breakpoints"][0]["source"] == path
+    assert debug(tk, "setBreakpoints", {"source": {"path": path}, "breakpoints": []})["success"]
     # Cells run; after each one JupyterLab asks inspectVariables.
     from conftest import ok
 
@@ -161,6 +167,121 @@ def test_the_debuggers_variables_panel_through_debug_requests(tk):
     assert variables["touchy"]["value"] == "…", variables["touchy"]
     assert debug(tk, "disconnect", {"restart": False, "terminateDebuggee": True})["success"]
     assert not debug(tk, "debugInfo")["body"]["isStarted"]
+
+
+def debug_event(kc, event, deadline_s=300):
+    """The next `debug_event` named `event` on IOPub (others are skipped)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            msg = kc.get_iopub_msg(timeout=max(0.1, end - time.monotonic()))
+        except Exception:
+            break
+        if msg["msg_type"] == "debug_event" and msg["content"].get("event") == event:
+            return msg["content"]
+    raise AssertionError(f"no {event} event")
+
+
+def frames(kc, thread):
+    return debug(kc, "stackTrace", {"threadId": thread})["body"]["stackFrames"]
+
+
+def locals_of(kc, frame):
+    """The frame's locals, by name, and the scopes' names."""
+    scopes = debug(kc, "scopes", {"frameId": frame["id"]})["body"]["scopes"]
+    local = next(s for s in scopes if s["name"].lower().startswith("local"))
+    variables = debug(kc, "variables", {"variablesReference": local["variablesReference"]})["body"]["variables"]
+    return {v["name"]: v for v in variables}, [s["name"] for s in scopes]
+
+
+def test_breakpoints_stop_in_cell_code_through_lldb_dap(tk):
+    """As JupyterLab drives it: breakpoints in a function a cell defines and in a training
+    loop's own statements; the stop shows the cells' files and lines, the locals and the
+    session's variables; step, continue, and the cell finishes."""
+    from conftest import ok
+
+    if ADAPTER is None:
+        pytest.skip("no lldb-dap on PATH: tests/run.sh installs lldb-19 when run as root")
+    assert debug(tk, "initialize", {"adapterID": "jupyterlab", "pathFormat": "path"})["success"]
+    assert debug(tk, "attach")["success"]
+    step_fn = ("// one step of gradient descent on (w x - 1)^2\n"
+               "fn train_step(w: &mut f64, x: f64) -> f64 {\n"
+               "    let grad = 2.0 * (*w * x - 1.0) * x;\n"
+               "    *w -= 0.1 * grad;\n"
+               "    (*w * x - 1.0).powi(2)\n"
+               "}")
+    loop = ("let mut w = 0.0f64;\n"
+            "let mut losses = Vec::new();\n"
+            "for step in 0..3 {\n"
+            "    let loss = train_step(&mut w, 1.0);\n"
+            "\n"
+            "    losses.push(loss);\n"
+            "}\n"
+            "println!(\"done {}\", losses.len());")
+    fn_path = debug(tk, "dumpCell", {"code": step_fn})["body"]["sourcePath"]
+    loop_path = debug(tk, "dumpCell", {"code": loop})["body"]["sourcePath"]
+    # A breakpoint set before the cell that defines the function runs, and one on the blank
+    # line before `losses.push(loss)` (it stops at the push).
+    debug(tk, "setBreakpoints", {"source": {"path": fn_path}, "breakpoints": [{"line": 4}]})
+    debug(tk, "setBreakpoints", {"source": {"path": loop_path}, "breakpoints": [{"line": 5}]})
+    debug(tk, "configurationDone")
+    from conftest import run
+
+    assert run(tk, step_fn, timeout=300)[0]["status"] == "ok"
+    msg_id = tk.execute(loop)
+
+    stopped = debug_event(tk, "stopped")
+    thread = stopped["body"]["threadId"]
+    assert thread in debug(tk, "debugInfo")["body"]["stoppedThreads"]
+    stack = frames(tk, thread)
+    top = stack[0]
+    assert top["source"]["path"] == fn_path and top["line"] == 4, stack[:4]
+    assert "train_step" in top["name"]
+    # The caller is the loop's cell, at the call.
+    caller = next(f for f in stack[1:] if f.get("source"))
+    assert caller["source"]["path"] == loop_path and caller["line"] == 4, stack[:4]
+    local, scopes = locals_of(tk, top)
+    assert float(local["grad"]["value"]) == -2.0 and float(local["x"]["value"]) == 1.0, local
+    assert "Session" in scopes
+
+    assert debug(tk, "continue", {"threadId": thread})["success"]
+    stopped = debug_event(tk, "stopped")
+    top = frames(tk, stopped["body"]["threadId"])[0]
+    assert top["source"]["path"] == loop_path and top["line"] == 6, top
+    local, _ = locals_of(tk, top)
+    assert abs(float(local["loss"]["value"]) - 0.64) < 1e-9 and local["step"]["value"] == "0", local
+
+    # Step over the push: the next stop is still in the loop's cell, past line 6 or back at
+    # its head.
+    assert debug(tk, "next", {"threadId": thread})["success"]
+    stopped = debug_event(tk, "stopped")
+    top = frames(tk, stopped["body"]["threadId"])[0]
+    assert top["source"]["path"] == loop_path and top["line"] != 6, top
+
+    # Breakpoints off, continue: the cell finishes as it would have.
+    debug(tk, "setBreakpoints", {"source": {"path": fn_path}, "breakpoints": []})
+    debug(tk, "setBreakpoints", {"source": {"path": loop_path}, "breakpoints": []})
+    assert debug(tk, "continue", {"threadId": thread})["success"]
+    reply = tk.get_shell_msg(timeout=300)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = tk.get_shell_msg(timeout=300)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    assert not debug(tk, "debugInfo")["body"]["stoppedThreads"]
+
+    # With the adapter attached, an interrupt still stops a cell (SIGINT goes through).
+    from conftest import run_interrupted, printed
+
+    class ByMessage:  # the kernelspec's interrupt_mode is "message"
+        def interrupt_kernel(self):
+            tk.control_channel.send(tk.session.msg("interrupt_request", {}))
+
+    reply, _ = run_interrupted(ByMessage(), tk, 'println!("spinning"); loop { std::hint::spin_loop(); }',
+                               printed("spinning"))
+    assert reply["status"] == "error", reply
+
+    assert debug(tk, "disconnect", {"restart": False, "terminateDebuggee": False})["success"]
+    # Detached: the session goes on.
+    assert "[0.64" in "".join(c["data"]["text/plain"] for t, c in ok(tk, "losses") if t == "execute_result")
 
 
 def test_the_kernelspec_offers_the_debugger(torch_env):

@@ -33,14 +33,19 @@ pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) 
     let has_prelude = config.prelude.is_some();
     // The debugger's Variables panel reads what the evaluator publishes after each cell; the
     // variables are described by the prelude's describers, so only a prelude kernel has one.
-    let debugger: Option<Arc<dyn jupyter_server::Debugger>> = has_prelude.then(|| {
+    // Breakpoints stop through a DAP adapter attached to the evaluation process.
+    let debugger = has_prelude.then(|| {
         Arc::new(crate::debugger::KernelDebugger::new(
             config.variables.clone(),
-        )) as _
+            settings.debug_adapter(),
+        ))
     });
+    config.debugger = debugger
+        .clone()
+        .map(|d| d as Arc<dyn rust_evaluator::DebugTarget>);
     let options = ServeOptions {
         info: kernel_info(settings.torch_version.as_deref()),
-        debugger,
+        debugger: debugger.map(|d| d as Arc<dyn jupyter_server::Debugger>),
         history_file: crate::paths::data_dir().map(|d| d.join("history.jsonl")),
         interrupt: {
             let interrupter = interrupter.clone();

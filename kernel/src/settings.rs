@@ -86,9 +86,17 @@ pub struct Settings {
     /// (about 700 MB more per kernel); by default it loads only when the names saved at
     /// install have no answer.
     pub analyzer_first: bool,
+    /// `TCH_KERNEL_DEBUG_ADAPTER`: the DAP adapter breakpoints stop with (a path, or a name on
+    /// `PATH`); unset, the newest lldb-dap on `PATH`.
+    pub debug_adapter: Option<PathBuf>,
 }
 
 impl Settings {
+    /// The DAP adapter JupyterLab's debugger stops at breakpoints with, if one is there.
+    pub fn debug_adapter(&self) -> Option<PathBuf> {
+        dap_client::find_adapter(self.debug_adapter.as_deref(), std::env::var_os("PATH"))
+    }
+
     pub fn from_env() -> Settings {
         Settings {
             cache: var(child_protocol::env::kernelspec::CACHE_DIR)
@@ -116,6 +124,7 @@ impl Settings {
             snapshots: None,
             analyzer_first: var(child_protocol::env::kernelspec::ANALYZER)
                 .is_some_and(|v| v == "first"),
+            debug_adapter: var(child_protocol::env::kernelspec::DEBUG_ADAPTER).map(PathBuf::from),
         }
     }
 
@@ -199,6 +208,8 @@ impl Settings {
             analyzer_first: self.analyzer_first,
             interrupt_grace: self.interrupt_grace,
             loop_polls: self.loop_polls,
+            // The kernel's debugger, if it has one, is set by `run_kernel`.
+            debugger: None,
             // The prelude dylib loads libtorch; cells need not read its libraries to link.
             link_stand_in_dirs: self.libtorch.iter().map(|l| l.join("lib")).collect(),
             // Loaded by the kernel, which completes from them before the evaluator starts.

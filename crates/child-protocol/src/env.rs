@@ -19,6 +19,9 @@ pub mod kernelspec {
     pub const SNAPSHOTS: &str = "TCH_KERNEL_SNAPSHOTS";
     /// `first`: rust-analyzer warms up at start and answers Tab before the saved names.
     pub const ANALYZER: &str = "TCH_KERNEL_ANALYZER";
+    /// The DAP adapter JupyterLab's debugger stops at breakpoints with (a path, or a name on
+    /// `PATH`); unset: the newest `lldb-dap` / `lldb-vscode` on `PATH`.
+    pub const DEBUG_ADAPTER: &str = "TCH_KERNEL_DEBUG_ADAPTER";
     /// The kernel's log filter (`env_logger` syntax).
     pub const LOG: &str = "TCH_KERNEL_LOG";
     /// Where the kernel keeps its history.

@@ -13,6 +13,7 @@ use ra_ap_syntax::AstNode;
 use ra_ap_syntax::SyntaxNode;
 use regex::Regex;
 use statement_splitter::OriginalUserCode;
+use std::sync::Arc;
 
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub(crate) struct Segment {
@@ -22,6 +23,33 @@ pub(crate) struct Segment {
     /// Only present for original user code. Provides ordering and identity to the segments that
     /// came from the user.
     pub(crate) sequence: Option<usize>,
+    /// tch-kernel: the cell this code was written in, kept when it becomes an older cell's
+    /// item (`commit_old_user_code`), for a debugger's line table ([`CodeBlock::cell_lines`]).
+    origin: Origin,
+}
+
+/// Where a segment's first line is in the cell it came from. Not part of a segment's equality:
+/// the same item written again in another cell is the same item.
+#[derive(Clone, Debug, Default)]
+struct Origin(Option<(Arc<str>, usize)>);
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Origin) -> bool {
+        true
+    }
+}
+
+impl Eq for Origin {}
+
+/// tch-kernel: one line of a built crate's source that a cell's line became.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellLine {
+    /// 1-based, in the crate's source.
+    pub line: usize,
+    /// The cell's code as it was given to `execute`.
+    pub cell: Arc<str>,
+    /// 1-based, in `cell`.
+    pub cell_line: usize,
 }
 
 impl Segment {
@@ -34,6 +62,7 @@ impl Segment {
             num_lines: num_lines(&code),
             code,
             sequence: None,
+            origin: Origin::default(),
         }
     }
 }
@@ -195,6 +224,7 @@ impl CodeBlock {
         static COMMAND_RE: Lazy<Regex> = Lazy::new(|| Regex::new("^ *(:[^ ]*)( +(.*))?$").unwrap());
         let mut code_block = CodeBlock::new();
         let mut nodes = Vec::new();
+        let cell: Arc<str> = Arc::from(user_code);
 
         let mut lines = user_code.lines();
         let mut line_number = 1;
@@ -244,15 +274,17 @@ impl CodeBlock {
                     }
                     let byte_offset = code.as_ptr() as usize - current_line.as_ptr() as usize;
                     let column_offset = count_columns(&current_line[..byte_offset]);
-                    code_block = code_block.with(
+                    let mut segment = Segment::new(
                         CodeKind::OriginalUserCode(UserCodeMetadata {
                             start_byte: start_byte + non_command_start_byte,
                             node_index,
                             start_line: line_number,
                             column_offset,
                         }),
-                        code,
+                        code.to_owned(),
                     );
+                    segment.origin = Origin(Some((cell.clone(), line_number)));
+                    code_block = code_block.with_segment(segment);
                     nodes.push(node);
                 }
                 // tch-kernel: a cell may end in `let x = ..` without `;`, as a Python user
@@ -348,6 +380,24 @@ impl CodeBlock {
         self
     }
 
+    /// tch-kernel: which cell line each line of `self` (a crate's whole source) was written on,
+    /// for the lines that came from cells as they were written.
+    pub(crate) fn cell_lines(&self) -> Vec<CellLine> {
+        let mut out = Vec::new();
+        let mut line = 1;
+        for segment in &self.segments {
+            if let Origin(Some((cell, first))) = &segment.origin {
+                out.extend((0..segment.num_lines).map(|i| CellLine {
+                    line: line + i,
+                    cell: cell.clone(),
+                    cell_line: first + i,
+                }));
+            }
+            line += segment.num_lines;
+        }
+        out
+    }
+
     pub(crate) fn code_string(&self) -> String {
         let mut output = String::new();
         for segment in &self.segments {
@@ -391,6 +441,29 @@ mod test {
     use super::CodeBlock;
     use super::CodeKind;
     use super::ShellCommand;
+
+    #[test]
+    fn cell_lines_follow_code_into_later_crates() {
+        // A comment line, a two-line fn, and a statement after a blank line.
+        let cell = "// c\nfn f() {\n}\n\nlet x = 1;";
+        let (mut block, _) = CodeBlock::from_original_user_code(cell);
+        // As an item of an older cell, built into a later crate after a generated line.
+        block.commit_old_user_code();
+        let code = CodeBlock::new().generated("#![allow(x)]").add_all(block);
+        let lines: Vec<(usize, usize)> = code
+            .cell_lines()
+            .iter()
+            .inspect(|l| assert_eq!(&*l.cell, cell))
+            .map(|l| (l.line, l.cell_line))
+            .collect();
+        // The blank line goes with the fn before it (a segment runs to the next statement).
+        assert_eq!(lines, vec![(2, 2), (3, 3), (4, 4), (5, 5)]);
+        // The same item written in another cell is the same item.
+        let (again, _) = CodeBlock::from_original_user_code("fn f() {\n}");
+        let (first, _) = CodeBlock::from_original_user_code("\nfn f() {\n}");
+        assert_eq!(again.segments[0].code, first.segments[0].code);
+        assert_eq!(again.segments[0].origin, first.segments[0].origin);
+    }
 
     #[test]
     fn basic_usage() {

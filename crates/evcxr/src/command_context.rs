@@ -285,6 +285,11 @@ Panic detected. Here's some useful information if you're filing a bug report.
         self.eval_context.set_build_progress(progress);
     }
 
+    /// tch-kernel: see [`crate::CellDebugger`].
+    pub fn set_cell_debugger(&mut self, debugger: Option<std::sync::Arc<dyn crate::CellDebugger>>) {
+        self.eval_context.set_cell_debugger(debugger);
+    }
+
     /// tch-kernel: later `:dep`s may not change the versions or features of the dependencies
     /// resolved so far, which the evaluation process has loaded (a dylib such as tch-kernel's
     /// prelude). Call it once those dependencies are built and loaded.

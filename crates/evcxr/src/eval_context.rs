@@ -79,6 +79,31 @@ pub struct EvalContext {
     /// tch-kernel: what the child last said about the variables (child-protocol's
     /// `VARIABLES_MARKER`): each one's description, by name, for the debugger.
     described_variables: std::collections::BTreeMap<String, serde_json::Value>,
+    /// tch-kernel: a debugger attached to the evaluation process, if the embedder has one.
+    cell_debugger: Option<Arc<dyn CellDebugger>>,
+    /// tch-kernel: debug builds so far, which name their sources (`DebugBuild::file`).
+    debug_builds: u64,
+}
+
+/// tch-kernel: a debugger that attaches to the evaluation process. While it is `enabled`, each
+/// cell's crate is built with debug info and unoptimised (`module::DEBUG_RUSTC_ARGS`), its
+/// source named by a file of its own, and the debugger sees the build before the code is
+/// loaded, so that breakpoints in it are set by then. Otherwise builds are as they were.
+pub trait CellDebugger: Send + Sync {
+    fn enabled(&self) -> bool;
+    /// Called on the thread that runs the cell, which waits for it.
+    fn before_run(&self, build: &DebugBuild);
+}
+
+/// A debug build of a cell's crate.
+#[derive(Debug)]
+pub struct DebugBuild {
+    /// The evaluation process, which is about to load the build.
+    pub pid: u32,
+    /// The crate's source as the build's line tables name it (a copy is written there).
+    pub file: PathBuf,
+    /// Which line of which cell each line of `file` came from, where one did.
+    pub lines: Vec<crate::code_block::CellLine>,
 }
 
 /// tch-kernel: set by an embedder that evaluates a cell of its own right after start-up, so
@@ -451,6 +476,8 @@ impl EvalContext {
             stderr_marks: 0,
             stderr_marks_on: false,
             described_variables: Default::default(),
+            cell_debugger: None,
+            debug_builds: 0,
         };
         let outputs = EvalContextOutputs {
             stdout: stdout_receiver,
@@ -893,7 +920,28 @@ impl EvalContext {
         } else {
             &[]
         };
-        let (so_file, warnings) = self.module.compile(&code, &state.config, extra_args)?;
+        let debug = self
+            .cell_debugger
+            .clone()
+            .filter(|d| compilation_mode != CompilationMode::NoCatchExpectError && d.enabled());
+        let debug_file = match &debug {
+            Some(_) => Some(self.debug_source(&code, &state.config)?),
+            None => None,
+        };
+        let debug_args: Vec<String> = match &debug_file {
+            Some(file) => crate::module::DEBUG_RUSTC_ARGS
+                .iter()
+                .map(|a| a.to_string())
+                .chain([crate::module::debug_source_arg(file)])
+                .collect(),
+            None => Vec::new(),
+        };
+        let args: Vec<&str> = extra_args
+            .iter()
+            .copied()
+            .chain(debug_args.iter().map(String::as_str))
+            .collect();
+        let (so_file, warnings) = self.module.compile(&code, &state.config, &args)?;
 
         if compilation_mode == CompilationMode::NoCatchExpectError {
             // Uh-oh, caller was expecting an error, return OK and the caller can return the
@@ -906,8 +954,41 @@ impl EvalContext {
         // tch-kernel: name the inferred types from this build's probe warnings.
         Self::name_probed_types(state, &warnings)?;
 
+        if let (Some(debugger), Some(file)) = (debug, debug_file) {
+            let pid = self
+                .child_process
+                .process_handle()
+                .lock()
+                .map(|child| child.id())
+                .unwrap_or_else(|poisoned| poisoned.into_inner().id());
+            debugger.before_run(&DebugBuild {
+                pid,
+                file,
+                lines: code.cell_lines(),
+            });
+        }
         let output = self.run_and_capture_output(state, &so_file, callbacks)?;
         Ok(ExecutionArtifacts { output })
+    }
+
+    /// tch-kernel: see [`CellDebugger`].
+    pub fn set_cell_debugger(&mut self, debugger: Option<Arc<dyn CellDebugger>>) {
+        self.cell_debugger = debugger;
+    }
+
+    /// The file a debug build's source is named by, written there: one per build, so that a
+    /// line of it means one build's code, whichever shared objects are loaded. Still named
+    /// `lib.rs`: rustc's diagnostics use the name too, and are mapped back to cells by it.
+    fn debug_source(&mut self, code: &CodeBlock, config: &Config) -> Result<PathBuf, Error> {
+        self.debug_builds += 1;
+        let dir = config
+            .crate_dir()
+            .join("debug")
+            .join(format!("build-{}", self.debug_builds));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("lib.rs");
+        std::fs::write(&file, code.code_string())?;
+        Ok(file)
     }
 
     pub(crate) fn write_cargo_toml(&self, state: &ContextState) -> Result<()> {

@@ -42,10 +42,13 @@ pub use crate::module::BuildProgress;
 /// `std::env::set_var` outside `unsafe`, and `fn f(vs: &Path) -> impl Module` used as
 /// `f(&vs.root())` (2024 captures the borrow). Exported programs use it too.
 pub const CELL_EDITION: &str = "2021";
+pub use crate::code_block::CellLine;
 pub use crate::errors::CompilationError;
 pub use crate::errors::Error;
 pub use crate::errors::Theme;
 pub use crate::eval_context::BORROWED_VARIABLE;
+pub use crate::eval_context::CellDebugger;
+pub use crate::eval_context::DebugBuild;
 pub use crate::eval_context::EXECUTION_PHASE;
 pub use crate::eval_context::EvalCallbacks;
 pub use crate::eval_context::EvalContext;

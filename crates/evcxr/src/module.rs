@@ -45,6 +45,31 @@ pub(crate) const TYPE_PROBE_RUSTC_ARGS: &[&str] = &[
     "-Zwrite-long-types-to-disk=no",
 ];
 
+/// tch-kernel: a cell built for a debugger: full debug info, kept in the shared object, and
+/// unoptimised, so that every statement has a line and every local a value. With
+/// [`debug_source_arg`], which names the source as the debugger will know it.
+pub(crate) const DEBUG_RUSTC_ARGS: &[&str] = &["-Cdebuginfo=2", "-Cstrip=none", "-Copt-level=0"];
+
+/// How rustc's `--remap-path-prefix` names the cell crate's source (`src/lib.rs`, as cargo
+/// passes it) in a debug build's line tables.
+const DEBUG_SOURCE_ARG: &str = "--remap-path-prefix=src/lib.rs=";
+
+pub(crate) fn debug_source_arg(file: &Path) -> String {
+    format!("{DEBUG_SOURCE_ARG}{}", file.display())
+}
+
+/// Whether `arg` is one a build adds for itself (the type probe's, a debug build's), never part
+/// of the recorded command.
+fn is_per_build_arg(arg: &std::ffi::OsStr) -> bool {
+    TYPE_PROBE_RUSTC_ARGS
+        .iter()
+        .chain(DEBUG_RUSTC_ARGS)
+        .any(|a| arg == *a)
+        || arg
+            .to_str()
+            .is_some_and(|a| a.starts_with(DEBUG_SOURCE_ARG))
+}
+
 // tch-kernel: Linux and macOS only (Windows branches removed here and below); the link
 // stand-ins need `std::os::unix`.
 pub(crate) fn shared_object_prefix() -> &'static str {
@@ -151,7 +176,7 @@ impl DirectRustc {
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.cwd);
-        if !extra_rustc_args.is_empty() {
+        if extra_rustc_args.iter().any(|a| a.starts_with("-Z")) {
             command.env("RUSTC_BOOTSTRAP", "1");
         }
         command
@@ -608,7 +633,7 @@ fn record_rustc_command(command: &Command) -> Result<()> {
     };
     let args: Vec<&std::ffi::OsStr> = command
         .get_args()
-        .filter(|a| !TYPE_PROBE_RUSTC_ARGS.iter().any(|z| a == z))
+        .filter(|a| !is_per_build_arg(a))
         .collect();
     let Some(args) = strings(args) else {
         return Ok(());
@@ -971,6 +996,22 @@ pub(crate) struct SoFile {
 // tch-kernel: unit test of the fork's direct-rustc key.
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn per_build_args_stay_out_of_the_recorded_command() {
+        use super::*;
+        use std::ffi::OsStr;
+        let file = Path::new("/c/debug/build-1/lib.rs");
+        assert!(is_per_build_arg(OsStr::new(&debug_source_arg(file))));
+        assert!(
+            DEBUG_RUSTC_ARGS
+                .iter()
+                .all(|a| is_per_build_arg(OsStr::new(a)))
+        );
+        assert!(is_per_build_arg(OsStr::new(TYPE_PROBE_RUSTC_ARGS[0])));
+        assert!(!is_per_build_arg(OsStr::new("-Copt-level=1")));
+        assert!(!is_per_build_arg(OsStr::new("--remap-path-prefix=/home=~")));
+    }
+
     use super::without_offline;
 
     #[test]

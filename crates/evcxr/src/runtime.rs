@@ -118,10 +118,29 @@ fn watch_parent() {
 /// as (1) the process that loads and runs the user code and (2) a wrapper around rustc.
 pub fn runtime_hook() {
     if std::env::var(EVCXR_IS_RUNTIME_VAR).is_ok() {
+        allow_parent_debugger();
         Runtime::new().run_loop();
     }
     if std::env::var(WRAP_RUSTC_ENV).is_ok() {
         crate::module::wrap_rustc();
+    }
+}
+
+/// tch-kernel: lets the process that started this one (the kernel) and its children, a DAP
+/// adapter among them, attach a debugger. Where Yama's `ptrace_scope` is 1 (many clusters),
+/// only a process's ancestors may otherwise, and the adapter is its sibling. Nothing happens
+/// where Yama is not in use (`EINVAL`).
+fn allow_parent_debugger() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_PTRACER takes a pid and changes nothing in this process's memory.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PTRACER,
+            libc::getppid() as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        );
     }
 }
 

@@ -86,14 +86,14 @@ pub trait Interpreter: Send + 'static {
 /// shape): answered on the control task, beside a running cell, never through the interpreter.
 /// With one, kernel_info says `supported_features: ["debugger"]`.
 pub trait Debugger: Send + Sync + 'static {
-    /// The DAP response to `request` (the request message's content). `event` publishes a DAP
-    /// event (`{"type": "event", "event": .., "body": ..}`) as `debug_event` on IOPub.
-    fn handle(
-        &self,
-        request: &serde_json::Value,
-        event: &dyn Fn(serde_json::Value),
-    ) -> serde_json::Value;
+    /// The DAP response to `request` (the request message's content). `events` publishes DAP
+    /// events (`{"type": "event", "event": .., "body": ..}`) as `debug_event` on IOPub, now or
+    /// later (a debugger keeps it for the events of a process it debugs).
+    fn handle(&self, request: &serde_json::Value, events: &DebugEvents) -> serde_json::Value;
 }
+
+/// Publishes a DAP event as `debug_event`, parented by the `debug_request` it was given with.
+pub type DebugEvents = Arc<dyn Fn(serde_json::Value) + Send + Sync>;
 
 /// The socket a request came in on; its reply goes back on the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,10 +227,11 @@ impl Dispatch {
             (Request::Usage, _) => self.reply(channel, msg, self.usage.reply()),
             (Request::Debug(request), _) => match &self.debugger {
                 Some(debugger) => {
-                    let publish = |event: serde_json::Value| {
-                        self.publisher.send("debug_event", event, Some(msg));
-                    };
-                    let response = debugger.handle(&request, &publish);
+                    let (publisher, parent) = (self.publisher.clone(), msg.clone());
+                    let events: DebugEvents = Arc::new(move |event| {
+                        publisher.send("debug_event", event, Some(&parent));
+                    });
+                    let response = debugger.handle(&request, &events);
                     self.reply(channel, msg, response);
                 }
                 None => log::info!("{channel:?}: no debugger; ignoring debug_request"),

@@ -10,7 +10,7 @@ mod startup;
 mod transport;
 pub mod usage;
 
-pub use crate::core::{Debugger, ExecuteOutcome, Interpreter, KernelInfo, Stopped};
+pub use crate::core::{DebugEvents, Debugger, ExecuteOutcome, Interpreter, KernelInfo, Stopped};
 pub use crate::publisher::{InputError, Publisher, StdinHandle};
 pub use crate::startup::Startup;
 pub use crate::transport::{ServeOptions, serve};

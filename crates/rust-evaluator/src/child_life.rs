@@ -223,6 +223,19 @@ mod tests {
             .args(["-c", "trap '' INT; exec sleep 600"])
             .spawn()
             .unwrap();
+        // A test may interrupt it at once: wait until the trap is in place (SIGINT ignored),
+        // or the shell dies of it.
+        let status = format!("/proc/{}/status", child.id());
+        let ignores_int = || {
+            std::fs::read_to_string(&status).unwrap().lines().any(|l| {
+                l.strip_prefix("SigIgn:")
+                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                    .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+            })
+        };
+        while !ignores_int() {
+            std::thread::yield_now();
+        }
         Arc::new(Mutex::new(child))
     }
 

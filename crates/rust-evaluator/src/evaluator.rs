@@ -6,6 +6,7 @@ use crate::build_progress::BuildProgress;
 use crate::child_cells;
 use crate::child_life::{CellEnd, ChildLife, ChildState};
 use crate::child_output::{self, INPUT_ERR, INPUT_OK, PanicReport};
+use crate::debug_builds::{DebugBridge, DebugTarget};
 use crate::hints;
 use crate::known_names::{self, KnownItem, KnownNames};
 use crate::local_types::Ty;
@@ -67,6 +68,8 @@ pub struct EvaluatorConfig {
     pub interrupt_grace: Duration,
     /// How loops in cells poll for an interrupt (see `loop_poll`).
     pub loop_polls: LoopPolls,
+    /// A debugger that attaches to the evaluation process (see `debug_builds`).
+    pub debugger: Option<Arc<dyn DebugTarget>>,
     /// Native library dirs whose shared objects the prelude dylib already brings into the
     /// child (libtorch's `lib/`): cells link against empty stand-ins of them, not the real
     /// (900 MB) files.
@@ -287,6 +290,8 @@ pub struct Evaluator {
     known: Arc<KnownNames>,
     /// The variables after the last cell, for a debugger (`EvaluatorConfig::variables`).
     shared_variables: SharedVariables,
+    /// The debugger's view of cell builds, if the kernel has a debugger.
+    debug_bridge: Option<Arc<DebugBridge>>,
     /// See `EvaluatorConfig::analyzer_first`.
     analyzer_first: bool,
     loop_polls: LoopPolls,
@@ -461,7 +466,17 @@ impl Evaluator {
         // whether at start or at the first Tab that needs it); the installer's prebuild waits
         // for it (`save_known_names`).
         ctx.set_analyzer_wait(Some(ANALYZER_WAIT));
+        let debug_bridge = config
+            .debugger
+            .clone()
+            .map(|target| Arc::new(DebugBridge::new(target)));
+        ctx.set_cell_debugger(
+            debug_bridge
+                .clone()
+                .map(|b| b as Arc<dyn evcxr::CellDebugger>),
+        );
         Ok(Evaluator {
+            debug_bridge,
             ctx,
             stdout,
             stderr,
@@ -549,7 +564,10 @@ impl Evaluator {
         self.alloc_failed.store(0, Ordering::SeqCst);
         // What a crash of the child would take with it.
         let defined_before: Vec<String> = self.variables().into_iter().map(|(n, _)| n).collect();
-        let instrumented = loop_poll::instrument_with(code, self.loop_polls);
+        let instrumented = Arc::new(loop_poll::instrument_with(code, self.loop_polls));
+        if let Some(bridge) = &self.debug_bridge {
+            bridge.remember(&instrumented);
+        }
         self.life.begin_cell();
         let result = self
             .ctx
@@ -1175,7 +1193,7 @@ struct CellRun {
     /// The variables before the cell: what a crash takes with it.
     defined_before: Vec<String>,
     /// The code as compiled, to map compile errors back to the cell as written.
-    instrumented: loop_poll::Instrumented,
+    instrumented: Arc<loop_poll::Instrumented>,
 }
 
 /// Why `:restore` and `:snapshot` have nothing to do.

@@ -62,7 +62,7 @@ pub(crate) struct Instrumented {
     /// (start in `code`, start in the original, length, copied from the original): the pieces
     /// `code` is made of, in order. A generated piece maps to the original offset it stands at.
     pieces: Vec<(usize, usize, usize, bool)>,
-    original: String,
+    original: std::sync::Arc<str>,
 }
 
 impl Instrumented {
@@ -71,8 +71,13 @@ impl Instrumented {
         Instrumented {
             code: code.to_owned(),
             pieces: Vec::new(),
-            original: code.to_owned(),
+            original: code.into(),
         }
+    }
+
+    /// The cell as it was written.
+    pub(crate) fn original_code(&self) -> std::sync::Arc<str> {
+        self.original.clone()
     }
 
     pub(crate) fn is_unchanged(&self) -> bool {
@@ -195,7 +200,7 @@ fn instrument_loops(code: &str, chunked: bool) -> Instrumented {
     Instrumented {
         code: out.code,
         pieces: out.pieces,
-        original: code.to_owned(),
+        original: code.into(),
     }
 }
 

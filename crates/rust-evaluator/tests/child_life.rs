@@ -77,6 +77,7 @@ fn start_polling(
         warm_up_analyzer: false,
         interrupt_grace: grace,
         loop_polls,
+        debugger: None,
         link_stand_in_dirs: Vec::new(),
         known_names: Arc::default(),
         snapshots: None,

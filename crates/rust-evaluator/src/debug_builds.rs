@@ -1,0 +1,135 @@
+//! Cell builds for a debugger attached to the evaluation process (the kernel's DAP adapter).
+//! While the debugger is on, the engine builds each cell with debug info under a file name of
+//! its own and hands the build over before the child loads it (`evcxr::CellDebugger`). Here
+//! the build's line table is put in the cell's own terms: the code as the user wrote it (the
+//! engine saw it with loop polls inserted, `loop_poll`) and its lines, so that a debugger
+//! keyed by cell text (JupyterLab names a cell's file by a hash of it) finds its breakpoints.
+
+use crate::loop_poll::Instrumented;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// What a debugger does with cell builds; the kernel's implements it.
+pub trait DebugTarget: Send + Sync + std::fmt::Debug {
+    /// Whether cells are built for debugging now (only while a debugger is on).
+    fn enabled(&self) -> bool;
+    /// Called after a debug build of a cell, before the evaluation process loads it; the cell
+    /// waits for it (breakpoints must be set by then).
+    fn before_run(&self, build: &CellBuild);
+}
+
+/// A cell's build: which source lines (of `file`, as its debug info names it) are which
+/// cell's lines.
+#[derive(Debug, Clone)]
+pub struct CellBuild {
+    /// The evaluation process.
+    pub pid: u32,
+    pub file: PathBuf,
+    pub lines: Vec<BuildLine>,
+}
+
+/// A line of a build's source that a cell's line became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildLine {
+    /// 1-based, in the build's source.
+    pub line: usize,
+    /// The cell as the user wrote it.
+    pub cell: Arc<str>,
+    /// 1-based, in `cell`.
+    pub cell_line: usize,
+}
+
+/// How many instrumented cells are remembered: items of cells older than that (still in the
+/// engine) are located by their instrumented text, which no breakpoint names.
+const REMEMBERED_CELLS: usize = 512;
+
+/// Between the engine and a [`DebugTarget`]: remembers how each cell was instrumented, to map
+/// the engine's lines back.
+pub(crate) struct DebugBridge {
+    target: Arc<dyn DebugTarget>,
+    instrumented: Mutex<Remembered>,
+}
+
+#[derive(Default)]
+struct Remembered {
+    by_code: HashMap<Arc<str>, Arc<Instrumented>>,
+    order: VecDeque<Arc<str>>,
+}
+
+impl DebugBridge {
+    pub(crate) fn new(target: Arc<dyn DebugTarget>) -> DebugBridge {
+        DebugBridge {
+            target,
+            instrumented: Mutex::default(),
+        }
+    }
+
+    /// Records a cell about to be given to the engine, if instrumenting changed it.
+    pub(crate) fn remember(&self, instrumented: &Arc<Instrumented>) {
+        if instrumented.is_unchanged() {
+            return;
+        }
+        let mut remembered = self
+            .instrumented
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let code: Arc<str> = Arc::from(instrumented.code.as_str());
+        if remembered
+            .by_code
+            .insert(code.clone(), instrumented.clone())
+            .is_none()
+        {
+            remembered.order.push_back(code);
+        }
+        while remembered.order.len() > REMEMBERED_CELLS {
+            if let Some(old) = remembered.order.pop_front() {
+                remembered.by_code.remove(&old);
+            }
+        }
+    }
+
+    /// `line` of the engine's `cell` as the user wrote it.
+    fn original(&self, cell: &Arc<str>, line: usize) -> (Arc<str>, usize) {
+        let remembered = self
+            .instrumented
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match remembered.by_code.get(cell) {
+            Some(instrumented) => (
+                instrumented.original_code(),
+                instrumented.original_position(line, 1).0,
+            ),
+            None => (cell.clone(), line),
+        }
+    }
+}
+
+impl evcxr::CellDebugger for DebugBridge {
+    fn enabled(&self) -> bool {
+        self.target.enabled()
+    }
+
+    fn before_run(&self, build: &evcxr::DebugBuild) {
+        let mut lines: Vec<BuildLine> = build
+            .lines
+            .iter()
+            .map(|l| {
+                let (cell, cell_line) = self.original(&l.cell, l.cell_line);
+                BuildLine {
+                    line: l.line,
+                    cell,
+                    cell_line,
+                }
+            })
+            .collect();
+        // A chunked loop repeats its head; the first line that maps to a cell line is where a
+        // breakpoint on it goes, so order is kept and nothing is dropped here.
+        lines.sort_by_key(|l| l.line);
+        self.target.before_run(&CellBuild {
+            pid: build.pid,
+            file: build.file.clone(),
+            lines,
+        });
+    }
+}
