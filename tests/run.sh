@@ -8,13 +8,15 @@ python="${TCH_KERNEL_PYTHON:-$repo/.venv/bin/python}"
 
 cd "$repo"
 # The Slurm tests start a real one-node cluster (tests/local-slurm.sh), and JupyterLab's debugger
-# stops at breakpoints through lldb-dap (tests/test_ide.py). As root (as in CI) the packages are
-# installed when missing; elsewhere those tests skip and say why.
+# stops at breakpoints through lldb-dap, also driven in Debian's chromium (tests/test_ide.py).
+# As root (as in CI) the packages are installed when missing; elsewhere those tests skip and
+# say why.
 missing=()
 command -v slurmctld >/dev/null || missing+=(slurmctld slurmd slurm-client munge)
 compgen -c lldb-dap | grep -q . || missing+=(lldb-19)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ "$(id -u)" = 0 ] && [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
-    echo "==> installing ${missing[*]} for the Slurm and debugger tests"
+    echo "==> installing ${missing[*]} for the Slurm, debugger and browser tests"
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } \
         || echo "tests/run.sh: could not install ${missing[*]}; the tests that need them will skip" >&2
 fi

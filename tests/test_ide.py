@@ -1,9 +1,11 @@
 """The notebook as an IDE, through the clients that use it: JupyterLab's debugger protocol
-(debug_request on control, as JupyterLab sends it) and jupyter-resource-usage's kernel
-panel (its server extension asks usage_request on control, in a real Jupyter server)."""
+(debug_request on control, as JupyterLab sends it), JupyterLab's debugger itself in headless
+Chromium (Debian's chromium, driven by playwright), and jupyter-resource-usage's kernel panel
+(its server extension asks usage_request on control, in a real Jupyter server)."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -30,13 +32,14 @@ def free_port():
 
 
 class Server:
-    """`jupyter server` with the extensions installed in the venv, on a free port."""
+    """`jupyter server` (or `jupyter lab`) with the extensions installed in the venv, on a free
+    port."""
 
-    def __init__(self, root):
+    def __init__(self, root, app="server"):
         self.port = free_port()
         self.log = open(root / "server.log", "w")
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "jupyter"), "server", "--no-browser", f"--port={self.port}",
+            [str(VENV_BIN / "jupyter"), app, "--no-browser", f"--port={self.port}",
              f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
              *(["--allow-root"] if os.geteuid() == 0 else [])],
             stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ),
@@ -147,7 +150,8 @@ def test_the_debuggers_variables_panel_through_debug_requests(tk):
            "let loss = (net.forward(&Tensor::ones([4, 3], (Kind::Float, Device::Cpu))).sum(Kind::Float) * 0.0 + 0.25).detach();\n"
            "let names = vec![String::from(\"cat\"); 1000];")
     variables = {v["name"]: v for v in debug(tk, "inspectVariables")["body"]["variables"]}
-    assert variables["step"]["value"] == "3" and variables["step"]["type"] == "usize"
+    # Numbers go as Python's type names: JupyterLab's Variables tree shows values only for those.
+    assert variables["step"]["value"] == "3" and variables["step"]["type"] == "int"
     assert variables["lr"]["value"] == "0.1"
     assert "[]" in variables["loss"]["value"] and variables["loss"]["type"] == "Tensor", variables["loss"]
     assert variables["names"]["value"].startswith('["cat", "cat"') and variables["names"]["value"].endswith("…")
@@ -236,10 +240,12 @@ def test_breakpoints_stop_in_cell_code_through_lldb_dap(tk):
     stack = frames(tk, thread)
     top = stack[0]
     assert top["source"]["path"] == fn_path and top["line"] == 4, stack[:4]
-    assert "train_step" in top["name"]
-    # The caller is the loop's cell, at the call.
+    assert top["name"] == "train_step", top
+    # The caller is the loop's cell, at the call, and the stack ends there (the engine's
+    # frames below it are left out).
     caller = next(f for f in stack[1:] if f.get("source"))
     assert caller["source"]["path"] == loop_path and caller["line"] == 4, stack[:4]
+    assert stack[-1] is caller and caller["name"] == "<cell>", stack
     local, scopes = locals_of(tk, top)
     assert float(local["grad"]["value"]) == -2.0 and float(local["x"]["value"]) == 1.0, local
     assert "Session" in scopes
@@ -282,6 +288,106 @@ def test_breakpoints_stop_in_cell_code_through_lldb_dap(tk):
     assert debug(tk, "disconnect", {"restart": False, "terminateDebuggee": False})["success"]
     # Detached: the session goes on.
     assert "[0.64" in "".join(c["data"]["text/plain"] for t, c in ok(tk, "losses") if t == "execute_result")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def chromium_missing():
+    """Why JupyterLab cannot be driven in a browser here, or None."""
+    if ADAPTER is None:
+        return "no lldb-dap on PATH: tests/run.sh installs lldb-19 when run as root"
+    if not CHROMIUM.exists():
+        return "no /usr/bin/chromium: tests/run.sh installs Debian's chromium when run as root"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not in the venv: run ./install.sh"
+    return None
+
+
+def test_jupyterlabs_debugger_stops_in_a_training_loop_in_chromium(torch_env, tmp_path):
+    """What a workshop participant does: opens a notebook in JupyterLab, turns the debugger on
+    (the bug icon), sets a breakpoint in the training loop's cell by clicking its gutter, runs
+    the cells; the cell stops there (the line highlighted), the Variables panel shows the
+    loss, Next moves on, and with the breakpoint removed Continue lets the cell finish."""
+    why = chromium_missing()
+    if why:
+        pytest.skip(why)
+    from playwright.sync_api import sync_playwright
+
+    step_fn = ("fn train_step(w: &mut f64, x: f64) -> f64 {\n"
+               "    let grad = 2.0 * (*w * x - 1.0) * x;\n"
+               "    *w -= 0.1 * grad;\n"
+               "    (*w * x - 1.0).powi(2)\n"
+               "}")
+    loop = ("let mut w = 0.0f64;\n"
+            "let mut losses = Vec::new();\n"
+            "for step in 0..3 {\n"
+            "    let loss = train_step(&mut w, 1.0);\n"
+            "    losses.push(loss);\n"
+            "}\n"
+            "println!(\"done {}\", losses.len());")
+    notebook = {
+        "cells": [{"cell_type": "code", "metadata": {}, "source": code, "outputs": [],
+                   "execution_count": None} for code in (step_fn, loop)],
+        "metadata": {"kernelspec": {"name": TORCH_KERNEL_NAME, "display_name": "Rust",
+                                    "language": "rust"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+    (tmp_path / "train.ipynb").write_text(json.dumps(notebook))
+    lab = Server(tmp_path, app="lab")
+    try:
+        lab.wait_up()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            try:
+                page.goto(f"http://127.0.0.1:{lab.port}/lab/tree/train.ipynb?token={TOKEN}")
+                # The bug icon is enabled once the kernel said it has a debugger.
+                bug = page.locator("jp-button.jp-DebuggerBugButton[aria-disabled='false']")
+                bug.wait_for(timeout=300_000)
+                bug.click()
+                page.locator("jp-button.jp-DebuggerBugButton[title='Disable Debugger']").wait_for(timeout=60_000)
+                cells = page.locator(".jp-Notebook .jp-Cell")
+                # The breakpoint gutter's first element is a spacer: element n is line n.
+                gutter = cells.nth(1).locator(".cm-breakpoint-gutter .cm-gutterElement")
+                gutter.nth(5).click()  # `losses.push(loss);`
+                page.locator(".jp-DebuggerBreakpoint").first.wait_for(timeout=60_000)
+                cells.nth(0).click()
+                page.keyboard.press("Escape")
+                page.keyboard.press("Shift+Enter")
+                page.keyboard.press("Shift+Enter")
+                highlight = cells.nth(1).locator(".jp-DebuggerEditor-highlight")
+                highlight.wait_for(timeout=300_000)
+                assert "losses.push(loss)" in highlight.inner_text()
+                frame = page.locator(".jp-DebuggerCallstackFrame.selected")
+                assert "<cell>" in frame.inner_text(), frame.inner_text()
+                # The loss of the first step, in the Variables panel.
+                loss = page.locator("jp-tree-item", has=page.locator(
+                    ".jp-DebuggerVariables-name", has_text=re.compile(r"^loss$"))).first
+                loss.wait_for(timeout=60_000)
+                value = loss.locator(".jp-DebuggerVariables-detail").first.inner_text()
+                assert abs(float(value) - 0.64) < 1e-9, value
+                # Next: the highlight leaves the push.
+                page.locator("jp-button[data-command='debugger:next']").click()
+                page.wait_for_function(
+                    "() => ![...document.querySelectorAll('.jp-DebuggerEditor-highlight')]"
+                    ".some(e => e.textContent.includes('losses.push'))", timeout=60_000)
+                # The breakpoint off, Continue: the cell finishes.
+                gutter.nth(5).click()
+                page.locator("jp-button[data-command='debugger:continue']").click()
+                cells.nth(1).locator(".jp-OutputArea-output", has_text="done 3").wait_for(timeout=120_000)
+                assert cells.nth(1).locator(".jp-DebuggerEditor-highlight").count() == 0
+            except Exception:
+                page.screenshot(path=str(tmp_path / "jupyterlab.png"))
+                raise
+            finally:
+                browser.close()
+    finally:
+        lab.stop()
 
 
 def test_the_kernelspec_offers_the_debugger(torch_env):

@@ -106,6 +106,10 @@ pub struct DebugBuild {
     pub lines: Vec<crate::code_block::CellLine>,
 }
 
+/// tch-kernel: the function each cell's code runs in is this and a number (a debugger's stack
+/// shows it).
+pub const CELL_FN_PREFIX: &str = "run_user_code_";
+
 /// tch-kernel: set by an embedder that evaluates a cell of its own right after start-up, so
 /// the engine's warm-up eval of `42` is not needed.
 pub const SKIP_WARM_UP_EVAL_ENV: &str = child_protocol::env::SKIP_WARM_UP_EVAL;
@@ -2406,7 +2410,7 @@ impl ContextState {
     }
 
     fn current_user_fn_name(&self) -> String {
-        format!("run_user_code_{}", self.build_num)
+        format!("{CELL_FN_PREFIX}{}", self.build_num)
     }
 
     fn get_imports(&self) -> CodeBlock {

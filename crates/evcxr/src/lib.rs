@@ -47,6 +47,7 @@ pub use crate::errors::CompilationError;
 pub use crate::errors::Error;
 pub use crate::errors::Theme;
 pub use crate::eval_context::BORROWED_VARIABLE;
+pub use crate::eval_context::CELL_FN_PREFIX;
 pub use crate::eval_context::CellDebugger;
 pub use crate::eval_context::DebugBuild;
 pub use crate::eval_context::EXECUTION_PHASE;
@@ -54,6 +55,7 @@ pub use crate::eval_context::EvalCallbacks;
 pub use crate::eval_context::EvalContext;
 pub use crate::eval_context::EvalContextOutputs;
 pub use crate::eval_context::EvalOutputs;
+pub use crate::module::CRATE_NAME as CELL_CRATE_NAME;
 // tch-kernel: lets the embedder skip the start-up warm-up eval.
 pub use crate::eval_context::SKIP_WARM_UP_EVAL_ENV;
 pub use crate::runtime::runtime_hook;

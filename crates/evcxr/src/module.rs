@@ -183,7 +183,8 @@ impl DirectRustc {
     }
 }
 
-pub(crate) const CRATE_NAME: &str = "ctx";
+/// The cell crate's name (tch-kernel: public, a debugger's stack frames name it).
+pub const CRATE_NAME: &str = "ctx";
 
 /// tch-kernel: a cargo config without its `offline` setting (see `Module::direct_key`).
 fn without_offline(cargo_config: &str) -> String {

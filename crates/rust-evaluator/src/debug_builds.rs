@@ -40,6 +40,19 @@ pub struct BuildLine {
     pub cell_line: usize,
 }
 
+/// How a stack frame of a cell build reads: a cell's own statements are `<cell>` (the engine
+/// runs them in a numbered function, in a closure), its functions lose the engine's crate name
+/// (`ctx::train_step` is `train_step`). The bool says whether the frame is a cell's statements:
+/// the frames below it are the engine's.
+pub fn frame_name(raw: &str) -> (String, bool) {
+    let crate_prefix = format!("{}::", evcxr::CELL_CRATE_NAME);
+    let local = raw.strip_prefix(&crate_prefix).unwrap_or(raw);
+    if local.starts_with(evcxr::CELL_FN_PREFIX) {
+        return ("<cell>".to_owned(), true);
+    }
+    (local.to_owned(), false)
+}
+
 /// How many instrumented cells are remembered: items of cells older than that (still in the
 /// engine) are located by their instrumented text, which no breakpoint names.
 const REMEMBERED_CELLS: usize = 512;
@@ -131,5 +144,26 @@ impl evcxr::CellDebugger for DebugBridge {
             file: build.file.clone(),
             lines,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_name;
+
+    #[test]
+    fn frames_read_as_the_cell_wrote_them() {
+        assert_eq!(
+            frame_name("ctx::run_user_code_12::{closure#0}"),
+            ("<cell>".to_owned(), true)
+        );
+        assert_eq!(
+            frame_name("ctx::train_step"),
+            ("train_step".to_owned(), false)
+        );
+        assert_eq!(
+            frame_name("<ctx::Net as tch::nn::Module>::forward"),
+            ("<ctx::Net as tch::nn::Module>::forward".to_owned(), false)
+        );
     }
 }

@@ -213,11 +213,21 @@ impl KernelDebugger {
             .collect();
         // Kept until the cell is built; a cell already built (running, or stopped) gets them
         // at once.
+        // With its source and an id, as debugpy answers: JupyterLab's Breakpoints panel lists
+        // a breakpoint by its source.
         let answer: Vec<Value> = lines
             .iter()
-            .map(|line| match self.adapter {
-                Some(_) => json!({ "verified": true, "line": line }),
-                None => json!({ "verified": false, "line": line, "message": NO_ADAPTER }),
+            .map(|line| {
+                let mut b = json!({
+                    "id": self.seq.fetch_add(1, Ordering::SeqCst),
+                    "verified": self.adapter.is_some(),
+                    "line": line,
+                    "source": { "path": path, "name": file_name(path) },
+                });
+                if self.adapter.is_none() {
+                    b["message"] = json!(NO_ADAPTER);
+                }
+                b
             })
             .collect();
         let pushed = {
@@ -298,6 +308,16 @@ impl KernelDebugger {
         let mut body = response.get("body").cloned().unwrap_or_else(|| json!({}));
         match command {
             "stackTrace" => self.frames_in_cells(&mut body),
+            "variables" => {
+                if let Some(vars) = body.get_mut("variables").and_then(Value::as_array_mut) {
+                    for v in vars {
+                        let shown = v.get("type").and_then(Value::as_str).and_then(shown_type);
+                        if let Some(t) = shown {
+                            v["type"] = json!(t);
+                        }
+                    }
+                }
+            }
             "scopes" => {
                 if let Some(scopes) = body.get_mut("scopes").and_then(Value::as_array_mut) {
                     scopes.push(json!({
@@ -313,13 +333,22 @@ impl KernelDebugger {
     }
 
     /// Stack frames in a build's source show the cell's file and line instead; frames in code
-    /// the engine wrote around the cell are marked as such.
+    /// the engine wrote around the cell are marked as such. Frames below a cell's statements
+    /// (the engine's runtime, std's catch_unwind) are left out, and frame names read as in the
+    /// cell (`rust_evaluator::frame_name`).
     fn frames_in_cells(&self, body: &mut Value) {
         let state = self.state();
         let Some(frames) = body.get_mut("stackFrames").and_then(Value::as_array_mut) else {
             return;
         };
-        for frame in frames {
+        let mut cell_frame = None;
+        for (i, frame) in frames.iter_mut().enumerate() {
+            let raw = frame.get("name").and_then(Value::as_str).unwrap_or("");
+            let (name, is_cell) = rust_evaluator::frame_name(raw);
+            frame["name"] = json!(name);
+            if is_cell && cell_frame.is_none() {
+                cell_frame = Some(i);
+            }
             let Some(file) = frame.pointer("/source/path").and_then(Value::as_str) else {
                 continue;
             };
@@ -338,6 +367,11 @@ impl KernelDebugger {
                 }
             }
         }
+        if let Some(i) = cell_frame {
+            frames.truncate(i + 1);
+            let kept = frames.len();
+            body["totalFrames"] = json!(kept);
+        }
     }
 
     fn inspect_variables(&self) -> Value {
@@ -349,7 +383,7 @@ impl KernelDebugger {
                 json!({
                     "name": v.name,
                     "value": v.value,
-                    "type": v.type_name,
+                    "type": shown_type(&v.type_name).unwrap_or(&v.type_name),
                     "evaluateName": v.name,
                     // A VarStore's parameters are its children.
                     "variablesReference": if v.children.is_empty() { 0 } else { SESSION_SCOPE + 1 + i as u64 },
@@ -571,6 +605,21 @@ fn forward_event(events: &Mutex<EventState>, seq: &AtomicI64, mut event: Value) 
     }
 }
 
+/// The type name JupyterLab is given for a variable. Its Variables tree shows a variable's
+/// value only for Python's `int`, `float` and `bool` (for any other type it shows the type),
+/// so Rust's numbers and lldb's C names for them are given as those; the rest as they are.
+/// (Single-byte integers are left alone: lldb shows them as characters.)
+fn shown_type(type_name: &str) -> Option<&'static str> {
+    match type_name {
+        "f32" | "f64" | "float" | "double" => Some("float"),
+        "i16" | "i32" | "i64" | "i128" | "isize" | "u16" | "u32" | "u64" | "u128" | "usize"
+        | "short" | "unsigned short" | "int" | "unsigned int" | "long" | "unsigned long"
+        | "long long" | "unsigned long long" | "__int128" | "unsigned __int128" => Some("int"),
+        "bool" | "_Bool" => Some("bool"),
+        _ => None,
+    }
+}
+
 fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -616,6 +665,18 @@ mod tests {
         assert_eq!(murmur2(b"abc", 0), 324500635);
         assert_eq!(murmur2(b"let x = 1;", HASH_SEED), 67329842);
         assert_eq!(murmur2("héllo wörld".as_bytes(), 7), 3186472571);
+    }
+
+    #[test]
+    fn numbers_are_given_as_python_names_for_jupyterlabs_tree() {
+        assert_eq!(shown_type("f64"), Some("float"));
+        assert_eq!(shown_type("double"), Some("float"));
+        assert_eq!(shown_type("usize"), Some("int"));
+        assert_eq!(shown_type("unsigned long"), Some("int"));
+        assert_eq!(shown_type("bool"), Some("bool"));
+        // lldb shows single bytes as characters; other types keep their names.
+        assert_eq!(shown_type("unsigned char"), None);
+        assert_eq!(shown_type("Tensor"), None);
     }
 
     fn request(command: &str, arguments: Value) -> Value {
