@@ -186,6 +186,24 @@ def debug_event(kc, event, deadline_s=300):
     raise AssertionError(f"no {event} event")
 
 
+# A training step a cell defines, and a training loop's cell that calls it (a blank line before
+# the push: a breakpoint there stops at the push).
+STEP_FN = ("// one step of gradient descent on (w x - 1)^2\n"
+           "fn train_step(w: &mut f64, x: f64) -> f64 {\n"
+           "    let grad = 2.0 * (*w * x - 1.0) * x;\n"
+           "    *w -= 0.1 * grad;\n"
+           "    (*w * x - 1.0).powi(2)\n"
+           "}")
+TRAINING_LOOP = ("let mut w = 0.0f64;\n"
+                 "let mut losses = Vec::new();\n"
+                 "for step in 0..3 {\n"
+                 "    let loss = train_step(&mut w, 1.0);\n"
+                 "\n"
+                 "    losses.push(loss);\n"
+                 "}\n"
+                 "println!(\"done {}\", losses.len());")
+
+
 def frames(kc, thread):
     return debug(kc, "stackTrace", {"threadId": thread})["body"]["stackFrames"]
 
@@ -208,20 +226,7 @@ def test_breakpoints_stop_in_cell_code_through_lldb_dap(tk):
         pytest.skip("no lldb-dap on PATH: tests/run.sh installs lldb-19 when run as root")
     assert debug(tk, "initialize", {"adapterID": "jupyterlab", "pathFormat": "path"})["success"]
     assert debug(tk, "attach")["success"]
-    step_fn = ("// one step of gradient descent on (w x - 1)^2\n"
-               "fn train_step(w: &mut f64, x: f64) -> f64 {\n"
-               "    let grad = 2.0 * (*w * x - 1.0) * x;\n"
-               "    *w -= 0.1 * grad;\n"
-               "    (*w * x - 1.0).powi(2)\n"
-               "}")
-    loop = ("let mut w = 0.0f64;\n"
-            "let mut losses = Vec::new();\n"
-            "for step in 0..3 {\n"
-            "    let loss = train_step(&mut w, 1.0);\n"
-            "\n"
-            "    losses.push(loss);\n"
-            "}\n"
-            "println!(\"done {}\", losses.len());")
+    step_fn, loop = STEP_FN, TRAINING_LOOP
     fn_path = debug(tk, "dumpCell", {"code": step_fn})["body"]["sourcePath"]
     loop_path = debug(tk, "dumpCell", {"code": loop})["body"]["sourcePath"]
     # A breakpoint set before the cell that defines the function runs, and one on the blank
@@ -316,18 +321,7 @@ def test_jupyterlabs_debugger_stops_in_a_training_loop_in_chromium(torch_env, tm
         pytest.skip(why)
     from playwright.sync_api import sync_playwright
 
-    step_fn = ("fn train_step(w: &mut f64, x: f64) -> f64 {\n"
-               "    let grad = 2.0 * (*w * x - 1.0) * x;\n"
-               "    *w -= 0.1 * grad;\n"
-               "    (*w * x - 1.0).powi(2)\n"
-               "}")
-    loop = ("let mut w = 0.0f64;\n"
-            "let mut losses = Vec::new();\n"
-            "for step in 0..3 {\n"
-            "    let loss = train_step(&mut w, 1.0);\n"
-            "    losses.push(loss);\n"
-            "}\n"
-            "println!(\"done {}\", losses.len());")
+    step_fn, loop = STEP_FN, TRAINING_LOOP
     notebook = {
         "cells": [{"cell_type": "code", "metadata": {}, "source": code, "outputs": [],
                    "execution_count": None} for code in (step_fn, loop)],
@@ -354,7 +348,7 @@ def test_jupyterlabs_debugger_stops_in_a_training_loop_in_chromium(torch_env, tm
                 cells = page.locator(".jp-Notebook .jp-Cell")
                 # The breakpoint gutter's first element is a spacer: element n is line n.
                 gutter = cells.nth(1).locator(".cm-breakpoint-gutter .cm-gutterElement")
-                gutter.nth(5).click()  # `losses.push(loss);`
+                gutter.nth(5).click()  # the blank line before `losses.push(loss);`
                 page.locator(".jp-DebuggerBreakpoint").first.wait_for(timeout=60_000)
                 cells.nth(0).click()
                 page.keyboard.press("Escape")

@@ -40,6 +40,17 @@ impl Build {
         out
     }
 
+    /// This build's lines for all of JupyterLab's breakpoints (by cell file).
+    fn breakpoints(&self, breakpoints: &BTreeMap<String, Vec<i64>>) -> Vec<usize> {
+        let mut lines: Vec<usize> = breakpoints
+            .iter()
+            .flat_map(|(cell, lines)| self.lines_for(cell, lines))
+            .collect();
+        lines.sort_unstable();
+        lines.dedup();
+        lines
+    }
+
     fn holds(&self, cell: &str) -> bool {
         self.by_cell.contains_key(cell)
     }
@@ -85,15 +96,7 @@ impl LineTables {
         self.builds
             .iter()
             .filter(|b| cells.is_none_or(|cells| cells.iter().any(|c| b.holds(c))))
-            .map(|b| {
-                let mut lines: Vec<usize> = breakpoints
-                    .iter()
-                    .flat_map(|(cell, lines)| b.lines_for(cell, lines))
-                    .collect();
-                lines.sort_unstable();
-                lines.dedup();
-                (b.file.clone(), lines)
-            })
+            .map(|b| (b.file.clone(), b.breakpoints(breakpoints)))
             .collect()
     }
 
@@ -103,13 +106,7 @@ impl LineTables {
         breakpoints: &BTreeMap<String, Vec<i64>>,
     ) -> Option<(String, Vec<usize>)> {
         let b = self.builds.back()?;
-        let mut lines: Vec<usize> = breakpoints
-            .iter()
-            .flat_map(|(cell, lines)| b.lines_for(cell, lines))
-            .collect();
-        lines.sort_unstable();
-        lines.dedup();
-        Some((b.file.clone(), lines))
+        Some((b.file.clone(), b.breakpoints(breakpoints)))
     }
 
     /// The cell file and line of `line` of a build's `file`; None for a line the engine wrote
