@@ -261,6 +261,8 @@ def test_breakpoints_stop_in_cell_code_through_lldb_dap(tk):
     assert top["source"]["path"] == loop_path and top["line"] == 6, top
     local, _ = locals_of(tk, top)
     assert abs(float(local["loss"]["value"]) - 0.64) < 1e-9 and local["step"]["value"] == "0", local
+    assert local["loss"]["type"] == "float", local["loss"]
+    assert not [n for n in local if n.startswith(("__tch", "evcxr"))], "the engine's locals show"
 
     # Step over the push: the next stop is still in the loop's cell, past line 6 or back at
     # its head.
@@ -346,9 +348,16 @@ def test_jupyterlabs_debugger_stops_in_a_training_loop_in_chromium(torch_env, tm
                 bug.click()
                 page.locator("jp-button.jp-DebuggerBugButton[title='Disable Debugger']").wait_for(timeout=60_000)
                 cells = page.locator(".jp-Notebook .jp-Cell")
-                # The breakpoint gutter's first element is a spacer: element n is line n.
-                gutter = cells.nth(1).locator(".cm-breakpoint-gutter .cm-gutterElement")
-                gutter.nth(5).click()  # the blank line before `losses.push(loss);`
+
+                def toggle_breakpoint(cell, line):
+                    """Clicks the breakpoint gutter beside line `line` (its line number's row)."""
+                    number = cells.nth(cell).locator(".cm-lineNumbers .cm-gutterElement",
+                                                     has_text=re.compile(rf"^{line}$"))
+                    gutter = cells.nth(cell).locator("div.cm-gutter.cm-breakpoint-gutter").bounding_box()
+                    row = number.bounding_box()
+                    page.mouse.click(gutter["x"] + gutter["width"] / 2, row["y"] + row["height"] / 2)
+
+                toggle_breakpoint(1, 6)  # `losses.push(loss);`
                 page.locator(".jp-DebuggerBreakpoint").first.wait_for(timeout=60_000)
                 cells.nth(0).click()
                 page.keyboard.press("Escape")
@@ -365,13 +374,20 @@ def test_jupyterlabs_debugger_stops_in_a_training_loop_in_chromium(torch_env, tm
                 loss.wait_for(timeout=60_000)
                 value = loss.locator(".jp-DebuggerVariables-detail").first.inner_text()
                 assert abs(float(value) - 0.64) < 1e-9, value
+                # The cell's own variables, not those the engine wrote into it.
+                names = page.locator(".jp-DebuggerVariables-name").all_inner_texts()
+                assert "losses" in names and not [n for n in names if n.startswith(("__tch", "evcxr"))], names
                 # Next: the highlight leaves the push.
                 page.locator("jp-button[data-command='debugger:next']").click()
                 page.wait_for_function(
                     "() => ![...document.querySelectorAll('.jp-DebuggerEditor-highlight')]"
                     ".some(e => e.textContent.includes('losses.push'))", timeout=60_000)
                 # The breakpoint off, Continue: the cell finishes.
-                gutter.nth(5).click()
+                toggle_breakpoint(1, 6)
+                # JupyterLab lists it until the kernel answered; Continue only after that.
+                page.wait_for_function(
+                    "() => document.querySelectorAll('.jp-DebuggerBreakpoint').length === 0",
+                    timeout=60_000)
                 page.locator("jp-button[data-command='debugger:continue']").click()
                 cells.nth(1).locator(".jp-OutputArea-output", has_text="done 3").wait_for(timeout=120_000)
                 assert cells.nth(1).locator(".jp-DebuggerEditor-highlight").count() == 0

@@ -53,6 +53,12 @@ pub fn frame_name(raw: &str) -> (String, bool) {
     (local.to_owned(), false)
 }
 
+/// Whether a local variable is one the engine wrote into the cell (the variable store, a
+/// chunked loop's state): a debugger's Variables panel leaves them out.
+pub fn is_engine_local(name: &str) -> bool {
+    name.starts_with("__tch_") || name.starts_with("evcxr_")
+}
+
 /// How many instrumented cells are remembered: items of cells older than that (still in the
 /// engine) are located by their instrumented text, which no breakpoint names.
 const REMEMBERED_CELLS: usize = 512;
@@ -149,7 +155,13 @@ impl evcxr::CellDebugger for DebugBridge {
 
 #[cfg(test)]
 mod tests {
-    use super::frame_name;
+    use super::{frame_name, is_engine_local};
+
+    #[test]
+    fn the_engines_locals_are_told_apart() {
+        assert!(is_engine_local("evcxr_variable_store") && is_engine_local("__tch_size"));
+        assert!(!is_engine_local("loss") && !is_engine_local("_tch"));
+    }
 
     #[test]
     fn frames_read_as_the_cell_wrote_them() {

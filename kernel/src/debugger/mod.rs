@@ -310,6 +310,11 @@ impl KernelDebugger {
             "stackTrace" => self.frames_in_cells(&mut body),
             "variables" => {
                 if let Some(vars) = body.get_mut("variables").and_then(Value::as_array_mut) {
+                    vars.retain(|v| {
+                        !v.get("name")
+                            .and_then(Value::as_str)
+                            .is_some_and(rust_evaluator::is_engine_local)
+                    });
                     for v in vars {
                         let shown = v.get("type").and_then(Value::as_str).and_then(shown_type);
                         if let Some(t) = shown {
