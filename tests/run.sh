@@ -13,7 +13,7 @@ cd "$repo"
 # say why.
 missing=()
 command -v slurmctld >/dev/null || missing+=(slurmctld slurmd slurm-client munge)
-compgen -c lldb-dap | grep -q . || missing+=(lldb-19)
+[ -n "$(compgen -c lldb-dap)" ] || missing+=(lldb-19)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ "$(id -u)" = 0 ] && [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
     echo "==> installing ${missing[*]} for the Slurm, debugger and browser tests"
