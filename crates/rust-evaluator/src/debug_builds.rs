@@ -6,38 +6,19 @@
 //! keyed by cell text (JupyterLab names a cell's file by a hash of it) finds its breakpoints.
 
 use crate::loop_poll::Instrumented;
+use evcxr::{CellLine, DebugBuild};
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// What a debugger does with cell builds; the kernel's implements it.
+/// What a debugger does with cell builds; the kernel's implements it. The builds it gets are
+/// the engine's (`evcxr::DebugBuild`, `evcxr::CellLine`) with each line's cell and line put back
+/// as the user wrote them.
 pub trait DebugTarget: Send + Sync + std::fmt::Debug {
     /// Whether cells are built for debugging now (only while a debugger is on).
     fn enabled(&self) -> bool;
     /// Called after a debug build of a cell, before the evaluation process loads it; the cell
     /// waits for it (breakpoints must be set by then).
-    fn before_run(&self, build: &CellBuild);
-}
-
-/// A cell's build: which source lines (of `file`, as its debug info names it) are which
-/// cell's lines.
-#[derive(Debug, Clone)]
-pub struct CellBuild {
-    /// The evaluation process.
-    pub pid: u32,
-    pub file: PathBuf,
-    pub lines: Vec<BuildLine>,
-}
-
-/// A line of a build's source that a cell's line became.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildLine {
-    /// 1-based, in the build's source.
-    pub line: usize,
-    /// The cell as the user wrote it.
-    pub cell: Arc<str>,
-    /// 1-based, in `cell`.
-    pub cell_line: usize,
+    fn before_run(&self, build: &DebugBuild);
 }
 
 /// How a stack frame of a cell build reads: a cell's own statements are `<cell>` (the engine
@@ -107,14 +88,12 @@ impl DebugBridge {
             }
         }
     }
+}
 
+impl Remembered {
     /// `line` of the engine's `cell` as the user wrote it.
     fn original(&self, cell: &Arc<str>, line: usize) -> (Arc<str>, usize) {
-        let remembered = self
-            .instrumented
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match remembered.by_code.get(cell) {
+        match self.by_code.get(cell) {
             Some(instrumented) => (
                 instrumented.original_code(),
                 instrumented.original_position(line, 1).0,
@@ -129,23 +108,26 @@ impl evcxr::CellDebugger for DebugBridge {
         self.target.enabled()
     }
 
-    fn before_run(&self, build: &evcxr::DebugBuild) {
-        let mut lines: Vec<BuildLine> = build
-            .lines
-            .iter()
-            .map(|l| {
-                let (cell, cell_line) = self.original(&l.cell, l.cell_line);
-                BuildLine {
-                    line: l.line,
-                    cell,
-                    cell_line,
-                }
-            })
-            .collect();
-        // A chunked loop repeats its head; the first line that maps to a cell line is where a
-        // breakpoint on it goes, so order is kept and nothing is dropped here.
-        lines.sort_by_key(|l| l.line);
-        self.target.before_run(&CellBuild {
+    fn before_run(&self, build: &DebugBuild) {
+        let lines: Vec<CellLine> = {
+            let remembered = self
+                .instrumented
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            build
+                .lines
+                .iter()
+                .map(|l| {
+                    let (cell, cell_line) = remembered.original(&l.cell, l.cell_line);
+                    CellLine {
+                        line: l.line,
+                        cell,
+                        cell_line,
+                    }
+                })
+                .collect()
+        };
+        self.target.before_run(&DebugBuild {
             pid: build.pid,
             file: build.file.clone(),
             lines,

@@ -29,7 +29,7 @@ pub use child_life::ChildState;
 pub use child_output::DisplayEvent;
 pub use child_protocol::snapshot_format::SNAPSHOT_DIR_ENV;
 pub use completeness::{Completeness, completeness};
-pub use debug_builds::{BuildLine, CellBuild, DebugTarget, frame_name, is_engine_local};
+pub use debug_builds::{DebugTarget, frame_name, is_engine_local};
 pub use evaluator::{
     Completions, EvalError, EvalOutput, Evaluator, EvaluatorConfig, InputRequest, Interrupter,
     Prelude, StartError, complete_from_known_names, inspect_from_known_names,
@@ -37,6 +37,7 @@ pub use evaluator::{
 };
 /// The Rust edition cells are compiled in (exported programs must use it too).
 pub use evcxr::CELL_EDITION;
+pub use evcxr::{CellLine, DebugBuild};
 pub use known_names::{KNOWN_NAMES_FILE, KnownItem, KnownNames};
 pub use loop_poll::LoopPolls;
 pub use output::{OutputSink, Stream};

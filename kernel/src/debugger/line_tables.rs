@@ -86,16 +86,16 @@ impl LineTables {
             .map(|b| b.file)
     }
 
-    /// The breakpoints of each build that holds code of one of `cells` (all builds when
-    /// `cells` is None), from JupyterLab's breakpoints by cell file: (build file, lines).
+    /// The breakpoints of each build that holds code of `cell`, from JupyterLab's breakpoints
+    /// by cell file: (build file, lines).
     pub(super) fn breakpoints(
         &self,
         breakpoints: &BTreeMap<String, Vec<i64>>,
-        cells: Option<&[&str]>,
+        cell: &str,
     ) -> Vec<(String, Vec<usize>)> {
         self.builds
             .iter()
-            .filter(|b| cells.is_none_or(|cells| cells.iter().any(|c| b.holds(c))))
+            .filter(|b| b.holds(cell))
             .map(|b| (b.file.clone(), b.breakpoints(breakpoints)))
             .collect()
     }
@@ -151,7 +151,7 @@ mod tests {
             [(5, "A".into(), 2), (20, "B".into(), 1), (21, "B".into(), 3)],
         );
         assert_eq!(
-            t.breakpoints(&bp("A", &[2]), Some(&["A"])),
+            t.breakpoints(&bp("A", &[2]), "A"),
             vec![("b1.rs".into(), vec![11]), ("b2.rs".into(), vec![5])]
         );
         // A blank line stops at the next line with code; a line past the end nowhere.
@@ -160,7 +160,7 @@ mod tests {
             Some(("b2.rs".into(), vec![21]))
         );
         assert_eq!(
-            t.breakpoints(&bp("B", &[1]), Some(&["B"])),
+            t.breakpoints(&bp("B", &[1]), "B"),
             vec![("b2.rs".into(), vec![20])]
         );
         assert_eq!(t.cell_position("b2.rs", 5), Some(("A", 2)));

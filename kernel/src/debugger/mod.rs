@@ -19,7 +19,7 @@ mod session;
 
 use jupyter_server::{DebugEvents, Debugger};
 use line_tables::LineTables;
-use rust_evaluator::{CellBuild, DebugTarget, SharedVariables, VariableView};
+use rust_evaluator::{DebugBuild, DebugTarget, SharedVariables, VariableView};
 use serde_json::{Value, json};
 use session::Session;
 use std::collections::{BTreeMap, HashMap};
@@ -211,8 +211,6 @@ impl KernelDebugger {
             .flatten()
             .filter_map(|b| b.get("line").and_then(Value::as_i64))
             .collect();
-        // Kept until the cell is built; a cell already built (running, or stopped) gets them
-        // at once.
         // With its source and an id, as debugpy answers: JupyterLab's Breakpoints panel lists
         // a breakpoint by its source.
         let answer: Vec<Value> = lines
@@ -230,6 +228,8 @@ impl KernelDebugger {
                 b
             })
             .collect();
+        // Kept until the cell is built; the builds that already hold it (running, or stopped)
+        // get them at once.
         let pushed = {
             let mut state = self.state();
             if lines.is_empty() {
@@ -237,23 +237,12 @@ impl KernelDebugger {
             } else {
                 state.breakpoints.insert(path.to_owned(), lines);
             }
-            state.tables.breakpoints(&state.breakpoints, Some(&[path]))
+            state.tables.breakpoints(&state.breakpoints, path)
         };
         if let Some(session) = self.session() {
-            let changed = !pushed.is_empty();
-            for (file, lines) in pushed {
-                if let Err(e) = session.set_breakpoints(&file, &lines) {
-                    log::warn!("debugger: breakpoints in {file}: {e}");
-                }
-            }
-            // Unless the user's breakpoint or step holds it.
-            let user_stop = !lock(&self.events).stopped_threads.is_empty();
-            if changed
-                && !user_stop
-                && let Err(e) = session.keep_running()
-            {
-                log::warn!("debugger: {e}");
-            }
+            // Unless the user's breakpoint or step holds the process.
+            let held = !lock(&self.events).stopped_threads.is_empty();
+            push_breakpoints(&session, pushed, held);
         }
         Ok(json!({ "breakpoints": answer }))
     }
@@ -523,7 +512,7 @@ impl DebugTarget for KernelDebugger {
         self.adapter.is_some() && self.state().started
     }
 
-    fn before_run(&self, build: &CellBuild) {
+    fn before_run(&self, build: &DebugBuild) {
         // The cell files of the build's cells, each hashed once.
         let mut paths: HashMap<*const u8, String> = HashMap::new();
         let lines: Vec<(usize, String, usize)> = build
@@ -555,21 +544,31 @@ impl DebugTarget for KernelDebugger {
                 return;
             }
         };
-        let mut changed = false;
-        for (file, lines) in evicted
+        let pushed = evicted
             .map(|f| (f, Vec::new()))
             .into_iter()
             .chain(breakpoints.filter(|(_, lines)| !lines.is_empty()))
-        {
-            changed = true;
-            if let Err(e) = session.set_breakpoints(&file, &lines) {
-                log::warn!("debugger: breakpoints in {file}: {e}");
-            }
-        }
+            .collect();
         // Between cells nothing the user asked for holds the process.
-        if changed && let Err(e) = session.keep_running() {
-            log::warn!("debugger: {e}");
+        push_breakpoints(&session, pushed, false);
+    }
+}
+
+/// Sets each build's breakpoints (build file, lines) in the adapter. lldb halts the process for
+/// a moment to set them; unless something the user asked for holds it (`held`), it is made
+/// sure to run on (`Session::keep_running`).
+fn push_breakpoints(session: &Session, pushed: Vec<(String, Vec<usize>)>, held: bool) {
+    let changed = !pushed.is_empty();
+    for (file, lines) in pushed {
+        if let Err(e) = session.set_breakpoints(&file, &lines) {
+            log::warn!("debugger: breakpoints in {file}: {e}");
         }
+    }
+    if changed
+        && !held
+        && let Err(e) = session.keep_running()
+    {
+        log::warn!("debugger: {e}");
     }
 }
 
@@ -724,7 +723,7 @@ mod tests {
         assert_eq!(ask("stepIn", json!({}))["success"], false);
         assert_eq!(ask("threads", json!({}))["body"]["threads"], json!([]));
         // A debug build that cannot be attached to says why, on the debugger's console.
-        d.before_run(&CellBuild {
+        d.before_run(&DebugBuild {
             pid: std::process::id(),
             file: "/nowhere/build-1.rs".into(),
             lines: vec![],
