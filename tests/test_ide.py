@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TORCH_KERNEL_NAME, tk  # noqa: F401 (a fixture)
+from conftest import TORCH_KERNEL_NAME, ok, result, run, start_torch, stdout_of, tk  # noqa: F401 (a fixture)
 
 VENV_BIN = Path(sys.executable).parent
 # The DAP adapter the kernel finds (the newest lldb-dap on PATH); tests/run.sh installs lldb-19
@@ -405,3 +405,70 @@ def test_the_kernelspec_offers_the_debugger(torch_env):
 
     spec = KernelSpecManager().get_kernel_spec(TORCH_KERNEL_NAME)
     assert spec.metadata.get("debugger") is True
+
+
+def _proc_fields(pid, name):
+    """/proc/<pid>/<name> (status, smaps_rollup) as {field: first word of its value}."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if value.split():
+            fields[key] = value.split()[0]
+    return fields
+
+
+def test_a_users_notebooks_share_one_zygote_that_loaded_libtorch(torch_env, tmp_path):
+    # Two notebooks in folders of their own, each kernel with a variable of its own.
+    kernels = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            kernels.append(start_torch({"ZYGOTE_PROBE": name}, cwd=tmp_path / name))
+        zygotes = set()
+        for (km, kc), name in zip(kernels, ("a", "b")):
+            said = stdout_of(ok(kc, 'println!("{} {} {}", std::process::id(), '
+                                    'std::env::var("ZYGOTE_PROBE").unwrap(), '
+                                    'std::env::current_dir().unwrap().display());'))
+            pid, probe, cwd = said.split()
+            # Each process has its kernel's environment and folder, not the zygote's.
+            assert (probe, cwd) == (name, str(tmp_path / name)), said
+            kernel = km.provisioner.process.pid
+            zygote = int(_proc_fields(pid, "status")["PPid"])
+            assert zygote != kernel, "the kernel started its evaluation process itself"
+            assert os.readlink(f"/proc/{zygote}/exe") == os.readlink(f"/proc/{kernel}/exe")
+            zygotes.add(zygote)
+            # libtorch's start-up (its operator registry, about 190 MB) is the zygote's pages,
+            # shared copy-on-write, not loaded again.
+            shared_kib = int(_proc_fields(pid, "smaps_rollup")["Shared_Dirty"])
+            assert shared_kib > 64 * 1024, _proc_fields(pid, "smaps_rollup")
+        assert len(zygotes) == 1, zygotes
+        (zygote,) = zygotes
+        assert "libtorch_cpu.so" in Path(f"/proc/{zygote}/maps").read_text()
+
+        # A crash's signal comes through the zygote, which reaps the process; the next cell runs
+        # in a new one it forks.
+        km, kc = kernels[1]
+        reply, _ = run(kc, "std::process::abort();", timeout=300)
+        assert reply["ename"] == "EvaluatorCrashed" and "SIGABRT" in reply["evalue"], reply
+        pid = int(result(ok(kc, "std::process::id()"))[0])
+        assert int(_proc_fields(pid, "status")["PPid"]) == zygote
+        # Usage counts the process, though it is not below the kernel.
+        msg = kc.session.msg("usage_request", {})
+        kc.control_channel.send(msg)
+        while (reply := kc.control_channel.get_msg(timeout=60))["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+            pass
+        assert pid in [p["pid"] for p in reply["content"]["processes"]], reply["content"]
+    finally:
+        for km, kc in kernels:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+
+
+def test_without_the_zygote_the_kernel_starts_its_evaluation_process(torch_env):
+    km, kc = start_torch({"TCH_KERNEL_ZYGOTE": "off"})
+    try:
+        pid = int(result(ok(kc, "std::process::id()"))[0])
+        assert int(_proc_fields(pid, "status")["PPid"]) == km.provisioner.process.pid
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

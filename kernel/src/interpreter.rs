@@ -43,8 +43,22 @@ pub fn run_kernel(conn: ConnectionInfo, settings: Settings, build_dir: PathBuf) 
     config.debugger = debugger
         .clone()
         .map(|d| d as Arc<dyn rust_evaluator::DebugTarget>);
+    // An evaluation process forked by the zygote is not below the kernel: usage_request is
+    // told which it is.
+    let evaluation_pid = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    if settings.zygote {
+        rust_evaluator::fork_children_from_zygote(evaluation_pid.clone());
+    }
+    let other_processes: jupyter_server::usage::OtherProcesses =
+        Arc::new(
+            move || match evaluation_pid.load(std::sync::atomic::Ordering::SeqCst) {
+                0 => vec![],
+                pid => vec![pid],
+            },
+        );
     let options = ServeOptions {
         info: kernel_info(settings.torch_version.as_deref()),
+        other_processes: Some(other_processes),
         debugger: debugger.map(|d| d as Arc<dyn jupyter_server::Debugger>),
         history_file: crate::paths::data_dir().map(|d| d.join("history.jsonl")),
         interrupt: {

@@ -89,6 +89,9 @@ pub struct Settings {
     /// `TCH_KERNEL_DEBUG_ADAPTER`: the DAP adapter breakpoints stop with (a path, or a name on
     /// `PATH`); unset, the newest lldb-dap on `PATH`.
     pub debug_adapter: Option<PathBuf>,
+    /// Evaluation processes are forked by the user's zygote, which has libtorch loaded
+    /// (`crates/eval-zygote`); `TCH_KERNEL_ZYGOTE=off` starts each as a subprocess instead.
+    pub zygote: bool,
 }
 
 impl Settings {
@@ -125,6 +128,8 @@ impl Settings {
             analyzer_first: var(child_protocol::env::kernelspec::ANALYZER)
                 .is_some_and(|v| v == "first"),
             debug_adapter: var(child_protocol::env::kernelspec::DEBUG_ADAPTER).map(PathBuf::from),
+            zygote: !var(child_protocol::env::kernelspec::ZYGOTE)
+                .is_some_and(|v| v == "off" || v == "0"),
         }
     }
 

@@ -22,6 +22,9 @@ pub mod kernelspec {
     /// The DAP adapter JupyterLab's debugger stops at breakpoints with (a path, or a name on
     /// `PATH`); unset: the newest `lldb-dap` / `lldb-vscode` on `PATH`.
     pub const DEBUG_ADAPTER: &str = "TCH_KERNEL_DEBUG_ADAPTER";
+    /// `off`: the kernel starts its evaluation process itself instead of having it forked by
+    /// the user's zygote (one per node, kernelspec and job, which has libtorch loaded).
+    pub const ZYGOTE: &str = "TCH_KERNEL_ZYGOTE";
     /// The kernel's log filter (`env_logger` syntax).
     pub const LOG: &str = "TCH_KERNEL_LOG";
     /// Where the kernel keeps its history.
@@ -98,6 +101,12 @@ pub const IS_RUNTIME: &str = "EVCXR_IS_RUNTIME";
 /// Set by the kernel: shared libraries (colon-separated paths) the child loads first, with
 /// `RTLD_GLOBAL` (`libtorch_cuda.so`, which nothing references directly).
 pub const CHILD_PRELOAD: &str = "TCH_KERNEL_CHILD_PRELOAD";
+/// Set by a kernel that has its evaluation child forked by another process (its zygote, which
+/// has libtorch loaded): the kernel's pid, which the child watches (it exits with the kernel)
+/// and lets attach a debugger. Unset: the child's parent is the kernel.
+pub const KERNEL_PID: &str = "TCH_KERNEL_PID";
+/// Set by the kernel for the zygote it starts: the abstract socket name the zygote listens on.
+pub const ZYGOTE_SOCKET: &str = "TCH_KERNEL_ZYGOTE_SOCKET";
 /// Set by the kernel: its own executable, which `submit()` runs for `tch-kernel export`. Passed
 /// on to programs and jobs (not in [`KERNEL_ONLY`]): a job's program may submit another notebook.
 pub const KERNEL_EXE: &str = "TCH_KERNEL_EXE";
@@ -110,8 +119,10 @@ pub use crate::{INTERRUPT_COUNTER_ENV, PASSWORDS_ENV};
 
 /// Everything the kernel and the evaluation child set for themselves: a build or a job started
 /// from a cell must not inherit them (the program would think it runs in a kernel).
-pub const KERNEL_ONLY: [&str; 7] = [
+pub const KERNEL_ONLY: [&str; 9] = [
     IS_RUNTIME,
+    KERNEL_PID,
+    ZYGOTE_SOCKET,
     CHILD_PRELOAD,
     ENGINE_CONFIG_DIR,
     SKIP_WARM_UP_EVAL,

@@ -8,19 +8,24 @@
 use crate::errors::Error;
 use crate::errors::bail;
 use crate::runtime;
+use crate::spawn::EvalProcess;
+use std::fs::File;
 use std::io::BufReader;
 use std::process;
 use std::sync::Arc;
 use std::sync::Mutex;
 
+/// tch-kernel: the evaluation process behind a lock, whoever started it (`crate::spawn`).
+pub type ProcessHandle = Arc<Mutex<Box<dyn EvalProcess>>>;
+
 pub(crate) struct ChildProcess {
-    process_handle: Arc<Mutex<std::process::Child>>,
+    process_handle: ProcessHandle,
     /// Whether cleanup of `process_handle` is the responsibility of another
     /// instance.
     process_disowned: bool,
-    stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    stdout: std::io::Lines<BufReader<File>>,
     // Only none while in drop.
-    stdin: Option<std::process::ChildStdin>,
+    stdin: Option<File>,
     command: Arc<Mutex<process::Command>>,
     stderr_sender: Arc<Mutex<crossbeam_channel::Sender<String>>>,
 }
@@ -55,20 +60,20 @@ impl ChildProcess {
 
     fn new_internal(
         command: Arc<Mutex<std::process::Command>>,
-        process_handle: Option<Arc<Mutex<std::process::Child>>>,
+        process_handle: Option<ProcessHandle>,
         stderr_sender: Arc<Mutex<crossbeam_channel::Sender<String>>>,
     ) -> Result<ChildProcess, Error> {
-        let process = command.lock().unwrap().spawn();
-        let mut process = match process {
+        let spawned = crate::spawn::spawn(&mut command.lock().unwrap());
+        let spawned = match spawned {
             Ok(c) => c,
             Err(error) => bail!("Failed to run '{:?}': {:?}", command, error),
         };
+        let mut process = spawned.process;
 
-        let stdin = process.stdin.take();
+        let stdin = Some(spawned.stdin);
         // Handle stderr by patching it through to a channel in our output struct.
-        let mut child_stderr =
-            std::io::BufRead::lines(BufReader::new(process.stderr.take().unwrap()));
-        let stdout = std::io::BufRead::lines(BufReader::new(process.stdout.take().unwrap()));
+        let mut child_stderr = std::io::BufRead::lines(BufReader::new(spawned.stderr));
+        let stdout = std::io::BufRead::lines(BufReader::new(spawned.stdout));
 
         // If we already have an Arc<Mutex<>> wrapping an old process, then
         // reuse it, putting our new process into it. If we don't, then create a
@@ -110,7 +115,7 @@ impl ChildProcess {
     /// restart is called, then there is no need to call this method again to
     /// get a fresh handle - the previously returned handle will work for the
     /// new subprocess.
-    pub(crate) fn process_handle(&self) -> Arc<Mutex<std::process::Child>> {
+    pub(crate) fn process_handle(&self) -> ProcessHandle {
         self.process_handle.clone()
     }
 

@@ -29,8 +29,6 @@ use anyhow::Result;
 use anyhow::anyhow;
 use once_cell::sync::Lazy;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::Mutex;
 
 /// A higher level interface to EvalContext. A bit closer to a Repl. Provides commands (start with
 /// ':') that alter context state or print information.
@@ -73,7 +71,7 @@ impl CommandContext {
         self.eval_context.warm_up_analyzer(code)
     }
 
-    pub fn process_handle(&self) -> Arc<Mutex<std::process::Child>> {
+    pub fn process_handle(&self) -> crate::ProcessHandle {
         self.eval_context.process_handle()
     }
 

@@ -759,7 +759,7 @@ impl EvalContext {
         self.committed_state.config = self.initial_config.clone();
     }
 
-    pub fn process_handle(&self) -> Arc<Mutex<std::process::Child>> {
+    pub fn process_handle(&self) -> crate::ProcessHandle {
         self.child_process.process_handle()
     }
 

@@ -26,6 +26,7 @@ mod item;
 mod module;
 mod runtime;
 mod rust_analyzer;
+mod spawn;
 mod statement_splitter;
 mod toml_parse;
 // tch-kernel: variable types from the cell's own build.
@@ -57,8 +58,12 @@ pub use crate::eval_context::EvalContextOutputs;
 pub use crate::eval_context::EvalOutputs;
 pub use crate::module::CRATE_NAME as CELL_CRATE_NAME;
 // tch-kernel: lets the embedder skip the start-up warm-up eval.
+pub use crate::child_process::ProcessHandle;
 pub use crate::eval_context::SKIP_WARM_UP_EVAL_ENV;
 pub use crate::runtime::runtime_hook;
+pub use crate::spawn::{
+    ChildSpawner, EvalProcess, SpawnedProcess, set_child_spawner, spawn_subprocess,
+};
 // tch-kernel: how a variable's type is shown.
 pub use crate::type_probe::short_type_name;
 pub use rust_analyzer::ANALYZER_THREAD;

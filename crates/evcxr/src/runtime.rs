@@ -93,24 +93,61 @@ fn install_interrupt_handler() {
 /// tch-kernel: the child must not outlive the kernel. A kernel that is killed (Jupyter's forced
 /// shutdown), or that exits while a cell runs (its client gone), would leave the child running
 /// that cell for ever: an endless loop at 100% of a core, or a GPU's memory held. A thread
-/// checks once a second that the parent is still the one that started this process.
+/// waits for the kernel's end on a pidfd (Linux 5.3); where there is none, it checks once a
+/// second that the kernel still is this process's parent, or alive when it is not the parent
+/// (a child forked by the kernel's zygote).
 fn watch_parent() {
+    let kernel = kernel_pid();
     // SAFETY: getppid has no preconditions.
-    let parent = unsafe { libc::getppid() };
+    let started_by_kernel = unsafe { libc::getppid() } == kernel;
+    // SAFETY: pidfd_open takes a pid and flags; the result is a new descriptor or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, kernel, 0) } as libc::c_int;
+    if pidfd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        // SAFETY: ends the process without running anything else; the kernel is gone.
+        unsafe { libc::_exit(0) };
+    }
+    let gone = move || {
+        if started_by_kernel {
+            // SAFETY: as above.
+            unsafe { libc::getppid() != kernel }
+        } else {
+            // SAFETY: signal 0 only checks that the process exists.
+            let failed = unsafe { libc::kill(kernel, 0) } != 0;
+            failed && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        }
+    };
     let spawned = std::thread::Builder::new()
         .name("parent-watch".into())
         .spawn(move || {
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                // SAFETY: as above; _exit ends the process without running anything else.
-                if unsafe { libc::getppid() } != parent {
-                    unsafe { libc::_exit(0) };
+            if pidfd >= 0 {
+                let mut fd = libc::pollfd {
+                    fd: pidfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; readable once the kernel has exited.
+                while unsafe { libc::poll(&mut fd, 1, -1) } < 0 {}
+            } else {
+                while !gone() {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
                 }
             }
+            // SAFETY: _exit ends the process without running anything else.
+            unsafe { libc::_exit(0) };
         });
     if let Err(e) = spawned {
         eprintln!("cannot watch the parent process: {e}");
     }
+}
+
+/// tch-kernel: the kernel this process evaluates for: its parent, unless the kernel had it
+/// forked by another process and said so (`child_protocol::env::KERNEL_PID`).
+fn kernel_pid() -> libc::pid_t {
+    std::env::var(child_protocol::env::KERNEL_PID)
+        .ok()
+        .and_then(|pid| pid.parse().ok())
+        // SAFETY: getppid has no preconditions.
+        .unwrap_or_else(|| unsafe { libc::getppid() })
 }
 
 /// Binaries can call this just after staring. If we detect that we're actually running as a
@@ -136,7 +173,7 @@ fn allow_parent_debugger() {
     unsafe {
         libc::prctl(
             libc::PR_SET_PTRACER,
-            libc::getppid() as libc::c_ulong,
+            kernel_pid() as libc::c_ulong,
             0 as libc::c_ulong,
             0 as libc::c_ulong,
             0 as libc::c_ulong,

@@ -27,6 +27,8 @@ pub struct ServeOptions {
     pub interrupt: Arc<dyn Fn() + Send + Sync>,
     /// Answers `debug_request` (see [`crate::Debugger`]); none: no debugger.
     pub debugger: Option<Arc<dyn crate::Debugger>>,
+    /// The kernel's processes outside its own tree, for `usage_request`.
+    pub other_processes: Option<crate::usage::OtherProcesses>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +179,7 @@ where
         control_out: control_out_tx,
         interrupt: interrupt.clone(),
         executor: events_tx.clone(),
-        usage: Arc::default(),
+        usage: Arc::new(crate::usage::UsageMeter::new(options.other_processes)),
         debugger: options.debugger,
     };
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Stopped>();

@@ -52,10 +52,15 @@ pub struct HostMemory {
     pub free: u64,
 }
 
+/// Processes of the kernel's that are not below it (an evaluation process forked by another
+/// process): they and their descendants count as the kernel's.
+pub type OtherProcesses = std::sync::Arc<dyn Fn() -> Vec<u32> + Send + Sync>;
+
 /// Remembers the CPU time seen at the last request, for percentages between requests.
 #[derive(Default)]
 pub struct UsageMeter {
     last: Mutex<Samples>,
+    others: Option<OtherProcesses>,
 }
 
 #[derive(Default)]
@@ -68,6 +73,13 @@ struct Samples {
 }
 
 impl UsageMeter {
+    pub fn new(others: Option<OtherProcesses>) -> UsageMeter {
+        UsageMeter {
+            last: Mutex::default(),
+            others,
+        }
+    }
+
     pub fn reply(&self) -> UsageReply {
         let me = std::process::id();
         let ticks_per_s = clock_ticks();
@@ -75,7 +87,8 @@ impl UsageMeter {
         let now = Instant::now();
         let mut processes = Vec::new();
         let mut seen = HashMap::new();
-        for pid in descendants(me) {
+        let others = self.others.as_ref().map(|f| f()).unwrap_or_default();
+        for pid in descendants(me, &others) {
             let Some(stat) = ProcStat::read(pid) else {
                 continue;
             };
@@ -124,9 +137,10 @@ impl UsageMeter {
     }
 }
 
-/// `pid` and every process below it, parents first.
-fn descendants(pid: u32) -> Vec<u32> {
+/// `pid` and `others`, and every process below them, parents first.
+fn descendants(pid: u32, others: &[u32]) -> Vec<u32> {
     let mut out = vec![pid];
+    out.extend(others.iter().filter(|o| **o != pid));
     let mut i = 0;
     while i < out.len() {
         let parent = out[i];

@@ -19,7 +19,7 @@
 //! All of them go through one lock, so the watchdog never kills a cell that has ended, and an
 //! interrupt between cells (or while the child restarts) does nothing.
 
-use std::process::Child;
+use evcxr::ProcessHandle;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -65,14 +65,14 @@ struct Inner {
 pub(crate) struct ChildLife {
     inner: Mutex<Inner>,
     changed: Condvar,
-    child: Arc<Mutex<Child>>,
+    child: ProcessHandle,
     grace: Duration,
 }
 
 impl ChildLife {
     /// `child`: the engine's handle on the process (valid across its restarts); `grace`: how
     /// long an interrupted cell may take to stop before the child is killed.
-    pub(crate) fn new(child: Arc<Mutex<Child>>, grace: Duration) -> Arc<ChildLife> {
+    pub(crate) fn new(child: ProcessHandle, grace: Duration) -> Arc<ChildLife> {
         Arc::new(ChildLife {
             inner: Mutex::new(Inner {
                 state: ChildState::Idle,
@@ -218,7 +218,7 @@ mod tests {
 
     /// A child that sleeps until killed; SIGINT (the default action) would end it too, so it
     /// ignores SIGINT as the evaluation child does.
-    fn sleeper() -> Arc<Mutex<Child>> {
+    fn sleeper() -> ProcessHandle {
         let child = std::process::Command::new("sh")
             .args(["-c", "trap '' INT; exec sleep 600"])
             .spawn()
@@ -236,7 +236,7 @@ mod tests {
         while !ignores_int() {
             std::thread::yield_now();
         }
-        Arc::new(Mutex::new(child))
+        Arc::new(Mutex::new(Box::new(child)))
     }
 
     fn wait_for(life: &ChildLife, state: ChildState) {

@@ -23,6 +23,7 @@ mod memory;
 mod output;
 mod snapshot_dir;
 mod variables_view;
+mod zygote_children;
 
 pub use build_cache::{BuildCache, PrebuiltState};
 pub use child_life::ChildState;
@@ -43,6 +44,7 @@ pub use loop_poll::LoopPolls;
 pub use output::{OutputSink, Stream};
 pub use snapshot_dir::{CONNECTION_FILE_KEY, RestoreReport, SnapshotConfig};
 pub use variables_view::{SharedVariables, VariableView};
+pub use zygote_children::fork_children_from_zygote;
 
 /// Must be the first call in `main` of any binary that creates an [`Evaluator`]: the same
 /// executable is re-launched as the evaluation child (and as a rustc wrapper), and this call
@@ -60,33 +62,51 @@ pub fn child_process_hook() {
         // SAFETY: first thing in main, before any thread exists.
         unsafe { std::env::remove_var(child_protocol::env::IS_RUNTIME) };
     }
-    if std::env::var_os(child_protocol::env::IS_RUNTIME).is_some()
-        && let Some(list) = std::env::var_os(child_protocol::env::CHILD_PRELOAD)
-    {
-        for lib in std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()) {
-            preload(&lib);
+    // A zygote loads them once, for every process it forks (`zygote_children`).
+    let forked = zygote_children::serve_if_zygote(preload_listed);
+    if !forked && std::env::var_os(child_protocol::env::IS_RUNTIME).is_some() {
+        for note in preload_listed() {
+            eprintln!("{note}");
         }
     }
     evcxr::runtime_hook();
 }
 
-fn preload(lib: &std::path::Path) {
+/// Loads the libraries of [`child_protocol::env::CHILD_PRELOAD`]; says why any did not load.
+fn preload_listed() -> Vec<String> {
+    let Some(list) = std::env::var_os(child_protocol::env::CHILD_PRELOAD) else {
+        return vec![];
+    };
+    std::env::split_paths(&list)
+        .filter(|p| !p.as_os_str().is_empty())
+        .filter_map(|lib| preload(&lib).err())
+        .collect()
+}
+
+fn preload(lib: &std::path::Path) -> Result<(), String> {
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(lib.as_os_str().as_bytes()) else {
-        return;
+        return Err(format!(
+            "tch-kernel: could not load {}: a NUL in its path",
+            lib.display()
+        ));
     };
     // SAFETY: dlopen with a valid C string; the handle is deliberately never closed.
     let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-    if handle.is_null() {
-        // SAFETY: dlerror returns a thread-local C string or null.
-        let err = unsafe { libc::dlerror() };
-        let msg = if err.is_null() {
-            "unknown error".to_owned()
-        } else {
-            unsafe { std::ffi::CStr::from_ptr(err) }
-                .to_string_lossy()
-                .into_owned()
-        };
-        eprintln!("tch-kernel: could not load {}: {msg}", lib.display());
+    if !handle.is_null() {
+        return Ok(());
     }
+    // SAFETY: dlerror returns a thread-local C string or null.
+    let err = unsafe { libc::dlerror() };
+    let msg = if err.is_null() {
+        "unknown error".to_owned()
+    } else {
+        unsafe { std::ffi::CStr::from_ptr(err) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    Err(format!(
+        "tch-kernel: could not load {}: {msg}",
+        lib.display()
+    ))
 }
