@@ -3,10 +3,10 @@
 //! Every kernel's evaluation process loads libtorch, and about 190 MB of each is libtorch's own
 //! start-up (its operator registry on the heap, relocated tables): private to each process when
 //! each loads it. A zygote loads it once and forks the processes, so their pages stay shared
-//! (copy-on-write) and a new process starts at once. One zygote serves a user's kernels that run
-//! the same executable with the same libraries in the same cgroup; it listens on an abstract
-//! Unix socket (no file to clean up, gone with it), answers only its own user, and exits after
-//! [`LINGER`] with no process to follow.
+//! (copy-on-write). One zygote serves a user's kernels that run the same executable with the
+//! same libraries in the same cgroup; it listens on an abstract Unix socket (no file to clean
+//! up, gone with it), answers only its own user, and exits after [`LINGER`] with no process to
+//! follow.
 //!
 //! The kernel side is [`Zygote::spawn`]; the zygote's is [`serve_if_asked`], first in `main`.
 
