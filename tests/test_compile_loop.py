@@ -204,3 +204,66 @@ fn answer() -> i32 { base() * 2 + 2 }
     # A mistake in a cell is reported as usual.
     reply, _ = run(tk, "answer() + undefined_thing")
     assert reply["status"] == "error" and "undefined_thing" in reply["evalue"], reply
+
+
+REUSED = "(build reused)"
+
+
+def timed(kc, code):
+    """Runs `code` with `:timing` on; returns (its result, whether its earlier build ran again)."""
+    outputs = ok(kc, code)
+    printed = "".join(c["text"] for t, c in outputs if t == "stream" and c["name"] == "stdout")
+    timing = [line for line in printed.splitlines() if line.startswith("compile ")]
+    assert timing, printed
+    return result(outputs), REUSED in timing[-1]
+
+
+def test_an_unchanged_cell_runs_again_without_rustc_and_any_change_rebuilds_it(fresh):
+    kc = fresh
+    ok(kc, ":timing")
+    ok(kc, "let mut steps = 0i64;\nfn step(v: i64) -> i64 { v + 1 }")
+    train = ("steps = step(steps);\n"
+             "let w = Tensor::full([2, 2], steps as f64, (Kind::Float, Device::Cpu));\n"
+             "let total = w.sum(Kind::Float).double_value(&[]);\n"
+             "(steps, total)")
+    # The first run types the variables it defines; from the second its variables are inputs.
+    assert timed(kc, train) == (["(1, 4.0)"], False)
+    assert timed(kc, train) == (["(2, 8.0)"], False)
+    # Unchanged source and inputs' types: the same build runs, with today's values.
+    assert timed(kc, train) == (["(3, 12.0)"], True)
+    assert timed(kc, train) == (["(4, 16.0)"], True)
+
+    # An item it uses changed: built again, then reused.
+    ok(kc, "fn step(v: i64) -> i64 { v + 10 }")
+    assert timed(kc, train) == (["(14, 56.0)"], False)
+    assert timed(kc, train) == (["(24, 96.0)"], True)
+    # An item it does not use changed: still the same build.
+    ok(kc, "fn unrelated() -> u8 { 7 }")
+    assert timed(kc, train)[1] is True
+
+    # Only a variable's type changed: built again (the old build would take a u8 from the
+    # store). A cell that defines no variable is reused from its second run.
+    count = "counter += 1; counter"
+    ok(kc, "let mut counter = 0u8;")
+    assert timed(kc, count) == (["1"], False)
+    assert timed(kc, count) == (["2"], True)
+    ok(kc, "let mut counter = 0u64;")
+    assert timed(kc, count) == (["1"], False)
+    assert timed(kc, count) == (["2"], True)
+
+    # A variable's type and the item it is given to changed together: built again.
+    ok(kc, "let mut steps: i32 = 100;\nfn step(v: i32) -> i32 { v + 1 }")
+    assert timed(kc, train) == (["(101, 404.0)"], False)
+    assert timed(kc, train) == (["(102, 408.0)"], True)
+
+    # A crate added: built again.
+    ok(kc, ':dep itoa = "1"')
+    assert timed(kc, train) == (["(103, 412.0)"], False)
+    assert timed(kc, train) == (["(104, 416.0)"], True)
+
+    # After the evaluation process restarted (a crash), the build is loaded into the new one.
+    reply, _ = run(kc, "std::process::abort();", timeout=300)
+    assert reply["ename"] == "EvaluatorCrashed"
+    ok(kc, "let mut steps: i32 = 0;")
+    assert timed(kc, train) == (["(1, 4.0)"], False)
+    assert timed(kc, train) == (["(2, 8.0)"], True)

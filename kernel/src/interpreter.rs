@@ -190,18 +190,29 @@ struct RustInterpreter {
 #[derive(Default)]
 struct Timing {
     print_each: bool,
-    cells: Vec<(u64, Duration, Duration)>,
+    cells: Vec<TimedCell>,
+}
+
+struct TimedCell {
+    count: u64,
+    compile: Duration,
+    run: Duration,
+    /// Its earlier build ran again: no rustc (see `evcxr::REUSED_BUILD_PHASE`).
+    reused: bool,
+}
+
+impl TimedCell {
+    fn line(&self) -> String {
+        format!(
+            "compile {:.2} s{} · run {:.2} s\n",
+            self.compile.as_secs_f64(),
+            if self.reused { " (build reused)" } else { "" },
+            self.run.as_secs_f64()
+        )
+    }
 }
 
 impl Timing {
-    fn line(compile: Duration, run: Duration) -> String {
-        format!(
-            "compile {:.2} s · run {:.2} s\n",
-            compile.as_secs_f64(),
-            run.as_secs_f64()
-        )
-    }
-
     /// `:timing [on|off]`: sets printing (a bare `:timing` turns it on) and shows the table.
     fn command(&mut self, arg: &str) -> ExecuteOutcome {
         match arg {
@@ -229,11 +240,16 @@ impl Timing {
             html.push_str(
                 "<table><thead><tr><th>cell</th><th>compile (s)</th><th>run (s)</th></tr></thead><tbody>",
             );
-            for (count, compile, run) in &self.cells {
-                let (c, r) = (compile.as_secs_f64(), run.as_secs_f64());
-                text.push_str(&format!("[{count}]{:>12.2} s{r:>8.2} s\n", c));
+            for cell in &self.cells {
+                let (count, c, r) = (
+                    cell.count,
+                    cell.compile.as_secs_f64(),
+                    cell.run.as_secs_f64(),
+                );
+                let reused = if cell.reused { " (build reused)" } else { "" };
+                text.push_str(&format!("[{count}]{c:>12.2} s{r:>8.2} s{reused}\n"));
                 html.push_str(&format!(
-                    "<tr><td>[{count}]</td><td>{c:.2}</td><td>{r:.2}</td></tr>"
+                    "<tr><td>[{count}]</td><td>{c:.2}{reused}</td><td>{r:.2}</td></tr>"
                 ));
             }
             html.push_str("</tbody></table>");
@@ -373,15 +389,16 @@ impl Interpreter for RustInterpreter {
         }
         match evaluator.eval(code, &input) {
             Ok(output) => {
-                self.timing
-                    .cells
-                    .push((count, output.compile_time, output.run_time));
+                let cell = TimedCell {
+                    count,
+                    compile: output.compile_time,
+                    run: output.run_time,
+                    reused: output.build_reused,
+                };
                 if self.timing.print_each {
-                    publisher.stream(
-                        StreamName::Stdout,
-                        &Timing::line(output.compile_time, output.run_time),
-                    );
+                    publisher.stream(StreamName::Stdout, &cell.line());
                 }
+                self.timing.cells.push(cell);
                 let result = (!output.data.is_empty()).then(|| to_bundle(output.data));
                 ExecuteOutcome::Ok {
                     result,

@@ -37,6 +37,7 @@ use ra_ap_syntax::SyntaxKind;
 use ra_ap_syntax::SyntaxNode;
 use ra_ap_syntax::ast;
 use regex::Regex;
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -945,7 +946,40 @@ impl EvalContext {
             .copied()
             .chain(debug_args.iter().map(String::as_str))
             .collect();
-        let (so_file, warnings) = self.module.compile(&code, &state.config, &args)?;
+        // tch-kernel: the same crate built before runs again without rustc (`crate::reuse`);
+        // never a debug build (each has its own source file) or the build that shows errors.
+        let fn_name = state.current_user_fn_name();
+        let reuse_key = (debug.is_none()
+            && compilation_mode != CompilationMode::NoCatchExpectError)
+            .then(|| Module::reuse_key(&state.config, &code, &fn_name, &args))
+            .flatten();
+        let reused = reuse_key.as_deref().and_then(|k| self.module.reusable(k));
+        let (so_file, warnings, fn_name) = match reused {
+            Some(build) => {
+                phases.phase_complete(REUSED_BUILD_PHASE);
+                (
+                    SoFile {
+                        path: build.so_file,
+                    },
+                    build.warnings,
+                    build.fn_name,
+                )
+            }
+            None => {
+                let (so_file, warnings) = self.module.compile(&code, &state.config, &args)?;
+                if let Some(key) = reuse_key {
+                    self.module.remember_build(
+                        key,
+                        crate::reuse::Reusable {
+                            so_file: so_file.path.clone(),
+                            fn_name: fn_name.clone(),
+                            warnings: warnings.clone(),
+                        },
+                    );
+                }
+                (so_file, warnings, fn_name)
+            }
+        };
 
         if compilation_mode == CompilationMode::NoCatchExpectError {
             // Uh-oh, caller was expecting an error, return OK and the caller can return the
@@ -971,7 +1005,7 @@ impl EvalContext {
                 lines: code.cell_lines(),
             });
         }
-        let output = self.run_and_capture_output(state, &so_file, callbacks)?;
+        let output = self.run_and_capture_output(state, &so_file, &fn_name, callbacks)?;
         Ok(ExecutionArtifacts { output })
     }
 
@@ -1216,13 +1250,13 @@ impl EvalContext {
         &mut self,
         state: &mut ContextState,
         so_file: &SoFile,
+        fn_name: &str,
         callbacks: &mut EvalCallbacks,
     ) -> Result<EvalOutputs, Error> {
         let mut output = EvalOutputs::new();
         // TODO: We should probably send an OsString not a String. Otherwise
         // things won't work if the path isn't UTF-8 - apparently that's a thing
         // on some platforms.
-        let fn_name = state.current_user_fn_name();
         // tch-kernel: the run's number, for the stderr mark (see `last_stderr_mark`).
         let mark = if self.stderr_marks_on {
             self.stderr_marks += 1;
@@ -1460,6 +1494,8 @@ pub const BORROWED_VARIABLE: &str = "borrows another value, so it cannot be kept
 
 /// tch-kernel: the name of the phase that runs a compiled cell (every other phase compiles).
 pub const EXECUTION_PHASE: &str = "Execution";
+/// tch-kernel: the phase of a cell whose earlier build ran again without rustc.
+pub const REUSED_BUILD_PHASE: &str = "Reused build";
 
 #[derive(Debug)]
 pub struct PhaseDetails {
@@ -1582,20 +1618,20 @@ enum CompilationMode {
 /// succeeds, we keep the modified state, if it fails, we revert to the old state.
 #[derive(Clone, Debug)]
 pub struct ContextState {
-    items_by_name: HashMap<String, CodeBlock>,
+    items_by_name: BTreeMap<String, CodeBlock>,
     unnamed_items: Vec<CodeBlock>,
-    pub(crate) external_deps: HashMap<String, ExternalCrate>,
+    pub(crate) external_deps: BTreeMap<String, ExternalCrate>,
     // Keyed by crate name. Could use a set, except that the statement might be
     // formatted slightly differently.
-    extern_crate_stmts: HashMap<String, String>,
+    extern_crate_stmts: BTreeMap<String, String>,
     /// States of variables. Includes variables that have just been defined by
     /// the code about to be executed.
-    variable_states: HashMap<String, VariableState>,
+    variable_states: BTreeMap<String, VariableState>,
     /// State of variables that have been stored. i.e. after the last bit of
     /// code was executed. Doesn't include newly defined variables until after
     /// execution completes.
-    stored_variable_states: HashMap<String, VariableState>,
-    attributes: HashMap<String, CodeBlock>,
+    stored_variable_states: BTreeMap<String, VariableState>,
+    attributes: BTreeMap<String, CodeBlock>,
     async_mode: bool,
     allow_question_mark: bool,
     /// tch-kernel: every identifier-like word of the cell being built (string literals
@@ -1698,13 +1734,13 @@ fn frozen_change_message(deps: &str, changes: &[dep_resolution::FrozenChange]) -
 impl ContextState {
     fn new(config: Config) -> ContextState {
         ContextState {
-            items_by_name: HashMap::new(),
+            items_by_name: BTreeMap::new(),
             unnamed_items: vec![],
-            external_deps: HashMap::new(),
-            extern_crate_stmts: HashMap::new(),
-            variable_states: HashMap::new(),
-            stored_variable_states: HashMap::new(),
-            attributes: HashMap::new(),
+            external_deps: BTreeMap::new(),
+            extern_crate_stmts: BTreeMap::new(),
+            variable_states: BTreeMap::new(),
+            stored_variable_states: BTreeMap::new(),
+            attributes: BTreeMap::new(),
             async_mode: false,
             allow_question_mark: false,
             build_num: 0,
@@ -2965,7 +3001,7 @@ fn item_triggers(name: &str, code: &str) -> HashSet<String> {
 /// blocks needed so far. Words are matched, not resolved, so a block is sometimes taken
 /// without need, which costs only time.
 fn needed_items<'a>(
-    items: &'a HashMap<String, CodeBlock>,
+    items: &'a BTreeMap<String, CodeBlock>,
     seed: &str,
     cache: &TriggerCache,
 ) -> HashSet<&'a str> {
@@ -3012,7 +3048,7 @@ fn needed_items<'a>(
 mod needed_items_tests {
     use super::*;
 
-    fn items() -> HashMap<String, CodeBlock> {
+    fn items() -> std::collections::BTreeMap<String, CodeBlock> {
         [
             (
                 "S21",

@@ -24,6 +24,7 @@ mod eval_context;
 mod evcxr_internal_runtime;
 mod item;
 mod module;
+mod reuse;
 mod runtime;
 mod rust_analyzer;
 mod spawn;
@@ -56,6 +57,7 @@ pub use crate::eval_context::EvalCallbacks;
 pub use crate::eval_context::EvalContext;
 pub use crate::eval_context::EvalContextOutputs;
 pub use crate::eval_context::EvalOutputs;
+pub use crate::eval_context::REUSED_BUILD_PHASE;
 pub use crate::module::CRATE_NAME as CELL_CRATE_NAME;
 // tch-kernel: lets the embedder skip the start-up warm-up eval.
 pub use crate::child_process::ProcessHandle;

@@ -148,6 +148,8 @@ pub(crate) struct Module {
     /// tch-kernel: told cargo's `Compiling NAME VERSION` lines of dependencies (a `:dep`'s
     /// crates), instead of this process's stderr (see `set_build_progress`).
     build_progress: Option<BuildProgress>,
+    /// tch-kernel: earlier builds that a cell with the same code runs again (`crate::reuse`).
+    reuse: crate::reuse::BuildReuse,
 }
 
 /// tch-kernel: a receiver of cargo's progress lines (see `Module::set_build_progress`).
@@ -205,6 +207,7 @@ impl Module {
             trust_seeded_record: false,
             seeded_record_tried: false,
             build_progress: None,
+            reuse: Default::default(),
         })
     }
 
@@ -371,6 +374,8 @@ impl Module {
             let output = run_cargo(command, code_block, None)?;
             return Ok((output, so_file));
         }
+        // Cargo may rebuild dependencies: no earlier build is known to match them any more.
+        self.reuse.forget_all();
         let mut command = config.cargo_command("rustc");
         command.arg("--lib").arg("--").args(extra_rustc_args);
         let record_file = config.crate_dir().join(RECORDED_RUSTC_FILE);
@@ -391,6 +396,32 @@ impl Module {
                 direct
             });
         Ok((output, None))
+    }
+
+    /// tch-kernel: what a build of `code` with `extra_rustc_args` is, for `crate::reuse`
+    /// (`fn_name`: the function it would export); `None` where builds are not reused (evcxr's
+    /// own build cache, static linking, `time_passes`).
+    pub(crate) fn reuse_key(
+        config: &Config,
+        code: &CodeBlock,
+        fn_name: &str,
+        extra_rustc_args: &[&str],
+    ) -> Option<String> {
+        let manifest = Self::direct_key(config)?;
+        Some(crate::reuse::key(
+            &code.code_string(),
+            fn_name,
+            &manifest,
+            extra_rustc_args,
+        ))
+    }
+
+    pub(crate) fn reusable(&self, key: &str) -> Option<crate::reuse::Reusable> {
+        self.reuse.get(key).cloned()
+    }
+
+    pub(crate) fn remember_build(&mut self, key: String, build: crate::reuse::Reusable) {
+        self.reuse.remember(key, build);
     }
 
     // Writes Cargo.toml. Should be called before compile.

@@ -244,6 +244,8 @@ pub struct EvalOutput {
     /// Time spent compiling the cell (every attempt) and running it, for `:timing`.
     pub compile_time: Duration,
     pub run_time: Duration,
+    /// An earlier build of the same crate ran again: rustc did not run.
+    pub build_reused: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -630,6 +632,7 @@ impl Evaluator {
                         elapsed: outputs.timing,
                         compile_time: compile.iter().map(|p| p.duration).sum(),
                         run_time: ran.iter().map(|p| p.duration).sum(),
+                        build_reused: compile.iter().any(|p| p.name == evcxr::REUSED_BUILD_PHASE),
                     })
                 }
             },
