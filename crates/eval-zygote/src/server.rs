@@ -61,14 +61,14 @@ pub(crate) fn run(name: &[u8], preload: impl FnOnce() -> Vec<String>) -> Forked 
     let mut children: HashMap<libc::pid_t, Option<UnixStream>> = HashMap::new();
     loop {
         let mut fds = vec![pollfd(listener.as_raw_fd()), pollfd(wake_read.as_raw_fd())];
-        let watched: Vec<libc::pid_t> = children
-            .iter()
-            .filter_map(|(pid, conn)| conn.as_ref().map(|c| (*pid, c)))
-            .map(|(pid, conn)| {
+        // The processes whose kernel still listens, in the order of their `fds[2..]`.
+        let mut watched = Vec::new();
+        for (pid, conn) in &children {
+            if let Some(conn) = conn {
                 fds.push(pollfd(conn.as_raw_fd()));
-                pid
-            })
-            .collect();
+                watched.push(*pid);
+            }
+        }
         let timeout = if children.is_empty() {
             LINGER.as_millis() as libc::c_int
         } else {

@@ -948,38 +948,18 @@ impl EvalContext {
             .collect();
         // tch-kernel: the same crate built before runs again without rustc (`crate::reuse`);
         // never a debug build (each has its own source file) or the build that shows errors.
-        let fn_name = state.current_user_fn_name();
-        let reuse_key = (debug.is_none()
-            && compilation_mode != CompilationMode::NoCatchExpectError)
-            .then(|| Module::reuse_key(&state.config, &code, &fn_name, &args))
-            .flatten();
-        let reused = reuse_key.as_deref().and_then(|k| self.module.reusable(k));
-        let (so_file, warnings, fn_name) = match reused {
-            Some(build) => {
-                phases.phase_complete(REUSED_BUILD_PHASE);
-                (
-                    SoFile {
-                        path: build.so_file,
-                    },
-                    build.warnings,
-                    build.fn_name,
-                )
-            }
-            None => {
-                let (so_file, warnings) = self.module.compile(&code, &state.config, &args)?;
-                if let Some(key) = reuse_key {
-                    self.module.remember_build(
-                        key,
-                        crate::reuse::Reusable {
-                            so_file: so_file.path.clone(),
-                            fn_name: fn_name.clone(),
-                            warnings: warnings.clone(),
-                        },
-                    );
-                }
-                (so_file, warnings, fn_name)
-            }
-        };
+        let reuse = debug.is_none() && compilation_mode != CompilationMode::NoCatchExpectError;
+        let built = self.module.build(
+            &code,
+            &state.config,
+            &args,
+            &state.current_user_fn_name(),
+            reuse,
+        )?;
+        if built.reused {
+            phases.phase_complete(REUSED_BUILD_PHASE);
+        }
+        let (so_file, warnings, fn_name) = (built.so_file, built.warnings, built.fn_name);
 
         if compilation_mode == CompilationMode::NoCatchExpectError {
             // Uh-oh, caller was expecting an error, return OK and the caller can return the

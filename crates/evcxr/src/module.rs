@@ -352,14 +352,15 @@ impl Module {
     /// tch-kernel: builds the cell crate (a `cargo rustc --lib` build), by running rustc
     /// directly when a recorded command is valid, through cargo otherwise (recording it).
     /// Returns the output once rustc succeeded; rustc's errors otherwise.
+    /// `key`: the build's `direct_key`.
     fn build_cell_crate(
         &mut self,
         config: &Config,
         code_block: &CodeBlock,
         extra_rustc_args: &[&str],
         so_path_file: Option<&Path>,
+        key: Option<String>,
     ) -> Result<(std::process::Output, Option<PathBuf>), Error> {
-        let key = Self::direct_key(config);
         if self.direct.is_none() && self.trust_seeded_record && !self.seeded_record_tried {
             self.seeded_record_tried = true;
             self.direct = key
@@ -398,32 +399,6 @@ impl Module {
         Ok((output, None))
     }
 
-    /// tch-kernel: what a build of `code` with `extra_rustc_args` is, for `crate::reuse`
-    /// (`fn_name`: the function it would export); `None` where builds are not reused (evcxr's
-    /// own build cache, static linking, `time_passes`).
-    pub(crate) fn reuse_key(
-        config: &Config,
-        code: &CodeBlock,
-        fn_name: &str,
-        extra_rustc_args: &[&str],
-    ) -> Option<String> {
-        let manifest = Self::direct_key(config)?;
-        Some(crate::reuse::key(
-            &code.code_string(),
-            fn_name,
-            &manifest,
-            extra_rustc_args,
-        ))
-    }
-
-    pub(crate) fn reusable(&self, key: &str) -> Option<crate::reuse::Reusable> {
-        self.reuse.get(key).cloned()
-    }
-
-    pub(crate) fn remember_build(&mut self, key: String, build: crate::reuse::Reusable) {
-        self.reuse.remember(key, build);
-    }
-
     // Writes Cargo.toml. Should be called before compile.
     pub(crate) fn write_cargo_toml(&self, state: &ContextState) -> Result<(), Error> {
         write_file(
@@ -446,13 +421,64 @@ impl Module {
 
     // tch-kernel: no `check` (nothing called it once rust-analyzer stopped typing variables).
 
-    /// Builds the cell crate. tch-kernel: `extra_rustc_args` go to the cell crate only, and
-    /// the build's warnings are returned with the shared object (the type probe reads them).
-    pub(crate) fn compile(
+    /// tch-kernel: builds the cell crate, or, with `reuse`, runs again an earlier build of the
+    /// same crate (`crate::reuse`). `fn_name`: the function this build exports. Builds are not
+    /// reused where there is no `direct_key` (evcxr's own build cache, static linking,
+    /// `time_passes`).
+    pub(crate) fn build(
         &mut self,
         code_block: &CodeBlock,
         config: &Config,
         extra_rustc_args: &[&str],
+        fn_name: &str,
+        reuse: bool,
+    ) -> Result<Built, Error> {
+        let source = code_block.code_string();
+        let manifest = Self::direct_key(config);
+        let reuse_key = manifest
+            .as_deref()
+            .filter(|_| reuse)
+            .map(|m| crate::reuse::key(&source, fn_name, m, extra_rustc_args));
+        if let Some(found) = reuse_key.as_ref().and_then(|k| self.reuse.get(k)) {
+            return Ok(Built {
+                so_file: SoFile {
+                    path: found.so_file.clone(),
+                },
+                warnings: found.warnings.clone(),
+                fn_name: found.fn_name.clone(),
+                reused: true,
+            });
+        }
+        let (so_file, warnings) =
+            self.compile(code_block, &source, config, extra_rustc_args, manifest)?;
+        if let Some(key) = reuse_key {
+            self.reuse.remember(
+                key,
+                crate::reuse::Reusable {
+                    so_file: so_file.path.clone(),
+                    fn_name: fn_name.to_owned(),
+                    warnings: warnings.clone(),
+                },
+            );
+        }
+        Ok(Built {
+            so_file,
+            warnings,
+            fn_name: fn_name.to_owned(),
+            reused: false,
+        })
+    }
+
+    /// Builds the cell crate. tch-kernel: `extra_rustc_args` go to the cell crate only, and
+    /// the build's warnings are returned with the shared object (the type probe reads them);
+    /// `source` is `code_block`'s text, `manifest` the build's `direct_key`.
+    fn compile(
+        &mut self,
+        code_block: &CodeBlock,
+        source: &str,
+        config: &Config,
+        extra_rustc_args: &[&str],
+        manifest: Option<String>,
     ) -> Result<(SoFile, Vec<CompilationError>), Error> {
         if self.last_allow_static == Some(!config.allow_static_linking) {
             // If allow_static_linking has changed, then we need to rebuild everything.
@@ -465,7 +491,7 @@ impl Module {
             bail!("time_passes option requires nightly compiler");
         }
 
-        self.write_code(code_block, config)?;
+        self.write_code(source, config)?;
 
         let next_build_num = self.build_num + 1;
         let so_path_file = config.crate_dir().join(EXECUTION_SO_PATH_FILE);
@@ -479,8 +505,13 @@ impl Module {
 
         // tch-kernel: direct rustc when possible; a direct build names its shared object
         // itself, and the warnings go back to the type probe.
-        let (cargo_output, direct_so_file) =
-            self.build_cell_crate(config, code_block, extra_rustc_args, Some(&so_path_file))?;
+        let (cargo_output, direct_so_file) = self.build_cell_crate(
+            config,
+            code_block,
+            extra_rustc_args,
+            Some(&so_path_file),
+            manifest,
+        )?;
         if config.time_passes {
             let output = String::from_utf8_lossy(&cargo_output.stderr);
             eprintln!("{output}");
@@ -518,8 +549,8 @@ impl Module {
         ))
     }
 
-    fn write_code(&self, code_block: &CodeBlock, config: &Config) -> Result<(), Error> {
-        write_file(&config.src_dir(), "lib.rs", &code_block.code_string())?;
+    fn write_code(&self, source: &str, config: &Config) -> Result<(), Error> {
+        write_file(&config.src_dir(), "lib.rs", source)?;
         self.maybe_bump_lib_mtime(config);
         Ok(())
     }
@@ -1023,6 +1054,16 @@ fn errors_from_cargo_output(
 
 pub(crate) struct SoFile {
     pub(crate) path: PathBuf,
+}
+
+/// tch-kernel: what `Module::build` made or found.
+pub(crate) struct Built {
+    pub(crate) so_file: SoFile,
+    pub(crate) warnings: Vec<CompilationError>,
+    /// The function to run: this build's, or the reused build's own.
+    pub(crate) fn_name: String,
+    /// An earlier build of the same crate, which rustc did not build again.
+    pub(crate) reused: bool,
 }
 
 // tch-kernel: unit test of the fork's direct-rustc key.

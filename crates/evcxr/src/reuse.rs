@@ -6,6 +6,7 @@
 // linker change) may rebuild dependencies: every build is forgotten then.
 
 use crate::errors::CompilationError;
+use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
@@ -13,7 +14,6 @@ use std::path::PathBuf;
 const REMEMBERED: usize = 256;
 
 /// A build that may run again.
-#[derive(Clone)]
 pub(crate) struct Reusable {
     pub(crate) so_file: PathBuf,
     /// The function the build exports (each build's has its own number).
@@ -24,19 +24,33 @@ pub(crate) struct Reusable {
 
 #[derive(Default)]
 pub(crate) struct BuildReuse {
-    builds: VecDeque<(String, Reusable)>,
+    builds: VecDeque<(BuildKey, Reusable)>,
 }
 
-/// What a build is: its code with the build's own function name taken out, the manifest's key
-/// (see `Module::direct_key`) and the extra rustc arguments.
-pub(crate) fn key(code: &str, fn_name: &str, manifest_key: &str, args: &[&str]) -> String {
-    let code = code.replace(&format!("fn {fn_name}("), "fn <cell fn>(");
-    format!("{manifest_key}\n{args:?}\n{code}")
+/// What a build is, as a SHA-256 of its code with the build's own function name taken out, the
+/// manifest's key (see `Module::direct_key`) and the extra rustc arguments: a notebook's crates
+/// run to hundreds of kilobytes each, and only whether two are the same is needed.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) struct BuildKey([u8; 32]);
+
+pub(crate) fn key(code: &str, fn_name: &str, manifest_key: &str, args: &[&str]) -> BuildKey {
+    let mut hash = Sha256::new();
+    for part in [manifest_key, "\n", &format!("{args:?}"), "\n"] {
+        hash.update(part.as_bytes());
+    }
+    let own_fn = format!("fn {fn_name}(");
+    for (i, piece) in code.split(own_fn.as_str()).enumerate() {
+        if i > 0 {
+            hash.update(b"fn <cell fn>(");
+        }
+        hash.update(piece.as_bytes());
+    }
+    BuildKey(hash.finalize().into())
 }
 
 impl BuildReuse {
     /// The build made for `key`, if its shared object is still there.
-    pub(crate) fn get(&self, key: &str) -> Option<&Reusable> {
+    pub(crate) fn get(&self, key: &BuildKey) -> Option<&Reusable> {
         self.builds
             .iter()
             .rev()
@@ -45,7 +59,7 @@ impl BuildReuse {
             .filter(|build| build.so_file.exists())
     }
 
-    pub(crate) fn remember(&mut self, key: String, build: Reusable) {
+    pub(crate) fn remember(&mut self, key: BuildKey, build: Reusable) {
         self.builds.retain(|(k, _)| *k != key);
         if self.builds.len() == REMEMBERED {
             self.builds.pop_front();
@@ -61,6 +75,10 @@ impl BuildReuse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn named(code: &str) -> BuildKey {
+        key(code, "run_user_code_0", "m", &[])
+    }
 
     fn build(so: &std::path::Path, n: u32) -> Reusable {
         Reusable {
@@ -114,17 +132,20 @@ mod tests {
         let so = dir.path().join("libcode_1.so");
         std::fs::write(&so, b"").unwrap();
         let mut reuse = BuildReuse::default();
-        reuse.remember("k".into(), build(&so, 1));
+        reuse.remember(named("k"), build(&so, 1));
         assert_eq!(
-            reuse.get("k").map(|b| b.fn_name.as_str()),
+            reuse.get(&named("k")).map(|b| b.fn_name.as_str()),
             Some("run_user_code_1")
         );
-        assert!(reuse.get("other").is_none());
+        assert!(reuse.get(&named("other")).is_none());
         std::fs::remove_file(&so).unwrap();
-        assert!(reuse.get("k").is_none(), "its shared object is gone");
+        assert!(
+            reuse.get(&named("k")).is_none(),
+            "its shared object is gone"
+        );
         std::fs::write(&so, b"").unwrap();
         reuse.forget_all();
-        assert!(reuse.get("k").is_none());
+        assert!(reuse.get(&named("k")).is_none());
     }
 
     #[test]
@@ -134,10 +155,10 @@ mod tests {
         std::fs::write(&so, b"").unwrap();
         let mut reuse = BuildReuse::default();
         for n in 0..=REMEMBERED as u32 {
-            reuse.remember(format!("k{n}"), build(&so, n));
+            reuse.remember(named(&format!("k{n}")), build(&so, n));
         }
-        assert!(reuse.get("k0").is_none());
-        assert!(reuse.get("k1").is_some());
-        assert!(reuse.get(&format!("k{REMEMBERED}")).is_some());
+        assert!(reuse.get(&named("k0")).is_none());
+        assert!(reuse.get(&named("k1")).is_some());
+        assert!(reuse.get(&named(&format!("k{REMEMBERED}"))).is_some());
     }
 }
